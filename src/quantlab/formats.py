@@ -1,0 +1,545 @@
+"""Number formats: integers of any width, floating point ExMy, and codebooks.
+
+A *format* is the set of values a code of ``bits`` bits can stand for:
+
+* :class:`IntFormat` -- ``intN`` (two's complement, ``[-2^(N-1), 2^(N-1)-1]``) and
+  ``uintN`` (``[0, 2^N-1]``) for N = 1..16. On their own they hold integers; a
+  ``scale`` (and ``zero_point``) maps them onto real numbers (see :mod:`quantlab.quantize`).
+* :class:`FloatFormat` -- sign, ``ebits`` exponent bits and ``mbits`` mantissa bits:
+  ``value = (-1)^s * 2^(E - bias) * (1 + M / 2^mbits)`` for normal numbers and
+  ``(-1)^s * 2^(1 - bias) * (M / 2^mbits)`` for subnormals (E = 0). Rounding is to
+  nearest, ties to even. Overflow behaviour is per format (``overflow``):
+  ``"inf"`` (fp32, fp16, bf16, fp8_e5m2: IEEE-like) or ``"saturate"`` to the largest
+  finite value (fp8_e4m3 -- the finite-only ``e4m3fn`` variant --, fp6 and fp4, which
+  have no infinity). Both agree with torch's own casts where torch has the dtype.
+* :class:`CodebookFormat` -- an explicit sorted table of values, e.g. NF4 (QLoRA's
+  16 quantiles of a normal distribution) or one you give with :func:`codebook`.
+
+Every format has a ``name``, a bit width ``bits`` and can list or bound the values it
+represents. :func:`get_format` turns names such as ``"int4"``, ``"fp8_e4m3"`` or
+``"nf4"`` into format objects.
+
+Taught in: chapters/03_core_tradeoff.ipynb, "How the formats store a number".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable, Union
+
+import torch
+
+__all__ = [
+    "Format",
+    "IntFormat",
+    "FloatFormat",
+    "CodebookFormat",
+    "FloatFields",
+    "NF4_VALUES",
+    "get_format",
+    "codebook",
+    "FORMAT_NAMES",
+]
+
+
+@dataclass(frozen=True)
+class Format:
+    """Base class of all formats: a name and a bit width."""
+
+    name: str
+    bits: int
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# --------------------------------------------------------------------------- integers
+
+
+@dataclass(frozen=True)
+class IntFormat(Format):
+    """Signed (two's complement) or unsigned integers of ``bits`` bits.
+
+    Attributes:
+        name: e.g. ``"int4"`` or ``"uint8"``.
+        bits: 1 to 16.
+        signed: two's complement if True.
+    """
+
+    signed: bool = True
+
+    @property
+    def qmin(self) -> int:
+        """Smallest code: ``-2^(bits-1)`` if signed, else 0."""
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        """Largest code: ``2^(bits-1) - 1`` if signed, else ``2^bits - 1``."""
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def levels(self) -> int:
+        """Number of distinct codes, ``2^bits``."""
+        return 1 << self.bits
+
+    @property
+    def code_dtype(self) -> torch.dtype:
+        """The smallest torch dtype that holds every code."""
+        if self.signed:
+            return torch.int8 if self.bits <= 8 else torch.int16
+        return torch.uint8 if self.bits <= 8 else torch.int32
+
+    def values(self) -> torch.Tensor:
+        """All representable integers, ascending (float64)."""
+        return torch.arange(self.qmin, self.qmax + 1, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------- floats
+
+
+@dataclass(frozen=True)
+class FloatFields:
+    """The bit fields of one value stored in a :class:`FloatFormat`.
+
+    Attributes:
+        value: the value the bits stand for (after rounding to the format).
+        code: the whole bit pattern as an unsigned integer.
+        sign, exponent, mantissa: the three fields as unsigned integers.
+        sign_bits, exponent_bits, mantissa_bits: the same fields as ``"0"``/``"1"`` strings.
+        unbiased_exponent: ``E - bias`` (``1 - bias`` for subnormals), None for inf/NaN.
+        kind: ``"zero"``, ``"subnormal"``, ``"normal"``, ``"inf"`` or ``"nan"``.
+    """
+
+    value: float
+    code: int
+    sign: int
+    exponent: int
+    mantissa: int
+    sign_bits: str
+    exponent_bits: str
+    mantissa_bits: str
+    unbiased_exponent: int | None
+    kind: str
+
+
+_SRC = {  # source float layouts the rounding works on: (mantissa bits, bias, int view)
+    torch.float32: (23, 127, torch.int32),
+    torch.float64: (52, 1023, torch.int64),
+}
+
+
+@dataclass(frozen=True)
+class FloatFormat(Format):
+    """A binary floating-point format with ``ebits`` exponent and ``mbits`` mantissa bits.
+
+    Attributes:
+        ebits: exponent bits.
+        mbits: explicit mantissa (fraction) bits.
+        bias: exponent bias.
+        has_inf: whether the all-ones exponent encodes infinity (IEEE style).
+        nan: how NaN is encoded: ``"ieee"`` (exponent all ones, mantissa non-zero),
+            ``"all_ones"`` (only exponent and mantissa all ones, as in e4m3fn) or ``"none"``.
+        overflow: ``"inf"`` or ``"saturate"``: what a finite value beyond ``max_value``
+            becomes when rounded into this format.
+    """
+
+    ebits: int = 8
+    mbits: int = 23
+    bias: int = 127
+    has_inf: bool = True
+    nan: str = "ieee"
+    overflow: str = "inf"
+    _nan_code: int = field(default=0, repr=False)
+
+    # ---- range and precision
+    @property
+    def emin(self) -> int:
+        """Exponent of the smallest normal number, ``1 - bias``."""
+        return 1 - self.bias
+
+    @property
+    def emax(self) -> int:
+        """Exponent of the largest finite number."""
+        top = (1 << self.ebits) - 1  # all-ones exponent field
+        return (top - 1 if self.has_inf else top) - self.bias
+
+    @property
+    def max_value(self) -> float:
+        """Largest finite value."""
+        top_mantissa = (1 << self.mbits) - 1
+        if self.nan == "all_ones":  # the all-ones pattern is NaN, one step below is the max
+            top_mantissa -= 1
+        return math.ldexp(1.0 + top_mantissa / (1 << self.mbits), self.emax)
+
+    @property
+    def min_normal(self) -> float:
+        """Smallest positive normal value, ``2^emin``."""
+        return math.ldexp(1.0, self.emin)
+
+    @property
+    def min_subnormal(self) -> float:
+        """Smallest positive value, ``2^(emin - mbits)``."""
+        return math.ldexp(1.0, self.emin - self.mbits)
+
+    @property
+    def eps(self) -> float:
+        """Spacing of values just above 1.0, ``2^-mbits``."""
+        return math.ldexp(1.0, -self.mbits)
+
+    @property
+    def levels(self) -> int:
+        """Number of distinct finite values (+0 and -0 counted once)."""
+        return int(torch.unique(self.values()).numel())
+
+    def values(self) -> torch.Tensor:
+        """All distinct finite values, ascending (float64). Only for formats of <= 16 bits."""
+        if self.bits > 16:
+            raise ValueError(f"values() lists formats of at most 16 bits, got {self.name}")
+        table = self.decode_table.double()
+        return torch.unique(table[torch.isfinite(table)])
+
+    # ---- rounding
+    def round(self, x: torch.Tensor) -> torch.Tensor:
+        """Round values to the nearest value of this format (ties to even).
+
+        Works on the bit pattern of float32/float64 inputs (float16/bfloat16 inputs are
+        widened to float32 first, which is exact): for normal results the mantissa is
+        rounded by adding half an ulp minus one plus the lowest kept bit and masking;
+        for subnormal results ``(|x| + C) - C`` with ``C = 2^(emin - mbits + p)`` lets the
+        FPU's own round-to-nearest-even do it (``p`` = source mantissa bits).
+
+        Args:
+            x: float tensor, any shape.
+
+        Returns:
+            Float tensor of the same shape (float32, or float64 for float64 input) whose
+            values all lie in this format; NaN stays NaN, overflow follows ``overflow``.
+        """
+        if x.dtype not in _SRC:
+            x = x.float()
+        src_m, src_bias, int_dtype = _SRC[x.dtype]
+        if self.mbits >= src_m and self.emin <= 1 - src_bias:
+            return x.clone()  # the source format is contained in this one
+        a = x.abs()
+        u = a.view(int_dtype)
+        shift = src_m - self.mbits
+        r = u + ((1 << (shift - 1)) - 1)
+        r += (u >> shift) & 1
+        r &= -(1 << shift)
+        q = r.view(x.dtype)
+        magic = math.ldexp(1.0, self.emin - self.mbits + src_m)
+        sub = (a + magic) - magic
+        q = torch.where(a < self.min_normal, sub, q)
+        if self.overflow == "inf":
+            q = torch.where(q > self.max_value, torch.full_like(q, math.inf), q)
+        else:
+            q = q.clamp_(max=self.max_value)
+        q = torch.copysign(q, x)
+        return torch.where(torch.isnan(x), x, q)
+
+    # ---- codes
+    @property
+    def code_dtype(self) -> torch.dtype:
+        """Torch dtype holding the bit patterns (uint8 up to 8 bits, int32 up to 32)."""
+        if self.bits <= 8:
+            return torch.uint8
+        return torch.int32 if self.bits < 32 else torch.int64
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Round ``x`` into this format and return the bit patterns.
+
+        Args:
+            x: float tensor, any shape.
+
+        Returns:
+            Integer tensor (``code_dtype``), same shape: ``sign << (bits-1) |
+            E << mbits | M``.
+
+        Raises:
+            ValueError: if ``x`` holds NaN and this format has no NaN encoding.
+        """
+        q = self.round(x)
+        if q.dtype not in _SRC:
+            q = q.float()
+        src_m, src_bias, int_dtype = _SRC[q.dtype]
+        nan_mask = torch.isnan(q)
+        if self.nan == "none" and bool(nan_mask.any()):
+            raise ValueError(f"x contains NaN, which format {self.name} cannot encode")
+        u = q.view(int_dtype).to(torch.int64)
+        sign = (u >> (src_m + (8 if src_m == 23 else 11))) & 1
+        a = q.abs()
+        au = a.view(int_dtype).to(torch.int64)
+        exp_field = (au >> src_m) - src_bias + self.bias
+        mant = (au >> (src_m - self.mbits)) & ((1 << self.mbits) - 1)
+        sub_mant = torch.round(a.double() / self.min_subnormal).to(torch.int64)
+        is_sub = a < self.min_normal
+        exp_field = torch.where(is_sub, torch.zeros_like(exp_field), exp_field)
+        mant = torch.where(is_sub, sub_mant, mant)
+        top = (1 << self.ebits) - 1
+        if self.has_inf:
+            is_inf = torch.isinf(q)
+            exp_field = torch.where(is_inf, torch.full_like(exp_field, top), exp_field)
+            mant = torch.where(is_inf, torch.zeros_like(mant), mant)
+        code = (sign << (self.bits - 1)) | (exp_field << self.mbits) | mant
+        code = torch.where(nan_mask, (sign << (self.bits - 1)) | self._nan_code, code)
+        return code.to(self.code_dtype)
+
+    @cached_property
+    def decode_table(self) -> torch.Tensor:
+        """float32 value of every code 0 .. 2^bits - 1 (formats of at most 16 bits)."""
+        if self.bits > 16:
+            raise ValueError(f"decode_table exists for formats of at most 16 bits, got {self.name}")
+        return torch.tensor(
+            [self._decode_one(c) for c in range(1 << self.bits)], dtype=torch.float64
+        ).float()
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Bit patterns -> float32 values (exact)."""
+        if self.bits == 32:
+            return codes.to(torch.int32).view(torch.float32)
+        return self.decode_table[codes.long() & ((1 << self.bits) - 1)]
+
+    def _decode_one(self, code: int) -> float:
+        sign = -1.0 if (code >> (self.bits - 1)) & 1 else 1.0
+        e = (code >> self.mbits) & ((1 << self.ebits) - 1)
+        m = code & ((1 << self.mbits) - 1)
+        top = (1 << self.ebits) - 1
+        if e == top:
+            if self.has_inf:
+                return sign * math.inf if m == 0 else math.nan
+            if self.nan == "all_ones" and m == (1 << self.mbits) - 1:
+                return math.nan
+        if e == 0:
+            return sign * math.ldexp(m, self.emin - self.mbits)
+        return sign * math.ldexp(1.0 + m / (1 << self.mbits), e - self.bias)
+
+    def fields(self, value: float) -> FloatFields:
+        """Decompose one number into this format's sign, exponent and mantissa bits.
+
+        The value is first rounded into the format (ties to even).
+
+        Example:
+            >>> get_format("fp16").fields(-2.5).exponent_bits
+            '10000'
+
+        Taught in: chapters/03_core_tradeoff.ipynb, "How the formats store a number".
+        """
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError(f"value must be a real number, got {type(value).__name__}")
+        code = int(self.encode(torch.tensor([float(value)], dtype=torch.float64))[0].item())
+        code &= (1 << self.bits) - 1
+        sign = code >> (self.bits - 1)
+        e = (code >> self.mbits) & ((1 << self.ebits) - 1)
+        m = code & ((1 << self.mbits) - 1)
+        v = self._decode_one(code)
+        if math.isnan(v):
+            kind, unb = "nan", None
+        elif math.isinf(v):
+            kind, unb = "inf", None
+        elif v == 0:
+            kind, unb = "zero", self.emin
+        elif e == 0:
+            kind, unb = "subnormal", self.emin
+        else:
+            kind, unb = "normal", e - self.bias
+        return FloatFields(
+            value=v,
+            code=code,
+            sign=sign,
+            exponent=e,
+            mantissa=m,
+            sign_bits=str(sign),
+            exponent_bits=format(e, f"0{self.ebits}b"),
+            mantissa_bits=format(m, f"0{self.mbits}b"),
+            unbiased_exponent=unb,
+            kind=kind,
+        )
+
+
+# --------------------------------------------------------------------------- codebooks
+
+#: The 16 NF4 values of QLoRA (Dettmers et al., 2023), exactly as bitsandbytes stores them.
+NF4_VALUES: tuple[float, ...] = (
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+)
+
+
+@dataclass(frozen=True)
+class CodebookFormat(Format):
+    """A format given by an explicit table of values (a codebook).
+
+    A code is an index into ``table`` (ascending). With a ``scale``, a value ``x`` is
+    stored as the index of the table entry nearest to ``x / scale``; ties go to the
+    lower entry.
+
+    Attributes:
+        table: the representable values, ascending, as a tuple of floats.
+    """
+
+    table: tuple[float, ...] = ()
+
+    @property
+    def max_value(self) -> float:
+        """Largest magnitude in the table (the value absmax scaling maps to)."""
+        return max(abs(v) for v in self.table)
+
+    @property
+    def levels(self) -> int:
+        return len(self.table)
+
+    @property
+    def code_dtype(self) -> torch.dtype:
+        return torch.uint8 if self.bits <= 8 else torch.int32
+
+    def values(self) -> torch.Tensor:
+        return torch.tensor(self.table, dtype=torch.float64)
+
+    @cached_property
+    def _table32(self) -> torch.Tensor:
+        return torch.tensor(self.table, dtype=torch.float32)
+
+    @cached_property
+    def _midpoints(self) -> torch.Tensor:
+        t = torch.tensor(self.table, dtype=torch.float64)
+        return ((t[1:] + t[:-1]) / 2).float()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest table value for each element (ties to the lower index)."""
+        mids = self._midpoints.to(x.dtype) if x.dtype == torch.float64 else self._midpoints
+        return torch.bucketize(x if x.dtype == torch.float64 else x.float(), mids).to(
+            self.code_dtype
+        )
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Indices -> float32 table values."""
+        return self._table32[codes.long()]
+
+
+def codebook(values: Iterable[float], name: str = "codebook") -> CodebookFormat:
+    """Make a :class:`CodebookFormat` from any list of distinct finite values.
+
+    Args:
+        values: 2 to 65536 distinct finite numbers (any order).
+        name: a name for tables and plots.
+
+    Raises:
+        ValueError: fewer than 2 values, duplicates, NaN/inf, or more than 2^16 values.
+        TypeError: values that are not real numbers.
+    """
+    try:
+        vals = [float(v) for v in values]
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"values must be real numbers, got {values!r}") from err
+    if len(vals) < 2:
+        raise ValueError(f"values must hold at least 2 entries, got {len(vals)}")
+    if len(vals) > 1 << 16:
+        raise ValueError(f"values may hold at most 65536 entries, got {len(vals)}")
+    if not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"values must be finite, got {vals}")
+    if len(set(vals)) != len(vals):
+        raise ValueError(f"values must be distinct, got {sorted(vals)}")
+    if not all(v == 0 or abs(v) > 0 for v in vals):  # pragma: no cover - float sanity
+        raise ValueError(f"invalid values {vals}")
+    if max(abs(v) for v in vals) == 0:
+        raise ValueError("values must not all be zero")
+    bits = max(1, math.ceil(math.log2(len(vals))))
+    return CodebookFormat(name=name, bits=bits, table=tuple(sorted(vals)))
+
+
+# --------------------------------------------------------------------------- registry
+
+_FLOATS: dict[str, FloatFormat] = {
+    "fp32": FloatFormat("fp32", 32, ebits=8, mbits=23, bias=127, _nan_code=0x7FC00000),
+    "fp16": FloatFormat("fp16", 16, ebits=5, mbits=10, bias=15, _nan_code=0x7E00),
+    "bf16": FloatFormat("bf16", 16, ebits=8, mbits=7, bias=127, _nan_code=0x7FC0),
+    "fp8_e4m3": FloatFormat(
+        "fp8_e4m3", 8, ebits=4, mbits=3, bias=7, has_inf=False, nan="all_ones",
+        overflow="saturate", _nan_code=0x7F,
+    ),
+    "fp8_e5m2": FloatFormat("fp8_e5m2", 8, ebits=5, mbits=2, bias=15, _nan_code=0x7F),
+    "fp6_e3m2": FloatFormat(
+        "fp6_e3m2", 6, ebits=3, mbits=2, bias=3, has_inf=False, nan="none", overflow="saturate"
+    ),
+    "fp6_e2m3": FloatFormat(
+        "fp6_e2m3", 6, ebits=2, mbits=3, bias=1, has_inf=False, nan="none", overflow="saturate"
+    ),
+    "fp4_e2m1": FloatFormat(
+        "fp4_e2m1", 4, ebits=2, mbits=1, bias=1, has_inf=False, nan="none", overflow="saturate"
+    ),
+}
+
+_CODEBOOKS: dict[str, CodebookFormat] = {
+    "nf4": CodebookFormat("nf4", 4, table=NF4_VALUES),
+}
+
+_ALIASES = {
+    "float32": "fp32",
+    "float16": "fp16",
+    "half": "fp16",
+    "bfloat16": "bf16",
+    "fp8_e4m3fn": "fp8_e4m3",
+    "e4m3": "fp8_e4m3",
+    "e5m2": "fp8_e5m2",
+    "fp4": "fp4_e2m1",
+}
+
+#: Every name :func:`get_format` knows besides ``int1``..``int16`` and ``uint1``..``uint16``.
+FORMAT_NAMES: tuple[str, ...] = tuple(_FLOATS) + tuple(_CODEBOOKS)
+
+_INT_RE = re.compile(r"^(u?)int(\d+)$")
+
+FormatLike = Union[str, Format]
+
+
+def get_format(fmt: FormatLike) -> Format:
+    """Return the format object for a name (or pass a format object through).
+
+    Args:
+        fmt: ``"int1"`` .. ``"int16"``, ``"uint1"`` .. ``"uint16"``, ``"fp32"``, ``"fp16"``,
+            ``"bf16"``, ``"fp8_e4m3"``, ``"fp8_e5m2"``, ``"fp6_e3m2"``, ``"fp6_e2m3"``,
+            ``"fp4_e2m1"``, ``"nf4"`` (case-insensitive; a few aliases such as
+            ``"float16"``), or a :class:`Format`.
+
+    Raises:
+        ValueError: unknown name, or an integer width outside 1..16.
+        TypeError: neither a string nor a Format.
+    """
+    if isinstance(fmt, Format):
+        return fmt
+    if not isinstance(fmt, str):
+        raise TypeError(f"fmt must be a format name or a Format, got {type(fmt).__name__}")
+    key = fmt.strip().lower()
+    key = _ALIASES.get(key, key)
+    m = _INT_RE.match(key)
+    if m:
+        bits = int(m.group(2))
+        if not 1 <= bits <= 16:
+            raise ValueError(f"integer formats have 1 to 16 bits, got {fmt!r} ({bits} bits)")
+        signed = m.group(1) == ""
+        return IntFormat(name=("int" if signed else "uint") + str(bits), bits=bits, signed=signed)
+    if key in _FLOATS:
+        return _FLOATS[key]
+    if key in _CODEBOOKS:
+        return _CODEBOOKS[key]
+    raise ValueError(
+        f"unknown format {fmt!r}; known: int1..int16, uint1..uint16, " + ", ".join(FORMAT_NAMES)
+    )
