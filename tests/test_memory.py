@@ -216,7 +216,7 @@ def test_overhead_shrinks_as_group_grows(fmt, g1, g2, scale):
     assert math.isclose(b_large - bits, mem.format_bits(scale) / large)
 
 
-@given(st.floats(0, 1e12), bit_formats, st.sampled_from([None, 32, 64, 128]))
+@given(st.integers(0, 10**12), bit_formats, st.sampled_from([None, 32, 64, 128]))
 def test_bytes_linear_in_params(n, fmt, g):
     assert math.isclose(mem.weight_bytes(2 * n, fmt, g), 2 * mem.weight_bytes(n, fmt, g))
 
@@ -411,3 +411,37 @@ def test_bad_rlhf_arguments():
         mem.rlhf_bytes(7e9, reward_fmt="int99")
     with pytest.raises(ValueError, match="full fine-tuning.*'int8'"):
         mem.rlhf_bytes(7e9, policy_fmt="int8")
+
+
+# ----------------------------------------------------------------- agreement with the rest of quantlab
+
+
+def test_reachable_as_ql_memory_and_takes_format_objects():
+    import quantlab as ql
+
+    assert ql.memory is mem
+    assert mem.bits_per_weight(ql.get_format("int4"), 128) == 4.125
+    assert mem.weight_bytes(10, ql.get_format("bf16")) == 20
+
+
+@pytest.mark.parametrize(
+    "fmt, qargs, margs",
+    [
+        ("int4", dict(granularity="group", group_size=128, scale_dtype="fp16"), dict(group_size=128)),
+        ("int4", dict(granularity="group", group_size=32, scale_dtype="fp16"), dict(group_size=32)),
+        ("nf4", dict(granularity="group", group_size=64), dict(group_size=64, scale_dtype="fp32")),
+        ("uint4", dict(granularity="group", group_size=32, symmetric=False, scale_dtype="fp16"),
+         dict(group_size=32, zero_point_dtype="uint4")),
+        ("int8", dict(granularity="channel", axis=0), dict(group_size=256, scale_dtype="fp32")),
+    ],
+)
+def test_agrees_with_packed_qtensor_size(fmt, qargs, margs):
+    """The calculator's bits per weight equal those of a real packed QTensor (rows of 256)."""
+    import numpy as np
+
+    import quantlab as ql
+
+    x = np.random.default_rng(0).standard_normal((8, 256)).astype(np.float32)
+    q = ql.quantize(x, fmt, **qargs)
+    assert q.bits_per_weight == mem.bits_per_weight(fmt, **margs)
+    assert q.nbytes == mem.weight_bytes(x.size, fmt, **margs)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Union
+
+from .formats import FloatFormat, Format, get_format
 
 __all__ = [
     "GB",
@@ -102,19 +104,17 @@ def _check_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return value
 
 
-def _get_format(fmt: Any, name: str) -> Any:
-    """Resolve a format name (or pass a format object through), naming ``name`` on error."""
-    get_format = _format_registry()[0]
+def _get_format(fmt: Any, name: str) -> Format:
+    """Resolve a format name (or pass a Format through), naming the parameter ``name`` on error."""
+    if isinstance(fmt, Format):
+        return fmt
     if isinstance(fmt, str):
         try:
             return get_format(fmt)
-        except (ValueError, KeyError) as err:
+        except ValueError as err:
             raise ValueError(f"{name} must name a known format, got {fmt!r} ({err})") from err
-    if hasattr(fmt, "bits") and hasattr(fmt, "name"):
-        return fmt
     raise TypeError(
-        f"{name} must be a format name such as 'int4' or a format object, "
-        f"got {type(fmt).__name__} {fmt!r}"
+        f"{name} must be a format name such as 'int4' or a Format, got {type(fmt).__name__} {fmt!r}"
     )
 
 
@@ -122,8 +122,8 @@ def format_bits(fmt: Any, *, name: str = "fmt") -> int:
     """Bit width of one stored value of a format (without any scale overhead).
 
     Args:
-        fmt: a format name ("fp32", "bf16", "int4", "uint3", "nf4", "fp8_e4m3", ...) or a
-            format object from :mod:`quantlab.formats`.
+        fmt: a format name ("fp32", "bf16", "int4", "uint3", "nf4", "fp8_e4m3", ...; see
+            :func:`quantlab.formats.get_format`) or a :class:`~quantlab.formats.Format`.
         name: the parameter name to quote in error messages.
 
     Returns:
@@ -131,7 +131,7 @@ def format_bits(fmt: Any, *, name: str = "fmt") -> int:
 
     Raises:
         ValueError: if the name is not a known format.
-        TypeError: if ``fmt`` is neither a string nor a format object.
+        TypeError: if ``fmt`` is neither a string nor a Format.
 
     Taught in: chapters/01_why_quantization.ipynb, "The formats side by side".
     """
@@ -140,47 +140,11 @@ def format_bits(fmt: Any, *, name: str = "fmt") -> int:
 
 def _is_float_format(fmt: Any, name: str) -> bool:
     """True if the format is a floating-point format (one that can hold trained weights)."""
-    return isinstance(_get_format(fmt, name), _format_registry()[1])
+    return isinstance(_get_format(fmt, name), FloatFormat)
 
 
 def _same_format(a: Any, b: Any) -> bool:
     return _get_format(a, "dtype").name == _get_format(b, "dtype").name
-
-
-def _format_registry() -> tuple[Any, type]:
-    """(get_format, FloatFormat) from quantlab.formats; a minimal stand-in until it exists."""
-    try:
-        from quantlab.formats import FloatFormat, get_format
-    except ImportError:
-        return _local_get_format, _LocalFloat
-    return get_format, FloatFormat
-
-
-@dataclass(frozen=True)
-class _LocalFormat:
-    name: str
-    bits: int
-
-
-class _LocalFloat(_LocalFormat):
-    pass
-
-
-_LOCAL_FLOATS = {"fp32": 32, "fp16": 16, "bf16": 16, "fp8_e4m3": 8, "fp8_e5m2": 8,
-                 "fp6_e3m2": 6, "fp6_e2m3": 6, "fp4_e2m1": 4}
-
-
-def _local_get_format(name: str) -> _LocalFormat:
-    import re
-
-    if name in _LOCAL_FLOATS:
-        return _LocalFloat(name, _LOCAL_FLOATS[name])
-    if name == "nf4":
-        return _LocalFormat(name, 4)
-    m = re.fullmatch(r"u?int(\d+)", name)
-    if m and 1 <= int(m.group(1)) <= 16:
-        return _LocalFormat(name, int(m.group(1)))
-    raise ValueError(f"unknown format {name!r}")
 
 
 # --------------------------------------------------------------------------- bits per weight
@@ -324,7 +288,7 @@ class QuantSpec:
         return self.fmt if self.group_size is None else f"{self.fmt} g{self.group_size}"
 
 
-FormatLike = Union[str, QuantSpec, Any]
+FormatLike = Union[str, Format, QuantSpec]
 
 
 def _spec_bits(spec: FormatLike, name: str) -> float:
