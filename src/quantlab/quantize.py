@@ -479,13 +479,13 @@ def _public(p: torch.Tensor, granularity: str) -> torch.Tensor:
 
 def _check_qparams_shape(t: torch.Tensor, qp: QParams) -> None:
     g = _grouped(t, qp.granularity, qp.axis, qp.group_size)
-    try:
-        torch.broadcast_shapes(g.shape, qp.scale.shape)
-    except RuntimeError as err:
+    try:  # numpy's check costs ~2 us, torch's ~50 us: GPTQ calls this once per column
+        shape = np.broadcast_shapes(tuple(g.shape), tuple(qp.scale.shape))
+    except ValueError as err:
         raise ValueError(
             f"qparams with scale shape {tuple(qp.scale.shape)} do not fit x of shape {tuple(t.shape)}"
         ) from err
-    if torch.broadcast_shapes(g.shape, qp.scale.shape) != g.shape:
+    if shape != tuple(g.shape):
         raise ValueError(
             f"qparams with scale shape {tuple(qp.scale.shape)} do not fit x of shape {tuple(t.shape)}"
         )

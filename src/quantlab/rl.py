@@ -1,0 +1,475 @@
+"""A small control policy for CartPole-v1: train it, evaluate it, quantize it.
+
+The policy is a multilayer perceptron ``4 -> 64 -> 64 -> 2`` (observation -> hidden ->
+hidden -> one logit per action) with ReLU activations; :meth:`Policy.act` takes the
+action with the larger logit (greedy). It is trained with REINFORCE (the score-function
+policy gradient) with normalised discounted returns as the advantage::
+
+    loss = -mean_t( log pi(a_t | s_t) * (G_t - mean(G)) / std(G) ),
+    G_t  = sum_k gamma^k r_{t+k}
+
+Everything is seeded: the initial weights and the sampled actions come from one
+``torch.Generator`` seeded with ``seed``, and episode ``i`` of a training or evaluation
+run resets the environment with ``seed + i``. CartPole's dynamics are deterministic, so
+a greedy policy evaluated with a seed always scores the same (with one thread,
+``torch.set_num_threads(1)``, the training run is reproducible too).
+
+Quantizing a policy (:func:`quantize_policy`) replaces each Linear layer's weight by its
+round trip through a :mod:`quantlab` format (``ql.fake_quantize``), per tensor or per
+output channel; biases stay in fp32 (they are 130 numbers of the 4,610). The packed size
+of the quantized weights is :func:`policy_nbytes`.
+
+Taught in: chapters/05_rl.ipynb, "Train a policy" and "How many bits does a policy need?".
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from .formats import Format, IntFormat, codebook, get_format
+from .quantize import QTensor, quantize
+
+__all__ = [
+    "ENV_ID",
+    "MAX_RETURN",
+    "BINARY",
+    "Policy",
+    "TrainResult",
+    "make_env",
+    "train_reinforce",
+    "rollout",
+    "evaluate",
+    "episode_returns",
+    "collect_states",
+    "action_agreement",
+    "quantize_policy",
+    "quantized_weights",
+    "policy_nbytes",
+]
+
+ENV_ID: str = "CartPole-v1"
+"""The gymnasium environment the policy controls."""
+
+MAX_RETURN: float = 500.0
+"""CartPole-v1 ends an episode after 500 steps, each worth a reward of 1: the top score."""
+
+BINARY: Format = codebook([-1.0, 1.0], "binary")
+"""Sign quantization as a 1-bit format: the codebook {-1, +1}. With absmax scaling a weight
+becomes ``+-absmax`` of its tensor (or output channel). ``int1`` cannot do this: its codes are
+{-1, 0}, so symmetric int1 has no positive value at all."""
+
+FormatArg = Union[str, Format]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_policy(policy: Any, name: str = "policy") -> nn.Module:
+    if not isinstance(policy, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(policy).__name__}")
+    return policy
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+class Policy(nn.Module):
+    """The MLP policy ``obs_dim -> hidden -> hidden -> n_actions`` with ReLU.
+
+    Args:
+        obs_dim: observation size (4 for CartPole).
+        n_actions: number of discrete actions (2 for CartPole).
+        hidden: width of both hidden layers.
+        seed: seeds the initial weights (PyTorch's default Linear initialisation drawn
+            from a private generator, so the global RNG is untouched).
+
+    Shapes: ``forward`` maps ``(batch, obs_dim)`` float32 to ``(batch, n_actions)`` logits.
+    """
+
+    def __init__(self, obs_dim: int = 4, n_actions: int = 2, hidden: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        obs_dim = _check_int(obs_dim, "obs_dim")
+        n_actions = _check_int(n_actions, "n_actions", minimum=2)
+        hidden = _check_int(hidden, "hidden")
+        seed = _check_int(seed, "seed", minimum=0)
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, n_actions),
+        )
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for layer in self.net:
+                if isinstance(layer, nn.Linear):
+                    bound = 1.0 / math.sqrt(layer.in_features)  # PyTorch's default range
+                    layer.weight.uniform_(-bound, bound, generator=g)
+                    layer.bias.uniform_(-bound, bound, generator=g)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Action logits, ``(batch, n_actions)``."""
+        return self.net(obs)
+
+    @torch.no_grad()
+    def act(self, obs: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
+        """Greedy actions (index of the largest logit) for a batch of observations."""
+        return _greedy(self, obs)
+
+
+def _greedy(policy: nn.Module, obs: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
+    t = torch.as_tensor(np.asarray(obs, dtype=np.float32)) if not isinstance(obs, torch.Tensor) else obs.float()
+    if t.dim() == 1:
+        t = t.unsqueeze(0)
+    with torch.no_grad():
+        return policy(t).argmax(dim=-1).numpy()
+
+
+def make_env(env_id: str = ENV_ID) -> gym.Env:
+    """A gymnasium environment without the checker wrapper (it only slows each step)."""
+    if not isinstance(env_id, str):
+        raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
+    return gym.make(env_id, disable_env_checker=True)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def rollout(
+    policy: nn.Module,
+    episodes: int = 20,
+    seed: int = 0,
+    *,
+    record_states: bool = False,
+    env_id: str = ENV_ID,
+) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Run ``episodes`` greedy episodes side by side, one batched forward pass per step.
+
+    Episode ``i`` starts from ``env.reset(seed=seed + i)``; the policy picks the action
+    with the largest logit, so the result depends only on the weights and ``seed``.
+
+    Args:
+        policy: a module mapping ``(batch, obs_dim)`` observations to action logits.
+        episodes: number of episodes (>= 1).
+        seed: seed of the first episode's reset (>= 0).
+        record_states: also return every observation the policy acted on.
+        env_id: the gymnasium environment.
+
+    Returns:
+        ``(returns, states)``: returns of shape ``(episodes,)``; states of shape
+        ``(n_steps_total, obs_dim)`` (float32) or None.
+
+    Raises:
+        TypeError, ValueError: bad ``policy``, ``episodes`` or ``seed``.
+    """
+    _check_policy(policy)
+    episodes = _check_int(episodes, "episodes")
+    seed = _check_int(seed, "seed", minimum=0)
+    envs = [make_env(env_id) for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    returns = np.zeros(episodes)
+    alive = np.arange(episodes)
+    states: list[np.ndarray] = []
+    while alive.size:
+        batch = obs[alive]
+        if record_states:
+            states.append(batch.copy())
+        actions = _greedy(policy, batch)
+        still = []
+        for j, a in zip(alive, actions):
+            o, r, terminated, truncated, _ = envs[j].step(int(a))
+            returns[j] += r
+            obs[j] = o
+            if not (terminated or truncated):
+                still.append(j)
+        alive = np.asarray(still, dtype=int)
+    for env in envs:
+        env.close()
+    return returns, (np.concatenate(states) if record_states else None)
+
+
+def episode_returns(policy: nn.Module, episodes: int = 20, seed: int = 0) -> np.ndarray:
+    """Return of each of ``episodes`` greedy episodes (see :func:`rollout`), shape ``(episodes,)``."""
+    return rollout(policy, episodes, seed)[0]
+
+
+def evaluate(policy: nn.Module, episodes: int = 20, seed: int = 0) -> float:
+    """Mean return of ``policy`` over ``episodes`` greedy episodes seeded ``seed, seed+1, ...``.
+
+    Deterministic: the same weights and seed give the same number. CartPole-v1 caps the
+    return at :data:`MAX_RETURN` = 500.
+
+    Taught in: chapters/05_rl.ipynb, "Train a policy".
+    """
+    return float(episode_returns(policy, episodes, seed).mean())
+
+
+def collect_states(policy: nn.Module, episodes: int = 20, seed: int = 0) -> torch.Tensor:
+    """Every observation ``policy`` meets in ``episodes`` greedy episodes, ``(n, obs_dim)`` float32.
+
+    These are the states on which :func:`action_agreement` compares a quantized policy
+    with the original.
+    """
+    return torch.from_numpy(rollout(policy, episodes, seed, record_states=True)[1])
+
+
+def action_agreement(
+    policy: nn.Module, ref_policy: nn.Module, states: Union[np.ndarray, torch.Tensor]
+) -> float:
+    """Share of ``states`` on which ``policy`` picks the same greedy action as ``ref_policy``.
+
+    ``agreement = mean_i [argmax policy(s_i) == argmax ref_policy(s_i)]``, in [0, 1].
+    A return that saturates at 500 hides small differences; agreement does not.
+
+    Args:
+        policy, ref_policy: modules mapping observations to logits.
+        states: ``(n, obs_dim)`` observations, n >= 1 (e.g. from :func:`collect_states`).
+
+    Raises:
+        TypeError: a policy that is not a module, states that are not an array/tensor.
+        ValueError: states that are not a non-empty 2-D batch.
+
+    Taught in: chapters/05_rl.ipynb, "How many bits does a policy need?".
+    """
+    _check_policy(policy, "policy")
+    _check_policy(ref_policy, "ref_policy")
+    if not isinstance(states, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"states must be a numpy array or torch tensor, got {type(states).__name__}")
+    if states.ndim != 2 or states.shape[0] == 0:
+        raise ValueError(f"states must have shape (n, obs_dim) with n >= 1, got {tuple(states.shape)}")
+    a = _greedy(policy, states)
+    b = _greedy(ref_policy, states)
+    return float((a == b).mean())
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_reinforce` returns.
+
+    Attributes:
+        policy: the trained policy.
+        returns: the return of every training episode (sampled actions), in order.
+        eval_returns: ``(episode, greedy mean return)`` at each check.
+        solved: whether a greedy check reached ``target_return``.
+        episodes: number of training episodes run.
+    """
+
+    policy: Policy
+    returns: list[float] = field(default_factory=list)
+    eval_returns: list[tuple[int, float]] = field(default_factory=list)
+    solved: bool = False
+    episodes: int = 0
+
+
+def _discounted(rewards: Sequence[float], gamma: float) -> np.ndarray:
+    out = np.empty(len(rewards))
+    g = 0.0
+    for t in range(len(rewards) - 1, -1, -1):
+        g = rewards[t] + gamma * g
+        out[t] = g
+    return out
+
+
+def train_reinforce(
+    policy: Optional[nn.Module] = None,
+    *,
+    seed: int = 0,
+    max_episodes: int = 1000,
+    lr: float = 0.01,
+    gamma: float = 0.99,
+    target_return: float = MAX_RETURN,
+    eval_every: int = 10,
+    eval_episodes: int = 5,
+    progress: bool = True,
+    env_id: str = ENV_ID,
+) -> TrainResult:
+    """Train a policy with REINFORCE until its greedy return reaches ``target_return``.
+
+    One episode per update: sample actions from ``softmax(logits)``, compute the
+    discounted returns ``G_t``, normalise them to zero mean and unit variance (a baseline
+    that also scales the step), and take one Adam step on
+    ``-sum_t log pi(a_t|s_t) * G_t_normalised / T``. Every ``eval_every`` episodes the
+    greedy policy plays ``eval_episodes`` episodes (seeds ``10_000 + seed*100 ...``, apart from
+    the training seeds); training stops as soon as their mean reaches ``target_return``.
+
+    Args:
+        policy: the module to train (default: a fresh ``Policy(seed=seed)``). Trained in place.
+        seed: seeds the initial weights, the action sampling and the environment resets.
+        max_episodes: give up after this many episodes.
+        lr: Adam learning rate.
+        gamma: discount factor in (0, 1].
+        target_return: stop when the greedy check reaches this mean return.
+        eval_every: episodes between greedy checks.
+        eval_episodes: episodes per greedy check.
+        progress: show a tqdm progress bar (on stderr).
+        env_id: the gymnasium environment.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        TypeError, ValueError: bad arguments (each message names the parameter).
+
+    Taught in: chapters/05_rl.ipynb, "Train a policy".
+    """
+    seed = _check_int(seed, "seed", minimum=0)
+    max_episodes = _check_int(max_episodes, "max_episodes")
+    lr = _check_positive(lr, "lr")
+    gamma = _check_positive(gamma, "gamma")
+    if gamma > 1:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+    target_return = _check_positive(target_return, "target_return")
+    eval_every = _check_int(eval_every, "eval_every")
+    eval_episodes = _check_int(eval_episodes, "eval_episodes")
+    if policy is None:
+        policy = Policy(seed=seed)
+    _check_policy(policy)
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    env = make_env(env_id)
+    result = TrainResult(policy=policy)
+    bar = tqdm(range(max_episodes), desc="REINFORCE", unit="ep", disable=not progress)
+    for ep in bar:
+        obs, _ = env.reset(seed=seed * 100_000 + ep)
+        observations, actions, rewards = [], [], []
+        done = False
+        while not done:
+            o = torch.as_tensor(obs, dtype=torch.float32)
+            with torch.no_grad():
+                probs = torch.softmax(policy(o.unsqueeze(0))[0], dim=-1)
+            a = int(torch.multinomial(probs, 1, generator=gen))
+            obs, r, terminated, truncated, _ = env.step(a)
+            observations.append(o)
+            actions.append(a)
+            rewards.append(r)
+            done = terminated or truncated
+        g = torch.as_tensor(_discounted(rewards, gamma), dtype=torch.float32)
+        g = (g - g.mean()) / (g.std(unbiased=False) + 1e-8)
+        logp = torch.log_softmax(policy(torch.stack(observations)), dim=-1)
+        chosen = logp[torch.arange(len(actions)), torch.as_tensor(actions)]
+        loss = -(chosen * g).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        result.returns.append(float(sum(rewards)))
+        result.episodes = ep + 1
+        if (ep + 1) % eval_every == 0:
+            score = evaluate(policy, eval_episodes, seed=10_000 + seed * 100)
+            result.eval_returns.append((ep + 1, score))
+            bar.set_postfix(greedy_return=f"{score:.0f}")
+            if score >= target_return:
+                result.solved = True
+                break
+    bar.close()
+    env.close()
+    return result
+
+
+# --------------------------------------------------------------------------- quantization
+
+
+def _linears(policy: nn.Module) -> list[nn.Linear]:
+    layers = [m for m in policy.modules() if isinstance(m, nn.Linear)]
+    if not layers:
+        raise ValueError("policy must contain at least one torch.nn.Linear layer, found none")
+    return layers
+
+
+def _resolve(fmt: FormatArg) -> Format:
+    fmt = get_format(fmt)
+    return fmt
+
+
+def _qkwargs(fmt: Format, granularity: str) -> dict[str, Any]:
+    if granularity not in ("tensor", "channel"):
+        raise ValueError(f"granularity must be 'tensor' or 'channel', got {granularity!r}")
+    kw: dict[str, Any] = {"granularity": granularity}
+    if granularity == "channel":
+        kw["axis"] = 0  # one scale per output neuron (row of the weight matrix)
+    if isinstance(fmt, IntFormat) and fmt.bits == 1:
+        kw["symmetric"] = False  # int1's codes are {-1, 0}: only an asymmetric map uses both
+    return kw
+
+
+def quantized_weights(policy: nn.Module, fmt: FormatArg, granularity: str = "tensor") -> list[QTensor]:
+    """Quantize every Linear weight of ``policy`` to ``fmt``; one :class:`QTensor` per layer.
+
+    Args:
+        policy: a module with Linear layers (weights of shape ``(out, in)``).
+        fmt: a format name (``"int8"`` .. ``"int2"``) or object (e.g. :data:`BINARY`).
+            ``"int1"`` is mapped asymmetrically (its only codes are -1 and 0).
+        granularity: ``"tensor"`` (one scale per layer) or ``"channel"`` (one per output row).
+
+    Raises:
+        ValueError: unknown format or granularity, a policy without Linear layers.
+        TypeError: a policy that is not a module.
+    """
+    _check_policy(policy)
+    fmt = _resolve(fmt)
+    kw = _qkwargs(fmt, granularity)
+    return [quantize(layer.weight.detach(), fmt, **kw) for layer in _linears(policy)]
+
+
+def quantize_policy(policy: nn.Module, fmt: FormatArg, granularity: str = "tensor") -> nn.Module:
+    """A copy of ``policy`` whose Linear weights are rounded to ``fmt`` (biases stay fp32).
+
+    Each weight ``W`` becomes ``dequantize(quantize(W, fmt, granularity))``: the values
+    the quantized policy really computes with, held as floats so the same forward pass
+    runs. Its storage size is :func:`policy_nbytes`.
+
+    Args, Raises: see :func:`quantized_weights`.
+
+    Taught in: chapters/05_rl.ipynb, "How many bits does a policy need?".
+    """
+    qweights = quantized_weights(policy, fmt, granularity)
+    out = copy.deepcopy(policy)
+    with torch.no_grad():
+        for layer, q in zip(_linears(out), qweights):
+            layer.weight.copy_(q.dequantize())
+    return out
+
+
+def policy_nbytes(policy: nn.Module, fmt: Optional[FormatArg] = None, granularity: str = "tensor") -> int:
+    """Bytes to store the policy: packed weights (with their scales) plus fp32 biases.
+
+    With ``fmt=None`` the fp32 size: 4 bytes per parameter. Otherwise the weights count
+    ``QTensor.nbytes`` (codes packed at ``bits`` each, plus fp32 scales and zero points).
+
+    Taught in: chapters/05_rl.ipynb, "The real-time budget".
+    """
+    _check_policy(policy)
+    layers = _linears(policy)
+    others = sum(p.numel() for p in policy.parameters()) - sum(layer.weight.numel() for layer in layers)
+    if fmt is None:
+        return 4 * sum(p.numel() for p in policy.parameters())
+    return int(sum(q.nbytes for q in quantized_weights(policy, fmt, granularity)) + 4 * others)
