@@ -1,0 +1,466 @@
+"""GPTQ: quantize a layer's weights one column at a time, correcting the rest for the error.
+
+Round-to-nearest (RTN) rounds every weight on its own. GPTQ (Frantar et al., 2023) uses
+calibration inputs ``X`` to ask what the rounding does to the layer's *output*: the
+output error of a weight change ``dW`` is ``tr(dW H dW^T) / 2`` with the Hessian
+``H = 2 X^T X / n`` (:func:`quantlab.calibration.hessian`). Rows of ``W`` are
+independent, and all share ``H``. Column ``q`` is rounded, and its error
+``e = (w_q - Q(w_q)) / [H^-1]_qq`` is spread over the columns not yet quantized,
+``W[:, q+1:] -= e [H^-1]_{q, q+1:}`` (the optimal-brain-surgeon update), which then
+absorb it when they are rounded in turn.
+
+The implementation follows the reference code (``gptq.py`` of IST-DASLab/gptq):
+
+* **damping**: ``H += damp * mean(diag H) * I`` (1% by default) keeps ``H`` invertible;
+* **Cholesky**: the rows ``[H^-1]_{q, q:}`` that the updates need are the rows of the
+  upper Cholesky factor of ``H^-1`` (scaled), computed once;
+* **lazy batch updates**: columns are processed in blocks of ``block_size`` (128); inside
+  a block the update touches only the block, and the rest of ``W`` receives the block's
+  accumulated errors in one matrix product -- the same numbers, far fewer memory passes
+  (field notes: 47 ms instead of 840 ms for a 384x1536 layer);
+* **per-group scales** (``group_size``): a group's scales are chosen (absmax, or min/max)
+  at the moment its first column is quantized, from the group's *current*, already
+  error-corrected weights;
+* **act-order** (``act_order=True``): columns are visited in order of decreasing
+  ``diag(H)`` (most important inputs first, while there is most room to compensate);
+  groups stay the contiguous column ranges of the original order, so the result is an
+  ordinary grouped :class:`~quantlab.quantize.QTensor`;
+* **dead inputs** (``H_jj = 0``: the input feature was always zero) get ``H_jj = 1``
+  and weight 0: they cannot affect the output.
+
+Each column is quantized by :func:`quantlab.quantize` with the group's
+:class:`~quantlab.quantize.QParams`, so any format works (int, fp, NF4).
+
+:func:`gptq_reference` is the plain column-by-column loop (every update applied at
+once to all later columns); it gives the same codes and is there for tests and timing.
+
+Taught in: chapters/04_in_practice.ipynb (GPTQ) and chapters/04b_language_model.ipynb,
+"Perplexity" (sec-llm-perplexity).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import torch
+
+from ._backend import ArrayLike, as_tensor, like_input, require_float
+from .calibration import LayerStats, collect_layer_stats, hessian
+from .formats import FormatLike, IntFormat, get_format
+from .quantize import QParams, QTensor, choose_qparams, quantize
+
+__all__ = [
+    "GPTQResult",
+    "hessian",
+    "gptq_quantize_weight",
+    "gptq_reference",
+    "output_error",
+    "gptq_quantize_model",
+]
+
+
+@dataclass
+class GPTQResult:
+    """What :func:`gptq_quantize_weight` returns.
+
+    Attributes:
+        qtensor: the quantized weight (codes ``(out, in)`` and scales per row and group of
+            ``group_size`` columns, or per row when ``group_size`` is None), ready for
+            packed storage (``qtensor.nbytes``).
+        weight: ``qtensor.dequantize()``: the weights the layer computes with, same kind
+            (numpy or torch) and dtype as the input ``W``.
+        perm: the column order used (act-order), or None for the natural order.
+        loss: GPTQ's own error estimate ``sum_q ||w_q - Q(w_q)||^2 / (2 [H^-1]_qq^2)``
+            (with the damped ``H``); NaN for a layer that
+            :func:`gptq_quantize_model` quantized stacked with layers sharing its input.
+    """
+
+    qtensor: QTensor
+    weight: ArrayLike
+    perm: Optional[torch.Tensor]
+    loss: float
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_int(value, name: str, allow_none: bool = False) -> Optional[int]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        kind = "a positive int or None" if allow_none else "a positive int"
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
+
+
+def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype):
+    fmt = get_format(fmt)
+    w, was_numpy = as_tensor(W, "W")
+    h, _ = as_tensor(H, "H")
+    require_float(w, "W")
+    require_float(h, "H")
+    if w.dim() != 2:
+        raise ValueError(f"W must be 2-d (out_features, in_features), got shape {tuple(w.shape)}")
+    cols = w.shape[1]
+    if h.shape != (cols, cols):
+        raise ValueError(
+            f"H must be ({cols}, {cols}) to match W's {cols} input features, got shape {tuple(h.shape)}"
+        )
+    group_size = _check_int(group_size, "group_size", allow_none=True)
+    if group_size is not None and cols % group_size != 0:
+        raise ValueError(f"group_size must divide the last dimension {cols}, got {group_size}")
+    block_size = _check_int(block_size, "block_size")
+    if isinstance(damp, bool) or not isinstance(damp, (int, float, np.floating)):
+        raise TypeError(f"damp must be a positive number, got {damp!r}")
+    if not (math.isfinite(damp) and damp > 0):
+        raise ValueError(f"damp must be a positive finite number, got {damp}")
+    if not isinstance(act_order, (bool, np.bool_)):
+        raise TypeError(f"act_order must be True or False, got {act_order!r}")
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise TypeError(f"symmetric must be True or False, got {symmetric!r}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("W contains NaN or infinity")
+    if not bool(torch.isfinite(h).all()):
+        raise ValueError("H contains NaN or infinity")
+    work = torch.float64 if w.dtype == torch.float64 else torch.float32
+    Wk = w.detach().to(work, copy=True)
+    Hk = h.detach().to(work, copy=True)
+    dead = torch.diagonal(Hk) == 0
+    Hk[dead, dead] = 1.0
+    Wk[:, dead] = 0.0
+    perm = None
+    if act_order:
+        perm = torch.argsort(torch.diagonal(Hk), descending=True, stable=True)
+        Wk = Wk[:, perm]
+        Hk = Hk[perm][:, perm]
+    Hk.diagonal().add_(damp * torch.diagonal(Hk).mean())
+    try:
+        L = torch.linalg.cholesky(Hk)
+        Hinv = torch.cholesky_inverse(L)
+        U = torch.linalg.cholesky(Hinv, upper=True)
+    except RuntimeError as err:  # torch.linalg.LinAlgError subclasses RuntimeError
+        raise ValueError(
+            f"H (plus damping {damp} * mean diagonal) is not positive definite; "
+            "pass a larger damp or more calibration rows"
+        ) from err
+    return fmt, w, was_numpy, Wk, U, perm, group_size, block_size
+
+
+class _Groups:
+    """Per-group quantization parameters, chosen when a group's first column comes up,
+    and the rounding of one column onto its group's grid."""
+
+    def __init__(self, W: torch.Tensor, fmt, group_size, perm, symmetric, scale_dtype):
+        rows, cols = W.shape
+        self.fmt, self.group_size, self.symmetric, self.scale_dtype = fmt, group_size, symmetric, scale_dtype
+        self.n_groups = 1 if group_size is None else cols // group_size
+        # position (in processing order) -> original column; original column -> position
+        self.orig = torch.arange(cols) if perm is None else perm
+        self.pos = torch.empty_like(self.orig)
+        self.pos[self.orig] = torch.arange(cols)
+        self.group_ids: list[int] = (
+            [0] * cols if group_size is None else (self.orig // group_size).tolist())
+        self.params: list[Optional[QParams]] = [None] * self.n_groups
+        self._fast: list[Optional[tuple]] = [None] * self.n_groups
+        self._buf = torch.empty(rows, 1, dtype=W.dtype)
+        if group_size is None:  # one scale per row, from the whole (original) weight
+            self.start(0, W)
+
+    def start(self, g: int, values: torch.Tensor) -> None:
+        """Choose group ``g``'s parameters from its current values ``(rows, group_size)``."""
+        qp = choose_qparams(values, self.fmt, granularity="channel", axis=0,
+                            symmetric=self.symmetric, scale_dtype=self.scale_dtype)
+        self.params[g] = qp
+        if isinstance(self.fmt, IntFormat):
+            zp = None if qp.zero_point is None else qp.zero_point.to(torch.float32)
+            self._fast[g] = (qp.scale.to(values.dtype), qp.scale, zp)
+
+    def positions(self, g: int) -> torch.Tensor:
+        """Processing positions of group ``g``'s columns (all not yet quantized)."""
+        return self.pos[g * self.group_size:(g + 1) * self.group_size]
+
+    def quantize_column(self, col: torch.Tensor, g: int, codes_out: torch.Tensor) -> torch.Tensor:
+        """Round ``col`` ``(rows, 1)`` onto group ``g``'s grid; write its codes into
+        ``codes_out`` and return the dequantized column.
+
+        Integer formats take a fast path that performs :func:`quantlab.quantize`'s exact
+        operations (divide by the scale, round half to even, add the zero point, clamp;
+        dequantize in float32) without its per-call checks: GPTQ rounds one column at a
+        time, so the checks would cost more than the arithmetic. The tests check that it
+        gives the library's codes. Other formats call :func:`quantlab.quantize` itself.
+        """
+        fast = self._fast[g]
+        if fast is None:
+            q = quantize(col, self.fmt, qparams=self.params[g])
+            codes_out.copy_(q.codes)
+            return q.dequantize()
+        scale_w, scale32, zp = fast
+        v = torch.div(col, scale_w, out=self._buf)
+        v.round_()
+        if zp is not None:
+            v += zp
+        v.clamp_(self.fmt.qmin, self.fmt.qmax)
+        codes_out.copy_(v)
+        v32 = v.to(torch.float32)
+        if zp is not None:
+            v32 -= zp
+        v32 *= scale32
+        return v32.to(col.dtype)
+
+    def build(self, codes: torch.Tensor, w: torch.Tensor, was_numpy: bool) -> QTensor:
+        codes = codes[:, self.pos]  # back to the original column order
+        scale = torch.cat([p.scale for p in self.params], dim=1)
+        zp = None if self.params[0].zero_point is None else torch.cat(
+            [p.zero_point for p in self.params], dim=1)
+        if self.group_size is None:
+            return QTensor(codes, scale.reshape(-1), None if zp is None else zp.reshape(-1),
+                           self.fmt, tuple(w.shape), "channel", 0, None, self.scale_dtype,
+                           w.dtype, was_numpy)
+        return QTensor(codes, scale, zp, self.fmt, tuple(w.shape), "group", 0, self.group_size,
+                       self.scale_dtype, w.dtype, was_numpy)
+
+
+def _code_buffer(fmt, rows: int, cols: int) -> torch.Tensor:
+    return torch.empty(rows, cols, dtype=fmt.code_dtype)
+
+
+# --------------------------------------------------------------------------- blocked
+
+
+def gptq_quantize_weight(
+    W: ArrayLike,
+    H: ArrayLike,
+    fmt: FormatLike = "int4",
+    *,
+    group_size: Optional[int] = 128,
+    block_size: int = 128,
+    damp: float = 0.01,
+    act_order: bool = False,
+    symmetric: bool = True,
+    scale_dtype: str = "fp32",
+    blocked: bool = True,
+) -> GPTQResult:
+    """Quantize a Linear weight with GPTQ (blocked, lazy batch updates).
+
+    Args:
+        W: weight ``(out_features, in_features)``, float numpy array or torch tensor.
+        H: Hessian ``(in_features, in_features)``, e.g. ``hessian(X)`` = ``2 X^T X / n``.
+        fmt: target format (``"int4"``, ``"int3"``, ``"nf4"``, ...).
+        group_size: input columns sharing one scale per row (must divide ``in_features``),
+            or None for one scale per row (per-channel).
+        block_size: columns per lazy-update block (any positive int; 128 in the paper).
+        damp: fraction of the mean diagonal of ``H`` added to its diagonal (> 0).
+        act_order: visit columns by decreasing ``diag(H)``.
+        symmetric: absmax scales (True) or min/max scales with zero points (False).
+        scale_dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"`` scales.
+        blocked: False runs :func:`gptq_reference` (the column-by-column loop).
+
+    Returns:
+        A :class:`GPTQResult` (``.qtensor``, ``.weight``, ``.perm``, ``.loss``).
+
+    Raises:
+        TypeError: a non-float ``W``/``H``, or an argument of the wrong type.
+        ValueError: ``W`` not 2-d, ``H`` of the wrong shape, NaN/inf, ``group_size`` not
+            dividing ``in_features``, ``block_size``/``group_size``/``damp`` not positive,
+            or ``H`` not positive definite even after damping.
+    """
+    if not blocked:
+        return gptq_reference(W, H, fmt, group_size=group_size, damp=damp, act_order=act_order,
+                              symmetric=symmetric, scale_dtype=scale_dtype)
+    fmt, w, was_numpy, Wk, U, perm, group_size, block_size = _prepare(
+        W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype)
+    rows, cols = Wk.shape
+    groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
+    codes = _code_buffer(fmt, rows, cols)
+    diag = torch.diagonal(U).tolist()
+    gid = groups.group_ids
+    loss = 0.0
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        W1 = Wk[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        U1 = U[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            p = i1 + i
+            g = gid[p]
+            if groups.params[g] is None:  # the group starts here: its current values
+                pos = groups.positions(g)
+                cur = torch.empty(rows, pos.numel(), dtype=Wk.dtype)
+                inside = pos < i2
+                cur[:, inside] = W1[:, pos[inside] - i1]
+                later = pos[~inside]
+                if later.numel():  # columns after this block still miss its updates
+                    cur[:, ~inside] = Wk[:, later] - Err1 @ U[i1:i2, later]
+                groups.start(g, cur)
+            w_col = W1[:, i:i + 1]
+            q = groups.quantize_column(w_col, g, codes[:, p:p + 1])
+            err = Err1[:, i:i + 1]
+            torch.sub(w_col, q, out=err)
+            err /= diag[p]
+            W1[:, i:].addmm_(err, U1[i:i + 1, i:], alpha=-1)
+        loss += float(Err1.square().sum()) / 2
+        if i2 < cols:
+            Wk[:, i2:].addmm_(Err1, U[i1:i2, i2:], alpha=-1)
+    qt = groups.build(codes, w, was_numpy)
+    return GPTQResult(qt, qt.dequantize(), perm, loss)
+
+
+def gptq_reference(
+    W: ArrayLike,
+    H: ArrayLike,
+    fmt: FormatLike = "int4",
+    *,
+    group_size: Optional[int] = 128,
+    damp: float = 0.01,
+    act_order: bool = False,
+    symmetric: bool = True,
+    scale_dtype: str = "fp32",
+) -> GPTQResult:
+    """GPTQ as a plain column-by-column loop: after each column, update all later columns.
+
+    Same arguments, result and errors as :func:`gptq_quantize_weight` (no ``block_size``);
+    it does ``in_features`` full-width rank-1 updates instead of lazy blocks, so it is
+    slower and exists as the readable reference the blocked version is tested against.
+    """
+    fmt, w, was_numpy, Wk, U, perm, group_size, _ = _prepare(
+        W, H, fmt, group_size, 1, damp, act_order, symmetric, scale_dtype)
+    rows, cols = Wk.shape
+    groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
+    codes = _code_buffer(fmt, rows, cols)
+    loss = 0.0
+    for p in range(cols):
+        g = groups.group_ids[p]
+        if groups.params[g] is None:  # the group starts: choose its grid from current values
+            groups.start(g, Wk[:, groups.positions(g)])
+        w_col = Wk[:, p:p + 1]
+        qt = quantize(w_col, fmt, qparams=groups.params[g])  # the library's quantizer
+        codes[:, p:p + 1] = qt.codes
+        err = (w_col - qt.dequantize()) / U[p, p]
+        loss += float((err * err).sum()) / 2
+        Wk[:, p:] -= err @ U[p:p + 1, p:]  # spread the error over all later columns
+    qt = groups.build(codes, w, was_numpy)
+    return GPTQResult(qt, qt.dequantize(), perm, loss)
+
+
+def output_error(W: ArrayLike, W_hat: ArrayLike, H: ArrayLike) -> float:
+    """The layer-output error GPTQ minimises: ``tr(dW H dW^T)`` with ``dW = W - W_hat``.
+
+    With ``H = 2 X^T X / n`` this is twice the mean over calibration rows of the squared
+    output error ``||x dW^T||^2``.
+
+    Raises:
+        ValueError: shapes that do not fit ``(out, in)``, ``(out, in)``, ``(in, in)``.
+    """
+    w, _ = as_tensor(W, "W")
+    wh, _ = as_tensor(W_hat, "W_hat")
+    h, _ = as_tensor(H, "H")
+    for t, name in ((w, "W"), (wh, "W_hat"), (h, "H")):
+        require_float(t, name)
+    if w.dim() != 2 or wh.shape != w.shape:
+        raise ValueError(
+            f"W and W_hat must be 2-d of the same shape, got {tuple(w.shape)} and {tuple(wh.shape)}")
+    if h.shape != (w.shape[1], w.shape[1]):
+        raise ValueError(f"H must be ({w.shape[1]}, {w.shape[1]}), got shape {tuple(h.shape)}")
+    dw = w.double() - wh.double()
+    return float(((dw @ h.double()) * dw).sum())
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _rows(res: GPTQResult, r0: int, r1: int) -> GPTQResult:
+    """The rows ``r0:r1`` of a result (one layer of a stacked batch)."""
+    q = res.qtensor
+    zp = None if q.zero_point is None else q.zero_point[r0:r1].clone()
+    qt = QTensor(q.codes[r0:r1].clone(), q.scale[r0:r1].clone(), zp, q.format,
+                 (r1 - r0, *q.shape[1:]), q.granularity, q.axis, q.group_size, q.scale_dtype,
+                 q.dtype, q.was_numpy)
+    return GPTQResult(qt, qt.dequantize(), res.perm, float("nan"))
+
+
+def gptq_quantize_model(
+    model: torch.nn.Module,
+    run: Callable[[torch.nn.Module], object],
+    fmt: FormatLike = "int4",
+    *,
+    group_size: Optional[int] = 128,
+    block_size: int = 128,
+    damp: float = 0.01,
+    act_order: bool = False,
+    symmetric: bool = True,
+    scale_dtype: str = "fp32",
+    layers: Optional[Iterable[str]] = None,
+    stats: Optional[dict[str, LayerStats]] = None,
+    replace_weights: bool = True,
+    progress: bool = True,
+) -> dict[str, GPTQResult]:
+    """GPTQ over a model's Linear layers, with Hessians from calibration inputs.
+
+    The inputs of every chosen layer are captured with forward hooks during one call of
+    ``run(model)`` on the *unquantized* model (:func:`quantlab.calibration.collect_layer_stats`).
+    The paper's reference code instead quantizes block by block and feeds each block the
+    outputs of the already-quantized blocks before it; capturing everything in one pass is
+    simpler and, for the 4-bit settings of the chapter, loses little.
+
+    Args:
+        model: a torch module; its ``nn.Linear`` weights are quantized.
+        run: ``run(model)`` feeds the calibration data through the model.
+        fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype:
+            see :func:`gptq_quantize_weight`.
+        layers: names of the Linear layers to quantize (default: all).
+        stats: statistics from an earlier ``collect_layer_stats`` (then ``run`` is not
+            called and may be None), e.g. to quantize to several formats from one pass.
+        replace_weights: write each ``result.weight`` into the layer (in place), so the
+            model computes with the quantized values ("fake quantization"); packed storage
+            comes from ``result.qtensor``.
+        progress: show a progress bar over layers.
+
+    Returns:
+        ``{layer name: GPTQResult}``.
+
+    Raises:
+        TypeError, ValueError: see :func:`collect_layer_stats` and :func:`gptq_quantize_weight`.
+    """
+    from tqdm.auto import tqdm
+
+    if stats is None:
+        stats = collect_layer_stats(model, run, layers)
+    names = list(stats) if layers is None else list(layers)
+    modules = dict(model.named_modules())
+    for name in names:
+        if name not in stats:
+            raise ValueError(f"stats has no entry for layer {name!r}")
+    # Layers that share an input share H; GPTQ treats rows independently, so their
+    # weights are stacked and quantized in one call (same result, fewer column steps).
+    batches: list[list[str]] = []
+    for name in names:
+        if batches and stats[batches[-1][0]] is stats[name]:
+            batches[-1].append(name)
+        else:
+            batches.append([name])
+    results: dict[str, GPTQResult] = {}
+    bar = tqdm(total=len(names), desc=f"GPTQ {get_format(fmt).name}", disable=not progress)
+    for batch in batches:
+        H = stats[batch[0]].hessian
+        lins = [modules[n] for n in batch]
+        weights = [lin.weight.detach().float() for lin in lins]
+        with torch.no_grad():
+            res = gptq_quantize_weight(
+                torch.cat(weights) if len(weights) > 1 else weights[0], H, fmt,
+                group_size=group_size, block_size=block_size, damp=damp, act_order=act_order,
+                symmetric=symmetric, scale_dtype=scale_dtype)
+            row = 0
+            for name, lin, w in zip(batch, lins, weights):
+                part = res if len(batch) == 1 else _rows(res, row, row + w.shape[0])
+                row += w.shape[0]
+                if replace_weights:
+                    lin.weight.copy_(part.weight.to(lin.weight.dtype))
+                results[name] = part
+        bar.update(len(batch))
+    bar.close()
+    return results
