@@ -455,7 +455,14 @@ def get_gpu(name: str) -> GPU:
 
 
 def gpu_bytes(gpu: GPU | str | float) -> float:
-    """Memory capacity in bytes of a :class:`GPU`, a GPU name, or a number of bytes."""
+    """Memory capacity in bytes of a :class:`GPU`, a GPU name, or a number of bytes.
+
+    Raises:
+        ValueError: unknown GPU name, or a capacity that is not > 0.
+        TypeError: anything else.
+
+    Taught in: chapters/01_why_quantization.ipynb, "Models against GPUs".
+    """
     if isinstance(gpu, GPU):
         return gpu.memory_bytes
     if isinstance(gpu, str):
@@ -598,6 +605,8 @@ def get_model(name: str) -> ModelShape:
     Raises:
         ValueError: unknown name (the message lists the known ones).
         TypeError: ``name`` not a string.
+
+    Taught in: chapters/01_why_quantization.ipynb, "What else takes memory".
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__} {name!r}")
