@@ -208,7 +208,7 @@ def uniform_noise_sqnr_db(bits: Union[int, Sequence[int]], crest: float) -> Unio
     crest = _check_positive(crest, "crest")
     if crest < 1:
         raise ValueError(f"crest must be >= 1 (absmax is at least the RMS), got {crest}")
-    single = not isinstance(bits, (Sequence, np.ndarray, range))
+    single = isinstance(bits, str) or not isinstance(bits, (Sequence, np.ndarray, range))
     arr = [_check_bits(b) for b in ([bits] if single else list(bits))]
     qmax = np.array([(1 << (b - 1)) - 1 for b in arr], dtype=np.float64)
     out = 10 * math.log10(12) + 20 * np.log10(qmax) - 20 * math.log10(crest)
@@ -231,8 +231,11 @@ def rule_of_thumb_db(
     """
     if isinstance(offset_db, bool) or not isinstance(offset_db, numbers.Real):
         raise TypeError(f"offset_db must be a number, got {offset_db!r}")
-    if isinstance(bits, (Sequence, np.ndarray, range)):
-        return DB_PER_BIT * np.asarray(bits, dtype=np.float64) + offset_db
+    if isinstance(bits, (Sequence, np.ndarray, range)) and not isinstance(bits, str):
+        arr = np.asarray(bits)
+        if arr.dtype.kind not in "iuf":
+            raise TypeError(f"bits must be a number or a sequence of numbers, got {bits!r}")
+        return DB_PER_BIT * arr.astype(np.float64) + offset_db
     if isinstance(bits, bool) or not isinstance(bits, numbers.Real):
         raise TypeError(f"bits must be a number or a sequence of numbers, got {bits!r}")
     return DB_PER_BIT * float(bits) + offset_db
