@@ -32,6 +32,8 @@ from typing import Iterable, Union
 
 import torch
 
+from ._fast import CHUNK_ELEMENTS, row_chunks
+
 __all__ = [
     "Format",
     "IntFormat",
@@ -126,6 +128,9 @@ class FloatFields:
     kind: str
 
 
+#: Formats torch stores natively with the same rounding (used for float32 inputs).
+_TORCH_CASTS = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
 _SRC = {  # source float layouts the rounding works on: (mantissa bits, bias, int view)
     torch.float32: (23, 127, torch.int32),
     torch.float64: (52, 1023, torch.int64),
@@ -206,11 +211,18 @@ class FloatFormat(Format):
     def round(self, x: torch.Tensor) -> torch.Tensor:
         """Round values to the nearest value of this format (ties to even).
 
-        Works on the bit pattern of float32/float64 inputs (float16/bfloat16 inputs are
-        widened to float32 first, which is exact): for normal results the mantissa is
-        rounded by adding half an ulp minus one plus the lowest kept bit and masking;
-        for subnormal results ``(|x| + C) - C`` with ``C = 2^(emin - mbits + p)`` lets the
-        FPU's own round-to-nearest-even do it (``p`` = source mantissa bits).
+        The spacing of this format's values around ``x`` is a power of two,
+        ``q = 2^(max(e, emin) - mbits)`` where ``e = floor(log2|x|)`` (and ``emin`` for
+        the subnormals), so rounding is ``round(x / q) * q``: dividing by a power of two
+        is exact and ``torch.round`` rounds ties to even. ``q`` comes straight from the
+        bits of ``x``: keep its exponent field, raise it to at least ``emin``, subtract
+        ``mbits``. Saturating formats clamp to ``max_value`` first; IEEE-like formats turn
+        results beyond ``max_value`` into infinity. float16/bfloat16 inputs are widened to
+        float32 first (exact); float64 inputs are rounded once, from float64.
+
+        Fast path: for fp16 and bf16 from float32 the result is torch's own cast there and
+        back, which rounds the same way (``tests/test_formats.py`` checks that both
+        paths agree bit for bit). Both run on cache-sized chunks (see ``quantlab._fast``).
 
         Args:
             x: float tensor, any shape.
@@ -221,25 +233,54 @@ class FloatFormat(Format):
         """
         if x.dtype not in _SRC:
             x = x.float()
-        src_m, src_bias, int_dtype = _SRC[x.dtype]
+        out = x.clone(memory_format=torch.contiguous_format)
+        self._round_inplace(out)
+        return out
+
+    def _round_inplace(self, t: torch.Tensor, *, use_cast: bool = True) -> None:
+        """Round the contiguous float32/float64 tensor ``t`` to this format, in place.
+
+        ``use_cast=False`` forces the ``round(x / q) * q`` path even where torch's own
+        cast would be used (tests compare the two).
+        """
+        src_m, src_bias, int_dtype = _SRC[t.dtype]
         if self.mbits >= src_m and self.emin <= 1 - src_bias:
-            return x.clone()  # the source format is contained in this one
-        a = x.abs()
-        u = a.view(int_dtype)
-        shift = src_m - self.mbits
-        r = u + ((1 << (shift - 1)) - 1)
-        r += (u >> shift) & 1
-        r &= -(1 << shift)
-        q = r.view(x.dtype)
-        magic = math.ldexp(1.0, self.emin - self.mbits + src_m)
-        sub = (a + magic) - magic
-        q = torch.where(a < self.min_normal, sub, q)
-        if self.overflow == "inf":
-            q = torch.where(q > self.max_value, torch.full_like(q, math.inf), q)
-        else:
-            q = q.clamp_(max=self.max_value)
-        q = torch.copysign(q, x)
-        return torch.where(torch.isnan(x), x, q)
+            return  # the source format is contained in this one
+        flat = t.view(-1)
+        if flat.numel() == 0:
+            return
+        cast = _TORCH_CASTS.get(self.name) if use_cast and t.dtype == torch.float32 else None
+        if cast is not None and _FLOATS.get(self.name) != self:
+            cast = None  # a look-alike format with other fields: take the general path
+        if cast is None and self.emin - self.mbits < 1 - src_bias and t.dtype == torch.float32:
+            # q would be a subnormal of the source dtype: round in float64 (exact widening)
+            wide = flat.double()
+            self._round_inplace(wide, use_cast=False)
+            flat.copy_(wide)
+            return
+        n = min(flat.numel(), CHUNK_ELEMENTS)
+        scratch = torch.empty(n, dtype=cast if cast is not None else int_dtype)
+        exp_mask = ((1 << (src_bias.bit_length() + 1)) - 1) << src_m  # the exponent field
+        lowest = (self.emin + src_bias) << src_m  # exponent field of 2^emin
+        src_emax = src_bias  # largest exponent of the source dtype
+        for sl in row_chunks(flat):
+            c = flat[sl]
+            s = scratch[: c.numel()]
+            if cast is not None:
+                s.copy_(c)
+                c.copy_(s)
+                continue
+            if self.overflow == "saturate":
+                c.clamp_(-self.max_value, self.max_value)  # NaN stays NaN
+            torch.bitwise_and(c.view(int_dtype), exp_mask, out=s)
+            s.clamp_(min=lowest).sub_(self.mbits << src_m)
+            q = s.view(t.dtype)  # 2^(max(e, emin) - mbits), a power of two
+            c.div_(q).round_().mul_(q)
+            if self.overflow == "inf" and self.emax < src_emax:
+                # the first value past max_value is 2^(emax+1); scaling by 2^k makes it
+                # overflow the source dtype to infinity, and scaling back is exact
+                k = src_emax - self.emax
+                c.mul_(2.0**k).mul_(2.0**-k)
 
     # ---- codes
     @property
