@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run every test (the body of `make test`, which refreshes .venv first), in one pytest
+# session so that its closing summary counts them all:
+#
+#   1. unit, reference and property tests of the library (tests/test_*.py);
+#   2. nbval in strict mode over every chapter notebook: each is re-executed in a fresh
+#      kernel and its outputs must match the stored ones (tests/nbval_sanitize.cfg masks
+#      addresses, temporary paths and timings);
+#   3. the strict book build: jupyter-book build . --all -W -n --keep-going, every notebook
+#      executed, no warning (tests/test_book.py, via scripts/build_book.sh);
+#   4. the browser test: every built page in headless Chromium, offline
+#      (tests/test_browser.py; reuses the book built in 3).
+#
+# Extra arguments are passed to pytest (e.g. `bash scripts/test.sh -x`).
+set -eo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+[ -x "$PY" ] || { echo "error: .venv missing: run 'make venv' (or 'make test')" >&2; exit 1; }
+export PATH="$PWD/.venv/bin:$PATH"
+
+shopt -s nullglob
+units=()
+for f in tests/test_*.py; do
+  case "$f" in tests/test_book.py|tests/test_browser.py) ;; *) units+=("$f") ;; esac
+done
+notebooks=(chapters/*.ipynb)
+
+echo "==> ${#units[@]} test files, ${#notebooks[@]} notebooks (nbval), the strict book build, the browser test"
+set +e
+"$PY" -m pytest \
+  "${units[@]}" \
+  "${notebooks[@]}" \
+  tests/test_book.py tests/test_browser.py \
+  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 \
+  --durations=15 \
+  "$@"
+status=$?
+set -e
+echo "==> pytest exit status: $status"
+exit "$status"

@@ -1,0 +1,56 @@
+"""Shared fixtures: the built book, served on 127.0.0.1, and a headless browser.
+
+- ``book_html``: Path to _build/html. Built with scripts/build_book.sh when missing or
+  older than its sources (``make test`` builds it once, in tests/test_book.py, before
+  the browser tests run, so they reuse it).
+- ``book_url``: base URL of _build/html served on 127.0.0.1 for the whole session.
+- ``browse``: ``browse(pages, check_links=False)`` opens pages in headless Chromium and
+  returns the report of tests/browser/check_pages.mjs (see tests/book_browser.py).
+  Where Chromium is missing the test fails and says how to install it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import book_browser  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def book_html() -> Path:
+    if book_browser.book_is_stale():
+        proc = book_browser.build_book()
+        if proc.returncode != 0:
+            pytest.fail(f"building the book failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}")
+    return book_browser.BUILD_HTML
+
+
+@pytest.fixture(scope="session")
+def book_url(book_html: Path) -> Iterator[str]:
+    with book_browser.serve(book_html) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browse(book_url: str) -> Callable[..., dict[str, Any]]:
+    try:
+        book_browser.check_browser_tools()
+    except book_browser.BrowserUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+    def _browse(pages: list[Any], **kwargs: Any) -> dict[str, Any]:
+        return book_browser.run_pages(book_url, pages, **kwargs)
+
+    return _browse
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for name, line in book_browser.SUMMARY.items():
+        terminalreporter.write_line(f"{name}: {line}")
