@@ -1,0 +1,1124 @@
+"""The Quantization Explorer: drag a bit-width slider, watch weights snap to the grid.
+
+One source of numbers, two front ends:
+
+* :func:`explore` computes everything the explorer shows for one setting
+  ``(source, bits, granularity, symmetric, family)`` with quantlab's own quantizers
+  (:func:`quantlab.quantize`, :func:`quantlab.metrics.mean_relative_error`): the number of
+  levels ``2^bits``, the compression ``32 / bits``, the average error
+  ``100 * mean|x - x_hat| / mean|x|`` in %, the storage cost with scales, a short
+  description of the regime, one group of 64 sample weights with the values they snap
+  to, the grid those weights see, and a histogram of all weights after quantization on
+  fixed bins.
+* :class:`Explorer` is the kernel front end: ipywidgets controls and a matplotlib figure
+  whose artists are updated in place (``set_offsets``, ``set_segments``,
+  ``StepPatch.set_data``), never re-created.
+* :func:`static_html` is the kernel-free front end for the rendered book: it computes
+  every setting with :func:`explore` when the book is built and returns one
+  self-contained HTML string (inline SVG, inline script, no CDN). The script only looks
+  up the precomputed entry for the chosen controls and draws it; it does no
+  quantization arithmetic.
+
+The bit widths are 2..16 (integers ``int2`` .. ``int16``) and 32, which is float32
+itself (the baseline: no error, ``2^32`` bit patterns). quantlab's integer formats stop
+at 16 bits and nothing between 16 and 32 bits is used for weights, so the slider steps
+from 16 straight to 32.
+
+Taught in: chapters/02_explorer.ipynb, "Try it first" and "What you just saw".
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+from . import metrics
+from .formats import CodebookFormat, FloatFormat, IntFormat, get_format
+from .quantize import QTensor, quantize
+
+__all__ = [
+    "BITS",
+    "SOURCES",
+    "GRANULARITIES",
+    "FAMILIES",
+    "GROUP_SIZE",
+    "NORMAL_STD",
+    "MINILM_WEIGHT",
+    "MINILM_ROWS",
+    "HIST_EDGES",
+    "Settings",
+    "ExplorerData",
+    "weights",
+    "strip_location",
+    "resolve",
+    "explore",
+    "all_settings",
+    "format_figures",
+    "static_data",
+    "static_html",
+    "Explorer",
+]
+
+#: Slider stops: integer widths 2..16, then 32 (float32, the baseline).
+BITS: tuple[int, ...] = tuple(range(2, 17)) + (32,)
+#: Weight sources and their labels.
+SOURCES: dict[str, str] = {
+    "normal": "normal weights (seeded)",
+    "minilm": "MiniLM layer 0, output.dense (with outliers)",
+}
+#: Granularities and their labels.
+GRANULARITIES: dict[str, str] = {"tensor": "per-tensor", "group": "groups of 64"}
+#: Format families and their labels.
+FAMILIES: dict[str, str] = {"int": "integer", "float": "float", "nf4": "NF4"}
+#: Weights per group for ``granularity="group"`` (NF4's usual block size).
+GROUP_SIZE = 64
+#: Float formats of the ``"float"`` family by bit width (16 and 32 are plain casts).
+FLOAT_FORMATS: dict[int, str] = {4: "fp4_e2m1", 6: "fp6_e2m3", 8: "fp8_e4m3", 16: "fp16", 32: "fp32"}
+#: Standard deviation of the normal source, chosen so that the strip of 64 sample
+#: weights spans about -0.33 .. +0.33.
+NORMAL_STD = 0.106
+NORMAL_SHAPE = (64, 256)
+#: The real layer: rows 96..159 of this weight (64 x 1536) hold its two largest weights.
+MINILM_WEIGHT = "encoder.layer.0.output.dense.weight"
+MINILM_ROWS = (96, 160)
+#: The window drawn on the number line and the histogram's fixed bins (90 bins of 0.01).
+WINDOW = 0.45
+HIST_EDGES: np.ndarray = np.round(np.linspace(-WINDOW, WINDOW, 91), 10)
+#: Grids with more lines than this inside the window are described, not drawn.
+MAX_GRID_LINES = 256
+#: Decimals of positions embedded in the static page (1e-4: a ninth of a pixel).
+_DECIMALS = 4
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One position of the explorer's controls.
+
+    Attributes:
+        source: ``"normal"`` or ``"minilm"``.
+        bits: one of :data:`BITS`.
+        granularity: ``"tensor"`` or ``"group"`` (groups of :data:`GROUP_SIZE`).
+        symmetric: zero point 0 (True) or a zero point (False, integer formats only).
+        family: ``"int"``, ``"float"`` or ``"nf4"``.
+    """
+
+    source: str = "normal"
+    bits: int = 8
+    granularity: str = "tensor"
+    symmetric: bool = True
+    family: str = "int"
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {tuple(SOURCES)}, got {self.source!r}")
+        if isinstance(self.bits, bool) or not isinstance(self.bits, (int, np.integer)):
+            raise TypeError(f"bits must be an int, got {self.bits!r}")
+        if self.bits not in BITS:
+            raise ValueError(f"bits must be 2..16 or 32, got {self.bits}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(
+                f"granularity must be one of {tuple(GRANULARITIES)}, got {self.granularity!r}"
+            )
+        if not isinstance(self.symmetric, (bool, np.bool_)):
+            raise TypeError(f"symmetric must be True or False, got {self.symmetric!r}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {tuple(FAMILIES)}, got {self.family!r}")
+
+    @property
+    def key(self) -> str:
+        """Compact key used by the static page, e.g. ``"normal|8|tensor|s|int"``."""
+        sym = "s" if self.symmetric else "a"
+        return f"{self.source}|{self.bits}|{self.granularity}|{sym}|{self.family}"
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """What a setting actually computes: a format (or none) and the effective options."""
+
+    fmt: Optional[str]
+    granularity: Optional[str]  # None for an unscaled cast
+    symmetric: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple:
+        return (self.fmt, self.granularity, self.symmetric)
+
+
+def resolve(settings: Settings) -> _Resolved:
+    """Map a control setting to the quantlab call it stands for.
+
+    * 32 bits is always float32 itself (an exact cast, whatever the other controls say).
+    * ``"int"``: ``int2`` .. ``int16`` with a scale (and a zero point if asymmetric).
+    * ``"float"``: ``fp4_e2m1``, ``fp6_e2m3``, ``fp8_e4m3`` with a scale; ``fp16`` is a
+      plain cast. Other widths have no float format (``fmt=None``).
+    * ``"nf4"``: NF4 at 4 bits only.
+    Float and NF4 formats are symmetric (a zero point needs an integer format).
+    """
+    b, fam = settings.bits, settings.family
+    if b == 32:
+        notes = ("fp32 is stored as is: no scale, no grid to choose",)
+        return _Resolved("fp32", None, True, notes)
+    if fam == "int":
+        return _Resolved(f"int{b}", settings.granularity, bool(settings.symmetric))
+    notes: list[str] = []
+    if not settings.symmetric:
+        notes.append("float and NF4 formats are symmetric (a zero point needs integers)")
+    if fam == "float":
+        name = FLOAT_FORMATS.get(b)
+        if name is None:
+            widths = ", ".join(str(k) for k in FLOAT_FORMATS)
+            return _Resolved(None, None, True, (f"no {b}-bit float format: floats here have {widths} bits",))
+        if b == 16:
+            notes.append("fp16 is a plain cast: no scale, so granularity does not apply")
+            return _Resolved(name, None, True, tuple(notes))
+        return _Resolved(name, settings.granularity, True, tuple(notes))
+    if b != 4:
+        return _Resolved(None, None, True, (f"NF4 is a 4-bit format: no {b}-bit NF4",))
+    return _Resolved("nf4", settings.granularity, True, tuple(notes))
+
+
+def all_settings() -> Iterator[Settings]:
+    """Every combination of the controls, in a fixed order."""
+    for source in SOURCES:
+        for family in FAMILIES:
+            for granularity in GRANULARITIES:
+                for symmetric in (True, False):
+                    for bits in BITS:
+                        yield Settings(source, bits, granularity, symmetric, family)
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@lru_cache(maxsize=None)
+def _weights(source: str) -> torch.Tensor:
+    if source == "normal":
+        z = np.random.default_rng(0).standard_normal(NORMAL_SHAPE)
+        return torch.from_numpy((z * NORMAL_STD).astype(np.float32))
+    from .models import minilm
+
+    w = minilm.load_weight(MINILM_WEIGHT)
+    return w[MINILM_ROWS[0] : MINILM_ROWS[1]].contiguous()
+
+
+def weights(source: str) -> torch.Tensor:
+    """The weights a source stands for (a copy), float32.
+
+    * ``"normal"``: 64 x 256 draws of ``N(0, NORMAL_STD^2)`` (numpy ``default_rng(0)``).
+    * ``"minilm"``: rows 96..159 of all-MiniLM-L6-v2's ``encoder.layer.0.output.dense``
+      weight (64 x 1536), which hold the layer's two largest weights (7.91 and 1.24;
+      the rest lie within +-0.65).
+
+    Raises:
+        ValueError: unknown source.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {tuple(SOURCES)}, got {source!r}")
+    return _weights(source).clone()
+
+
+@lru_cache(maxsize=None)
+def strip_location(source: str) -> tuple[int, int]:
+    """``(row, group)`` of the group of 64 weights shown on the strip.
+
+    The group whose smaller side (``min(max, -min)``) is widest among the groups whose
+    values stay inside +-0.35 (normal) or +-0.3 (MiniLM): a group without outliers that
+    spans both signs.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {tuple(SOURCES)}, got {source!r}")
+    w = _weights(source).numpy()
+    g = w.reshape(w.shape[0], -1, GROUP_SIZE)
+    balanced = np.minimum(g.max(-1), -g.min(-1))
+    balanced[np.abs(g).max(-1) > _STRIP_LIMIT[source]] = -np.inf
+    r, c = np.unravel_index(int(np.argmax(balanced)), balanced.shape)
+    return int(r), int(c)
+
+
+_STRIP_LIMIT = {"normal": 0.35, "minilm": 0.3}
+
+
+def _strip(source: str) -> np.ndarray:
+    r, c = strip_location(source)
+    return _weights(source).numpy()[r, c * GROUP_SIZE : (c + 1) * GROUP_SIZE].copy()
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class ExplorerData:
+    """Everything the explorer shows for one setting.
+
+    Attributes:
+        settings: the controls.
+        available: False where the family has no format of that width.
+        fmt: the quantlab format name (``None`` if not available).
+        granularity, symmetric: the options actually used (``granularity=None`` for a cast).
+        bits: the bit width.
+        levels: ``2^bits``, the number of codes (``None`` if not available).
+        distinct_values: distinct finite values of the format (floats; else ``levels``).
+        compression: ``32 / bits``.
+        avg_error_pct: ``100 * mean|x - x_hat| / mean|x|`` over all weights of the source.
+        bits_per_weight: storage per weight including scales and zero points.
+        zeroed_pct: % of non-zero weights that became exactly 0.
+        step: grid step at the strip's group for integer formats (else ``None``).
+        regime: a short description of the regime.
+        notes: remarks on how the controls were interpreted.
+        strip: the 64 original weights on the strip.
+        snapped: their values after quantization (``None`` if not available).
+        grid: grid values inside the window, or ``None`` if too many to draw.
+        grid_lines: how many grid values lie inside the window.
+        hist: counts of the quantized weights in the bins :data:`HIST_EDGES`.
+        hist_original: counts of the original weights in the same bins.
+        beyond: weights beyond the window (originals), not in any bin.
+        n: number of weights.
+    """
+
+    settings: Settings
+    available: bool
+    fmt: Optional[str]
+    granularity: Optional[str]
+    symmetric: bool
+    bits: int
+    levels: Optional[int]
+    distinct_values: Optional[int]
+    compression: Optional[float]
+    avg_error_pct: Optional[float]
+    bits_per_weight: Optional[float]
+    zeroed_pct: Optional[float]
+    step: Optional[float]
+    regime: str
+    notes: tuple[str, ...]
+    strip: np.ndarray
+    snapped: Optional[np.ndarray]
+    grid: Optional[np.ndarray]
+    grid_lines: int
+    hist: Optional[np.ndarray]
+    hist_original: np.ndarray
+    beyond: int
+    n: int
+    figures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """Plot title, e.g. ``"int4, per-tensor, symmetric"``."""
+        if not self.available:
+            return f"{self.bits}-bit {FAMILIES[self.settings.family]}: not available"
+        if self.granularity is None:
+            return f"{self.fmt} (a cast, no scale)"
+        sym = "symmetric" if self.symmetric else "asymmetric"
+        return f"{self.fmt}, {GRANULARITIES[self.granularity]}, {sym}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as the static page embeds it (positions rounded to 1e-4)."""
+        return {
+            "ok": self.available,
+            "fmt": self.fmt,
+            "title": self.title,
+            "figs": dict(self.figures),
+            "regime": self.regime,
+            "notes": list(self.notes),
+            "snap": None if self.snapped is None else _rounded(self.snapped),
+            "grid": None if self.grid is None else _rounded(self.grid),
+            "gridLines": self.grid_lines,
+            "hist": None if self.hist is None else [int(v) for v in self.hist],
+        }
+
+
+def _rounded(a: np.ndarray) -> list[float]:
+    return [float(v) + 0.0 for v in np.round(np.asarray(a, dtype=np.float64), _DECIMALS)]
+
+
+def _grid_values(q: QTensor, row: int, group: int) -> np.ndarray:
+    """Every value the strip's group can take: all codes dequantized with its scale."""
+    fmt = q.format
+    if isinstance(fmt, IntFormat):
+        codes = torch.arange(fmt.qmin, fmt.qmax + 1).to(fmt.code_dtype)
+    else:
+        codes = torch.arange(fmt.levels if isinstance(fmt, CodebookFormat) else 1 << fmt.bits)
+        codes = codes.to(fmt.code_dtype)
+    if q.granularity == "tensor":
+        scale, zp = q.scale, q.zero_point
+    else:
+        scale = q.scale[row, group]
+        zp = None if q.zero_point is None else q.zero_point[row, group]
+    grid = QTensor(codes, scale, zp, fmt, tuple(codes.shape), "tensor").dequantize()
+    grid = grid[torch.isfinite(grid)].double().numpy()
+    return np.unique(grid)
+
+
+def _regime(res: _Resolved, settings: Settings, step: Optional[float], zeroed: Optional[float]) -> str:
+    b = settings.bits
+    if res.fmt is None:
+        return "Not available: " + res.notes[0] + "."
+    if b == 32:
+        return "32-bit baseline: float32 itself, full precision, no error."
+    if res.fmt == "fp16":
+        return "16-bit float cast: 65,536 codes; the error is far below anything a network notices."
+    if b == 16:
+        text = "16-bit: 65,536 levels; the error is far below anything a network notices."
+    elif b > 8:
+        text = f"{b}-bit: finer than 8 bits; the error keeps halving with every bit, but 8 bits already suffice for most weights."
+    elif b == 8:
+        text = "8-bit: 256 levels; for well-behaved weights the error is tiny. The standard choice for inference."
+    elif b >= 5:
+        text = f"{b}-bit: {1 << b} levels; between 8 and 4 bits, the error roughly doubles with every bit removed."
+    elif b == 4:
+        text = "4-bit: 16 levels, visible steps; needs care (small groups, NF4, GPTQ)."
+    elif b == 3:
+        text = "3-bit: 8 levels, coarse steps; usable only with the best methods."
+    else:
+        text = "2-bit extreme: 4 codes (3 when symmetric); most weights land on 0 or the ends."
+    if res.fmt == "nf4":
+        text += " NF4 places its 16 levels at quantiles of a normal distribution: dense near 0."
+    elif res.fmt.startswith("fp"):
+        text += f" {res.fmt} spaces its values unevenly: dense near 0, sparse at the ends."
+    if settings.source == "minilm" and res.granularity == "tensor" and step is not None and zeroed is not None:
+        if zeroed >= 1:
+            text += (
+                f" But here the outlier 7.91 sets the one scale for all: the step is {_sig(step)},"
+                f" so {_sig(zeroed)}% of the weights round to 0."
+            )
+    return text
+
+
+@lru_cache(maxsize=None)
+def _explore(settings: Settings) -> ExplorerData:
+    x = _weights(settings.source)
+    strip = _strip(settings.source)
+    hist_original, _ = np.histogram(x.numpy().ravel(), bins=HIST_EDGES)
+    beyond = int((x.abs() > WINDOW).sum())
+    res = resolve(settings)
+    common = dict(
+        settings=settings, bits=settings.bits, strip=strip, hist_original=hist_original,
+        beyond=beyond, n=int(x.numel()), notes=res.notes,
+    )
+    if res.fmt is None:
+        data = ExplorerData(
+            available=False, fmt=None, granularity=None, symmetric=True, levels=None,
+            distinct_values=None, compression=None, avg_error_pct=None, bits_per_weight=None,
+            zeroed_pct=None, step=None, regime=_regime(res, settings, None, None),
+            snapped=None, grid=None, grid_lines=0, hist=None, **common,
+        )
+        data.figures = format_figures(data)
+        _freeze(data)
+        return data
+    fmt = get_format(res.fmt)
+    if res.granularity is None:  # fp32 / fp16: a plain cast
+        q = quantize(x, fmt)
+    else:
+        q = quantize(
+            x, fmt, granularity=res.granularity, symmetric=res.symmetric,
+            group_size=GROUP_SIZE if res.granularity == "group" else None,
+        )
+    x_hat = q.dequantize()
+    err = 100.0 * metrics.mean_relative_error(x, x_hat)
+    zeroed = 100.0 * float(((x_hat == 0) & (x != 0)).double().mean())
+    row, group = strip_location(settings.source)
+    snapped = x_hat[row, group * GROUP_SIZE : (group + 1) * GROUP_SIZE].double().numpy().copy()
+    hist, _ = np.histogram(x_hat.numpy().ravel(), bins=HIST_EDGES)
+    grid, grid_lines, step = None, 0, None
+    if q.scale is not None:
+        values = _grid_values(q, row, group)
+        inside = values[np.abs(values) <= WINDOW]
+        grid_lines = int(inside.size)
+        grid = inside if grid_lines <= MAX_GRID_LINES else None
+        if isinstance(fmt, IntFormat):
+            step = float(q.scale if q.granularity == "tensor" else q.scale[row, group])
+    else:
+        grid_lines = int(fmt.levels) if fmt.bits <= 16 else 1 << fmt.bits  # dense everywhere
+    if isinstance(fmt, FloatFormat):
+        distinct = fmt.levels if fmt.bits <= 16 else None
+    else:
+        distinct = fmt.levels
+    data = ExplorerData(
+        available=True, fmt=fmt.name, granularity=res.granularity, symmetric=res.symmetric,
+        levels=1 << fmt.bits, distinct_values=distinct, compression=32 / fmt.bits,
+        avg_error_pct=err, bits_per_weight=q.bits_per_weight, zeroed_pct=zeroed, step=step,
+        regime=_regime(res, settings, step, zeroed), snapped=snapped, grid=grid,
+        grid_lines=grid_lines, hist=hist, **common,
+    )
+    data.figures = format_figures(data)
+    _freeze(data)
+    return data
+
+
+def _freeze(data: ExplorerData) -> None:
+    """Cached results are shared: make their arrays read-only."""
+    for name in ("strip", "snapped", "grid", "hist", "hist_original"):
+        a = getattr(data, name)
+        if a is not None:
+            a.flags.writeable = False
+
+
+def explore(
+    source: str = "normal",
+    bits: int = 8,
+    granularity: str = "tensor",
+    symmetric: bool = True,
+    family: str = "int",
+) -> ExplorerData:
+    """Compute what the explorer shows for one setting, with quantlab's quantizers.
+
+    ``x_hat = fake_quantize(weights(source), fmt, granularity, group_size=64, symmetric)``
+    and the average error is ``100 * mean|x - x_hat| / mean|x|``
+    (:func:`quantlab.metrics.mean_relative_error`). Results are cached per setting.
+
+    Args:
+        source: ``"normal"`` or ``"minilm"`` (see :func:`weights`).
+        bits: 2..16 or 32.
+        granularity: ``"tensor"`` or ``"group"``.
+        symmetric: True for zero point 0, False for a zero point (integers only).
+        family: ``"int"``, ``"float"`` (fp4 / fp6 / fp8 / fp16) or ``"nf4"``.
+
+    Returns:
+        :class:`ExplorerData` (``available=False`` where the family lacks that width);
+        shared between calls, so its arrays are read-only.
+
+    Raises:
+        ValueError, TypeError: a control value outside its choices (the message names it).
+
+    Example:
+        >>> d = explore("normal", 8)
+        >>> d.levels, d.figures["compression"]
+        (256, '4×')
+    """
+    return _explore(Settings(source, int(bits) if isinstance(bits, np.integer) else bits,
+                             granularity, symmetric, family))
+
+
+def clear_cache() -> None:
+    """Forget computed settings (benchmarks time the computation this way)."""
+    _explore.cache_clear()
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _sig(v: float, digits: int = 3) -> str:
+    """``v`` with ``digits`` significant digits, in positional notation (no exponent)."""
+    if v == 0:
+        return "0"
+    decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(v)))))
+    text = f"{v:.{decimals}f}"
+    if float(text) != 0 and len(text.replace("-", "").replace(".", "").lstrip("0")) > digits:
+        # rounding carried into a new digit (e.g. 9.996 -> 10.00): one decimal fewer
+        text = f"{v:.{max(0, decimals - 1)}f}"
+    return text
+
+
+def format_figures(data: ExplorerData) -> dict[str, str]:
+    """The figures both front ends display, as strings.
+
+    ``levels`` with thousands separators (``"4,294,967,296"``), ``compression`` as
+    ``"4×"`` (at most two decimals), ``error`` in % with three significant digits,
+    ``bpw`` (bits per weight with scales) with two decimals, ``zeroed`` in %.
+    Settings that are not available show ``"—"``.
+    """
+    if not data.available:
+        dash = "—"
+        return {"bits": f"{data.bits}-bit", "format": dash, "levels": dash, "compression": dash,
+                "error": dash, "bpw": dash, "zeroed": dash}
+    comp = f"{data.compression:.2f}".rstrip("0").rstrip(".")
+    return {
+        "bits": f"{data.bits}-bit",
+        "format": data.fmt,
+        "levels": f"{data.levels:,}",
+        "compression": f"{comp}×",
+        "error": f"{_sig(data.avg_error_pct)} %",
+        "bpw": f"{data.bits_per_weight:.2f}",
+        "zeroed": f"{_sig(data.zeroed_pct)} %",
+    }
+
+
+#: Labels of the figures, in display order.
+FIGURE_LABELS: dict[str, str] = {
+    "format": "Format",
+    "levels": "Levels (2^bits)",
+    "compression": "Compression vs fp32",
+    "error": "Average error",
+    "bpw": "Bits per weight with scales",
+    "zeroed": "Weights rounded to 0",
+}
+
+
+# --------------------------------------------------------------------------- static page
+
+
+def static_data() -> dict[str, Any]:
+    """Every setting's entry, deduplicated, as the static page embeds it.
+
+    Returns:
+        ``{"bits", "edges", "window", "sources": {name: {...}}, "keys": {key: index},
+        "entries": [entry, ...]}`` where ``keys`` maps :attr:`Settings.key` to an entry.
+    """
+    entries: list[dict[str, Any]] = []
+    index: dict[str, int] = {}
+    keys: dict[str, int] = {}
+    sources: dict[str, Any] = {}
+    for s in all_settings():
+        data = _explore(s)
+        entry = data.to_json()
+        blob = json.dumps(entry, sort_keys=True, ensure_ascii=False)
+        if blob not in index:
+            index[blob] = len(entries)
+            entries.append(entry)
+        keys[s.key] = index[blob]
+        if s.source not in sources:
+            r, c = strip_location(s.source)
+            sources[s.source] = {
+                "label": SOURCES[s.source],
+                "strip": _rounded(data.strip),
+                "hist": [int(v) for v in data.hist_original],
+                "n": data.n,
+                "beyond": data.beyond,
+                "where": f"row {r}, weights {c * GROUP_SIZE}..{(c + 1) * GROUP_SIZE - 1}",
+            }
+    return {
+        "bits": list(BITS),
+        "edges": _rounded(HIST_EDGES),
+        "window": WINDOW,
+        "labels": dict(FIGURE_LABELS),
+        "sources": sources,
+        "keys": keys,
+        "entries": entries,
+    }
+
+
+_CSS = """
+.qlx{--qlx-fg:var(--pst-color-text-base,#222);--qlx-muted:var(--pst-color-text-muted,#666);
+ --qlx-border:var(--pst-color-border,#d0d7de);--qlx-bg:var(--pst-color-surface,#f6f8fa);
+ --qlx-orig:#1f77b4;--qlx-quant:#d95f02;color:var(--qlx-fg);border:1px solid var(--qlx-border);
+ border-radius:8px;padding:14px 16px;margin:1em 0;font-size:15px;line-height:1.4;max-width:820px}
+.qlx h4{margin:0 0 .4em 0;font-size:1.05em}
+.qlx-slider{margin:.2em 0 .6em 0}
+.qlx-slider label{font-weight:600;display:block;margin-bottom:.2em}
+.qlx-slider input[type=range]{width:100%;margin:0}
+.qlx-ticks{display:grid;grid-template-columns:repeat(16,1fr);font-size:12px;color:var(--qlx-muted);
+ margin:0 -0.6%}
+.qlx-ticks span{text-align:center;white-space:nowrap}
+.qlx-ticks span.qlx-on{color:var(--qlx-fg);font-weight:700}
+.qlx-ends{display:flex;justify-content:space-between;font-size:12px;color:var(--qlx-muted)}
+.qlx-controls{display:flex;flex-wrap:wrap;gap:.5em 1.2em;margin:.4em 0 .6em 0}
+.qlx-controls label{font-size:14px}
+.qlx-controls select{font-size:14px;margin-left:.3em;padding:1px 4px;color:inherit;
+ background:var(--pst-color-background,#fff);border:1px solid var(--qlx-border);border-radius:4px}
+.qlx-figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(120px,1fr));gap:6px;margin:.5em 0}
+.qlx-fig{background:var(--qlx-bg);border-radius:6px;padding:6px 8px}
+.qlx-fig .k{display:block;font-size:12px;color:var(--qlx-muted)}
+.qlx-fig .v{display:block;font-size:18px;font-weight:700;font-variant-numeric:tabular-nums}
+.qlx-regime{margin:.4em 0 .1em 0;min-height:2.6em}
+.qlx-notes{margin:0;font-size:13px;color:var(--qlx-muted);min-height:1.1em}
+.qlx svg{width:100%;height:auto;display:block;font-family:inherit}
+.qlx svg text{fill:var(--qlx-fg);font-size:12px}
+.qlx svg .qlx-title{font-size:13px;font-weight:600}
+.qlx svg .qlx-axis{stroke:var(--qlx-muted);stroke-width:1}
+.qlx svg .qlx-gridline{stroke:var(--qlx-muted);stroke-width:.8;opacity:.45}
+.qlx-foot{font-size:12px;color:var(--qlx-muted);margin:.4em 0 0 0}
+"""
+
+# The script picks the precomputed entry for the controls and draws it. It maps values
+# to pixels and counts to heights; it never quantizes anything.
+_JS = r"""
+(function () {
+  var root = document.getElementById("__ROOT__");
+  if (!root || root.dataset.ready) return;
+  root.dataset.ready = "1";
+  var D = JSON.parse(root.querySelector("script[data-role=data]").textContent);
+  var NS = "http://www.w3.org/2000/svg";
+  var $ = function (sel) { return root.querySelector(sel); };
+  var ctl = {
+    bits: $("input[data-role=bits]"), source: $("select[data-role=source]"),
+    granularity: $("select[data-role=granularity]"), symmetric: $("select[data-role=symmetric]"),
+    family: $("select[data-role=family]")
+  };
+  function el(parent, tag, attrs, text) {
+    var e = document.createElementNS(NS, tag);
+    for (var k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    parent.appendChild(e);
+    return e;
+  }
+  function clear(svg) { while (svg.firstChild) svg.removeChild(svg.firstChild); }
+  var W = 760, ML = 88, MR = 16, lo = -D.window, hi = D.window;
+  function px(v) { return ML + (v - lo) / (hi - lo) * (W - ML - MR); }
+  function xTicks(svg, y) {
+    [-0.4, -0.2, 0, 0.2, 0.4].forEach(function (t) {
+      el(svg, "line", {x1: px(t), x2: px(t), y1: y, y2: y + 5, "class": "qlx-axis"});
+      el(svg, "text", {x: px(t), y: y + 18, "text-anchor": "middle"}, String(t));
+    });
+    el(svg, "line", {x1: ML, x2: W - MR, y1: y, y2: y, "class": "qlx-axis"});
+  }
+  function drawStrip(src, e) {
+    var svg = $("svg[data-role=strip]"); clear(svg);
+    var yO = 52, yQ = 112, yA = 140;
+    el(svg, "text", {x: ML, y: 16, "class": "qlx-title"},
+       "64 sample weights (" + src.where + ") snapped to the grid: " + e.title);
+    el(svg, "defs", {}).innerHTML = "";
+    var clipId = root.id + "-clip";
+    var cp = el(svg.querySelector("defs"), "clipPath", {id: clipId});
+    el(cp, "rect", {x: ML, y: 24, width: W - ML - MR, height: yA - 20});
+    var g = el(svg, "g", {"clip-path": "url(#" + clipId + ")"});
+    if (e.ok && e.grid) {
+      e.grid.forEach(function (v) {
+        el(g, "line", {x1: px(v), x2: px(v), y1: yO - 14, y2: yQ + 14, "class": "qlx-gridline"});
+      });
+    }
+    if (e.ok) {
+      src.strip.forEach(function (v, i) {
+        el(g, "line", {x1: px(v), y1: yO, x2: px(e.snap[i]), y2: yQ,
+                       stroke: "var(--qlx-muted)", "stroke-width": 0.7, opacity: 0.6});
+      });
+      e.snap.forEach(function (v) {
+        el(g, "circle", {cx: px(v), cy: yQ, r: 4, fill: "var(--qlx-quant)", "fill-opacity": 0.55,
+                         stroke: "var(--qlx-quant)"});
+      });
+    }
+    src.strip.forEach(function (v) {
+      el(g, "circle", {cx: px(v), cy: yO, r: 3.5, fill: "var(--qlx-orig)", "fill-opacity": 0.6,
+                       stroke: "var(--qlx-orig)"});
+    });
+    el(svg, "text", {x: ML - 8, y: yO + 4, "text-anchor": "end"}, "float32");
+    el(svg, "text", {x: ML - 8, y: yQ + 4, "text-anchor": "end"}, e.ok ? e.fmt : "—");
+    var note;
+    if (!e.ok) note = "not available";
+    else if (!e.grid) note = "grid: " + e.gridLines.toLocaleString("en-US") + " levels here, too fine to draw";
+    else note = "grid: " + e.gridLines + " levels inside this window (grey lines)";
+    el(svg, "text", {x: W - MR, y: 34, "text-anchor": "end", fill: "var(--qlx-muted)"}, note);
+    xTicks(svg, yA);
+    el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value");
+  }
+  var H = 270, MT = 30, MB = 52, YMIN = -3, YMAX = 2;  // log10 of % of weights
+  function py(pct) {
+    var l = pct > 0 ? Math.log10(pct) : YMIN - 1;
+    l = Math.max(YMIN - 0.3, Math.min(YMAX, l));
+    return MT + (YMAX - l) / (YMAX - YMIN) * (H - MT - MB);
+  }
+  function stepPath(counts, n, close) {
+    var d = "", e = D.edges, base = py(0);
+    for (var i = 0; i < counts.length; i++) {
+      var y = py(counts[i] / n * 100);
+      d += (i === 0 ? "M" + px(e[0]) + "," + (close ? base : y) + " L" : " L") + px(e[i]) + "," + y + " L" + px(e[i + 1]) + "," + y;
+    }
+    if (close) d += " L" + px(e[e.length - 1]) + "," + base + " Z";
+    return d;
+  }
+  function drawHist(src, e) {
+    var svg = $("svg[data-role=hist]"); clear(svg);
+    var yA = H - MB;
+    el(svg, "text", {x: ML, y: 16, "class": "qlx-title"},
+       "Histogram of all " + src.n.toLocaleString("en-US") + " weights, before and after quantization");
+    for (var k = YMIN; k <= YMAX; k++) {
+      var y = py(Math.pow(10, k));
+      el(svg, "line", {x1: ML, x2: W - MR, y1: y, y2: y, "class": "qlx-gridline"});
+      el(svg, "text", {x: ML - 6, y: y + 4, "text-anchor": "end"}, String(Math.pow(10, k)).replace(/^0\./, "0."));
+    }
+    var clipId = root.id + "-hclip";
+    var defs = el(svg, "defs", {});
+    var cp = el(defs, "clipPath", {id: clipId});
+    el(cp, "rect", {x: ML, y: MT - 2, width: W - ML - MR, height: yA - MT + 2});
+    var g = el(svg, "g", {"clip-path": "url(#" + clipId + ")"});
+    el(g, "path", {d: stepPath(src.hist, src.n, true), fill: "var(--qlx-orig)", "fill-opacity": 0.25,
+                   stroke: "var(--qlx-orig)", "stroke-width": 1.2, "data-role": "hist-original"});
+    if (e.ok) el(g, "path", {d: stepPath(e.hist, src.n, false), fill: "none", stroke: "var(--qlx-quant)",
+                             "stroke-width": 1.8, "data-role": "hist-quantized"});
+    xTicks(svg, yA);
+    el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value (bins of 0.01)");
+    el(svg, "text", {x: 14, y: (MT + yA) / 2, "text-anchor": "middle",
+                     transform: "rotate(-90 14 " + (MT + yA) / 2 + ")"}, "% of weights per bin (log scale)");
+    var lx = W - MR - 200, ly = MT + 8;
+    el(svg, "rect", {x: lx, y: ly, width: 12, height: 10, fill: "var(--qlx-orig)", "fill-opacity": 0.35, stroke: "var(--qlx-orig)"});
+    el(svg, "text", {x: lx + 18, y: ly + 9}, "float32 weights");
+    el(svg, "line", {x1: lx, x2: lx + 12, y1: ly + 24, y2: ly + 24, stroke: "var(--qlx-quant)", "stroke-width": 2});
+    el(svg, "text", {x: lx + 18, y: ly + 28}, "after quantization" + (e.ok ? " (" + e.fmt + ")" : ""));
+    if (src.beyond > 0) {
+      el(svg, "text", {x: W - MR, y: yA - 6, "text-anchor": "end", fill: "var(--qlx-muted)"},
+         src.beyond + " weights lie beyond ±" + D.window + " (outliers, not drawn)");
+    }
+  }
+  function key() {
+    return [ctl.source.value, D.bits[+ctl.bits.value], ctl.granularity.value,
+            ctl.symmetric.value, ctl.family.value].join("|");
+  }
+  function render() {
+    var k = key(), e = D.entries[D.keys[k]], src = D.sources[ctl.source.value];
+    root.dataset.key = k;
+    root.querySelectorAll("[data-fig]").forEach(function (n) {
+      var f = n.getAttribute("data-fig");
+      n.textContent = f === "regime" ? e.regime : (e.figs[f] !== undefined ? e.figs[f] : "");
+    });
+    $("[data-role=notes]").textContent = e.notes.join("; ");
+    root.querySelectorAll(".qlx-ticks span").forEach(function (s, i) {
+      s.className = i === +ctl.bits.value ? "qlx-on" : "";
+    });
+    ctl.bits.setAttribute("aria-valuetext", D.bits[+ctl.bits.value] + " bits");
+    drawStrip(src, e);
+    drawHist(src, e);
+  }
+  Object.keys(ctl).forEach(function (c) {
+    ctl[c].addEventListener("input", render);
+    ctl[c].addEventListener("change", render);
+  });
+  render();
+})();
+"""
+
+
+def static_html(
+    data: Optional[dict[str, Any]] = None,
+    root_id: str = "ql-explorer",
+    initial: Optional[Settings] = None,
+) -> str:
+    """A self-contained HTML explorer for pages without a kernel.
+
+    Every entry is computed by :func:`explore` (through :func:`static_data`) when this
+    runs; the inline script only selects the entry for the controls and draws it as SVG.
+    Nothing is loaded from anywhere.
+
+    Args:
+        data: precomputed :func:`static_data` (computed if None).
+        root_id: the ``id`` of the outer element (unique per page).
+        initial: the setting shown first (default 4-bit integers, normal weights).
+
+    Returns:
+        An HTML string: a ``<div>`` with controls, figures, two SVGs and two scripts.
+    """
+    if data is None:
+        data = static_data()
+    if initial is None:
+        initial = Settings("normal", 4, "tensor", True, "int")
+    if not isinstance(initial, Settings):
+        raise TypeError(f"initial must be a Settings, got {type(initial).__name__}")
+    rid = html.escape(root_id, quote=True)
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+
+    def options(choices: dict[str, str], selected: str) -> str:
+        return "".join(
+            f'<option value="{html.escape(k)}"{" selected" if k == selected else ""}>{html.escape(v)}</option>'
+            for k, v in choices.items()
+        )
+
+    ticks = "".join(f"<span>{b}</span>" for b in BITS)
+    figs = "".join(
+        f'<div class="qlx-fig"><span class="k">{html.escape(label)}</span>'
+        f'<span class="v" data-fig="{k}">—</span></div>'
+        for k, label in FIGURE_LABELS.items()
+    )
+    sym = "s" if initial.symmetric else "a"
+    return (
+        f'<div class="qlx" id="{rid}">'
+        f"<style>{_CSS}</style>"
+        '<h4>Quantization Explorer</h4>'
+        '<div class="qlx-slider">'
+        f'<label for="{rid}-bits">Precision: <span data-fig="bits">{initial.bits}-bit</span></label>'
+        f'<input type="range" id="{rid}-bits" data-role="bits" min="0" max="{len(BITS) - 1}" step="1" '
+        f'value="{BITS.index(initial.bits)}" data-bits="{",".join(map(str, BITS))}" '
+        'aria-label="bit width">'
+        f'<div class="qlx-ticks">{ticks}</div>'
+        '<div class="qlx-ends"><span>2-bit: extreme</span>'
+        "<span>… 16-bit … 32-bit: baseline (fp32)</span></div></div>"
+        '<div class="qlx-controls">'
+        f'<label>Weights<select data-role="source">{options(SOURCES, initial.source)}</select></label>'
+        f'<label>Format<select data-role="family">{options(FAMILIES, initial.family)}</select></label>'
+        f'<label>Scale per<select data-role="granularity">{options(GRANULARITIES, initial.granularity)}</select></label>'
+        '<label>Range<select data-role="symmetric">'
+        + options({"s": "symmetric", "a": "asymmetric (zero point)"}, sym)
+        + "</select></label></div>"
+        f'<div class="qlx-figs">{figs}</div>'
+        '<p class="qlx-regime" data-fig="regime"></p>'
+        '<p class="qlx-notes" data-role="notes"></p>'
+        '<svg data-role="strip" viewBox="0 0 760 186" role="img" '
+        'aria-label="sample weights and their quantized values on a number line"></svg>'
+        '<svg data-role="hist" viewBox="0 0 760 270" role="img" '
+        'aria-label="histogram of the weights before and after quantization"></svg>'
+        '<p class="qlx-foot">Every number and curve here was computed by quantlab in Python when '
+        "this page was built; the page's script only picks the precomputed result for your "
+        "settings and draws it. No kernel needed.</p>"
+        f'<script type="application/json" data-role="data">{payload}</script>'
+        f"<script>{_JS.replace('__ROOT__', rid)}</script>"
+        "</div>"
+    )
+
+
+# --------------------------------------------------------------------------- kernel widget
+
+
+class Explorer:
+    """The kernel front end: ipywidgets controls driving a matplotlib figure.
+
+    The figure is built once (``matplotlib.figure.Figure`` on the Agg canvas); every
+    update changes its artists in place (``set_offsets`` of the snapped points,
+    ``set_segments`` of the grid and the links, ``StepPatch.set_data`` of the histogram,
+    ``set_text`` of the titles), redraws and sends the PNG to an ``ipywidgets.Image``.
+
+    Args:
+        source, bits, granularity, symmetric, family: the initial setting (see
+            :func:`explore`).
+        dpi: resolution of the image sent to the browser.
+
+    Example:
+        >>> ex = Explorer(bits=4)          # in a notebook, display(ex) shows it
+        >>> ex.set(bits=8).figures["levels"]
+        '256'
+    """
+
+    def __init__(
+        self,
+        source: str = "normal",
+        bits: int = 4,
+        granularity: str = "tensor",
+        symmetric: bool = True,
+        family: str = "int",
+        dpi: int = 90,
+    ) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.settings = Settings(source, bits, granularity, symmetric, family)
+        self.dpi = dpi
+        self.fig = Figure(figsize=(8.6, 5.6), dpi=dpi, layout=None)
+        FigureCanvasAgg(self.fig)  # draws off-screen; the PNG goes to an ipywidgets.Image
+        self._build_axes()
+        self._widgets: Optional[dict[str, Any]] = None
+        self._source_drawn: Optional[str] = None
+        self.data = explore(**self._kwargs(self.settings))
+        self._draw(self.data)
+
+    # ---- figure
+    def _build_axes(self) -> None:
+        """Axes, ticks, labels and legend (drawn once) plus the data artists (animated)."""
+        from matplotlib.collections import LineCollection
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import FixedLocator, NullLocator
+
+        fig = self.fig
+        fig.subplots_adjust(left=0.13, right=0.98, top=0.94, bottom=0.09, hspace=0.5)
+        self.ax_strip, self.ax_hist = fig.subplots(2, 1, height_ratios=[1, 1.5])
+        ticks = [-0.4, -0.2, 0.0, 0.2, 0.4]
+        ax = self.ax_strip
+        ax.set_xlim(-WINDOW, WINDOW)
+        ax.set_ylim(-0.6, 1.7)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_major_locator(NullLocator())
+        ax.set_xlabel("weight value")
+        for side in ("left", "right", "top"):
+            ax.spines[side].set_visible(False)
+        yaxis = ax.get_yaxis_transform()
+        ax.text(-0.01, 1, "float32", transform=yaxis, ha="right", va="center")
+        ax.text(-0.01, 0, "quantized", transform=yaxis, ha="right", va="center")
+        ax.set_title("64 sample weights (one group) and where each one lands", fontsize=10,
+                     loc="left", weight="bold")
+        anim = dict(animated=True)
+        self.grid_lines = LineCollection([], colors="0.6", linewidths=0.8, alpha=0.6, zorder=1, **anim)
+        self.links = LineCollection([], colors="0.5", linewidths=0.6, alpha=0.6, zorder=2, **anim)
+        ax.add_collection(self.grid_lines)
+        ax.add_collection(self.links)
+        self.pts_orig = ax.scatter(np.zeros(0), np.zeros(0), s=22, color="#1f77b4", alpha=0.7, zorder=3, **anim)
+        self.pts_quant = ax.scatter(np.zeros(0), np.zeros(0), s=26, color="#d95f02", alpha=0.6, zorder=3, **anim)
+
+        ax = self.ax_hist
+        ax.set_yscale("log")
+        ax.set_xlim(-WINDOW, WINDOW)
+        self._floor = 10.0**-3.3
+        ax.set_ylim(10.0**-3, 100)
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_major_locator(FixedLocator([1e-3, 1e-2, 1e-1, 1, 10, 100]))
+        ax.yaxis.set_major_formatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("weight value (bins of 0.01)")
+        ax.set_ylabel("% of weights per bin\n(log scale)")
+        ax.grid(axis="y", color="0.85", linewidth=0.6)
+        zeros = np.full(len(HIST_EDGES) - 1, self._floor)
+        self.hist_orig = ax.stairs(zeros, HIST_EDGES, fill=True, baseline=self._floor, color="#1f77b4",
+                                   alpha=0.3, **anim)
+        self.hist_quant = ax.stairs(zeros, HIST_EDGES, baseline=None, color="#d95f02", linewidth=1.6, **anim)
+        ax.legend(handles=[Patch(color="#1f77b4", alpha=0.35, label="float32 weights"),
+                           Line2D([], [], color="#d95f02", linewidth=1.6, label="after quantization")],
+                  loc="upper right", fontsize=8, frameon=False)
+        ax.set_title("All weights of the tensor, before and after quantization", fontsize=10,
+                     loc="left", weight="bold")
+        # Only data artists change; the texts that change live in the HTML beside the image
+        # (rendering glyphs is most of the cost of a matplotlib redraw).
+        self._animated = [self.grid_lines, self.links, self.pts_orig, self.pts_quant,
+                          self.hist_orig, self.hist_quant]
+        # Everything that never changes is rendered once; updates restore it and draw
+        # only the animated artists on top (blitting on the Agg buffer).
+        fig.canvas.draw()
+        self._background = fig.canvas.copy_from_bbox(fig.bbox)
+
+    def _pct(self, counts: np.ndarray, n: int) -> np.ndarray:
+        pct = counts * (100.0 / n)
+        return np.where(pct > 0, pct, self._floor)
+
+    def _draw(self, d: ExplorerData) -> None:
+        """Update the data artists in place from ``d`` and redraw them on the canvas."""
+        if self._source_drawn != d.settings.source:
+            self.pts_orig.set_offsets(np.column_stack([d.strip, np.ones_like(d.strip)]))
+            self.hist_orig.set_data(self._pct(d.hist_original, d.n))
+            self._source_drawn = d.settings.source
+        if d.available:
+            top = np.column_stack([d.strip, np.ones_like(d.strip)])
+            bottom = np.column_stack([d.snapped, np.zeros_like(d.snapped)])
+            self.pts_quant.set_offsets(bottom)
+            self.links.set_segments(np.stack([top, bottom], axis=1))
+            self.hist_quant.set_data(self._pct(d.hist, d.n))
+            self.hist_quant.set_visible(True)
+        else:
+            self.pts_quant.set_offsets(np.empty((0, 2)))
+            self.links.set_segments([])
+            self.hist_quant.set_visible(False)
+        if d.grid is not None:
+            g = d.grid
+            self.grid_lines.set_segments(np.stack([np.column_stack([g, np.full_like(g, -0.25)]),
+                                                   np.column_stack([g, np.full_like(g, 1.25)])], axis=1))
+        else:
+            self.grid_lines.set_segments([])
+        canvas = self.fig.canvas
+        canvas.restore_region(self._background)
+        for artist in self._animated:
+            artist.axes.draw_artist(artist)
+
+    def image(self) -> bytes:
+        """The canvas as JPEG bytes (quality 92, no chroma subsampling): what the widget shows.
+
+        JPEG because it encodes in about 2 ms here; PNG takes about 15 ms for this canvas.
+        """
+        from PIL import Image
+
+        canvas = self.fig.canvas
+        w, h = canvas.get_width_height(physical=True)
+        buf = io.BytesIO()
+        rgba = Image.frombuffer("RGBA", (w, h), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+        rgba.convert("RGB").save(buf, format="jpeg", quality=92, subsampling=0)
+        return buf.getvalue()
+
+    # ---- state
+    @staticmethod
+    def _kwargs(s: Settings) -> dict[str, Any]:
+        return dict(source=s.source, bits=s.bits, granularity=s.granularity,
+                    symmetric=s.symmetric, family=s.family)
+
+    def set(self, **changes: Any) -> ExplorerData:
+        """Change controls (``bits=8``, ``source="minilm"``, ...), recompute and redraw.
+
+        Returns:
+            The :class:`ExplorerData` now shown.
+
+        Raises:
+            ValueError, TypeError: an unknown control or a value outside its choices.
+        """
+        unknown = set(changes) - {"source", "bits", "granularity", "symmetric", "family"}
+        if unknown:
+            raise ValueError(f"unknown explorer control(s) {sorted(unknown)}")
+        kw = self._kwargs(self.settings)
+        kw.update(changes)
+        self.settings = Settings(**kw)
+        self.data = explore(**kw)
+        self._draw(self.data)
+        if self._widgets is not None:
+            self._sync_widgets()
+        return self.data
+
+    @property
+    def figures(self) -> dict[str, str]:
+        """The displayed figures of the current setting."""
+        return dict(self.data.figures)
+
+    # ---- widgets
+    def widget(self):
+        """The ipywidgets box: controls, figures, regime text and the figure image."""
+        if self._widgets is None:
+            self._make_widgets()
+        return self._widgets["box"]
+
+    def _make_widgets(self) -> None:
+        import ipywidgets as W
+
+        s = self.settings
+        labels = [f"{b}-bit" + (" (extreme)" if b == 2 else " (baseline, fp32)" if b == 32 else "") for b in BITS]
+        w: dict[str, Any] = {}
+        w["bits"] = W.SelectionSlider(options=list(zip(labels, BITS)), value=s.bits, description="Precision",
+                                      continuous_update=True, layout=W.Layout(width="560px"),
+                                      style={"description_width": "80px"})
+        w["ends"] = W.HTML("<div style='display:flex;justify-content:space-between;width:470px;"
+                           "margin-left:88px;font-size:12px;color:#666'><span>2-bit: extreme</span>"
+                           "<span>… 16-bit … 32-bit: baseline (fp32)</span></div>")
+        w["source"] = W.Dropdown(options=[(v, k) for k, v in SOURCES.items()], value=s.source,
+                                 description="Weights", style={"description_width": "80px"},
+                                 layout=W.Layout(width="420px"))
+        w["family"] = W.ToggleButtons(options=[(v, k) for k, v in FAMILIES.items()], value=s.family,
+                                      description="Format", style={"description_width": "80px", "button_width": "80px"})
+        w["granularity"] = W.ToggleButtons(options=[(v, k) for k, v in GRANULARITIES.items()],
+                                           value=s.granularity, description="Scale per",
+                                           style={"description_width": "80px", "button_width": "110px"})
+        w["symmetric"] = W.ToggleButtons(options=[("symmetric", True), ("asymmetric", False)],
+                                         value=s.symmetric, description="Range",
+                                         style={"description_width": "80px", "button_width": "110px"})
+        w["figs"] = W.HTML()
+        w["image"] = W.Image(format="jpeg", layout=W.Layout(width="774px"))
+        w["box"] = W.VBox([w["bits"], w["ends"], w["source"], w["family"], w["granularity"],
+                           w["symmetric"], w["figs"], w["image"]])
+        self._widgets = w
+        for name in ("bits", "source", "family", "granularity", "symmetric"):
+            w[name].observe(self._on_change, names="value")
+        self._sync_widgets()
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        w = self._widgets
+        self.set(**{k: w[k].value for k in ("source", "bits", "granularity", "symmetric", "family")})
+
+    def caption(self) -> str:
+        """What the figure shows for the current setting, in words (shown under the figures)."""
+        d = self.data
+        r, c = strip_location(d.settings.source)
+        text = (f"{d.title}. Strip: row {r}, weights {c * GROUP_SIZE}..{(c + 1) * GROUP_SIZE - 1} "
+                f"of the {SOURCES[d.settings.source]}. ")
+        if not d.available:
+            text += "Nothing to quantize at this setting."
+        elif d.grid is not None:
+            text += f"Grid: {d.grid_lines} levels inside the window (grey lines)."
+        else:
+            text += f"Grid: {d.grid_lines:,} levels here, too fine to draw."
+        if d.beyond:
+            text += f" {d.beyond} weights lie beyond ±{WINDOW} (outliers, not drawn)."
+        return text
+
+    def _figures_html(self) -> str:
+        d = self.data
+        cells = "".join(
+            f"<div style='background:#f4f6f8;border-radius:6px;padding:4px 8px'>"
+            f"<div style='font-size:11px;color:#555'>{html.escape(label)}</div>"
+            f"<div style='font-size:17px;font-weight:700;color:#222'>{html.escape(d.figures[k])}</div></div>"
+            for k, label in FIGURE_LABELS.items()
+        )
+        notes = "; ".join(d.notes)
+        return (
+            "<div style='display:grid;grid-template-columns:repeat(6,1fr);gap:6px;max-width:774px'>"
+            f"{cells}</div><p style='margin:6px 0 0 0;max-width:774px'>{html.escape(d.regime)}</p>"
+            f"<p style='margin:2px 0;font-size:12px;color:#666;max-width:774px'>"
+            f"{html.escape(self.caption())}{' Note: ' + html.escape(notes) + '.' if notes else ''}</p>"
+        )
+
+    def _sync_widgets(self) -> None:
+        w = self._widgets
+        w["figs"].value = self._figures_html()
+        w["image"].value = self.image()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget())

@@ -1,0 +1,342 @@
+"""The Quantization Explorer's data, its two front ends, and their agreement.
+
+Every number the explorer shows is checked against quantlab called directly (with the
+format and options the setting stands for, spelled out here independently of
+``explorer.resolve``); the static page's embedded data must equal the kernel
+explorer's data for every setting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings as hsettings, strategies as st
+
+import quantlab as ql
+from quantlab import explorer as E
+
+torch.set_num_threads(1)
+
+# What each setting means, written out independently of the module under test.
+FLOATS = {4: "fp4_e2m1", 6: "fp6_e2m3", 8: "fp8_e4m3", 16: "fp16", 32: "fp32"}
+
+
+def expected_call(s: E.Settings):
+    """(format name, quantize kwargs) for a setting, or None where it has no format."""
+    if s.bits == 32:
+        return "fp32", {}
+    if s.family == "int":
+        name = f"int{s.bits}"
+    elif s.family == "float":
+        if s.bits not in FLOATS:
+            return None
+        name = FLOATS[s.bits]
+        if s.bits == 16:
+            return name, {}
+    else:
+        if s.bits != 4:
+            return None
+        name = "nf4"
+    kw = {"granularity": s.granularity, "symmetric": s.symmetric if s.family == "int" else True}
+    if s.granularity == "group":
+        kw["group_size"] = 64
+    return name, kw
+
+
+ALL = list(E.all_settings())
+
+
+def parse_number(text: str) -> float:
+    return float(text.replace(",", "").replace("×", "").replace("%", "").strip())
+
+
+@pytest.fixture(scope="module")
+def html_page() -> str:
+    return E.static_html()
+
+
+@pytest.fixture(scope="module")
+def page_data(html_page: str) -> dict:
+    m = re.search(r'<script type="application/json" data-role="data">(.*?)</script>', html_page, re.S)
+    assert m is not None
+    return json.loads(m.group(1).replace("<\\/", "</"))
+
+
+# --------------------------------------------------------------------------- known answers
+
+
+def test_known_answers_8_bits():
+    d = E.explore("normal", 8)
+    assert (d.fmt, d.levels, d.compression) == ("int8", 256, 4.0)
+    assert d.figures["levels"] == "256"
+    assert d.figures["compression"] == "4×"
+    assert "256 levels" in d.regime
+
+
+def test_known_answers_32_bits_is_fp32_itself():
+    for fam in E.FAMILIES:
+        d = E.explore("minilm", 32, "group", False, fam)
+        assert d.fmt == "fp32"
+        assert d.levels == 4294967296
+        assert d.figures["levels"] == "4,294,967,296"
+        assert d.avg_error_pct == 0.0 and d.figures["error"] == "0 %"
+        assert d.figures["compression"] == "1×"
+        np.testing.assert_array_equal(d.snapped, d.strip)
+        assert "no error" in d.regime
+
+
+def test_known_answers_small_widths():
+    assert E.explore("normal", 2).figures["compression"] == "16×"
+    assert E.explore("normal", 3).figures["compression"] == "10.67×"
+    assert E.explore("normal", 2).levels == 4
+    assert "extreme" in E.explore("normal", 2).regime
+    assert "visible steps" in E.explore("normal", 4).regime
+    # symmetric int2 uses the codes -1, 0, 1: every snapped value is 0 or +-scale
+    d = E.explore("normal", 2)
+    assert set(np.unique(np.abs(d.snapped))) <= {0.0, float(d.step)}
+
+
+def test_normal_strip_spans_about_a_third():
+    d = E.explore("normal", 8)
+    assert -0.36 < d.strip.min() < -0.30 and 0.30 < d.strip.max() < 0.36
+    assert d.strip.shape == (64,)
+    w = E.weights("normal")
+    assert w.shape == E.NORMAL_SHAPE
+    assert abs(float(w.std()) - E.NORMAL_STD) < 0.005
+
+
+def test_minilm_source_holds_the_outlier():
+    w = E.weights("minilm")
+    assert w.shape == (64, 1536)
+    assert float(w.abs().max()) == pytest.approx(7.9148, abs=1e-3)
+    full = ql.models.minilm.load_weight(E.MINILM_WEIGHT)
+    torch.testing.assert_close(w, full[96:160])
+    d = E.explore("minilm", 8)
+    assert d.beyond == int((w.abs() > E.WINDOW).sum()) > 0
+
+
+def test_outliers_make_per_tensor_int8_coarse_and_groups_fix_it():
+    per_tensor = E.explore("minilm", 8, "tensor")
+    groups = E.explore("minilm", 8, "group")
+    assert per_tensor.step == pytest.approx(7.9148 / 127, rel=1e-4)
+    assert per_tensor.avg_error_pct > 10 * groups.avg_error_pct
+    assert "outlier" in per_tensor.regime and "outlier" not in groups.regime
+
+
+# --------------------------------------------------------------------------- every setting vs quantlab
+
+
+@pytest.mark.parametrize("source", list(E.SOURCES))
+def test_every_setting_matches_quantlab(source):
+    x = E.weights(source)
+    row, group = E.strip_location(source)
+    cols = slice(group * 64, (group + 1) * 64)
+    for s in (s for s in ALL if s.source == source):
+        d = E.explore(s.source, s.bits, s.granularity, s.symmetric, s.family)
+        call = expected_call(s)
+        if call is None:
+            assert not d.available and d.fmt is None
+            assert set(d.figures.values()) - {f"{s.bits}-bit"} == {"—"}
+            assert d.snapped is None and d.hist is None
+            continue
+        name, kw = call
+        fmt = ql.get_format(name)
+        q = ql.quantize(x, name, **kw)
+        x_hat = q.dequantize()
+        err = 100 * ql.metrics.mean_relative_error(x, x_hat)
+        assert d.fmt == name, s
+        assert d.levels == 2**fmt.bits
+        if not isinstance(fmt, ql.FloatFormat):
+            assert d.levels == fmt.levels
+        assert d.compression == 32 / fmt.bits
+        assert d.avg_error_pct == pytest.approx(err, rel=1e-12, abs=1e-12), s
+        assert d.bits_per_weight == q.bits_per_weight
+        np.testing.assert_array_equal(d.snapped, x_hat[row, cols].double().numpy())
+        counts, _ = np.histogram(x_hat.numpy().ravel(), bins=E.HIST_EDGES)
+        np.testing.assert_array_equal(d.hist, counts)
+        # the displayed figures are these numbers, rounded for display
+        f = d.figures
+        assert f["format"] == name
+        assert parse_number(f["levels"]) == 2**fmt.bits
+        assert parse_number(f["compression"]) == pytest.approx(32 / fmt.bits, abs=0.005)
+        shown = parse_number(f["error"])
+        assert shown == pytest.approx(err, rel=5e-3, abs=1e-12), (s, f["error"], err)
+        assert f["error"] == E._sig(err) + " %"
+
+
+def test_grid_holds_every_snapped_value():
+    for s in ALL:
+        d = E.explore(s.source, s.bits, s.granularity, s.symmetric, s.family)
+        if d.grid is None:
+            continue
+        assert d.grid_lines == d.grid.size <= E.MAX_GRID_LINES
+        assert np.all(np.abs(d.grid) <= E.WINDOW)
+        inside = d.snapped[np.abs(d.snapped) <= E.WINDOW]
+        gap = np.min(np.abs(inside[:, None] - d.grid[None, :]), axis=1)
+        assert gap.max() <= 1e-6 * max(1.0, np.abs(d.grid).max()), s
+        if d.step is not None:  # integer grids are evenly spaced by the scale
+            np.testing.assert_allclose(np.diff(d.grid), d.step, rtol=1e-5)
+
+
+def test_histograms_count_every_weight_inside_the_window():
+    for source in E.SOURCES:
+        d = E.explore(source, 8)
+        x = E.weights(source)
+        assert d.hist_original.sum() + d.beyond == d.n == x.numel()
+        assert len(d.hist) == len(E.HIST_EDGES) - 1 == 90
+
+
+def test_results_are_cached_and_read_only():
+    a = E.explore("normal", 4)
+    assert E.explore("normal", 4) is a
+    with pytest.raises(ValueError):
+        a.snapped[0] = 1.0
+
+
+# --------------------------------------------------------------------------- display format
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(0, "0"), (0.99217, "0.992"), (0.0038567, "0.00386"), (12.345, "12.3"), (99.996, "100"),
+     (99.94, "99.9"), (45.5, "45.5"), (1234.5, "1234"), (5e-7, "0.000000500")],
+)
+def test_sig_known_answers(value, text):
+    assert E._sig(value) == text
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.floats(min_value=1e-6, max_value=1e4, allow_nan=False))
+def test_sig_keeps_three_significant_digits(v):
+    text = E._sig(v)
+    assert "e" not in text
+    assert float(text) == pytest.approx(v, rel=5.01e-3)
+
+
+# --------------------------------------------------------------------------- static page
+
+
+def test_static_data_equals_kernel_data_for_every_setting(page_data):
+    assert page_data["bits"] == list(E.BITS)
+    assert len(page_data["keys"]) == len(ALL) == 2 * 3 * 2 * 2 * 16
+    for s in ALL:
+        entry = page_data["entries"][page_data["keys"][s.key]]
+        d = E.explore(s.source, s.bits, s.granularity, s.symmetric, s.family)
+        assert entry == json.loads(json.dumps(d.to_json())), s
+        assert entry["figs"] == d.figures
+        if d.available:
+            np.testing.assert_allclose(entry["snap"], d.snapped, atol=0.5e-4 + 1e-12)
+            assert entry["hist"] == d.hist.tolist()
+    for source, src in page_data["sources"].items():
+        d = E.explore(source, 8)
+        np.testing.assert_allclose(src["strip"], d.strip, atol=0.5e-4 + 1e-12)
+        assert src["hist"] == d.hist_original.tolist() and src["n"] == d.n
+
+
+def test_kernel_explorer_shows_the_same_as_the_static_page(page_data):
+    ex = E.Explorer(bits=4)
+    for s in [E.Settings("normal", b) for b in (2, 3, 4, 8, 16, 32)] + [
+        E.Settings("minilm", 4, "group", True, "nf4"),
+        E.Settings("minilm", 8, "tensor", False, "int"),
+        E.Settings("normal", 8, "tensor", True, "float"),
+        E.Settings("normal", 5, "tensor", True, "float"),
+    ]:
+        d = ex.set(source=s.source, bits=s.bits, granularity=s.granularity,
+                   symmetric=s.symmetric, family=s.family)
+        entry = page_data["entries"][page_data["keys"][s.key]]
+        assert ex.figures == entry["figs"]
+        if d.available:
+            # the artists hold exactly the data's values
+            np.testing.assert_array_equal(ex.pts_quant.get_offsets()[:, 0], d.snapped)
+            np.testing.assert_allclose(ex.hist_quant.get_data().values,
+                                       np.where(d.hist > 0, d.hist * 100.0 / d.n, ex._floor))
+        else:
+            assert len(ex.pts_quant.get_offsets()) == 0 and not ex.hist_quant.get_visible()
+
+
+def test_static_page_is_self_contained(html_page):
+    assert len(html_page.encode()) < 1_000_000
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", html_page)
+    assert "<script src" not in html_page and "<link" not in html_page and "import(" not in html_page
+    assert html_page.count("<script") == 2
+    # the script only looks entries up and maps them to pixels
+    for word in ("Math.round", "Math.floor", "Math.trunc", "zero_point", "quantize", "dequantize"):
+        assert not re.search(rf"\b{re.escape(word)}\b", E._JS), word
+    assert not re.search(r"\bscale\s*[=*/]|[*/]\s*scale\b", E._JS)
+
+
+def test_static_page_controls(html_page):
+    m = re.search(r'<input type="range"[^>]*>', html_page)
+    assert m and 'min="0"' in m.group(0) and f'max="{len(E.BITS) - 1}"' in m.group(0)
+    assert 'data-bits="2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,32"' in m.group(0)
+    assert "2-bit: extreme" in html_page and "32-bit: baseline" in html_page
+    for role in ("source", "family", "granularity", "symmetric"):
+        assert f'data-role="{role}"' in html_page
+    for fig in E.FIGURE_LABELS:
+        assert f'data-fig="{fig}"' in html_page
+
+
+def test_static_html_initial_and_id():
+    page = E.static_html(E.static_data(), root_id="qlx-2", initial=E.Settings("minilm", 8))
+    assert 'id="qlx-2"' in page and 'getElementById("qlx-2")' in page
+    assert 'value="6"' in page  # 8 bits is the seventh stop
+    assert '<option value="minilm" selected>' in page
+
+
+# --------------------------------------------------------------------------- kernel widget
+
+
+def test_kernel_widget_recomputes_when_the_slider_moves():
+    ex = E.Explorer(bits=4)
+    box = ex.widget()
+    w = ex._widgets
+    assert w["bits"].options[0][0].startswith("2-bit") and "baseline" in w["bits"].options[-1][0]
+    first = w["image"].value
+    assert first[:3] == b"\xff\xd8\xff"  # a JPEG
+    w["bits"].value = 8
+    assert ex.data.bits == 8 and ex.figures["levels"] == "256"
+    assert "256" in w["figs"].value and w["image"].value != first
+    w["source"].value = "minilm"
+    assert ex.data.settings.source == "minilm"
+    assert "beyond" in w["figs"].value
+    assert box.children[0] is w["bits"]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, words",
+    [
+        ({"source": "laplace"}, ValueError, "source"),
+        ({"bits": 1}, ValueError, "bits"),
+        ({"bits": 24}, ValueError, "24"),
+        ({"bits": 8.0}, TypeError, "bits"),
+        ({"bits": True}, TypeError, "bits"),
+        ({"granularity": "channel"}, ValueError, "granularity"),
+        ({"symmetric": "yes"}, TypeError, "symmetric"),
+        ({"family": "fp"}, ValueError, "family"),
+    ],
+)
+def test_bad_settings_raise(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        E.explore(**kwargs)
+
+
+def test_other_errors():
+    with pytest.raises(ValueError, match="source"):
+        E.weights("uniform")
+    with pytest.raises(ValueError, match="source"):
+        E.strip_location("uniform")
+    with pytest.raises(TypeError, match="initial"):
+        E.static_html(E.static_data(), initial="int4")
+    ex = E.Explorer()
+    with pytest.raises(ValueError, match="colour"):
+        ex.set(colour="red")
+    with pytest.raises(ValueError, match="bits"):
+        ex.set(bits=33)
