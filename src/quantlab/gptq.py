@@ -184,29 +184,33 @@ class _Groups:
         """Processing positions of group ``g``'s columns (all not yet quantized)."""
         return self.pos[g * self.group_size:(g + 1) * self.group_size]
 
-    def quantize_column(self, col: torch.Tensor, g: int, codes_out: torch.Tensor) -> torch.Tensor:
-        """Round ``col`` ``(rows, 1)`` onto group ``g``'s grid; write its codes into
-        ``codes_out`` and return the dequantized column.
+    def quantize_column(self, col: torch.Tensor, g: int, code_out: torch.Tensor) -> torch.Tensor:
+        """Round ``col`` ``(rows, 1)`` onto group ``g``'s grid; write its codes (as floats
+        of ``col``'s dtype) into ``code_out`` and return the dequantized column.
 
         Integer formats take a fast path that performs :func:`quantlab.quantize`'s exact
         operations (divide by the scale, round half to even, add the zero point, clamp;
         dequantize in float32) without its per-call checks: GPTQ rounds one column at a
         time, so the checks would cost more than the arithmetic. The tests check that it
-        gives the library's codes. Other formats call :func:`quantlab.quantize` itself.
+        gives the library's codes (the column loop :func:`gptq_reference` calls
+        :func:`quantlab.quantize` itself). Other formats call :func:`quantlab.quantize`.
         """
         fast = self._fast[g]
         if fast is None:
             q = quantize(col, self.fmt, qparams=self.params[g])
-            codes_out.copy_(q.codes)
+            code_out.copy_(q.codes)
             return q.dequantize()
         scale_w, scale32, zp = fast
-        v = torch.div(col, scale_w, out=self._buf)
-        v.round_()
+        torch.div(col, scale_w, out=code_out)
+        code_out.round_()
         if zp is not None:
-            v += zp
-        v.clamp_(self.fmt.qmin, self.fmt.qmax)
-        codes_out.copy_(v)
-        v32 = v.to(torch.float32)
+            code_out += zp
+        code_out.clamp_(self.fmt.qmin, self.fmt.qmax)
+        if col.dtype == torch.float32:
+            if zp is None:
+                return torch.mul(code_out, scale32, out=self._buf)
+            return torch.sub(code_out, zp, out=self._buf).mul_(scale32)
+        v32 = code_out.to(torch.float32)
         if zp is not None:
             v32 -= zp
         v32 *= scale32
@@ -284,6 +288,7 @@ def gptq_quantize_weight(
         i2 = min(i1 + block_size, cols)
         W1 = Wk[:, i1:i2].clone()
         Err1 = torch.zeros_like(W1)
+        Q1 = torch.empty_like(W1)  # the block's codes, as floats until the block ends
         U1 = U[i1:i2, i1:i2]
         for i in range(i2 - i1):
             p = i1 + i
@@ -298,11 +303,12 @@ def gptq_quantize_weight(
                     cur[:, ~inside] = Wk[:, later] - Err1 @ U[i1:i2, later]
                 groups.start(g, cur)
             w_col = W1[:, i:i + 1]
-            q = groups.quantize_column(w_col, g, codes[:, p:p + 1])
+            q = groups.quantize_column(w_col, g, Q1[:, i:i + 1])
             err = Err1[:, i:i + 1]
             torch.sub(w_col, q, out=err)
             err /= diag[p]
             W1[:, i:].addmm_(err, U1[i:i + 1, i:], alpha=-1)
+        codes[:, i1:i2] = Q1
         loss += float(Err1.square().sum()) / 2
         if i2 < cols:
             Wk[:, i2:].addmm_(Err1, U[i1:i2, i2:], alpha=-1)
