@@ -8,11 +8,17 @@ policy gradient) with normalised discounted returns as the advantage::
     loss = -mean_t( log pi(a_t | s_t) * (G_t - mean(G)) / std(G) ),
     G_t  = sum_k gamma^k r_{t+k}
 
-Everything is seeded: the initial weights and the sampled actions come from one
-``torch.Generator`` seeded with ``seed``, and episode ``i`` of a training or evaluation
-run resets the environment with ``seed + i``. CartPole's dynamics are deterministic, so
-a greedy policy evaluated with a seed always scores the same (with one thread,
+Everything is seeded: the initial weights come from a ``torch.Generator`` and the
+sampled actions from a ``numpy.random.Generator``, both seeded with ``seed``; training
+episode ``i`` resets the environment with ``100_000 * seed + i``, and an evaluation of
+``n`` episodes resets gymnasium's vectorised CartPole with its ``seed``, which draws all
+``n`` starting states. CartPole's dynamics are deterministic, so a greedy policy
+evaluated with a seed always scores the same (with one thread,
 ``torch.set_num_threads(1)``, the training run is reproducible too).
+
+Rollouts of a plain Linear/ReLU stack run its forward pass in numpy
+(:func:`numpy_logits`): for a network this small, torch's per-call overhead costs more
+than the arithmetic.
 
 Quantizing a policy (:func:`quantize_policy`) replaces each Linear layer's weight by its
 round trip through a :mod:`quantlab` format (``ql.fake_quantize``), per tensor or per
@@ -28,11 +34,12 @@ import copy
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .formats import Format, IntFormat, codebook, get_format
@@ -45,6 +52,7 @@ __all__ = [
     "Policy",
     "TrainResult",
     "make_env",
+    "numpy_logits",
     "train_reinforce",
     "rollout",
     "evaluate",
@@ -54,6 +62,7 @@ __all__ = [
     "quantize_policy",
     "quantized_weights",
     "policy_nbytes",
+    "finetune_qat",
 ]
 
 ENV_ID: str = "CartPole-v1"
@@ -142,12 +151,93 @@ class Policy(nn.Module):
         return _greedy(self, obs)
 
 
+def _numpy_layers(policy: nn.Module) -> Optional[list[tuple[str, Any, Any]]]:
+    """The layers of a plain Linear/ReLU/Tanh stack as numpy arrays, or None for anything else.
+
+    A forward pass of a network this small costs microseconds in numpy but tens of
+    microseconds of framework overhead per layer in torch, so rollouts use numpy when they
+    can. Only exact ``nn.Linear`` layers qualify (a subclass may change the weights it uses).
+    """
+    seq = policy.net if isinstance(getattr(policy, "net", None), nn.Sequential) else policy
+    if not isinstance(seq, nn.Sequential) or type(policy) not in (Policy, nn.Sequential):
+        return None
+    layers: list[tuple[str, Any, Any]] = []
+    for m in seq:
+        if type(m) is nn.Linear:
+            w = m.weight.detach().numpy().T.copy()
+            b = None if m.bias is None else m.bias.detach().numpy().copy()
+            layers.append(("linear", w, b))
+        elif type(m) is nn.ReLU:
+            layers.append(("relu", None, None))
+        elif type(m) is nn.Tanh:
+            layers.append(("tanh", None, None))
+        else:
+            return None
+    return layers
+
+
+def _numpy_forward(layers: list[tuple[str, Any, Any]], x: np.ndarray) -> np.ndarray:
+    x = np.array(x, dtype=np.float32)  # a copy: the in-place steps below must not touch the input
+    for kind, w, b in layers:
+        if kind == "linear":
+            x = x @ w
+            if b is not None:
+                x += b
+        elif kind == "relu":
+            np.maximum(x, 0, out=x)
+        else:
+            np.tanh(x, out=x)
+    return x
+
+
+def numpy_logits(policy: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """The policy's forward pass in numpy, for a snapshot of its current weights.
+
+    Args:
+        policy: a :class:`Policy` or an ``nn.Sequential`` of exact ``nn.Linear``,
+            ``nn.ReLU`` and ``nn.Tanh`` layers.
+
+    Returns:
+        A function mapping ``(batch, obs_dim)`` float32 arrays to ``(batch, n_actions)`` logits.
+
+    Raises:
+        TypeError: ``policy`` is not a module.
+        ValueError: a module this function cannot translate (any other layer type).
+
+    Taught in: chapters/05_rl.ipynb, "The real-time budget".
+    """
+    _check_policy(policy)
+    layers = _numpy_layers(policy)
+    if layers is None:
+        raise ValueError(
+            "policy must be a Policy or an nn.Sequential of nn.Linear/nn.ReLU/nn.Tanh layers, "
+            f"got {type(policy).__name__}"
+        )
+    return lambda x: _numpy_forward(layers, x)
+
+
+def _logits_fn(policy: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    """A function ``(batch, obs_dim) float32 numpy -> logits numpy`` for the current weights."""
+    layers = _numpy_layers(policy)
+    if layers is not None:
+        return lambda x: _numpy_forward(layers, x)
+
+    def torch_logits(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return policy(torch.from_numpy(x)).numpy()
+
+    return torch_logits
+
+
+def _as_obs(obs: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
+    if isinstance(obs, torch.Tensor):
+        obs = obs.detach().cpu().numpy()
+    x = np.ascontiguousarray(obs, dtype=np.float32)
+    return x[None, :] if x.ndim == 1 else x
+
+
 def _greedy(policy: nn.Module, obs: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
-    t = torch.as_tensor(np.asarray(obs, dtype=np.float32)) if not isinstance(obs, torch.Tensor) else obs.float()
-    if t.dim() == 1:
-        t = t.unsqueeze(0)
-    with torch.no_grad():
-        return policy(t).argmax(dim=-1).numpy()
+    return _logits_fn(policy)(_as_obs(obs)).argmax(axis=-1)
 
 
 def make_env(env_id: str = ENV_ID) -> gym.Env:
@@ -170,13 +260,16 @@ def rollout(
 ) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Run ``episodes`` greedy episodes side by side, one batched forward pass per step.
 
-    Episode ``i`` starts from ``env.reset(seed=seed + i)``; the policy picks the action
-    with the largest logit, so the result depends only on the weights and ``seed``.
+    The episodes run in gymnasium's vectorised environment
+    (``gym.make_vec(env_id, num_envs=episodes)``), reset once with ``seed``, which draws
+    every episode's starting state; each step, every unfinished episode's observation goes
+    through the policy in one batch and the action with the largest logit is taken. So
+    the result depends only on the weights, ``episodes`` and ``seed``.
 
     Args:
         policy: a module mapping ``(batch, obs_dim)`` observations to action logits.
         episodes: number of episodes (>= 1).
-        seed: seed of the first episode's reset (>= 0).
+        seed: seed of the environment reset (>= 0).
         record_states: also return every observation the policy acted on.
         env_id: the gymnasium environment.
 
@@ -190,26 +283,24 @@ def rollout(
     _check_policy(policy)
     episodes = _check_int(episodes, "episodes")
     seed = _check_int(seed, "seed", minimum=0)
-    envs = [make_env(env_id) for _ in range(episodes)]
-    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    if not isinstance(env_id, str):
+        raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
+    env = gym.make_vec(env_id, num_envs=episodes, vectorization_mode="vector_entry_point")
+    obs, _ = env.reset(seed=seed)
     returns = np.zeros(episodes)
-    alive = np.arange(episodes)
+    running = np.ones(episodes, dtype=bool)
     states: list[np.ndarray] = []
-    while alive.size:
-        batch = obs[alive]
+    actions = np.zeros(episodes, dtype=np.int64)
+    logits = _logits_fn(policy)
+    while running.any():
+        batch = np.asarray(obs, dtype=np.float32)[running]
         if record_states:
-            states.append(batch.copy())
-        actions = _greedy(policy, batch)
-        still = []
-        for j, a in zip(alive, actions):
-            o, r, terminated, truncated, _ = envs[j].step(int(a))
-            returns[j] += r
-            obs[j] = o
-            if not (terminated or truncated):
-                still.append(j)
-        alive = np.asarray(still, dtype=int)
-    for env in envs:
-        env.close()
+            states.append(batch)
+        actions[running] = logits(batch).argmax(axis=-1)
+        obs, reward, terminated, truncated, _ = env.step(actions)
+        returns[running] += reward[running]
+        running &= ~(terminated | truncated)
+    env.close()
     return returns, (np.concatenate(states) if record_states else None)
 
 
@@ -219,7 +310,7 @@ def episode_returns(policy: nn.Module, episodes: int = 20, seed: int = 0) -> np.
 
 
 def evaluate(policy: nn.Module, episodes: int = 20, seed: int = 0) -> float:
-    """Mean return of ``policy`` over ``episodes`` greedy episodes seeded ``seed, seed+1, ...``.
+    """Mean return of ``policy`` over ``episodes`` greedy episodes (see :func:`rollout`).
 
     Deterministic: the same weights and seed give the same number. CartPole-v1 caps the
     return at :data:`MAX_RETURN` = 500.
@@ -307,7 +398,7 @@ def train_reinforce(
     gamma: float = 0.99,
     target_return: float = MAX_RETURN,
     eval_every: int = 10,
-    eval_episodes: int = 5,
+    eval_episodes: int = 10,
     progress: bool = True,
     env_id: str = ENV_ID,
 ) -> TrainResult:
@@ -354,7 +445,7 @@ def train_reinforce(
     _check_policy(policy)
     from tqdm.auto import tqdm
 
-    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     env = make_env(env_id)
     result = TrainResult(policy=policy)
@@ -363,11 +454,12 @@ def train_reinforce(
         obs, _ = env.reset(seed=seed * 100_000 + ep)
         observations, actions, rewards = [], [], []
         done = False
+        logits_fn = _logits_fn(policy)  # the weights change only between episodes
         while not done:
-            o = torch.as_tensor(obs, dtype=torch.float32)
-            with torch.no_grad():
-                probs = torch.softmax(policy(o.unsqueeze(0))[0], dim=-1)
-            a = int(torch.multinomial(probs, 1, generator=gen))
+            o = np.asarray(obs, dtype=np.float32)
+            z = logits_fn(o[None, :])[0].astype(np.float64)
+            p = np.exp(z - z.max())
+            a = min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right")), len(p) - 1)
             obs, r, terminated, truncated, _ = env.step(a)
             observations.append(o)
             actions.append(a)
@@ -375,7 +467,7 @@ def train_reinforce(
             done = terminated or truncated
         g = torch.as_tensor(_discounted(rewards, gamma), dtype=torch.float32)
         g = (g - g.mean()) / (g.std(unbiased=False) + 1e-8)
-        logp = torch.log_softmax(policy(torch.stack(observations)), dim=-1)
+        logp = torch.log_softmax(policy(torch.from_numpy(np.stack(observations))), dim=-1)
         chosen = logp[torch.arange(len(actions)), torch.as_tensor(actions)]
         loss = -(chosen * g).mean()
         opt.zero_grad()
@@ -406,8 +498,7 @@ def _linears(policy: nn.Module) -> list[nn.Linear]:
 
 
 def _resolve(fmt: FormatArg) -> Format:
-    fmt = get_format(fmt)
-    return fmt
+    return get_format(fmt)
 
 
 def _qkwargs(fmt: Format, granularity: str) -> dict[str, Any]:
@@ -473,3 +564,84 @@ def policy_nbytes(policy: nn.Module, fmt: Optional[FormatArg] = None, granularit
     if fmt is None:
         return 4 * sum(p.numel() for p in policy.parameters())
     return int(sum(q.nbytes for q in quantized_weights(policy, fmt, granularity)) + 4 * others)
+
+
+# --------------------------------------------------------------------------- quantization-aware training
+
+
+def finetune_qat(
+    policy: nn.Module,
+    fmt: FormatArg,
+    granularity: str = "tensor",
+    *,
+    steps: int = 200,
+    rounds: int = 3,
+    episodes: int = 10,
+    lr: float = 3e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+) -> nn.Module:
+    """Fine-tune a quantized copy of ``policy`` to imitate ``policy`` (QAT by distillation).
+
+    The copy's Linear layers become :class:`quantlab.qat.FakeQuantLinear` (weights rounded
+    to ``fmt`` in the forward pass, straight-through gradients). It is trained with the
+    cross-entropy between its logits and the original's greedy action, on states from
+    ``rounds`` rounds of data collection (DAgger): round 0 uses states the original policy
+    visits, each later round adds the states the *quantized* student visits, labelled by
+    the original. Each round takes ``steps`` Adam steps on minibatches of ``batch_size``.
+
+    Args:
+        policy: the trained float policy (the teacher; not modified).
+        fmt: the weight format, e.g. ``"int2"`` or :data:`BINARY`.
+        granularity: ``"tensor"`` or ``"channel"`` (one scale per output neuron).
+        steps: optimizer steps per round (>= 1).
+        rounds: rounds of data collection and training (>= 1).
+        episodes: greedy episodes per round of data collection (>= 1).
+        lr: Adam learning rate (> 0).
+        batch_size: states per step (>= 1).
+        seed: seeds the minibatch draws; the rollouts reset with ``20_000 + 100*seed + round``
+            (seeds apart from the evaluation seeds the chapter uses).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        A copy of ``policy`` with plain Linear layers holding the quantized weights
+        (the same kind of object :func:`quantize_policy` returns).
+
+    Raises:
+        TypeError, ValueError: bad arguments (each message names the parameter).
+
+    Taught in: chapters/05_rl.ipynb, "Quantization-aware training".
+    """
+    from tqdm.auto import tqdm
+
+    from .qat import convert, prepare_qat
+
+    _check_policy(policy)
+    fmt = _resolve(fmt)
+    kw = _qkwargs(fmt, granularity)
+    steps = _check_int(steps, "steps")
+    rounds = _check_int(rounds, "rounds")
+    episodes = _check_int(episodes, "episodes")
+    lr = _check_positive(lr, "lr")
+    batch_size = _check_int(batch_size, "batch_size")
+    seed = _check_int(seed, "seed", minimum=0)
+    student = prepare_qat(policy, fmt, **kw)
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    data = collect_states(policy, episodes, seed=20_000 + 100 * seed)
+    bar = tqdm(total=rounds * steps, desc=f"QAT {fmt.name}", disable=not progress)
+    for r in range(rounds):
+        if r > 0:
+            visited = collect_states(convert(student), episodes, seed=20_000 + 100 * seed + r)
+            data = torch.cat([data, visited])
+        labels = torch.from_numpy(_greedy(policy, data))
+        for _ in range(steps):
+            idx = torch.randint(len(data), (min(batch_size, len(data)),), generator=gen)
+            loss = F.cross_entropy(student(data[idx]), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar.update(1)
+    bar.close()
+    return convert(student)

@@ -1,0 +1,170 @@
+"""Tests for quantlab.rl: the CartPole policy, its training, evaluation and quantization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import quantlab as ql
+from quantlab import rl
+
+
+@pytest.fixture(scope="module")
+def trained() -> rl.TrainResult:
+    torch.set_num_threads(1)
+    return rl.train_reinforce(seed=0, progress=False)
+
+
+def test_training_reaches_target_with_fixed_seed(trained):
+    assert trained.solved
+    assert trained.eval_returns[-1][1] == rl.MAX_RETURN
+    # held-out evaluation seeds: the greedy policy balances the pole to the time limit
+    assert rl.evaluate(trained.policy, episodes=20, seed=1000) >= 475.0
+
+
+def test_training_is_reproducible(trained):
+    again = rl.train_reinforce(seed=0, progress=False)
+    assert again.episodes == trained.episodes
+    assert again.returns == trained.returns
+    for a, b in zip(again.policy.parameters(), trained.policy.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_evaluation_is_deterministic_with_a_seed(trained):
+    r1 = rl.episode_returns(trained.policy, episodes=5, seed=3)
+    r2 = rl.episode_returns(trained.policy, episodes=5, seed=3)
+    assert np.array_equal(r1, r2)
+    assert rl.evaluate(trained.policy, 5, seed=3) == float(r1.mean())
+
+
+def test_untrained_policy_scores_low_and_returns_are_bounded():
+    returns = rl.episode_returns(rl.Policy(seed=1), episodes=10, seed=0)
+    assert returns.shape == (10,)
+    assert np.all(returns >= 1) and np.all(returns <= rl.MAX_RETURN)
+    assert returns.mean() < 200
+
+
+def test_rollout_matches_a_single_environment_step_by_step():
+    # an independent reference: the plain (non-vector) CartPole env driven by torch's forward
+    policy = rl.Policy(seed=2)
+    returns, states = rl.rollout(policy, episodes=1, seed=7, record_states=True)
+    env = rl.make_env()
+    env.reset()
+    env.unwrapped.state = states[0].astype(np.float64)
+    total, obs = 0.0, states[0]
+    for t in range(len(states)):
+        np.testing.assert_allclose(obs, states[t], atol=1e-5)
+        with torch.no_grad():
+            a = int(policy(torch.from_numpy(np.asarray(obs, dtype=np.float32))[None]).argmax())
+        obs, r, term, trunc, _ = env.step(a)
+        total += r
+        if term or trunc:
+            break
+    assert total == returns[0]
+
+
+def test_numpy_forward_matches_torch():
+    policy = rl.Policy(seed=3)
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
+    with torch.no_grad():
+        ref = policy(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(rl.numpy_logits(policy)(x), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(policy.act(x), ref.argmax(-1))
+
+
+def test_action_agreement_known_answers(trained):
+    states = rl.collect_states(trained.policy, episodes=3, seed=0)
+    assert states.shape[1] == 4 and states.shape[0] >= 3
+    assert rl.action_agreement(trained.policy, trained.policy, states) == 1.0
+    flipped = rl.Policy(seed=0)
+    flipped.load_state_dict(trained.policy.state_dict())
+    with torch.no_grad():  # swap the two output rows: every greedy action flips
+        flipped.net[4].weight.copy_(trained.policy.net[4].weight.flip(0))
+        flipped.net[4].bias.copy_(trained.policy.net[4].bias.flip(0))
+    assert rl.action_agreement(flipped, trained.policy, states) == 0.0
+    # a constant policy agrees on exactly the share of states where the reference picks 0
+    const = nn.Sequential(nn.Linear(4, 2))
+    with torch.no_grad():
+        const[0].weight.zero_()
+        const[0].bias.copy_(torch.tensor([1.0, 0.0]))
+    share = float((trained.policy.act(states) == 0).mean())
+    assert rl.action_agreement(const, trained.policy, states.numpy()) == pytest.approx(share)
+
+
+def test_quantize_policy_matches_library_and_keeps_biases(trained):
+    p = trained.policy
+    q = rl.quantize_policy(p, "int4", "channel")
+    for lq, lp in zip(rl._linears(q), rl._linears(p)):
+        assert torch.equal(lq.weight, ql.fake_quantize(lp.weight.detach(), "int4", granularity="channel", axis=0))
+        assert torch.equal(lq.bias, lp.bias)
+    assert torch.equal(rl._linears(p)[0].weight, trained.policy.net[0].weight)  # original untouched
+    assert rl.action_agreement(rl.quantize_policy(p, "int8", "channel"), p, rl.collect_states(p, 2, 0)) > 0.9
+
+
+def test_binary_format_gives_two_values_per_channel(trained):
+    q = rl.quantize_policy(trained.policy, rl.BINARY, "channel")
+    w = q.net[2].weight
+    absmax = trained.policy.net[2].weight.detach().abs().amax(dim=1, keepdim=True)
+    assert torch.equal(w.abs(), absmax.expand_as(w))
+    assert torch.equal(torch.sign(w), torch.sign(trained.policy.net[2].weight.detach()))
+
+
+def test_policy_nbytes_known_answers():
+    p = rl.Policy(seed=0)  # 4*64 + 64*64 + 64*2 = 4480 weights, 64 + 64 + 2 = 130 biases
+    assert rl.policy_nbytes(p) == 4 * 4610
+    assert rl.policy_nbytes(p, "int8", "tensor") == 4480 + 3 * 4 + 4 * 130
+    assert rl.policy_nbytes(p, "int4", "channel") == 4480 // 2 + (64 + 64 + 2) * 4 + 4 * 130
+    assert rl.policy_nbytes(p, rl.BINARY, "tensor") == 4480 // 8 + 3 * 4 + 4 * 130
+    assert [q.nbytes for q in rl.quantized_weights(p, "int3")] == [
+        ql.quantize(layer.weight.detach(), "int3").nbytes for layer in rl._linears(p)
+    ]
+
+
+def test_finetune_qat_recovers_agreement_at_two_bits(trained):
+    p = trained.policy
+    states = rl.collect_states(p, 10, seed=1000)
+    ptq = rl.quantize_policy(p, "int2", "tensor")
+    qat = rl.finetune_qat(p, "int2", "tensor", steps=60, rounds=2, seed=0)
+    # the result is a plain policy whose weights lie on the int2 grid of each layer
+    for layer in rl._linears(qat):
+        assert type(layer) is nn.Linear
+        assert torch.equal(layer.weight, ql.fake_quantize(layer.weight.detach(), "int2"))
+    assert rl.action_agreement(qat, p, states) > rl.action_agreement(ptq, p, states)
+
+
+def test_errors():
+    p = rl.Policy(seed=0)
+    with pytest.raises(ValueError, match="hidden must be >= 1, got 0"):
+        rl.Policy(hidden=0)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        rl.Policy(seed=1.5)
+    with pytest.raises(ValueError, match="episodes must be >= 1, got 0"):
+        rl.evaluate(p, episodes=0)
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        rl.evaluate(p, seed=-1)
+    with pytest.raises(TypeError, match="policy must be a torch.nn.Module"):
+        rl.evaluate("policy")
+    with pytest.raises(TypeError, match="env_id must be a string"):
+        rl.rollout(p, env_id=3)
+    with pytest.raises(ValueError, match=r"states must have shape \(n, obs_dim\)"):
+        rl.action_agreement(p, p, np.zeros((0, 4), dtype=np.float32))
+    with pytest.raises(TypeError, match="states must be a numpy array or torch tensor"):
+        rl.action_agreement(p, p, [[0.0] * 4])
+    with pytest.raises(TypeError, match="ref_policy must be a torch.nn.Module"):
+        rl.action_agreement(p, None, np.zeros((1, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="granularity must be 'tensor' or 'channel', got 'group'"):
+        rl.quantize_policy(p, "int4", "group")
+    with pytest.raises(ValueError, match="unknown format"):
+        rl.quantize_policy(p, "int4x")
+    with pytest.raises(ValueError, match="at least one torch.nn.Linear"):
+        rl.quantize_policy(nn.Sequential(nn.ReLU()), "int4")
+    with pytest.raises(ValueError, match="gamma must be in"):
+        rl.train_reinforce(gamma=1.5, progress=False)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        rl.train_reinforce(lr=0.0, progress=False)
+    with pytest.raises(ValueError, match="numpy_logits|policy must be a Policy"):
+        rl.numpy_logits(nn.Sequential(nn.Linear(4, 2), nn.Sigmoid()))
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        rl.finetune_qat(p, "int2", steps=0)
