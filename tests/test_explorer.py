@@ -210,6 +210,14 @@ def test_sig_known_answers(value, text):
     assert E._sig(value) == text
 
 
+def test_zeroed_share_never_shows_a_false_100():
+    d = E.explore("minilm", 4)  # every weight but the outliers rounds to 0
+    assert 99.9 < d.zeroed_pct < 100
+    assert d.figures["zeroed"] == ">99.9 %"
+    assert "more than 99.9% of the weights round to 0" in d.regime
+    assert E._pct_text(100.0) == "100" and E._pct_text(55.31) == "55.3"
+
+
 @hsettings(max_examples=200, deadline=None)
 @given(st.floats(min_value=1e-6, max_value=1e4, allow_nan=False))
 def test_sig_keeps_three_significant_digits(v):

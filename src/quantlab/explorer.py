@@ -390,7 +390,7 @@ def _regime(res: _Resolved, settings: Settings, step: Optional[float], zeroed: O
         if zeroed >= 1:
             text += (
                 f" But here the outlier 7.91 sets the one scale for all: the step is {_sig(step)},"
-                f" so {_sig(zeroed)}% of the weights round to 0."
+                f" so {_pct_text(zeroed).replace('>', 'more than ')}% of the weights round to 0."
             )
     return text
 
@@ -525,7 +525,8 @@ def format_figures(data: ExplorerData) -> dict[str, str]:
 
     ``levels`` with thousands separators (``"4,294,967,296"``), ``compression`` as
     ``"4×"`` (at most two decimals), ``error`` in % with three significant digits,
-    ``bpw`` (bits per weight with scales) with two decimals, ``zeroed`` in %.
+    ``bpw`` (bits per weight with scales) with two decimals, ``zeroed`` in % (``">99.9"``
+    rather than a rounded-up 100 when a few weights survive).
     Settings that are not available show ``"—"``.
     """
     if not data.available:
@@ -540,8 +541,14 @@ def format_figures(data: ExplorerData) -> dict[str, str]:
         "compression": f"{comp}×",
         "error": f"{_sig(data.avg_error_pct)} %",
         "bpw": f"{data.bits_per_weight:.2f}",
-        "zeroed": f"{_sig(data.zeroed_pct)} %",
+        "zeroed": f"{_pct_text(data.zeroed_pct)} %",
     }
+
+
+def _pct_text(v: float) -> str:
+    """A percentage with three significant digits that never rounds up to a false 100."""
+    text = _sig(v)
+    return ">99.9" if float(text) >= 100 > v else text
 
 
 #: Labels of the figures, in display order.
