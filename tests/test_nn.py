@@ -309,3 +309,64 @@ def test_layer_and_model_errors():
         quantize_model(_mlp(), "int8", skip=(1, 2), progress=False)
     with pytest.raises(ValueError, match="group_size must divide"):
         QuantizedLinear.from_linear(_linear(in_f=60), QuantScheme("int4", group_size=32))
+
+
+# ----------------------------------------------------------------- GPTQ / AWQ results
+
+
+def test_input_scale_multiplies_the_input_and_is_counted():
+    lin = _linear()
+    qt = ql.quantize(lin.weight.detach(), "int4", granularity="group", group_size=32)
+    s = torch.linspace(0.5, 2.0, 64)
+    q = QuantizedLinear.from_qtensor(qt, lin.bias, input_scale=s)
+    x = torch.randn(3, 64)
+    assert torch.allclose(q(x), F.linear(x * s, qt.dequantize(), lin.bias))
+    assert q.nbytes == qt.nbytes + 24 * 4 + 64 * 4
+    with pytest.raises(ValueError, match=r"input_scale must have shape \(64,\)"):
+        QuantizedLinear(qt, None, torch.ones(3))
+    with pytest.raises(TypeError, match="input_scale must be a torch.Tensor"):
+        QuantizedLinear(qt, None, [1.0] * 64)
+
+
+def test_install_results_from_gptq_and_awq():
+    from quantlab.awq import awq_quantize_model
+    from quantlab.gptq import gptq_quantize_model
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 64)
+    run = lambda m: m(x)  # noqa: E731
+    # GPTQ: the packed layers compute exactly what GPTQ's fake-quantized weights compute
+    ref = _mlp()
+    fake = copy.deepcopy(ref)
+    res = gptq_quantize_model(fake, run, "int4", group_size=32, scale_dtype="fp16", progress=False)
+    packed = ql.nn.install_results(copy.deepcopy(ref), res)
+    assert len(quantized_layers(packed)) == 3
+    assert torch.allclose(packed(x), fake(x), atol=1e-5)
+    assert size_report(packed).linear_after == size_report(
+        quantize_model(copy.deepcopy(ref), QuantScheme("int4", group_size=32), progress=False)
+    ).linear_after
+    # AWQ: two layers sharing one input share one result and its 1/s
+    twin = nn.ModuleDict({"a": nn.Linear(64, 16), "b": nn.Linear(64, 8)})
+    run2 = lambda m: (m["a"](x), m["b"](x))  # noqa: E731
+    fake2 = copy.deepcopy(twin)
+    res2 = awq_quantize_model(fake2, run2, "int4", group_size=32, progress=False)
+    assert res2["a"] is res2["b"]
+    packed2 = ql.nn.install_results(copy.deepcopy(twin), res2)
+    for name in ("a", "b"):
+        assert packed2[name].input_scale is not None
+        assert torch.allclose(packed2[name](x), fake2[name](x), atol=1e-4)
+
+
+def test_install_results_errors():
+    model = _mlp()
+    qt = ql.quantize(torch.randn(128, 64), "int8")
+    with pytest.raises(ValueError, match="not an nn.Linear"):
+        ql.nn.install_results(model, {"1": qt})
+    with pytest.raises(ValueError, match="shape"):
+        ql.nn.install_results(model, {"2": qt})
+    with pytest.raises(TypeError, match="must be a QTensor or a GPTQ/AWQ result"):
+        ql.nn.install_results(model, {"0": "codes"})
+    with pytest.raises(TypeError, match="model must be"):
+        ql.nn.install_results(None, {})
+    ql.nn.install_results(model, {"0": qt})
+    assert isinstance(model[0], QuantizedLinear)

@@ -11,7 +11,9 @@ matrix of ``out x in`` values is stored here as ``out * in / 2`` bytes plus its 
   patterns, two bytes each);
 * ``scale`` -- the scales *at their storage dtype* (fp16 by default, as most libraries do);
 * ``zero_point`` -- packed like the codes (asymmetric schemes only);
-* ``bias`` -- unchanged, in its original dtype.
+* ``bias`` -- unchanged, in its original dtype;
+* ``input_scale`` -- optional, float32 ``(in_features,)``: a per-input-channel factor
+  applied to ``x`` first (AWQ's ``1/s`` where no preceding layer can absorb it).
 
 ``forward`` unpacks and dequantizes the weight on the fly and calls ``F.linear``; nothing
 dequantized is cached, so the memory saved stays saved. On a CPU without low-bit integer
@@ -35,7 +37,7 @@ import copy
 import fnmatch
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,7 @@ __all__ = [
     "QuantScheme",
     "QuantizedLinear",
     "quantize_model",
+    "install_results",
     "quantized_layers",
     "linear_layers",
     "size_report",
@@ -275,11 +278,17 @@ class QuantizedLinear(nn.Module):
         scale: buffer of scales at ``scale_dtype`` (absent for 16-bit casts).
         zero_point: uint8 buffer of packed zero points, or None.
         bias: float buffer or None.
+        input_scale: float32 buffer ``(in_features,)`` multiplying the input, or None.
 
     Taught in: chapters/04_in_practice.ipynb, "Real savings need packed storage".
     """
 
-    def __init__(self, qt: QTensor, bias: Optional[torch.Tensor] = None) -> None:
+    def __init__(
+        self,
+        qt: QTensor,
+        bias: Optional[torch.Tensor] = None,
+        input_scale: Optional[torch.Tensor] = None,
+    ) -> None:
         super().__init__()
         if not isinstance(qt, QTensor):
             raise TypeError(f"qt must be a QTensor, got {type(qt).__name__}")
@@ -291,6 +300,11 @@ class QuantizedLinear(nn.Module):
                 raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
             if tuple(bias.shape) != (out_f,):
                 raise ValueError(f"bias must have shape ({out_f},), got {tuple(bias.shape)}")
+        if input_scale is not None:
+            if not isinstance(input_scale, torch.Tensor):
+                raise TypeError(f"input_scale must be a torch.Tensor or None, got {type(input_scale).__name__}")
+            if tuple(input_scale.shape) != (in_f,):
+                raise ValueError(f"input_scale must have shape ({in_f},), got {tuple(input_scale.shape)}")
         self.in_features = int(in_f)
         self.out_features = int(out_f)
         self.format: Format = qt.format
@@ -307,6 +321,9 @@ class QuantizedLinear(nn.Module):
         zp = None if qt.zero_point is None else pack_codes(qt.zero_point, fmt.bits)
         self.register_buffer("zero_point", zp)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.register_buffer(
+            "input_scale", None if input_scale is None else input_scale.detach().float().clone()
+        )
 
     # ---- constructors
     @classmethod
@@ -323,9 +340,21 @@ class QuantizedLinear(nn.Module):
         return cls(qt, None if linear.bias is None else linear.bias.detach())
 
     @classmethod
-    def from_qtensor(cls, qt: QTensor, bias: Optional[torch.Tensor] = None) -> "QuantizedLinear":
-        """Store a :class:`QTensor` of shape ``(out_features, in_features)`` (e.g. GPTQ's result)."""
-        return cls(qt, bias)
+    def from_qtensor(
+        cls,
+        qt: QTensor,
+        bias: Optional[torch.Tensor] = None,
+        input_scale: Optional[torch.Tensor] = None,
+    ) -> "QuantizedLinear":
+        """Store a :class:`QTensor` of shape ``(out_features, in_features)`` (e.g. GPTQ's result).
+
+        Args:
+            qt: the quantized weight.
+            bias: ``(out_features,)`` or None.
+            input_scale: ``(in_features,)`` multiplier applied to the input first (AWQ's
+                ``1/s`` when it cannot be folded into a preceding layer), or None.
+        """
+        return cls(qt, bias, input_scale)
 
     @classmethod
     def from_weight(
@@ -368,8 +397,9 @@ class QuantizedLinear(nn.Module):
 
     @property
     def nbytes(self) -> int:
-        """Bytes of everything the layer stores: the weight (:attr:`weight_nbytes`) and the bias."""
-        extra = 0 if self.bias is None else self.bias.numel() * self.bias.element_size()
+        """Bytes of everything the layer stores: the weight (:attr:`weight_nbytes`), the bias
+        and the input scale (if any)."""
+        extra = sum(t.numel() * t.element_size() for t in (self.bias, self.input_scale) if t is not None)
         return self.weight_nbytes + int(extra)
 
     @property
@@ -427,17 +457,20 @@ class QuantizedLinear(nn.Module):
 
     # ---- compute
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``F.linear(x, dequantize_weight(), bias)``; the float weight is not kept."""
+        """``F.linear(x * input_scale, dequantize_weight(), bias)``; the float weight is not kept."""
         w = self.dequantize_weight(x.dtype)
         b = None if self.bias is None else self.bias.to(x.dtype)
+        if self.input_scale is not None:
+            x = x * self.input_scale.to(x.dtype)
         return F.linear(x, w, b)
 
     def extra_repr(self) -> str:
         g = self.granularity if self.granularity != "group" else f"group {self.group_size}"
         if self.scale is None:
             g = "cast"
+        tail = ", input_scale" if self.input_scale is not None else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"format={self.format.name}, {g}, bits_per_weight={self.bits_per_weight:.3f}")
+                f"format={self.format.name}, {g}, bits_per_weight={self.bits_per_weight:.3f}{tail}")
 
 
 # --------------------------------------------------------------------------- whole models
@@ -523,6 +556,67 @@ def quantize_model(
     for name, lin in tqdm(targets, desc=f"quantizing to {scheme.label}", disable=not progress,
                           leave=False):
         _set_module(model, name, layer_fn(name, lin))
+    return model
+
+
+def install_results(model: nn.Module, results: Mapping[str, object]) -> nn.Module:
+    """Store the results of GPTQ, AWQ (or any QTensors) as packed layers of ``model``.
+
+    Each ``nn.Linear`` named in ``results`` is replaced, in place, by a
+    :class:`QuantizedLinear` holding the result's codes and scales and the layer's bias.
+    Accepted values:
+
+    * a :class:`~quantlab.quantize.QTensor`;
+    * an object with ``.qtensor`` (e.g. :class:`quantlab.gptq.GPTQResult`);
+    * an object with ``.qtensors`` and ``.inv_scale`` (:class:`quantlab.awq.AWQResult`):
+      layers that share one result object (searched together) take its ``qtensors`` in
+      the order their names appear in ``results``, and the layer multiplies its input by
+      ``inv_scale`` (``1/s``), which is stored with it and counted in :attr:`~QuantizedLinear.nbytes`.
+
+    Args:
+        model: the module the names refer to (the one GPTQ/AWQ was run on).
+        results: ``{layer name: result}``, e.g. from ``gptq_quantize_model`` or
+            ``awq_quantize_model``.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: a name that is not an ``nn.Linear`` of ``model``, or a weight whose shape
+            does not match its layer.
+        TypeError: a value of another kind.
+
+    Taught in: chapters/04_in_practice.ipynb, "One table over formats".
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    modules = dict(model.named_modules())
+    used: dict[int, int] = {}
+    for name, r in results.items():
+        lin = modules.get(name)
+        if not isinstance(lin, nn.Linear):
+            raise ValueError(f"results name {name!r}, which is not an nn.Linear of the model")
+        input_scale = None
+        if isinstance(r, QTensor):
+            qt = r
+        elif hasattr(r, "qtensors") and hasattr(r, "inv_scale"):
+            k = used.get(id(r), 0)
+            used[id(r)] = k + 1
+            qt = r.qtensors[k]
+            input_scale = r.inv_scale
+        elif isinstance(getattr(r, "qtensor", None), QTensor):
+            qt = r.qtensor
+        else:
+            raise TypeError(
+                f"results[{name!r}] must be a QTensor or a GPTQ/AWQ result, got {type(r).__name__}"
+            )
+        if tuple(qt.shape) != tuple(lin.weight.shape):
+            raise ValueError(
+                f"results[{name!r}] holds a weight of shape {tuple(qt.shape)}, but the layer's is "
+                f"{tuple(lin.weight.shape)}"
+            )
+        bias = None if lin.bias is None else lin.bias.detach()
+        _set_module(model, name, QuantizedLinear(qt, bias, input_scale))
     return model
 
 
