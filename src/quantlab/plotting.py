@@ -133,8 +133,7 @@ def draw_bit_fields(
             label = name if name == "sign" else f"{name} ({hi - lo})"
             if name == "sign" and f.bits > 16:
                 label = "s"
-            ax.annotate("", xy=(lo + 0.05, -0.15), xytext=(hi - 0.05, -0.15),
-                        arrowprops=dict(arrowstyle="-", color="0.3", linewidth=1.2))
+            ax.plot([lo + 0.05, hi - 0.05], [-0.15, -0.15], color="0.3", linewidth=1.2)
             ax.text((lo + hi) / 2, -0.45, label, ha="center", va="top", fontsize=9)
     if show_formula:
         ax.text(0, -1.15, _formula(f, fl), ha="left", va="top", fontsize=9, family="monospace")
