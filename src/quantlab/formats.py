@@ -28,7 +28,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 
@@ -243,44 +243,89 @@ class FloatFormat(Format):
         ``use_cast=False`` forces the ``round(x / q) * q`` path even where torch's own
         cast would be used (tests compare the two).
         """
-        src_m, src_bias, int_dtype = _SRC[t.dtype]
-        if self.mbits >= src_m and self.emin <= 1 - src_bias:
-            return  # the source format is contained in this one
         flat = t.view(-1)
         if flat.numel() == 0:
             return
-        cast = _TORCH_CASTS.get(self.name) if use_cast and t.dtype == torch.float32 else None
+        rounder = self._rounder(t.dtype, use_cast=use_cast)
+        if rounder is not None:  # None: the source format is contained in this one
+            rounder(flat)
+
+    def _rounder(
+        self, dtype: torch.dtype, *, use_cast: bool = True
+    ) -> Optional[Callable[..., None]]:
+        """A function ``f(c, src=None)`` that writes ``src`` (default: ``c``) rounded to this
+        format into the contiguous tensor ``c``, ``CHUNK_ELEMENTS`` at a time.
+
+        Returns None when every ``dtype`` value is already in this format. The function
+        owns a scratch buffer, so a caller can apply it chunk by chunk without allocating.
+        """
+        rounder = self._chunk_rounder(dtype, use_cast=use_cast)
+        if rounder is None:
+            return None
+
+        def round_all(c: torch.Tensor, src: Optional[torch.Tensor] = None) -> None:
+            flat = c.view(-1)
+            sflat = flat if src is None else src.reshape(-1)
+            if flat.numel() <= CHUNK_ELEMENTS:
+                rounder(flat, sflat)
+            else:
+                for sl in row_chunks(flat):
+                    rounder(flat[sl], sflat[sl])
+
+        return round_all
+
+    def _chunk_rounder(
+        self, dtype: torch.dtype, *, use_cast: bool = True
+    ) -> Optional[Callable[[torch.Tensor, torch.Tensor], None]]:
+        """Like :meth:`_rounder`, for 1-d chunks of at most ``CHUNK_ELEMENTS`` (``src`` given)."""
+        src_m, src_bias, int_dtype = _SRC[dtype]
+        if self.mbits >= src_m and self.emin <= 1 - src_bias:
+            return None
+        cast = _TORCH_CASTS.get(self.name) if use_cast and dtype == torch.float32 else None
         if cast is not None and _FLOATS.get(self.name) != self:
             cast = None  # a look-alike format with other fields: take the general path
-        if cast is None and self.emin - self.mbits < 1 - src_bias and t.dtype == torch.float32:
+        if cast is not None:
+            s16 = torch.empty(CHUNK_ELEMENTS, dtype=cast)
+
+            def round_by_cast(c: torch.Tensor, src: torch.Tensor) -> None:
+                s = s16[: c.numel()]
+                s.copy_(src)
+                c.copy_(s)
+
+            return round_by_cast
+        if self.emin - self.mbits < 1 - src_bias:
             # q would be a subnormal of the source dtype: round in float64 (exact widening)
-            wide = flat.double()
-            self._round_inplace(wide, use_cast=False)
-            flat.copy_(wide)
-            return
-        n = min(flat.numel(), CHUNK_ELEMENTS)
-        scratch = torch.empty(n, dtype=cast if cast is not None else int_dtype)
+            if dtype != torch.float32:
+                raise ValueError(f"{self.name} has values too small for {dtype}")
+            rounder64 = self._chunk_rounder(torch.float64, use_cast=False)
+
+            def round_wide(c: torch.Tensor, src: torch.Tensor) -> None:
+                wide = src.double()
+                rounder64(wide, wide)
+                c.copy_(wide)
+
+            return round_wide
+        scratch = torch.empty(CHUNK_ELEMENTS, dtype=int_dtype)
         exp_mask = ((1 << (src_bias.bit_length() + 1)) - 1) << src_m  # the exponent field
         lowest = (self.emin + src_bias) << src_m  # exponent field of 2^emin
-        src_emax = src_bias  # largest exponent of the source dtype
-        for sl in row_chunks(flat):
-            c = flat[sl]
+        k = src_bias - self.emax  # src_bias is also the source's largest exponent
+        saturate, to_inf = self.overflow == "saturate", self.overflow == "inf" and k > 0
+
+        def round_by_spacing(c: torch.Tensor, src: torch.Tensor) -> None:
             s = scratch[: c.numel()]
-            if cast is not None:
-                s.copy_(c)
-                c.copy_(s)
-                continue
-            if self.overflow == "saturate":
-                c.clamp_(-self.max_value, self.max_value)  # NaN stays NaN
-            torch.bitwise_and(c.view(int_dtype), exp_mask, out=s)
+            if saturate:
+                torch.clamp(src, -self.max_value, self.max_value, out=c)  # NaN stays NaN
+                src = c
+            torch.bitwise_and(src.view(int_dtype), exp_mask, out=s)
             s.clamp_(min=lowest).sub_(self.mbits << src_m)
-            q = s.view(t.dtype)  # 2^(max(e, emin) - mbits), a power of two
-            c.div_(q).round_().mul_(q)
-            if self.overflow == "inf" and self.emax < src_emax:
+            q = s.view(dtype)  # 2^(max(e, emin) - mbits), a power of two
+            torch.div(src, q, out=c).round_().mul_(q)
+            if to_inf:
                 # the first value past max_value is 2^(emax+1); scaling by 2^k makes it
                 # overflow the source dtype to infinity, and scaling back is exact
-                k = src_emax - self.emax
                 c.mul_(2.0**k).mul_(2.0**-k)
+
+        return round_by_spacing
 
     # ---- codes
     @property

@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 
 from ._backend import ArrayLike, as_tensor, like_input, require_float
 from .formats import CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format
+from ._fast import row_chunks
 from .packing import pack, packed_nbytes
 
 __all__ = [
@@ -232,7 +233,9 @@ def choose_qparams(
 def _choose(
     t: torch.Tensor, fmt: Format, granularity: str, axis: int, group_size: Optional[int],
     symmetric: bool, clip_ratio: float, percentile: Optional[float], scale_dtype: str,
+    stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> QParams:
+    """The parameters for ``t``; ``stats`` = (max, min) over each group if already measured."""
     g = _grouped(t, granularity, axis, group_size)
     dims = _reduce_dims(g, granularity, axis)
     stat_shape = [1 if d in dims else g.shape[d] for d in range(g.dim())]
@@ -241,7 +244,9 @@ def _choose(
         scale = torch.ones(stat_shape, dtype=torch.float32)
         zp = None if symmetric else torch.zeros(stat_shape, dtype=torch.int32)
         return QParams(scale, zp, fmt, granularity, axis, group_size, scale_dtype)
-    if percentile is not None and percentile < 100:
+    if stats is not None:
+        hi, lo = stats
+    elif percentile is not None and percentile < 100:
         if symmetric:
             hi = _kth(g.abs(), dims, percentile / 100, largest=True)
             lo = -hi
@@ -421,6 +426,51 @@ def quantize(
         >>> q.codes.tolist(), float(q.scale)  # -1.5 is a tie: rounds to the even code -2
         ([3, -2, 0], 1.0)
     """
+    p = _prepare(x, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile,
+                 scale_dtype, scaled, qparams)
+    fmt, t = p.fmt, p.t
+    if not p.scaled:
+        return QTensor(fmt.encode(p.work), None, None, fmt, tuple(t.shape), "tensor", 0, None,
+                       p.scale_dtype, t.dtype, p.was_numpy)
+    qparams = p.qparams or _choose_prepared(p)
+    g = _grouped(p.work, p.granularity, p.axis, p.group_size)
+    v = g / qparams.scale.to(g.dtype)
+    if isinstance(fmt, IntFormat):
+        _int_grid_(v, fmt, qparams.zero_point, _clamp_needed(fmt, p, qparams))
+        codes = v.to(fmt.code_dtype)
+    else:
+        if isinstance(fmt, FloatFormat):
+            v.clamp_(-fmt.max_value, fmt.max_value)  # scaled floats saturate
+        codes = fmt.encode(v)
+    pub_scale = _public(qparams.scale, p.granularity)
+    pub_zp = None if qparams.zero_point is None else _public(qparams.zero_point, p.granularity)
+    return QTensor(codes.reshape(t.shape), pub_scale, pub_zp, fmt, tuple(t.shape), p.granularity,
+                   p.axis, p.group_size, p.scale_dtype, t.dtype, p.was_numpy)
+
+
+class _Prepared(NamedTuple):
+    """Checked arguments of :func:`quantize` / :func:`fake_quantize`."""
+
+    fmt: Format
+    t: torch.Tensor  # the input as a tensor
+    was_numpy: bool
+    work: torch.Tensor  # float32/float64 view (or widened copy) of t
+    granularity: str
+    axis: int
+    group_size: Optional[int]
+    symmetric: bool
+    clip_ratio: float
+    percentile: Optional[float]
+    scale_dtype: str
+    scaled: bool
+    qparams: Optional[QParams]  # given by the caller (checked), else None
+
+
+def _prepare(
+    x: ArrayLike, fmt: FormatLike, granularity: str, axis: int, group_size: Optional[int],
+    symmetric: bool, clip_ratio: float, percentile: Optional[float], scale_dtype: str,
+    scaled: Optional[bool], qparams: Optional[QParams],
+) -> _Prepared:
     fmt = get_format(fmt)
     t, was_numpy = as_tensor(x)
     require_float(t)
@@ -443,30 +493,47 @@ def quantize(
             raise ValueError(f"scaled=False is only for float formats, got {fmt.name}")
         if granularity != "tensor":
             raise ValueError(f"an unscaled cast has no granularity, got granularity={granularity!r}")
-        return QTensor(fmt.encode(work), None, None, fmt, tuple(t.shape), "tensor", 0, None,
-                       scale_dtype, t.dtype, was_numpy)
-    if qparams is None:
-        qparams = _choose(work, fmt, granularity, axis, group_size, symmetric, clip_ratio,
-                          percentile, scale_dtype)
-    else:
+    elif qparams is not None:
         _check_qparams_shape(work, qparams)
-    g = _grouped(work, granularity, axis, group_size)
-    if isinstance(fmt, IntFormat):
-        v = g / qparams.scale.to(g.dtype)
-        v.round_()
-        if qparams.zero_point is not None:
-            v += qparams.zero_point.to(v.dtype)
+    return _Prepared(fmt, t, was_numpy, work, granularity, axis, group_size, symmetric,
+                     clip_ratio, percentile, scale_dtype, bool(scaled), qparams)
+
+
+def _choose_prepared(
+    p: _Prepared, stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+) -> QParams:
+    return _choose(p.work, p.fmt, p.granularity, p.axis, p.group_size, p.symmetric,
+                   p.clip_ratio, p.percentile, p.scale_dtype, stats)
+
+
+def _int_grid_(
+    v: torch.Tensor, fmt: IntFormat, zero_point: Optional[torch.Tensor], clamp: bool = True
+) -> None:
+    """In place: ``v = x / scale`` becomes ``clamp(round(v) + zero_point, qmin, qmax)``.
+
+    The one integer quantizer: :func:`quantize` casts the result to codes,
+    :func:`fake_quantize` maps it straight back to values. ``clamp=False`` only where
+    :func:`_clamp_needed` proves the clamp changes nothing.
+    """
+    v.round_()
+    if zero_point is not None:
+        v += zero_point.to(v.dtype)
+    if clamp:
         v.clamp_(fmt.qmin, fmt.qmax)
-        codes = v.to(fmt.code_dtype)
-    else:
-        v = g / qparams.scale.to(g.dtype)
-        if isinstance(fmt, FloatFormat):
-            v.clamp_(-fmt.max_value, fmt.max_value)  # scaled floats saturate
-        codes = fmt.encode(v)
-    pub_scale = _public(qparams.scale, granularity)
-    pub_zp = None if qparams.zero_point is None else _public(qparams.zero_point, granularity)
-    return QTensor(codes.reshape(t.shape), pub_scale, pub_zp, fmt, tuple(t.shape), granularity,
-                   axis, group_size, scale_dtype, t.dtype, was_numpy)
+
+
+def _clamp_needed(fmt: IntFormat, p: _Prepared, qp: QParams) -> bool:
+    """False when ``round(x / scale)`` provably stays within ``[qmin, qmax]``.
+
+    That holds for symmetric signed integers whose fp32 scale was just measured from
+    ``x`` itself without clipping: ``scale >= absmax / qmax * (1 - 2^-24)`` (one rounding
+    of the quotient to float32, or the floor ``tiny``, which is larger), so
+    ``|x / scale| <= qmax * (1 + 2^-23) < qmax + 1/2`` for every ``qmax < 2^21``: it rounds
+    to at most ``qmax`` in magnitude, and ``-qmax > qmin``.
+    """
+    measured = p.qparams is None and p.clip_ratio == 1 and (p.percentile is None or p.percentile >= 100)
+    return not (measured and fmt.signed and qp.zero_point is None and qp.scale_dtype == "fp32"
+                and fmt.qmax < (1 << 21))
 
 
 def _public(p: torch.Tensor, granularity: str) -> torch.Tensor:
@@ -498,10 +565,128 @@ def dequantize(q: QTensor) -> ArrayLike:
     return q.dequantize()
 
 
-def fake_quantize(x: ArrayLike, fmt: FormatLike = "int8", **kwargs) -> ArrayLike:
-    """Quantize and dequantize in one call: ``dequantize(quantize(x, fmt, **kwargs))``.
+def fake_quantize(
+    x: ArrayLike,
+    fmt: FormatLike = "int8",
+    *,
+    granularity: str = "tensor",
+    axis: int = 0,
+    group_size: Optional[int] = None,
+    symmetric: bool = True,
+    clip_ratio: float = 1.0,
+    percentile: Optional[float] = None,
+    scale_dtype: str = "fp32",
+    scaled: Optional[bool] = None,
+    qparams: Optional[QParams] = None,
+    out: Optional[ArrayLike] = None,
+) -> ArrayLike:
+    """Quantize and dequantize in one call: ``dequantize(quantize(x, fmt, ...))``.
 
-    Returns values of the same kind, shape and dtype as ``x`` that lie on ``fmt``'s grid.
-    Takes the keyword arguments of :func:`quantize`.
+    Returns values of the same kind, shape and dtype as ``x`` that lie on ``fmt``'s grid,
+    bit for bit what ``quantize(x, fmt, ...).dequantize()`` returns.
+
+    Fast path (float32 input, integer or float format): the codes are never stored.
+    The tensor is visited in cache-sized chunks (``quantlab._fast``): one pass measures
+    each group's max and min, a second divides by the scale, rounds, clamps and multiplies
+    back, all in place in the output -- so a large tensor crosses main memory about as
+    often as in a copy. Pass ``out`` to reuse a buffer across calls (allocating a fresh
+    64 MiB tensor costs more than the arithmetic). ``benchmarks/run.py`` measures it.
+
+    Args:
+        x: float numpy array or torch tensor, any shape.
+        fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype,
+            scaled, qparams: as in :func:`quantize`.
+        out: optional array/tensor of the same kind, shape and dtype as ``x`` (contiguous)
+            to write the result into; it may be ``x`` itself.
+
+    Returns:
+        ``out`` if given, else a new array/tensor.
+
+    Raises:
+        TypeError, ValueError: as :func:`quantize`, and for an ``out`` of the wrong kind,
+            dtype, shape or layout.
     """
-    return quantize(x, fmt, **kwargs).dequantize()
+    p = _prepare(x, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile,
+                 scale_dtype, scaled, qparams)
+    o = _check_out(out, p.t, p.was_numpy)
+    if p.t.dtype == torch.float32 and p.t.dim() > 0 and p.t.numel() > 0 \
+            and p.t.is_contiguous() and isinstance(p.fmt, (IntFormat, FloatFormat)):
+        res = o if o is not None else torch.empty_like(p.t, memory_format=torch.contiguous_format)
+        _fake_quantize_into(p, res)
+    else:
+        q = quantize(x, p.fmt, granularity=p.granularity, axis=p.axis, group_size=p.group_size,
+                     symmetric=p.symmetric, clip_ratio=p.clip_ratio, percentile=p.percentile,
+                     scale_dtype=p.scale_dtype, scaled=p.scaled, qparams=p.qparams)
+        res = q._dequantize_tensor()
+        if o is not None:
+            o.copy_(res)
+            res = o
+    return out if out is not None else like_input(res, p.was_numpy)
+
+
+def _check_out(out: Optional[ArrayLike], t: torch.Tensor, was_numpy: bool) -> Optional[torch.Tensor]:
+    if out is None:
+        return None
+    kind = "a numpy.ndarray" if was_numpy else "a torch.Tensor"
+    if isinstance(out, np.ndarray) != was_numpy or not isinstance(out, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"out must be {kind} like x, got {type(out).__name__}")
+    o, _ = as_tensor(out, "out")
+    if tuple(o.shape) != tuple(t.shape):
+        raise ValueError(f"out must have shape {tuple(t.shape)} like x, got {tuple(o.shape)}")
+    want = torch.float32 if (was_numpy and t.dtype == torch.bfloat16) else t.dtype
+    if o.dtype != want:
+        raise TypeError(f"out must have dtype {str(want).replace('torch.', '')} like x, "
+                        f"got {str(o.dtype).replace('torch.', '')}")
+    if not o.is_contiguous():
+        raise ValueError("out must be contiguous, got a strided view")
+    return o
+
+
+def _fake_quantize_into(p: _Prepared, out: torch.Tensor) -> None:
+    """The fast path of :func:`fake_quantize` (float32, contiguous): results into ``out``."""
+    fmt, x = p.fmt, p.t
+    if not p.scaled:  # a plain cast: copy, then round in place
+        rounder = fmt._rounder(torch.float32)
+        xf, of = x.view(-1), out.view(-1)
+        for sl in row_chunks(of):
+            if rounder is not None:
+                rounder(of[sl], xf[sl])
+            else:
+                of[sl].copy_(xf[sl])
+        return
+    g = _grouped(x, p.granularity, p.axis, p.group_size)
+    og = out.view(g.shape)
+    qp = p.qparams
+    if qp is None:
+        dims = _reduce_dims(g, p.granularity, p.axis)
+        stats = None
+        if dims and 0 not in dims and not (p.percentile is not None and p.percentile < 100):
+            # each chunk of rows holds whole groups: measure max and min chunk by chunk
+            shape = [1 if d in dims else g.shape[d] for d in range(g.dim())]
+            hi, lo = torch.empty(shape), torch.empty(shape)
+            for sl in row_chunks(g):
+                torch.amax(g[sl], dim=dims, keepdim=True, out=hi[sl])
+                torch.amin(g[sl], dim=dims, keepdim=True, out=lo[sl])
+            stats = (hi, lo)
+        qp = _choose_prepared(p, stats)
+    scale = qp.scale.to(torch.float32)
+    zp = None if qp.zero_point is None else qp.zero_point.to(torch.float32)
+    per_row = scale.dim() > 0 and scale.shape[0] > 1  # parameters vary along dim 0
+    rounder = None if isinstance(fmt, IntFormat) else fmt._rounder(torch.float32)
+    clamp = isinstance(fmt, IntFormat) and _clamp_needed(fmt, p, qp)
+    for sl in row_chunks(g):
+        s = scale[sl] if per_row else scale
+        z = zp[sl] if (zp is not None and per_row) else zp
+        oc = og[sl]
+        torch.div(g[sl], s, out=oc)
+        if isinstance(fmt, IntFormat):
+            _int_grid_(oc, fmt, z, clamp)
+            if z is not None:
+                oc -= z
+            else:
+                oc += 0.0  # round() gives -0.0 for small negatives; integer codes have no -0
+        else:
+            oc.clamp_(-fmt.max_value, fmt.max_value)  # scaled floats saturate
+            if rounder is not None:
+                rounder(oc)
+        oc *= s
