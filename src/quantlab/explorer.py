@@ -557,7 +557,7 @@ FIGURE_LABELS: dict[str, str] = {
     "levels": "Levels (2^bits)",
     "compression": "Compression vs fp32",
     "error": "Average error",
-    "bpw": "Bits per weight with scales",
+    "bpw": "Bits per weight, with scales",
     "zeroed": "Weights rounded to 0",
 }
 
@@ -592,7 +592,7 @@ def static_data() -> dict[str, Any]:
                 "hist": [int(v) for v in data.hist_original],
                 "n": data.n,
                 "beyond": data.beyond,
-                "where": f"row {r}, weights {c * GROUP_SIZE}..{(c + 1) * GROUP_SIZE - 1}",
+                "where": f"row {r}, weights {c * GROUP_SIZE}–{(c + 1) * GROUP_SIZE - 1}",
             }
     return {
         "bits": list(BITS),
@@ -623,15 +623,17 @@ _CSS = """
 .qlx-controls label{font-size:14px}
 .qlx-controls select{font-size:14px;margin-left:.3em;padding:1px 4px;color:inherit;
  background:var(--pst-color-background,#fff);border:1px solid var(--qlx-border);border-radius:4px}
-.qlx-figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(120px,1fr));gap:6px;margin:.5em 0}
+.qlx-figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(92px,1fr));gap:6px;margin:.5em 0}
 .qlx-fig{background:var(--qlx-bg);border-radius:6px;padding:6px 8px}
-.qlx-fig .k{display:block;font-size:12px;color:var(--qlx-muted)}
+.qlx-fig .k{display:block;font-size:12px;line-height:1.25;color:var(--qlx-muted);min-height:2.5em}
 .qlx-fig .v{display:block;font-size:18px;font-weight:700;font-variant-numeric:tabular-nums}
-.qlx-regime{margin:.4em 0 .1em 0;min-height:2.6em}
-.qlx-notes{margin:0;font-size:13px;color:var(--qlx-muted);min-height:1.1em}
+.qlx-regime{margin:.4em 0 .2em 0}
+.qlx-notes{margin:0 0 .2em 0;font-size:13px;color:var(--qlx-muted)}
+.qlx-notes:empty{display:none}
 .qlx svg{width:100%;height:auto;display:block;font-family:inherit}
-.qlx svg text{fill:var(--qlx-fg);font-size:12px}
-.qlx svg .qlx-title{font-size:13px;font-weight:600}
+.qlx svg text{fill:var(--qlx-fg);font-size:13px}
+.qlx svg .qlx-title{font-size:14px;font-weight:600}
+.qlx svg .qlx-sub{fill:var(--qlx-muted);font-size:12.5px}
 .qlx svg .qlx-axis{stroke:var(--qlx-muted);stroke-width:1}
 .qlx svg .qlx-gridline{stroke:var(--qlx-muted);stroke-width:.8;opacity:.45}
 .qlx-foot{font-size:12px;color:var(--qlx-muted);margin:.4em 0 0 0}
@@ -671,13 +673,13 @@ _JS = r"""
   }
   function drawStrip(src, e) {
     var svg = $("svg[data-role=strip]"); clear(svg);
-    var yO = 52, yQ = 112, yA = 140;
-    el(svg, "text", {x: ML, y: 16, "class": "qlx-title"},
-       "64 sample weights (" + src.where + ") snapped to the grid: " + e.title);
+    var yO = 62, yQ = 120, yA = 148;
+    el(svg, "text", {x: 4, y: 16, "class": "qlx-title"},
+       "64 sample weights and where each one lands: " + (e.ok ? e.fmt : "not available"));
     el(svg, "defs", {}).innerHTML = "";
     var clipId = root.id + "-clip";
     var cp = el(svg.querySelector("defs"), "clipPath", {id: clipId});
-    el(cp, "rect", {x: ML, y: 24, width: W - ML - MR, height: yA - 20});
+    el(cp, "rect", {x: ML, y: 40, width: W - ML - MR, height: yA - 40});
     var g = el(svg, "g", {"clip-path": "url(#" + clipId + ")"});
     if (e.ok && e.grid) {
       e.grid.forEach(function (v) {
@@ -701,10 +703,10 @@ _JS = r"""
     el(svg, "text", {x: ML - 8, y: yO + 4, "text-anchor": "end"}, "float32");
     el(svg, "text", {x: ML - 8, y: yQ + 4, "text-anchor": "end"}, e.ok ? e.fmt : "—");
     var note;
-    if (!e.ok) note = "not available";
+    if (!e.ok) note = "no format of this kind at this bit width";
     else if (!e.grid) note = "grid: " + e.gridLines.toLocaleString("en-US") + " levels here, too fine to draw";
-    else note = "grid: " + e.gridLines + " levels inside this window (grey lines)";
-    el(svg, "text", {x: W - MR, y: 34, "text-anchor": "end", fill: "var(--qlx-muted)"}, note);
+    else note = "grid: " + e.gridLines + " levels in this window (grey lines)";
+    el(svg, "text", {x: 4, y: 34, "class": "qlx-sub"}, e.title + " · " + src.where + " · " + note);
     xTicks(svg, yA);
     el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value");
   }
@@ -726,8 +728,8 @@ _JS = r"""
   function drawHist(src, e) {
     var svg = $("svg[data-role=hist]"); clear(svg);
     var yA = H - MB;
-    el(svg, "text", {x: ML, y: 16, "class": "qlx-title"},
-       "Histogram of all " + src.n.toLocaleString("en-US") + " weights, before and after quantization");
+    el(svg, "text", {x: 4, y: 16, "class": "qlx-title"},
+       "All " + src.n.toLocaleString("en-US") + " weights of the tensor, before and after quantization");
     for (var k = YMIN; k <= YMAX; k++) {
       var y = py(Math.pow(10, k));
       el(svg, "line", {x1: ML, x2: W - MR, y1: y, y2: y, "class": "qlx-gridline"});
@@ -746,13 +748,13 @@ _JS = r"""
     el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value (bins of 0.01)");
     el(svg, "text", {x: 14, y: (MT + yA) / 2, "text-anchor": "middle",
                      transform: "rotate(-90 14 " + (MT + yA) / 2 + ")"}, "% of weights per bin (log scale)");
-    var lx = W - MR - 200, ly = MT + 8;
+    var lx = W - MR - 230, ly = MT + 8;
     el(svg, "rect", {x: lx, y: ly, width: 12, height: 10, fill: "var(--qlx-orig)", "fill-opacity": 0.35, stroke: "var(--qlx-orig)"});
     el(svg, "text", {x: lx + 18, y: ly + 9}, "float32 weights");
     el(svg, "line", {x1: lx, x2: lx + 12, y1: ly + 24, y2: ly + 24, stroke: "var(--qlx-quant)", "stroke-width": 2});
     el(svg, "text", {x: lx + 18, y: ly + 28}, "after quantization" + (e.ok ? " (" + e.fmt + ")" : ""));
     if (src.beyond > 0) {
-      el(svg, "text", {x: W - MR, y: yA - 6, "text-anchor": "end", fill: "var(--qlx-muted)"},
+      el(svg, "text", {x: ML + 6, y: MT + 14, "class": "qlx-sub"},
          src.beyond + " weights lie beyond ±" + D.window + " (outliers, not drawn)");
     }
   }
@@ -847,7 +849,7 @@ def static_html(
         f'<div class="qlx-figs">{figs}</div>'
         '<p class="qlx-regime" data-fig="regime"></p>'
         '<p class="qlx-notes" data-role="notes"></p>'
-        '<svg data-role="strip" viewBox="0 0 760 186" role="img" '
+        '<svg data-role="strip" viewBox="0 0 760 194" role="img" '
         'aria-label="sample weights and their quantized values on a number line"></svg>'
         '<svg data-role="hist" viewBox="0 0 760 270" role="img" '
         'aria-label="histogram of the weights before and after quantization"></svg>'
