@@ -20,10 +20,13 @@ Taught in: chapters/04_in_practice.ipynb, "Real savings need packed storage".
 from __future__ import annotations
 
 import math
+from typing import Optional
 
+import numpy as np
 import torch
 
 from ._backend import ArrayLike, as_tensor, like_input
+from ._fast import CHUNK_ELEMENTS
 
 __all__ = ["pack", "unpack", "packed_nbytes"]
 
@@ -43,7 +46,7 @@ def packed_nbytes(n: int, bits: int) -> int:
     return math.ceil(n * bits / 8)
 
 
-def pack(codes: ArrayLike, bits: int) -> ArrayLike:
+def pack(codes: ArrayLike, bits: int, *, out: Optional[ArrayLike] = None) -> ArrayLike:
     """Pack integer codes into a flat uint8 array.
 
     Args:
@@ -51,28 +54,33 @@ def pack(codes: ArrayLike, bits: int) -> ArrayLike:
             fit in ``bits`` bits, as unsigned (``0 .. 2^bits-1``) or two's complement
             signed (``-2^(bits-1) .. 2^(bits-1)-1``).
         bits: code width, 1 to 16.
+        out: optional flat uint8 array/tensor of the same kind as ``codes`` with exactly
+            ``ceil(codes.size * bits / 8)`` elements to write into (reuses a buffer).
 
     Returns:
-        uint8 array of ``ceil(codes.size * bits / 8)`` bytes (same kind as ``codes``).
+        uint8 array of ``ceil(codes.size * bits / 8)`` bytes (same kind as ``codes``),
+        ``out`` if given.
 
     Raises:
-        TypeError: float codes or a non-int ``bits``.
-        ValueError: ``bits`` outside 1..16, or a code that does not fit in ``bits`` bits.
+        TypeError: float codes, a non-int ``bits``, or an ``out`` of the wrong kind/dtype.
+        ValueError: ``bits`` outside 1..16, a code that does not fit in ``bits`` bits, or
+            an ``out`` of the wrong size.
     """
     bits = _check_bits(bits)
     t, was_numpy = as_tensor(codes, "codes")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"codes must be integers, got dtype {str(t.dtype).replace('torch.', '')}")
+    n = t.numel()
+    o = _check_out(out, packed_nbytes(n, bits), torch.uint8, was_numpy)
+    if 8 % bits == 0 and n:
+        res = o if o is not None else torch.empty(packed_nbytes(n, bits), dtype=torch.uint8)
+        _pack_fast(t.reshape(-1), bits, res)
+        return out if out is not None else like_input(res, was_numpy)
     flat = t.reshape(-1).to(torch.int32)
     if flat.numel():
         lo, hi = int(flat.min()), int(flat.max())
-        if lo < -(1 << (bits - 1)) or hi > (1 << bits) - 1:
-            raise ValueError(
-                f"codes must fit in {bits} bits ([{-(1 << (bits - 1))}, {(1 << bits) - 1}]), "
-                f"got values in [{lo}, {hi}]"
-            )
+        _check_range(lo, hi, bits)
     u = flat & ((1 << bits) - 1)
-    n = u.numel()
     if 8 % bits == 0:
         per = 8 // bits
         pad = (-n) % per
@@ -80,17 +88,86 @@ def pack(codes: ArrayLike, bits: int) -> ArrayLike:
             u = torch.cat([u, u.new_zeros(pad)])
         u = u.reshape(-1, per)
         shifts = torch.arange(0, 8, bits, dtype=torch.int32)
-        out = (u << shifts).sum(dim=1).to(torch.uint8)
+        res = (u << shifts).sum(dim=1).to(torch.uint8)
     else:
         stream = ((u.unsqueeze(1) >> torch.arange(bits, dtype=torch.int32)) & 1).reshape(-1)
         pad = (-stream.numel()) % 8
         if pad:
             stream = torch.cat([stream, stream.new_zeros(pad)])
-        out = (stream.reshape(-1, 8) << torch.arange(8, dtype=torch.int32)).sum(dim=1).to(torch.uint8)
-    return like_input(out, was_numpy)
+        res = (stream.reshape(-1, 8) << torch.arange(8, dtype=torch.int32)).sum(dim=1).to(torch.uint8)
+    if o is not None:
+        o.copy_(res)
+        return out
+    return like_input(res, was_numpy)
 
 
-def unpack(packed: ArrayLike, bits: int, n: int, signed: bool = False) -> ArrayLike:
+def _check_range(lo: int, hi: int, bits: int) -> None:
+    if lo < -(1 << (bits - 1)) or hi > (1 << bits) - 1:
+        raise ValueError(
+            f"codes must fit in {bits} bits ([{-(1 << (bits - 1))}, {(1 << bits) - 1}]), "
+            f"got values in [{lo}, {hi}]"
+        )
+
+
+def _check_out(out: Optional[ArrayLike], n: int, dtype: torch.dtype, was_numpy: bool) -> Optional[torch.Tensor]:
+    if out is None:
+        return None
+    name = str(dtype).replace("torch.", "")
+    if isinstance(out, np.ndarray) != was_numpy or not isinstance(out, (np.ndarray, torch.Tensor)):
+        kind = "a numpy.ndarray" if was_numpy else "a torch.Tensor"
+        raise TypeError(f"out must be {kind} like the input, got {type(out).__name__}")
+    o, _ = as_tensor(out, "out")
+    if o.dtype != dtype:
+        raise TypeError(f"out must have dtype {name}, got {str(o.dtype).replace('torch.', '')}")
+    if o.dim() != 1 or o.numel() != n or not o.is_contiguous():
+        raise ValueError(f"out must be a contiguous 1-d {name} array of {n} elements, "
+                         f"got shape {tuple(o.shape)}")
+    return o
+
+
+def _pack_fast(flat: torch.Tensor, bits: int, res: torch.Tensor) -> None:
+    """Pack widths that divide 8 (1, 2, 4, 8 bits) chunk by chunk, with no int64 temporaries.
+
+    ``per = 8 // bits`` codes share a byte: ``byte = sum_k (code[per*i + k] & mask) << (k*bits)``,
+    computed on strided views of each chunk in the codes' own integer type; the cast to
+    uint8 keeps the low 8 bits (two's complement), so the top code needs no mask.
+    """
+    n = flat.numel()
+    per, mask = 8 // bits, (1 << bits) - 1
+    whole = n - n % per  # codes that fill whole bytes
+    step = CHUNK_ELEMENTS - CHUNK_ELEMENTS % per
+    acc = torch.empty(step // per, dtype=flat.dtype)
+    tmp = torch.empty(step // per, dtype=flat.dtype)
+    for start in range(0, n, step):
+        c = flat[start: start + step]
+        lo, hi = torch.aminmax(c)
+        if int(lo) < -(1 << (bits - 1)) or int(hi) > mask:
+            lo, hi = torch.aminmax(flat)
+            _check_range(int(lo), int(hi), bits)
+    for start in range(0, whole, step):
+        c = flat[start: min(whole, start + step)].view(-1, per)
+        m = c.shape[0]
+        a, s = acc[:m], tmp[:m]
+        if per == 1:
+            res[start: start + m].copy_(c[:, 0])
+            continue
+        torch.bitwise_and(c[:, 0], mask, out=a)
+        for k in range(1, per):
+            if k < per - 1:
+                torch.bitwise_and(c[:, k], mask, out=s)
+                s.bitwise_left_shift_(k * bits)
+            else:
+                torch.bitwise_left_shift(c[:, k], k * bits, out=s)
+            a.bitwise_or_(s)
+        res[start // per: start // per + m].copy_(a)
+    if whole < n:  # the last, partly filled byte
+        tail = flat[whole:].to(torch.int32) & mask
+        res[-1] = int((tail << torch.arange(0, bits * tail.numel(), bits, dtype=torch.int32)).sum())
+
+
+def unpack(
+    packed: ArrayLike, bits: int, n: int, signed: bool = False, *, out: Optional[ArrayLike] = None
+) -> ArrayLike:
     """Inverse of :func:`pack`: the first ``n`` codes from a packed uint8 array.
 
     Args:
@@ -98,13 +175,16 @@ def unpack(packed: ArrayLike, bits: int, n: int, signed: bool = False) -> ArrayL
         bits: code width, 1 to 16.
         n: number of codes to read.
         signed: sign-extend two's complement codes.
+        out: optional contiguous int32 array/tensor of ``n`` elements, of the same kind as
+            ``packed``, to write into (reuses a buffer).
 
     Returns:
-        int32 array of shape ``(n,)`` (same kind as ``packed``).
+        int32 array of shape ``(n,)`` (same kind as ``packed``), ``out`` if given.
 
     Raises:
-        TypeError: ``packed`` is not uint8.
-        ValueError: ``n`` negative or more codes than ``packed`` holds.
+        TypeError: ``packed`` is not uint8, or an ``out`` of the wrong kind/dtype.
+        ValueError: ``n`` negative, more codes than ``packed`` holds, or an ``out`` of the
+            wrong size.
     """
     bits = _check_bits(bits)
     t, was_numpy = as_tensor(packed, "packed")
@@ -115,6 +195,11 @@ def unpack(packed: ArrayLike, bits: int, n: int, signed: bool = False) -> ArrayL
     need = packed_nbytes(n, bits)
     if t.numel() < need:
         raise ValueError(f"packed holds {t.numel()} bytes, but {n} codes of {bits} bits need {need}")
+    o = _check_out(out, n, torch.int32, was_numpy)
+    if 8 % bits == 0 and n:
+        res = o if o is not None else torch.empty(n, dtype=torch.int32)
+        _unpack_fast(t.reshape(-1)[:need], bits, n, signed, res)
+        return out if out is not None else like_input(res, was_numpy)
     b = t.reshape(-1)[:need].to(torch.int32)
     if 8 % bits == 0:
         shifts = torch.arange(0, 8, bits, dtype=torch.int32)
@@ -125,4 +210,51 @@ def unpack(packed: ArrayLike, bits: int, n: int, signed: bool = False) -> ArrayL
         u = (stream << torch.arange(bits, dtype=torch.int32)).sum(dim=1, dtype=torch.int32)
     if signed:
         u = torch.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
-    return like_input(u.to(torch.int32), was_numpy)
+    res = u.to(torch.int32)
+    if o is not None:
+        o.copy_(res)
+        return out
+    return like_input(res, was_numpy)
+
+
+def _unpack_fast(b: torch.Tensor, bits: int, n: int, signed: bool, res: torch.Tensor) -> None:
+    """Unpack widths that divide 8 chunk by chunk, in uint8 (or int8 when ``signed``).
+
+    Code ``k`` of a byte is ``(byte >> k*bits) & mask``; signed codes shift the field to
+    the top of an int8 first, so the arithmetic right shift sign-extends it:
+    ``(byte << (8 - (k+1)*bits)) >> (8 - bits)``.
+    """
+    per, mask = 8 // bits, (1 << bits) - 1
+    whole = n // per  # bytes whose codes are all wanted
+    src = b.view(torch.int8) if signed else b
+    step = CHUNK_ELEMENTS // per
+    tmp = torch.empty(step, dtype=src.dtype)
+    r2 = res[: whole * per].view(-1, per)
+    for start in range(0, whole, step):
+        c = src[start: min(whole, start + step)]
+        s = tmp[: c.numel()]
+        dst = r2[start: start + c.numel()]
+        if per == 1:
+            dst[:, 0].copy_(c)
+            continue
+        for k in range(per):
+            if signed:
+                up = 8 - (k + 1) * bits
+                if up:
+                    torch.bitwise_left_shift(c, up, out=s)
+                    s.bitwise_right_shift_(8 - bits)
+                else:
+                    torch.bitwise_right_shift(c, 8 - bits, out=s)
+            elif k == 0:
+                torch.bitwise_and(c, mask, out=s)
+            else:
+                torch.bitwise_right_shift(c, k * bits, out=s)
+                if k < per - 1:
+                    s.bitwise_and_(mask)
+            dst[:, k].copy_(s)
+    rest = n - whole * per
+    if rest:  # the first codes of the last byte
+        last = int(b[whole])
+        for k in range(rest):
+            v = (last >> (k * bits)) & mask
+            res[whole * per + k] = v - (1 << bits) if signed and v >> (bits - 1) else v
