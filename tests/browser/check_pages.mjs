@@ -32,7 +32,7 @@
 //
 // REPORT (JSON, to REPORT.json or stdout):
 // {
-//   "pages": [{"path", "url", "status", "title", "external": [urls], "failed": [{url, error}],
+//   "pages": [{"path", "url", "finalUrl", "status", "title", "external": [urls], "failed": [{url, error}],
 //              "httpErrors": [{url, status}], "pageErrors": [msg], "consoleErrors": [{text, url}],
 //              "brokenImages": [src], "links": [{href, target, hash}], "ids": [...],
 //              "actions": [{action, ok, value, error}]}],
@@ -132,13 +132,26 @@ async function runAction(page, a) {
   return out;
 }
 
+// Evaluate in the page, retrying while a redirect (meta refresh) replaces the document.
+async function stableEvaluate(page, fn, arg) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await page.evaluate(fn, arg);
+    } catch (e) {
+      if (attempt >= 4 || !/context was destroyed|navigat/i.test(String(e))) throw e;
+      await page.waitForLoadState("load", { timeout: timeoutMs }).catch(() => {});
+      await page.waitForTimeout(200);
+    }
+  }
+}
+
 const reports = [];
 for (const entry of spec.pages) {
   const rel = typeof entry === "string" ? entry : entry.path;
   const actions = typeof entry === "string" ? [] : (entry.actions ?? []);
   const url = new URL(rel, base).toString();
   const rep = {
-    path: rel, url, status: null, title: null, external: [], failed: [], httpErrors: [],
+    path: rel, url, finalUrl: null, status: null, title: null, external: [], failed: [], httpErrors: [],
     pageErrors: [], consoleErrors: [], brokenImages: [], links: [], ids: [], actions: [],
   };
   current = rep;
@@ -166,8 +179,9 @@ for (const entry of spec.pages) {
       .catch(() => {});
     await page.waitForTimeout(settleMs);
     await page.waitForLoadState("networkidle", { timeout: timeoutMs }).catch(() => {});
-    rep.title = await page.title();
-    const info = await page.evaluate(() => ({
+    rep.title = await stableEvaluate(page, () => document.title);
+    rep.finalUrl = page.url();   // differs from url after a redirect (the book's root index.html)
+    const info = await stableEvaluate(page, () => ({
       ids: [...document.querySelectorAll("[id]")].map((e) => e.id)
         .concat([...document.querySelectorAll("a[name]")].map((e) => e.getAttribute("name"))),
       links: [...document.querySelectorAll("a[href]")].map((a) => ({ raw: a.getAttribute("href"), href: a.href })),
@@ -198,7 +212,11 @@ for (const entry of spec.pages) {
 // Internal links: the target must exist, and its #anchor must be an id on that page.
 const brokenLinks = [];
 if (checkLinks) {
-  const idsByUrl = new Map(reports.map((r) => [stripHash(r.url), new Set(r.ids)]));
+  const idsByUrl = new Map();
+  for (const r of reports) {
+    if (r.finalUrl) idsByUrl.set(stripHash(r.finalUrl), new Set(r.ids));
+    if (stripHash(r.url) === stripHash(r.finalUrl ?? r.url)) idsByUrl.set(stripHash(r.url), new Set(r.ids));
+  }
   const statusCache = new Map();
   const fetchStatus = async (u) => {
     if (!statusCache.has(u)) {
