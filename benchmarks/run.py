@@ -1,0 +1,395 @@
+"""Run every quantlab benchmark in one process, print a table, write the results.
+
+Each row times quantlab against a reference measured *in the same run* -- a memory copy
+of the same tensor, or torch's own kernel -- and reports the ratio, because absolute
+times drift on a shared machine while ratios measured side by side are steadier. The
+candidate and its reference are timed alternately (reference, candidate, reference, ...)
+and the row reports the median of the per-pair ratios, plus the median times.
+
+Rows (16M float32 elements, a 4096 x 4096 tensor, unless noted):
+
+* int8 per-channel quantize + dequantize (scales included) vs a memory copy (goal: within
+  3x) and vs ``torch.fake_quantize_per_channel_affine`` (goal: at least 5x faster);
+* int4 groups of 128, quantize + dequantize, vs a memory copy (within 6x);
+* fp8 e4m3 and bf16 round trips vs torch's own cast there and back (no slower);
+* pack + unpack of int4 codes vs a memory copy of the codes (within 2x);
+* GPTQ, one 384x1536 layer, 4096 calibration rows, blocked vs column loop
+  (``benchmarks/bench_gptq.py``; at least 10x faster, same result);
+* kernel explorer: one slider update vs re-creating the figure
+  (``benchmarks/bench_explorer.py``; at most 25 ms and at least 2x faster);
+* executing every notebook of the book (full mode only; under 5 minutes in total).
+
+Usage::
+
+    python benchmarks/run.py                # full run: writes benchmarks/results.{json,md}
+    python benchmarks/run.py --quick --out /tmp/r.json   # small sizes, few repeats (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+import quantlab as ql
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SCHEMA_VERSION = 1
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def compare(candidate: Callable[[], Any], reference: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """Time ``candidate`` and ``reference`` alternately; medians in ms and of the ratios.
+
+    Returns:
+        ``time_ms`` and ``reference_ms`` (medians) and ``ratio``: the median over the
+        repeats of candidate time / reference time measured back to back.
+    """
+    candidate()  # warm up: first-touch of buffers, lazy initialisation
+    reference()
+    cand, ref, ratios = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        reference()
+        t1 = time.perf_counter()
+        candidate()
+        t2 = time.perf_counter()
+        ref.append(t1 - t0)
+        cand.append(t2 - t1)
+        ratios.append((t2 - t1) / (t1 - t0))
+    return {
+        "time_ms": 1e3 * statistics.median(cand),
+        "reference_ms": 1e3 * statistics.median(ref),
+        "ratio": statistics.median(ratios),
+    }
+
+
+def _row(key: str, title: str, reference: str, size: str, goal: str, **fields: Any) -> dict[str, Any]:
+    row = {"key": key, "benchmark": title, "reference": reference, "size": size, "goal": goal,
+           "status": "ok", "met": None, "time_ms": None, "reference_ms": None, "ratio": None,
+           "result": "", "check": {}, "note": ""}
+    row.update(fields)
+    return row
+
+
+def _vs_copy(key: str, title: str, t: dict[str, float], max_ratio: float, size: str,
+             reference: str = "memory copy of the same tensor (Tensor.copy_ into a buffer)",
+             **extra: Any) -> dict[str, Any]:
+    return _row(key, title, reference, size, f"within {max_ratio:g}x the copy", **t,
+                met=t["ratio"] <= max_ratio, result=f"{t['ratio']:.2f}x the copy", **extra)
+
+
+def _vs_torch(key: str, title: str, reference: str, t: dict[str, float], min_speedup: float,
+              size: str, **extra: Any) -> dict[str, Any]:
+    speedup = 1.0 / t["ratio"]
+    if min_speedup == 1.0:
+        goal, met = "no slower than torch (ratio <= 1)", t["ratio"] <= 1.0
+    else:
+        goal, met = f"at least {min_speedup:g}x faster than torch", speedup >= min_speedup
+    word = "faster" if speedup >= 1 else "slower"
+    shown = speedup if speedup >= 1 else 1.0 / speedup
+    return _row(key, title, reference, size, goal, **t, met=met,
+                result=f"{shown:.2f}x {word} than torch", **extra)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def bench_int8_channel(x: torch.Tensor, repeats: int, size: str) -> list[dict[str, Any]]:
+    out = torch.empty_like(x)
+    copy_buf = torch.empty_like(x)
+    zp = torch.zeros(x.shape[0], dtype=torch.int32)
+
+    def ours():
+        ql.fake_quantize(x, "int8", granularity="channel", axis=0, out=out)
+
+    def torch_fq():
+        scale = torch.maximum(x.amax(dim=1), x.amin(dim=1).neg()) / 127
+        return torch.fake_quantize_per_channel_affine(x, scale, zp, 0, -128, 127)
+
+    title = "int8 per-channel quantize + dequantize (scales included)"
+    t_copy = compare(ours, lambda: copy_buf.copy_(x), repeats)
+    t_torch = compare(ours, torch_fq, repeats)
+    # checks: the fast path equals the general path; torch differs by at most one step
+    ours()
+    general = ql.quantize(x, "int8", granularity="channel", axis=0).dequantize()
+    ref = torch_fq()
+    scale = torch.maximum(x.amax(dim=1), x.amin(dim=1).neg()) / 127
+    steps = ((out - ref).abs() / scale[:, None]).max().item()
+    differ = (out != ref).float().mean().item()
+    check_copy = {"equals_quantize_then_dequantize": bool(torch.equal(out, general))}
+    check_torch = {"fraction_differing_from_torch": differ, "max_difference_in_steps": round(steps, 3)}
+    note = ("torch multiplies by 1/scale, quantlab divides by scale: they differ by one step on "
+            "about 1e-6 of the values. torch's op has no out= and allocates its result.")
+    return [
+        _vs_copy("int8_channel_vs_copy", title, t_copy, 3.0, size, check=check_copy),
+        _vs_torch("int8_channel_vs_torch", title,
+                  "torch.fake_quantize_per_channel_affine (with its scales from amax/amin)",
+                  t_torch, 5.0, size, check=check_torch, note=note),
+    ]
+
+
+def bench_int4_group(x: torch.Tensor, repeats: int, size: str) -> list[dict[str, Any]]:
+    out = torch.empty_like(x)
+    copy_buf = torch.empty_like(x)
+
+    def ours():
+        ql.fake_quantize(x, "int4", granularity="group", group_size=128, out=out)
+
+    t = compare(ours, lambda: copy_buf.copy_(x), repeats)
+    ours()
+    general = ql.quantize(x, "int4", granularity="group", group_size=128).dequantize()
+    return [_vs_copy("int4_group128_vs_copy", "int4 groups of 128, quantize + dequantize", t, 6.0,
+                     size, check={"equals_quantize_then_dequantize": bool(torch.equal(out, general))})]
+
+
+def bench_float_casts(x: torch.Tensor, repeats: int, size: str) -> list[dict[str, Any]]:
+    rows = []
+    out = torch.empty_like(x)
+    back = torch.empty_like(x)
+    for name, dtype in (("fp8_e4m3", torch.float8_e4m3fn), ("bf16", torch.bfloat16)):
+        there = torch.empty(x.shape, dtype=dtype)
+
+        def ours(name=name):
+            ql.fake_quantize(x, name, scaled=False, out=out)
+
+        def torch_cast(there=there):
+            there.copy_(x)
+            back.copy_(there)
+
+        t = compare(ours, torch_cast, repeats)
+        ours()
+        torch_cast()
+        same = bool(torch.equal(out.view(torch.int32), back.view(torch.int32)))
+        rows.append(_vs_torch(
+            f"{name}_vs_torch_cast", f"{name} round trip (fake_quantize, unscaled)",
+            f"torch cast to {str(dtype).replace('torch.', '')} and back (into buffers)", t, 1.0,
+            size, check={"bit_identical_to_torch": same}))
+    rows[-1]["note"] = ("quantlab's bf16 rounding from float32 is torch's own cast, applied to "
+                        "cache-sized chunks; fp8 uses quantlab's round(x / q) * q.")
+    return rows
+
+
+def bench_pack(codes: torch.Tensor, repeats: int, size: str) -> list[dict[str, Any]]:
+    n = codes.numel()
+    packed = torch.empty(ql.packed_nbytes(n, 4), dtype=torch.uint8)
+    unpacked = torch.empty_like(codes)
+    copy_buf = torch.empty_like(codes)
+
+    def ours():
+        ql.pack(codes, 4, out=packed)
+        ql.unpack(packed, 4, n, signed=True, out=unpacked)
+
+    t = compare(ours, lambda: copy_buf.copy_(codes), repeats)
+    ours()
+    return [_vs_copy(
+        "pack_unpack_int4_vs_copy", "pack + unpack int4 codes (int32 codes, signed)", t, 2.0, size,
+        reference="memory copy of the int32 codes (Tensor.copy_ into a buffer)",
+        check={"round_trip_exact": bool(torch.equal(unpacked, codes))},
+        note="unpack returns int32 codes, so the codes are int32 on both sides.")]
+
+
+# --------------------------------------------------------------------------- other benchmarks
+
+
+def _load(name: str):
+    path = HERE / f"{name}.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def bench_gptq(quick: bool, threads: int) -> list[dict[str, Any]]:
+    title = "GPTQ int4 g128, one 384x1536 layer, 4096 calibration rows"
+    reference = "column-by-column GPTQ loop (quantlab.gptq.gptq_reference)"
+    goal = "at least 10x faster, same result"
+    mod = _load("bench_gptq")
+    if mod is None or not hasattr(mod, "bench_gptq"):
+        return [_row("gptq_blocked_vs_column_loop", title, reference, "384x1536", goal,
+                     status="not available", note="benchmarks/bench_gptq.py is not there")]
+    r = mod.bench_gptq(repeats=1 if quick else 5, minilm=False, threads=threads)
+    speedup = r["column_loop_s"] / r["blocked_s"]
+    same = r["same_codes"]
+    return [_row("gptq_blocked_vs_column_loop", title, reference, "384x1536, 4096 rows", goal,
+                 time_ms=1e3 * r["blocked_s"], reference_ms=1e3 * r["column_loop_s"],
+                 ratio=1.0 / speedup, met=speedup >= 10 and same >= 0.999,
+                 result=f"{speedup:.1f}x faster; {100 * same:.3f}% identical codes",
+                 check={"same_codes_fraction_float32": same, "hessian_ms": 1e3 * r["hessian_s"]},
+                 note="medians of separate runs (bench_gptq.py); tests/test_gptq.py proves the "
+                      "two give identical codes in float64; in float32 a handful of ties may "
+                      "round apart.")]
+
+
+def bench_explorer(quick: bool, threads: int) -> list[dict[str, Any]]:
+    title = "kernel explorer: one slider update (compute + in-place redraw, Agg)"
+    reference = "re-creating the figure each update"
+    goal = "at most 25 ms and at least 2x faster"
+    mod = _load("bench_explorer")
+    if mod is None or not hasattr(mod, "bench_explorer"):
+        return [_row("explorer_update", title, reference, "", goal, status="not available",
+                     note="benchmarks/bench_explorer.py is not there")]
+    r = mod.bench_explorer(repeats=2 if quick else 32, threads=threads, static=False)
+    rows = []
+    for source in [k for k, v in r.items() if isinstance(v, dict) and "update_ms" in v]:
+        v = r[source]
+        speedup = v["recreate_ms"] / v["update_ms"]
+        met = v["update_ms"] <= r.get("budget_ms", 25.0) and speedup >= 2
+        rows.append(_row(
+            f"explorer_update_{source}", f"{title}, {source} weights", reference, source, goal,
+            time_ms=v["update_ms"], reference_ms=v["recreate_ms"], ratio=1.0 / speedup, met=met,
+            result=f"{v['update_ms']:.1f} ms, {speedup:.1f}x faster",
+            check={"update_cpu_ms": v.get("update_cpu_ms"), "redraw_ms": v.get("redraw_ms"),
+                   "compute_ms": v.get("compute_ms")},
+            note="medians of separate runs (bench_explorer.py), wall clock"))
+    return rows
+
+
+def bench_notebooks(quick: bool) -> list[dict[str, Any]]:
+    title = "execute every notebook of the book (jupyter nbconvert --execute)"
+    goal = "under 5 minutes in total"
+    notebooks = sorted((ROOT / "chapters").glob("*.ipynb"))
+    if quick:
+        return [_row("notebooks", title, "-", f"{len(notebooks)} notebooks", goal,
+                     status="skipped", note="full mode only")]
+    per: dict[str, float] = {}
+    failed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for nb in notebooks:
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                 "--output-dir", tmp, "--ExecutePreprocessor.timeout=600", str(nb)],
+                cwd=ROOT, capture_output=True, text=True)
+            per[nb.name] = round(time.perf_counter() - t0, 1)
+            if proc.returncode != 0:
+                failed.append(nb.name)
+    total = sum(per.values())
+    return [_row("notebooks", title, "-", f"{len(notebooks)} notebooks", goal,
+                 status="ok" if not failed else "error", time_ms=1e3 * total,
+                 met=total < 300 and not failed, result=f"{total:.0f} s in total",
+                 check={"seconds_per_notebook": per, "failed": failed},
+                 note="one after another, each in a fresh kernel")]
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _fmt_ms(v: Optional[float]) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1e3:.1f} s" if v >= 10_000 else f"{v:.1f} ms"
+
+
+def table(results: dict[str, Any]) -> str:
+    """The results as a Markdown table."""
+    lines = ["| benchmark | reference | time | reference time | result | goal | met |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        if r["status"] != "ok":
+            met = r["status"]
+        lines.append(f"| {r['benchmark']} | {r['reference']} | {_fmt_ms(r['time_ms'])} | "
+                     f"{_fmt_ms(r['reference_ms'])} | {r['result'] or r['note']} | {r['goal']} | {met} |")
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    head = (f"# quantlab benchmarks ({results['mode']} mode)\n\n"
+            f"{results['date']}; torch {m['torch']}, numpy {m['numpy']}, Python {m['python']}; "
+            f"{m['cpu_count']} CPUs, {results['threads']} torch thread(s); "
+            f"{results['elements']:,} float32 elements per kernel row; "
+            f"medians of {results['repeats']} alternating runs.\n\n")
+    notes = [f"- {r['benchmark']}: {r['note']}" for r in results["rows"] if r["note"]]
+    return head + table(results) + "\n\nNotes:\n\n" + "\n".join(notes) + "\n"
+
+
+def run(quick: bool, threads: int, repeats: Optional[int] = None) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    rows_, cols_ = (256, 1024) if quick else (4096, 4096)
+    reps = repeats or (3 if quick else 15)
+    size = f"{rows_}x{cols_} float32"
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(rows_, cols_, generator=g)
+    codes = torch.randint(-8, 8, (rows_ * cols_,), generator=g, dtype=torch.int32)
+    rows: list[dict[str, Any]] = []
+    steps: list[tuple[str, Callable[[], list[dict[str, Any]]]]] = [
+        ("int8", lambda: bench_int8_channel(x, reps, size)),
+        ("int4", lambda: bench_int4_group(x, reps, size)),
+        ("casts", lambda: bench_float_casts(x, reps, size)),
+        ("pack", lambda: bench_pack(codes, reps, f"{rows_ * cols_} int32 codes")),
+        ("gptq", lambda: bench_gptq(quick, threads)),
+        ("explorer", lambda: bench_explorer(quick, threads)),
+        ("notebooks", lambda: bench_notebooks(quick)),
+    ]
+    for name, step in steps:
+        t0 = time.perf_counter()
+        try:
+            new = step()
+        except Exception as err:  # a broken benchmark is reported, the others still run
+            new = [_row(name, name, "-", "", "-", status="error",
+                        note=f"{type(err).__name__}: {err}",
+                        check={"traceback": traceback.format_exc(limit=3)})]
+        print(f"  {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        rows.extend(new)
+    torch.set_num_threads(threads)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "mode": "quick" if quick else "full",
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "threads": threads,
+        "repeats": reps,
+        "elements": rows_ * cols_,
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "numpy": np.__version__, "cpu_count": os.cpu_count(),
+                    "platform": platform.platform(terse=True)},
+        "rows": rows,
+        "summary": {"met": sum(r["met"] is True for r in rows),
+                    "not_met": sum(r["met"] is False for r in rows),
+                    "not_run": sum(r["status"] != "ok" for r in rows)},
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (CI)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed pairs per row")
+    ap.add_argument("--out", type=Path, default=HERE / "results.json", help="JSON results path")
+    ap.add_argument("--md", type=Path, default=None,
+                    help="Markdown table path (default: next to --out, .md)")
+    args = ap.parse_args(argv)
+    if args.threads < 1:
+        ap.error(f"--threads must be at least 1, got {args.threads}")
+    results = run(args.quick, args.threads, args.repeats)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    md = args.md or args.out.with_suffix(".md")
+    md.write_text(markdown(results))
+    print(table(results))
+    print(f"\nwrote {args.out} and {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
