@@ -111,15 +111,16 @@ def test_binary_format_gives_two_values_per_channel(trained):
     assert torch.equal(torch.sign(w), torch.sign(trained.policy.net[2].weight.detach()))
 
 
-def test_policy_nbytes_known_answers():
-    p = rl.Policy(seed=0)  # 4*64 + 64*64 + 64*2 = 4480 weights, 64 + 64 + 2 = 130 biases
-    assert rl.policy_nbytes(p) == 4 * 4610
-    assert rl.policy_nbytes(p, "int8", "tensor") == 4480 + 3 * 4 + 4 * 130
-    assert rl.policy_nbytes(p, "int4", "channel") == 4480 // 2 + (64 + 64 + 2) * 4 + 4 * 130
-    assert rl.policy_nbytes(p, rl.BINARY, "tensor") == 4480 // 8 + 3 * 4 + 4 * 130
-    assert [q.nbytes for q in rl.quantized_weights(p, "int3")] == [
-        ql.quantize(layer.weight.detach(), "int3").nbytes for layer in rl._linears(p)
-    ]
+def test_quantized_weights_are_the_library_qtensors():
+    p = rl.Policy(seed=0)
+    qs = rl.quantized_weights(p, "int3", "channel")
+    assert len(qs) == 3
+    for q, layer in zip(qs, rl._linears(p)):
+        ref = ql.quantize(layer.weight.detach(), "int3", granularity="channel", axis=0)
+        assert torch.equal(q.codes, ref.codes) and torch.equal(q.scale, ref.scale)
+    # int1 is mapped asymmetrically: both of its codes are used
+    q1 = rl.quantized_weights(p, "int1")[1]
+    assert q1.zero_point is not None and set(q1.codes.unique().tolist()) == {-1, 0}
 
 
 def test_finetune_qat_recovers_agreement_at_two_bits(trained):

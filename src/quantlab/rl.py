@@ -23,7 +23,7 @@ than the arithmetic.
 Quantizing a policy (:func:`quantize_policy`) replaces each Linear layer's weight by its
 round trip through a :mod:`quantlab` format (``ql.fake_quantize``), per tensor or per
 output channel; biases stay in fp32 (they are 130 numbers of the 4,610). The packed size
-of the quantized weights is :func:`policy_nbytes`.
+of a quantized policy comes from :mod:`quantlab.nn` (``quantize_model`` and ``size_report``).
 
 Taught in: chapters/05_rl.ipynb, "Train a policy" and "How many bits does a policy need?".
 """
@@ -61,7 +61,6 @@ __all__ = [
     "action_agreement",
     "quantize_policy",
     "quantized_weights",
-    "policy_nbytes",
     "finetune_qat",
 ]
 
@@ -536,7 +535,7 @@ def quantize_policy(policy: nn.Module, fmt: FormatArg, granularity: str = "tenso
 
     Each weight ``W`` becomes ``dequantize(quantize(W, fmt, granularity))``: the values
     the quantized policy really computes with, held as floats so the same forward pass
-    runs. Its storage size is :func:`policy_nbytes`.
+    runs. For its packed storage see :func:`quantlab.nn.quantize_model`.
 
     Args, Raises: see :func:`quantized_weights`.
 
@@ -550,22 +549,6 @@ def quantize_policy(policy: nn.Module, fmt: FormatArg, granularity: str = "tenso
     return out
 
 
-def policy_nbytes(policy: nn.Module, fmt: Optional[FormatArg] = None, granularity: str = "tensor") -> int:
-    """Bytes to store the policy: packed weights (with their scales) plus fp32 biases.
-
-    With ``fmt=None`` the fp32 size: 4 bytes per parameter. Otherwise the weights count
-    ``QTensor.nbytes`` (codes packed at ``bits`` each, plus fp32 scales and zero points).
-
-    Taught in: chapters/05_rl.ipynb, "The real-time budget".
-    """
-    _check_policy(policy)
-    layers = _linears(policy)
-    others = sum(p.numel() for p in policy.parameters()) - sum(layer.weight.numel() for layer in layers)
-    if fmt is None:
-        return 4 * sum(p.numel() for p in policy.parameters())
-    return int(sum(q.nbytes for q in quantized_weights(policy, fmt, granularity)) + 4 * others)
-
-
 # --------------------------------------------------------------------------- quantization-aware training
 
 
@@ -574,8 +557,8 @@ def finetune_qat(
     fmt: FormatArg,
     granularity: str = "tensor",
     *,
-    steps: int = 200,
-    rounds: int = 3,
+    steps: int = 100,
+    rounds: int = 2,
     episodes: int = 10,
     lr: float = 3e-3,
     batch_size: int = 256,
