@@ -2,8 +2,8 @@
 
 Element-wise torch code on a large tensor makes one trip through main memory per
 operation: ``round(x / scale) * scale`` written as four in-place ops reads and writes a
-16M-element tensor four times. The same ops applied to one slice of about 256 KiB at a
-time run while the slice sits in the CPU's L2 cache, so the tensor crosses main memory
+16M-element tensor four times. The same ops applied to one slice of about 512 KiB at a
+time run while the slice sits in the CPU's cache, so the tensor crosses main memory
 only once on the way in and once on the way out -- the cost of a plain copy -- and the
 arithmetic is done at cache speed. Results are identical (every op is element-wise);
 only the order in which the elements are visited changes.
@@ -19,9 +19,9 @@ import torch
 
 __all__ = ["CHUNK_ELEMENTS", "row_chunks"]
 
-#: Elements per chunk: 64Ki float32 values = 256 KiB, a quarter of a 1 MiB L2 cache, so a
-#: chunk, its output and one scratch buffer all stay in the cache.
-CHUNK_ELEMENTS = 1 << 16
+#: Elements per chunk: 128Ki float32 values = 512 KiB, half of a 1 MiB L2 cache (the
+#: best of 16Ki..256Ki measured with benchmarks/run.py's kernels on the project's machine).
+CHUNK_ELEMENTS = 1 << 17
 
 
 def row_chunks(t: torch.Tensor, elements: int = CHUNK_ELEMENTS) -> Iterator[slice]:
