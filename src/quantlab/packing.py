@@ -125,12 +125,16 @@ def _check_out(out: Optional[ArrayLike], n: int, dtype: torch.dtype, was_numpy: 
     return o
 
 
+_WIDER = {1: torch.int16, 2: torch.int32, 4: torch.int64}  # code bytes -> type of a pair
+
+
 def _pack_fast(flat: torch.Tensor, bits: int, res: torch.Tensor) -> None:
     """Pack widths that divide 8 (1, 2, 4, 8 bits) chunk by chunk, with no int64 temporaries.
 
     ``per = 8 // bits`` codes share a byte: ``byte = sum_k (code[per*i + k] & mask) << (k*bits)``,
     computed on strided views of each chunk in the codes' own integer type; the cast to
-    uint8 keeps the low 8 bits (two's complement), so the top code needs no mask.
+    uint8 keeps the low 8 bits (two's complement), so the top code needs no mask. For
+    4 bits, each pair of codes is read as one integer of twice the width (three ops).
     """
     n = flat.numel()
     per, mask = 8 // bits, (1 << bits) - 1
@@ -144,10 +148,21 @@ def _pack_fast(flat: torch.Tensor, bits: int, res: torch.Tensor) -> None:
         if int(lo) < -(1 << (bits - 1)) or int(hi) > mask:
             lo, hi = torch.aminmax(flat)
             _check_range(int(lo), int(hi), bits)
+    wide = _WIDER.get(flat.element_size()) if per == 2 else None
+    if wide is not None:  # two codes side by side are one integer twice as wide
+        w = 8 * flat.element_size()
+        acc, tmp = torch.empty(step // per, dtype=wide), torch.empty(step // per, dtype=wide)
     for start in range(0, whole, step):
         c = flat[start: min(whole, start + step)].view(-1, per)
         m = c.shape[0]
         a, s = acc[:m], tmp[:m]
+        if wide is not None:
+            # v = lo | hi << w: keep both nibbles, move hi's next to lo's, keep the low byte
+            torch.bitwise_and(c.view(wide).view(-1), mask | (mask << w), out=a)
+            torch.bitwise_right_shift(a, w - bits, out=s)
+            a.bitwise_or_(s)
+            res[start // per: start // per + m].copy_(a)
+            continue
         if per == 1:
             res[start: start + m].copy_(c[:, 0])
             continue
