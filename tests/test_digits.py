@@ -176,3 +176,21 @@ def test_summarize_errors():
         digits.summarize([])
     with pytest.raises(ValueError, match="missing 'accuracy'"):
         digits.summarize([{"seed": 0, "bits": 8, "granularity": "tensor"}])
+
+
+def test_written_out_adam_matches_torch_optim_adam(data):
+    torch.manual_seed(0)
+    a, b = digits.DigitsMLP(), digits.DigitsMLP()
+    b.load_state_dict(a.state_dict())
+    mine = digits._Adam(list(a.parameters()), lr=1e-2)
+    ref = torch.optim.Adam(b.parameters(), lr=1e-2)
+    X, y = data.X_train[:128], data.y_train[:128]
+    for _ in range(25):
+        nn.functional.cross_entropy(a(X), y).backward()
+        mine.step()
+        ref.zero_grad()
+        nn.functional.cross_entropy(b(X), y).backward()
+        ref.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        assert p.grad is None
