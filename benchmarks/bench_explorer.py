@@ -47,6 +47,7 @@ def _median_times(fn: Callable[[int], Any], repeats: int, setup: Callable[[int],
 def _recreate_figure(data) -> Any:
     """Draw the explorer's figure from scratch (new Figure, axes and artists) on Agg."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
     from quantlab import explorer as E
@@ -64,8 +65,9 @@ def _recreate_figure(data) -> Any:
         ax.vlines(data.grid, -0.25, 1.25, colors="0.6", linewidths=0.8, alpha=0.6)
     ax.scatter(data.strip, np.ones_like(data.strip), s=22, color="#1f77b4", alpha=0.7)
     if data.available:
-        for a, b in zip(data.strip, data.snapped):
-            ax.plot([a, b], [1, 0], color="0.5", lw=0.6, alpha=0.6)
+        links = np.stack([np.column_stack([data.strip, np.ones_like(data.strip)]),
+                          np.column_stack([data.snapped, np.zeros_like(data.snapped)])], axis=1)
+        ax.add_collection(LineCollection(links, colors="0.5", linewidths=0.6, alpha=0.6))
         ax.scatter(data.snapped, np.zeros_like(data.snapped), s=26, color="#d95f02", alpha=0.6)
     floor = 10.0**-3.3
     pct = lambda c: np.where(c > 0, c * 100.0 / data.n, floor)  # noqa: E731

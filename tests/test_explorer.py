@@ -348,3 +348,10 @@ def test_other_errors():
         ex.set(colour="red")
     with pytest.raises(ValueError, match="bits"):
         ex.set(bits=33)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(E)
+    assert result.attempted >= 3 and result.failed == 0

@@ -557,7 +557,7 @@ FIGURE_LABELS: dict[str, str] = {
     "levels": "Levels (2^bits)",
     "compression": "Compression vs fp32",
     "error": "Average error",
-    "bpw": "Bits per weight, with scales",
+    "bpw": "Bits/weight incl. scales",
     "zeroed": "Weights rounded to 0",
 }
 
