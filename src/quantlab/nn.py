@@ -421,7 +421,7 @@ class QuantizedLinear(nn.Module):
             zp = unpack_codes(self.zero_point, self.format.bits, self._n_scales(), self._signed)
             zp = zp.to(torch.int32).reshape(self.scale.shape)
         scale = None if self.scale is None else self.scale.float()
-        codes = self.codes().to(self.format.code_dtype)
+        codes = self.codes().to(self.format.code_dtype, copy=True)
         return QTensor(codes, scale, zp, self.format, (self.out_features, self.in_features),
                        self.granularity, self.axis, self.group_size, self.scale_dtype,
                        self.weight_dtype, False)
