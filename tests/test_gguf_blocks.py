@@ -60,8 +60,13 @@ def test_byte_identical_on_edge_cases(kind):
     assert np.array_equal(gb.dequantize_blocks(ours, kind), deq_ref, equal_nan=True)
 
 
+# Magnitudes below 1e-30 are flushed to 0: a block whose largest magnitude is below about
+# 1e-36 makes 1/d overflow to infinity, and ggml then casts NaN to an integer (undefined).
+_weights = st.floats(-1e4, 1e4, width=32).map(lambda v: v if abs(v) >= 1e-30 else 0.0)
+
+
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.float32, (3, 64), elements=st.floats(-1e4, 1e4, width=32)))
+@given(arrays(np.float32, (3, 64), elements=_weights))
 def test_property_byte_identical(x):
     for kind, qt in KINDS.items():
         assert np.array_equal(gb.quantize_blocks(x, kind), quants.quantize(x, qt))

@@ -29,7 +29,9 @@ is rounded to fp16. Q8_0 likewise divides by the float32 ``d`` before storing it
 In quantlab terms a block row is a :class:`~quantlab.quantize.QTensor` with
 ``granularity="group", group_size=32, scale_dtype="fp16"`` and format ``int8`` (Q8_0) or
 ``int4`` (Q4_0, codes ``q - 8``): :func:`to_qtensor` gives that view, and its ``nbytes``
-equals the GGUF byte count. The encoders below reproduce ``gguf.quants.quantize`` (the
+equals the GGUF byte count. (A block whose largest magnitude is below about 1e-36 makes
+``1/d`` overflow to infinity in float32; ggml then casts NaN to an integer, which C leaves
+undefined, so such blocks are outside the byte-equality guarantee.) The encoders below reproduce ``gguf.quants.quantize`` (the
 reference numpy port of ``ggml-quants.c``) exactly; ``tests/test_gguf_blocks.py`` checks
 byte equality on random and edge-case data.
 
