@@ -56,7 +56,7 @@ def _linear(out_f: int = 24, in_f: int = 64, bias: bool = True, seed: int = 0) -
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8, 16])
 @pytest.mark.parametrize("signed", [False, True])
-def test_fast_pack_matches_library_pack(bits, signed):
+def test_pack_codes_matches_library_pack(bits, signed):
     g = torch.Generator().manual_seed(bits)
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     codes = torch.randint(lo, hi + 1, (37,), generator=g, dtype=torch.int32)

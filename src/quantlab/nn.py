@@ -190,14 +190,15 @@ def _as_scheme(scheme: SchemeLike) -> QuantScheme:
     raise TypeError(f"scheme must be a QuantScheme or a format name, got {type(scheme).__name__}")
 
 
-# --------------------------------------------------------------------------- fast packing
+# --------------------------------------------------------------------------- packing
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack integer codes into uint8 exactly like :func:`quantlab.packing.pack`, but fast.
+    """Pack integer codes into uint8 with :func:`quantlab.packing.pack`'s layout.
 
-    Widths 1, 2, 4 and 8 work on uint8 tensors (no int32 temporaries); 16-bit codes are
-    written as little-endian int16; other widths fall back to :func:`quantlab.pack`.
+    16-bit codes (the fp16/bf16 bit patterns of a cast) are two little-endian bytes each, so
+    they are written as an int16 tensor viewed as bytes; every other width goes through
+    :func:`quantlab.pack`.
 
     Args:
         codes: integer tensor of any shape (flattened in C order), values fitting in ``bits``.
@@ -209,24 +210,14 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     flat = codes.reshape(-1)
     if bits == 16:
         return flat.to(torch.int32).to(torch.int16).view(torch.uint8).clone()
-    if bits == 8:
-        return flat.to(torch.int16).to(torch.int8).view(torch.uint8).clone()
-    if bits in (1, 2, 4):
-        per = 8 // bits
-        u = (flat.to(torch.int16) & ((1 << bits) - 1)).to(torch.uint8)
-        pad = (-u.numel()) % per
-        if pad:
-            u = torch.cat([u, u.new_zeros(pad)])
-        u = u.reshape(-1, per)
-        out = u[:, 0].clone()
-        for k in range(1, per):
-            out |= u[:, k] << (k * bits)
-        return out
     return pack(flat, bits)
 
 
 def unpack_codes(packed: torch.Tensor, bits: int, n: int, signed: bool) -> torch.Tensor:
     """Inverse of :func:`pack_codes` (and of :func:`quantlab.packing.pack`).
+
+    8- and 16-bit codes are returned as a *view* of ``packed`` (int8/uint8, int16/int32):
+    no copy. Other widths go through :func:`quantlab.unpack` (int32).
 
     Args:
         packed: flat uint8 tensor.
@@ -235,25 +226,13 @@ def unpack_codes(packed: torch.Tensor, bits: int, n: int, signed: bool) -> torch
         signed: sign-extend two's complement codes.
 
     Returns:
-        Flat integer tensor of ``n`` codes (int8/uint8 for up to 8 bits, int32 otherwise).
+        Flat integer tensor of ``n`` codes.
     """
     if bits == 16:
         v = packed[: 2 * n].view(torch.int16)
         return v if signed else v.to(torch.int32) & 0xFFFF
     if bits == 8:
         return packed[:n].view(torch.int8) if signed else packed[:n]
-    if bits in (1, 2, 4):
-        per = 8 // bits
-        nbytes = -(-n // per)
-        p = packed[:nbytes]
-        out = torch.empty((nbytes, per), dtype=torch.uint8)
-        mask = (1 << bits) - 1
-        for k in range(per):
-            torch.bitwise_and(p >> (k * bits), mask, out=out[:, k])
-        u = out.reshape(-1)[:n]
-        if signed:
-            return (u << (8 - bits)).view(torch.int8) >> (8 - bits)
-        return u
     return unpack(packed, bits, n, signed=signed)
 
 
