@@ -71,7 +71,7 @@ __all__ = [
 BITS: tuple[int, ...] = tuple(range(2, 17)) + (32,)
 #: Weight sources and their labels.
 SOURCES: dict[str, str] = {
-    "normal": "normal weights (seeded)",
+    "normal": "normal distribution (std 0.106, seeded)",
     "minilm": "MiniLM layer 0, output.dense (with outliers)",
 }
 #: Granularities and their labels.
@@ -385,7 +385,9 @@ def _regime(res: _Resolved, settings: Settings, step: Optional[float], zeroed: O
     if res.fmt == "nf4":
         text += " NF4 places its 16 levels at quantiles of a normal distribution: dense near 0."
     elif res.fmt.startswith("fp"):
-        text += f" {res.fmt} spaces its values unevenly: dense near 0, sparse at the ends."
+        fmt = get_format(res.fmt)
+        text += (f" {res.fmt} spaces its {fmt.levels} distinct values (of {1 << fmt.bits} codes)"
+                 " unevenly: dense near 0, sparse at the ends.")
     if settings.source == "minilm" and res.granularity == "tensor" and step is not None and zeroed is not None:
         if zeroed >= 1:
             text += (
