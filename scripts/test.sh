@@ -8,8 +8,9 @@
 #      addresses, temporary paths and timings);
 #   3. the strict book build: jupyter-book build . --all -W -n --keep-going, every notebook
 #      executed, no warning (tests/test_book.py, via scripts/build_book.sh);
-#   4. the browser test: every built page in headless Chromium, offline
-#      (tests/test_browser.py; reuses the book built in 3).
+#   4. the browser tests: every built page in headless Chromium, offline
+#      (tests/test_browser.py), and the pages' own interactive checks
+#      (tests/test_*browser*.py); they reuse the book built in 3.
 #
 # Extra arguments are passed to pytest (e.g. `bash scripts/test.sh -x`).
 set -eo pipefail
@@ -19,18 +20,25 @@ PY=.venv/bin/python
 export PATH="$PWD/.venv/bin:$PATH"
 
 shopt -s nullglob
+# Tests that open the built book in a browser (tests/test_*browser*.py) run after the
+# strict build, and reuse it.
 units=()
+browser=()
 for f in tests/test_*.py; do
-  case "$f" in tests/test_book.py|tests/test_browser.py) ;; *) units+=("$f") ;; esac
+  case "$f" in
+    tests/test_book.py) ;;
+    tests/test_*browser*.py) browser+=("$f") ;;
+    *) units+=("$f") ;;
+  esac
 done
 notebooks=(chapters/*.ipynb)
 
-echo "==> ${#units[@]} test files, ${#notebooks[@]} notebooks (nbval), the strict book build, the browser test"
+echo "==> ${#units[@]} test files, ${#notebooks[@]} notebooks (nbval), the strict book build, ${#browser[@]} browser test files"
 set +e
 "$PY" -m pytest \
   "${units[@]}" \
   "${notebooks[@]}" \
-  tests/test_book.py tests/test_browser.py \
+  tests/test_book.py "${browser[@]}" \
   --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 \
   --durations=15 \
   "$@"

@@ -7,6 +7,9 @@
 - ``browse``: ``browse(pages, check_links=False)`` opens pages in headless Chromium and
   returns the report of tests/browser/check_pages.mjs (see tests/book_browser.py).
   Where Chromium is missing the test fails and says how to install it.
+
+Name a test file that needs the built book ``tests/test_*browser*.py``: scripts/test.sh
+runs those after the strict build (tests/test_book.py), so the book is built once.
 """
 
 from __future__ import annotations
