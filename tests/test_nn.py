@@ -40,6 +40,7 @@ SCHEMES = [
     QuantScheme("fp4_e2m1", group_size=32),
     QuantScheme("fp16"),
     QuantScheme("bf16"),
+    QuantScheme("fp32"),
 ]
 
 
@@ -112,6 +113,7 @@ def test_nbytes_equals_qtensor_and_stored_buffers(scheme):
          dict(fmt="uint4", group_size=128, scale_dtype="fp16", zero_point_dtype="uint4")),
         (QuantScheme("fp16"), dict(fmt="fp16")),
         (QuantScheme("bf16"), dict(fmt="bf16")),
+        (QuantScheme("fp32"), dict(fmt="fp32")),
     ],
     ids=lambda v: v.label if isinstance(v, QuantScheme) else "",
 )

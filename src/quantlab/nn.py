@@ -196,18 +196,20 @@ def _as_scheme(scheme: SchemeLike) -> QuantScheme:
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack integer codes into uint8 with :func:`quantlab.packing.pack`'s layout.
 
-    16-bit codes (the fp16/bf16 bit patterns of a cast) are two little-endian bytes each, so
-    they are written as an int16 tensor viewed as bytes; every other width goes through
-    :func:`quantlab.pack`.
+    16- and 32-bit codes (the fp16/bf16/fp32 bit patterns of a cast) are little-endian bytes,
+    so they are written as an int16/int32 tensor viewed as bytes; every other width goes
+    through :func:`quantlab.pack`.
 
     Args:
         codes: integer tensor of any shape (flattened in C order), values fitting in ``bits``.
-        bits: code width, 1 to 16.
+        bits: code width, 1 to 16, or 32.
 
     Returns:
         Flat uint8 tensor of ``ceil(codes.numel() * bits / 8)`` bytes.
     """
     flat = codes.reshape(-1)
+    if bits == 32:  # fp32 bit patterns (a plain fp32 "cast")
+        return flat.to(torch.int64).to(torch.int32).view(torch.uint8).clone()
     if bits == 16:
         return flat.to(torch.int32).to(torch.int16).view(torch.uint8).clone()
     return pack(flat, bits)
@@ -216,8 +218,8 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
 def unpack_codes(packed: torch.Tensor, bits: int, n: int, signed: bool) -> torch.Tensor:
     """Inverse of :func:`pack_codes` (and of :func:`quantlab.packing.pack`).
 
-    8- and 16-bit codes are returned as a *view* of ``packed`` (int8/uint8, int16/int32):
-    no copy. Other widths go through :func:`quantlab.unpack` (int32).
+    8-, 16- and 32-bit codes are returned as a *view* of ``packed`` (int8/uint8,
+    int16, int32): no copy. Other widths go through :func:`quantlab.unpack` (int32).
 
     Args:
         packed: flat uint8 tensor.
@@ -228,6 +230,8 @@ def unpack_codes(packed: torch.Tensor, bits: int, n: int, signed: bool) -> torch
     Returns:
         Flat integer tensor of ``n`` codes.
     """
+    if bits == 32:
+        return packed[: 4 * n].view(torch.int32)
     if bits == 16:
         v = packed[: 2 * n].view(torch.int16)
         return v if signed else v.to(torch.int32) & 0xFFFF
