@@ -20,6 +20,7 @@ Taught in: chapters/04_in_practice.ipynb, "Real savings need packed storage".
 from __future__ import annotations
 
 import math
+import sys
 from typing import Optional
 
 import numpy as np
@@ -142,18 +143,24 @@ def _pack_fast(flat: torch.Tensor, bits: int, res: torch.Tensor) -> None:
     step = CHUNK_ELEMENTS - CHUNK_ELEMENTS % per
     acc = torch.empty(step // per, dtype=flat.dtype)
     tmp = torch.empty(step // per, dtype=flat.dtype)
-    for start in range(0, n, step):
-        c = flat[start: start + step]
+
+    def check(c: torch.Tensor) -> None:  # every code fits (measured while c is in cache)
         lo, hi = torch.aminmax(c)
         if int(lo) < -(1 << (bits - 1)) or int(hi) > mask:
             lo, hi = torch.aminmax(flat)
             _check_range(int(lo), int(hi), bits)
-    wide = _WIDER.get(flat.element_size()) if per == 2 else None
+
+    if whole < n:
+        check(flat[whole:])
+    # (the pair trick reads memory in little-endian order, as x86 and ARM store it)
+    wide = _WIDER.get(flat.element_size()) if per == 2 and sys.byteorder == "little" else None
     if wide is not None:  # two codes side by side are one integer twice as wide
         w = 8 * flat.element_size()
         acc, tmp = torch.empty(step // per, dtype=wide), torch.empty(step // per, dtype=wide)
     for start in range(0, whole, step):
-        c = flat[start: min(whole, start + step)].view(-1, per)
+        c = flat[start: min(whole, start + step)]
+        check(c)
+        c = c.view(-1, per)
         m = c.shape[0]
         a, s = acc[:m], tmp[:m]
         if wide is not None:
