@@ -193,6 +193,12 @@ def test_grid_holds_every_snapped_value():
             np.testing.assert_allclose(np.diff(d.grid), d.step, rtol=1e-5)
 
 
+def test_histogram_bins_are_hundredths():
+    np.testing.assert_allclose(np.diff(E.HIST_EDGES), 0.01, atol=1e-12)
+    np.testing.assert_array_equal(E.histogram(torch.tensor([-0.45, -0.4401, 0.0, 0.449, 0.45, 0.46])),
+                                  np.bincount([0, 0, 45, 89, 89], minlength=90))
+
+
 def test_histograms_count_every_weight_inside_the_window():
     for source in E.SOURCES:
         d = E.explore(source, 8)

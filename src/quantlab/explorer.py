@@ -54,6 +54,7 @@ __all__ = [
     "MINILM_WEIGHT",
     "MINILM_ROWS",
     "HIST_EDGES",
+    "histogram",
     "Settings",
     "ExplorerData",
     "weights",
@@ -281,7 +282,7 @@ class ExplorerData:
         snapped: their values after quantization (``None`` if not available).
         grid: grid values inside the window, or ``None`` if too many to draw.
         grid_lines: how many grid values lie inside the window.
-        hist: counts of the quantized weights in the bins :data:`HIST_EDGES`.
+        hist: counts of the quantized weights in the bins :data:`HIST_EDGES` (:func:`histogram`).
         hist_original: counts of the original weights in the same bins.
         beyond: weights beyond the window (originals), not in any bin.
         n: number of weights.
@@ -397,15 +398,31 @@ def _regime(res: _Resolved, settings: Settings, step: Optional[float], zeroed: O
     return text
 
 
+def histogram(values: torch.Tensor) -> np.ndarray:
+    """Counts of ``values`` in the 90 bins of :data:`HIST_EDGES` (width 0.01 over +-0.45).
+
+    Values outside the window are not counted; the last bin includes its right edge
+    (``numpy.histogram`` with ``bins=HIST_EDGES``).
+    """
+    counts, _ = np.histogram(values.numpy().ravel(), bins=HIST_EDGES)
+    return counts
+
+
+@lru_cache(maxsize=None)
+def _source_stats(source: str) -> tuple[np.ndarray, int]:
+    """Histogram of a source's original weights and how many lie beyond the window."""
+    x = _weights(source)
+    return histogram(x), int((x.abs() > WINDOW).sum())
+
+
 @lru_cache(maxsize=None)
 def _explore(settings: Settings) -> ExplorerData:
     x = _weights(settings.source)
     strip = _strip(settings.source)
-    hist_original, _ = np.histogram(x.numpy().ravel(), bins=HIST_EDGES)
-    beyond = int((x.abs() > WINDOW).sum())
+    hist_original, beyond = _source_stats(settings.source)
     res = resolve(settings)
     common = dict(
-        settings=settings, bits=settings.bits, strip=strip, hist_original=hist_original,
+        settings=settings, bits=settings.bits, strip=strip, hist_original=hist_original.copy(),
         beyond=beyond, n=int(x.numel()), notes=res.notes,
     )
     if res.fmt is None:
@@ -428,10 +445,10 @@ def _explore(settings: Settings) -> ExplorerData:
         )
     x_hat = q.dequantize()
     err = 100.0 * metrics.mean_relative_error(x, x_hat)
-    zeroed = 100.0 * float(((x_hat == 0) & (x != 0)).double().mean())
+    zeroed = 100.0 * int(((x_hat == 0) & (x != 0)).sum()) / x.numel()
     row, group = strip_location(settings.source)
     snapped = x_hat[row, group * GROUP_SIZE : (group + 1) * GROUP_SIZE].double().numpy().copy()
-    hist, _ = np.histogram(x_hat.numpy().ravel(), bins=HIST_EDGES)
+    hist = histogram(x_hat)
     grid, grid_lines, step = None, 0, None
     if q.scale is not None:
         values = _grid_values(q, row, group)
