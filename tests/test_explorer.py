@@ -371,3 +371,17 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(E)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_resolve_explains_how_controls_are_read():
+    r = E.resolve(E.Settings("normal", 8, "group", False, "float"))
+    assert (r.fmt, r.granularity, r.symmetric) == ("fp8_e4m3", "group", True)
+    assert any("symmetric" in n for n in r.notes)
+    r = E.resolve(E.Settings("normal", 16, "group", True, "float"))
+    assert (r.fmt, r.granularity) == ("fp16", None) and any("cast" in n for n in r.notes)
+    r = E.resolve(E.Settings("minilm", 7, "tensor", True, "float"))
+    assert r.fmt is None and "4, 6, 8, 16, 32" in r.notes[0]
+    r = E.resolve(E.Settings("minilm", 32, "group", False, "nf4"))
+    assert (r.fmt, r.granularity) == ("fp32", None)
+    assert E.explore("normal", 8, "group", False, "float").notes == E.resolve(
+        E.Settings("normal", 8, "group", False, "float")).notes

@@ -50,7 +50,10 @@ __all__ = [
     "GRANULARITIES",
     "FAMILIES",
     "GROUP_SIZE",
+    "FLOAT_FORMATS",
     "NORMAL_STD",
+    "NORMAL_SHAPE",
+    "WINDOW",
     "MINILM_WEIGHT",
     "MINILM_ROWS",
     "HIST_EDGES",
@@ -59,20 +62,27 @@ __all__ = [
     "ExplorerData",
     "weights",
     "strip_location",
+    "Resolved",
     "resolve",
     "explore",
     "all_settings",
     "format_figures",
+    "FIGURE_LABELS",
+    "clear_cache",
     "static_data",
     "static_html",
     "Explorer",
 ]
 
+#: Standard deviation of the normal source, chosen so that the strip of 64 sample
+#: weights spans about -0.33 .. +0.33.
+NORMAL_STD = 0.106
+NORMAL_SHAPE = (64, 256)
 #: Slider stops: integer widths 2..16, then 32 (float32, the baseline).
 BITS: tuple[int, ...] = tuple(range(2, 17)) + (32,)
 #: Weight sources and their labels.
 SOURCES: dict[str, str] = {
-    "normal": "normal distribution (std 0.106, seeded)",
+    "normal": f"normal distribution (std {NORMAL_STD}, seeded)",
     "minilm": "MiniLM layer 0, output.dense (with outliers)",
 }
 #: Granularities and their labels.
@@ -83,10 +93,6 @@ FAMILIES: dict[str, str] = {"int": "integer", "float": "float", "nf4": "NF4"}
 GROUP_SIZE = 64
 #: Float formats of the ``"float"`` family by bit width (16 and 32 are plain casts).
 FLOAT_FORMATS: dict[int, str] = {4: "fp4_e2m1", 6: "fp6_e2m3", 8: "fp8_e4m3", 16: "fp16", 32: "fp32"}
-#: Standard deviation of the normal source, chosen so that the strip of 64 sample
-#: weights spans about -0.33 .. +0.33.
-NORMAL_STD = 0.106
-NORMAL_SHAPE = (64, 256)
 #: The real layer: rows 96..159 of this weight (64 x 1536) hold its two largest weights.
 MINILM_WEIGHT = "encoder.layer.0.output.dense.weight"
 MINILM_ROWS = (96, 160)
@@ -95,7 +101,7 @@ WINDOW = 0.45
 HIST_EDGES: np.ndarray = np.round(np.linspace(-WINDOW, WINDOW, 91), 10)
 #: Grids with more lines than this inside the window are described, not drawn.
 MAX_GRID_LINES = 256
-#: Decimals of positions embedded in the static page (1e-4: a ninth of a pixel).
+#: Decimals of positions embedded in the static page (1e-4 is a tenth of a pixel there).
 _DECIMALS = 4
 
 
@@ -144,20 +150,23 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class _Resolved:
-    """What a setting actually computes: a format (or none) and the effective options."""
+class Resolved:
+    """What a setting actually computes.
+
+    Attributes:
+        fmt: the quantlab format name, or None where the family has no such width.
+        granularity: ``"tensor"`` or ``"group"``; None for an unscaled cast (fp16, fp32).
+        symmetric: whether the grid is symmetric (always, except asymmetric integers).
+        notes: how the controls were interpreted, in words.
+    """
 
     fmt: Optional[str]
     granularity: Optional[str]  # None for an unscaled cast
     symmetric: bool
     notes: tuple[str, ...] = ()
 
-    @property
-    def key(self) -> tuple:
-        return (self.fmt, self.granularity, self.symmetric)
 
-
-def resolve(settings: Settings) -> _Resolved:
+def resolve(settings: Settings) -> Resolved:
     """Map a control setting to the quantlab call it stands for.
 
     * 32 bits is always float32 itself (an exact cast, whatever the other controls say).
@@ -166,13 +175,19 @@ def resolve(settings: Settings) -> _Resolved:
       plain cast. Other widths have no float format (``fmt=None``).
     * ``"nf4"``: NF4 at 4 bits only.
     Float and NF4 formats are symmetric (a zero point needs an integer format).
+
+    Args:
+        settings: the controls.
+
+    Returns:
+        The :class:`Resolved` call.
     """
     b, fam = settings.bits, settings.family
     if b == 32:
         notes = ("fp32 is stored as is: no scale, no grid to choose",)
-        return _Resolved("fp32", None, True, notes)
+        return Resolved("fp32", None, True, notes)
     if fam == "int":
-        return _Resolved(f"int{b}", settings.granularity, bool(settings.symmetric))
+        return Resolved(f"int{b}", settings.granularity, bool(settings.symmetric))
     notes: list[str] = []
     if not settings.symmetric:
         notes.append("float and NF4 formats are symmetric (a zero point needs integers)")
@@ -180,14 +195,14 @@ def resolve(settings: Settings) -> _Resolved:
         name = FLOAT_FORMATS.get(b)
         if name is None:
             widths = ", ".join(str(k) for k in FLOAT_FORMATS)
-            return _Resolved(None, None, True, (f"no {b}-bit float format: floats here have {widths} bits",))
+            return Resolved(None, None, True, (f"no {b}-bit float format: floats here have {widths} bits",))
         if b == 16:
             notes.append("fp16 is a plain cast: no scale, so granularity does not apply")
-            return _Resolved(name, None, True, tuple(notes))
-        return _Resolved(name, settings.granularity, True, tuple(notes))
+            return Resolved(name, None, True, tuple(notes))
+        return Resolved(name, settings.granularity, True, tuple(notes))
     if b != 4:
-        return _Resolved(None, None, True, (f"NF4 is a 4-bit format: no {b}-bit NF4",))
-    return _Resolved("nf4", settings.granularity, True, tuple(notes))
+        return Resolved(None, None, True, (f"NF4 is a 4-bit format: no {b}-bit NF4",))
+    return Resolved("nf4", settings.granularity, True, tuple(notes))
 
 
 def all_settings() -> Iterator[Settings]:
@@ -361,7 +376,7 @@ def _grid_values(q: QTensor, row: int, group: int) -> np.ndarray:
     return np.unique(grid)
 
 
-def _regime(res: _Resolved, settings: Settings, step: Optional[float], zeroed: Optional[float]) -> str:
+def _regime(res: Resolved, settings: Settings, step: Optional[float], zeroed: Optional[float]) -> str:
     b = settings.bits
     if res.fmt is None:
         return "Not available: " + res.notes[0] + "."
