@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 
-
 import torch
 
 from ._backend import ArrayLike, as_tensor, require_float

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import torch
 
 from ._backend import ArrayLike, as_tensor, like_input, require_float

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence, Union
 
@@ -43,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .formats import CodebookFormat, FloatFormat, Format, IntFormat, get_format
+from .formats import FloatFormat, Format, IntFormat, get_format
 from .packing import pack, unpack
 from .quantize import SCALE_DTYPES, QParams, QTensor, quantize
 
