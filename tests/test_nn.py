@@ -372,3 +372,12 @@ def test_install_results_errors():
         ql.nn.install_results(None, {})
     ql.nn.install_results(model, {"0": qt})
     assert isinstance(model[0], QuantizedLinear)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import quantlab.nn
+
+    result = doctest.testmod(quantlab.nn)
+    assert result.attempted > 0 and result.failed == 0
