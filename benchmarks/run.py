@@ -257,10 +257,12 @@ def bench_explorer(quick: bool, threads: int) -> list[dict[str, Any]]:
         rows.append(_row(
             f"explorer_update_{source}", f"{title}, {source} weights", reference, source, goal,
             time_ms=v["update_ms"], reference_ms=v["recreate_ms"], ratio=1.0 / speedup, met=met,
-            result=f"{v['update_ms']:.1f} ms, {speedup:.1f}x faster",
+            result=(f"{v['update_ms']:.1f} ms ({v.get('update_cpu_ms', float('nan')):.1f} ms of CPU), "
+                    f"{speedup:.1f}x faster"),
             check={"update_cpu_ms": v.get("update_cpu_ms"), "redraw_ms": v.get("redraw_ms"),
                    "compute_ms": v.get("compute_ms")},
-            note="medians of separate runs (bench_explorer.py), wall clock"))
+            note="medians of separate runs (bench_explorer.py); the goal is judged on wall-clock "
+                 "time, CPU time shown beside it is steadier on a shared machine"))
     return rows
 
 
