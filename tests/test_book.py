@@ -66,6 +66,24 @@ def test_every_toc_page_is_built(strict_build: tuple[int, str], book_html: Path)
     assert not missing, f"pages in _toc.yml that were not built (their sources: {sources})"
 
 
+def test_notebooks_are_stored_executed_top_to_bottom() -> None:
+    # nbval compares fresh outputs with the stored ones, and `make test` renders the
+    # stored outputs: a notebook committed without them would pass both unseen.
+    import nbformat
+
+    problems = []
+    for path in sorted((REPO / "chapters").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        counts = [c.get("execution_count") for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+        if not counts:
+            continue
+        if any(n is None for n in counts):
+            problems.append(f"{path.name}: {counts.count(None)} of {len(counts)} code cells not executed")
+        elif counts != list(range(1, len(counts) + 1)):
+            problems.append(f"{path.name}: execution counts {counts[:12]}... are not 1, 2, 3, ... (run it top to bottom in a fresh kernel)")
+    assert not problems, "\n".join(problems)
+
+
 class _AssetParser(HTMLParser):
     """Collects the URLs a page loads while it renders (not the links a reader clicks)."""
 
