@@ -42,7 +42,7 @@ def test_topic_splits_are_disjoint_and_cover_everything():
 def test_text_tokens_errors():
     with pytest.raises(TypeError, match="n_calibration must be an int"):
         smollm.text_tokens(n_calibration=1.5)
-    with pytest.raises(ValueError, match="n_evaluation must be in"):
+    with pytest.raises(ValueError, match="n_evaluation must be positive"):
         smollm.text_tokens(n_evaluation=0)
 
 
@@ -74,6 +74,8 @@ def test_fresh_copies_are_independent(model):
 
 def test_text_tokens_disjoint_and_perplexity_and_generation(model):
     cal, evl = smollm.text_tokens(n_calibration=512, n_evaluation=512)
+    with pytest.raises(ValueError, match=r"n_evaluation must be in \[1, "):
+        smollm.text_tokens(n_evaluation=10**7)
     assert cal.dtype == evl.dtype == torch.long and cal.numel() == evl.numel() == 512
     assert not torch.equal(cal[:64], evl[:64])
     tok = smollm.load_tokenizer()

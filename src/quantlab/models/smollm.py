@@ -191,12 +191,16 @@ def text_tokens(n_calibration: int = 8192, n_evaluation: int = 4096) -> tuple[to
         ValueError: a count that is not positive or larger than the split holds.
         TypeError: a count that is not an int.
     """
-    out = []
-    for name, n in (("calibration", n_calibration), ("evaluation", n_evaluation)):
+    counts = (("calibration", n_calibration), ("evaluation", n_evaluation))
+    for name, n in counts:  # cheap checks first: tokenizing takes seconds
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n_{name} must be an int, got {n!r}")
+        if n < 1:
+            raise ValueError(f"n_{name} must be positive, got {n}")
+    out = []
+    for name, n in counts:
         toks = _tokens(name)
-        if not 0 < n <= toks.numel():
+        if n > toks.numel():
             raise ValueError(f"n_{name} must be in [1, {toks.numel()}], got {n}")
         out.append(toks[:n].clone())
     return out[0], out[1]
