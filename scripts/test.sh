@@ -38,15 +38,11 @@ notebooks=(chapters/*.ipynb)
 
 export QUANTLAB_BOOK_EXECUTION=${QUANTLAB_BOOK_EXECUTION:-off}
 echo "==> ${#units[@]} test files, ${#notebooks[@]} notebooks (nbval), the strict book build, ${#browser[@]} browser test files"
-set +e
-"$PY" -m pytest \
+# pytest's exit status is the script's; its closing summary line is the last line printed.
+exec "$PY" -m pytest \
   "${units[@]}" \
   "${notebooks[@]}" \
   tests/test_book.py "${browser[@]}" \
   --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 \
   --durations=15 \
   "$@"
-status=$?
-set -e
-echo "==> pytest exit status: $status"
-exit "$status"
