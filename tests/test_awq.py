@@ -155,6 +155,16 @@ def test_model_helper_shares_scales_and_writes_effective_weights():
     assert torch.equal(model.out.weight.detach(), res["out"].weight)
 
 
+def test_model_helper_skips_lm_head_by_default():
+    model = torch.nn.Sequential()
+    model.add_module("body", torch.nn.Linear(32, 32))
+    model.add_module("lm_head", torch.nn.Linear(32, 100))
+    head = model.lm_head.weight.detach().clone()
+    res = awq_quantize_model(model, lambda m: m(torch.randn(50, 32)), "int4", group_size=16,
+                             n_grid=4, progress=False)
+    assert list(res) == ["body"] and torch.equal(model.lm_head.weight.detach(), head)
+
+
 def test_model_helper_errors():
     model = _Block()
     with pytest.raises(ValueError, match="max_rows must be a positive int, got 0"):

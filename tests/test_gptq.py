@@ -198,6 +198,16 @@ def test_model_helper_stacks_siblings_and_replaces_weights():
     assert torch.equal(model.c.weight.detach(), res["c"].weight)
 
 
+def test_model_helper_skips_lm_head_by_default():
+    model = torch.nn.Sequential()
+    model.add_module("body", torch.nn.Linear(32, 32))
+    model.add_module("lm_head", torch.nn.Linear(32, 100))
+    head = model.lm_head.weight.detach().clone()
+    res = gptq_quantize_model(model, lambda m: m(torch.randn(50, 32)), "int4", group_size=16,
+                              progress=False)
+    assert list(res) == ["body"] and torch.equal(model.lm_head.weight.detach(), head)
+
+
 def test_model_helper_layers_subset():
     model = _Shared()
     before = model.a.weight.detach().clone()

@@ -358,7 +358,8 @@ def awq_quantize_model(
         fmt, group_size, n_grid, symmetric, scale_dtype: see :func:`awq_quantize_weight`.
         max_rows: input rows kept per layer for the search (the search costs
             ``n_grid * max_rows * in * out`` multiply-adds per layer).
-        layers: names of the Linear layers (default: all).
+        layers: names of the Linear layers (default: all but one named ``lm_head``, a
+            language model's output head, often tied to the token embeddings).
         replace_weights: write the effective weights ``Q(W * s) / s`` into the layers.
         progress: show a progress bar over layers.
         seed: seed of the row sampling.
@@ -381,7 +382,7 @@ def awq_quantize_model(
     if isinstance(max_rows, bool) or not isinstance(max_rows, (int, np.integer)) or max_rows <= 0:
         raise ValueError(f"max_rows must be a positive int, got {max_rows!r}")
     modules = dict(model.named_modules())
-    names = linear_layer_names(model) if layers is None else list(layers)
+    names = [n for n in linear_layer_names(model) if n != "lm_head"] if layers is None else list(layers)
     for name in names:
         if not isinstance(modules.get(name), torch.nn.Linear):
             raise ValueError(f"layers must name nn.Linear modules of the model, got {name!r}")

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from ._backend import ArrayLike, as_tensor, like_input, require_float
-from .calibration import LayerStats, collect_layer_stats, hessian
+from .calibration import LayerStats, collect_layer_stats, hessian, linear_layer_names
 from .formats import FormatLike, IntFormat, get_format
 from .quantize import QParams, QTensor, choose_qparams, quantize
 
@@ -167,7 +167,7 @@ class _Groups:
             [0] * cols if group_size is None else (self.orig // group_size).tolist())
         self.params: list[Optional[QParams]] = [None] * self.n_groups
         self._fast: list[Optional[tuple]] = [None] * self.n_groups
-        self._buf = torch.empty(rows, 1, dtype=W.dtype)
+        self._buf = torch.empty(rows, dtype=W.dtype)
         if group_size is None:  # one scale per row, from the whole (original) weight
             self.start(0, W)
 
@@ -177,16 +177,18 @@ class _Groups:
                             symmetric=self.symmetric, scale_dtype=self.scale_dtype)
         self.params[g] = qp
         if isinstance(self.fmt, IntFormat):
-            zp = None if qp.zero_point is None else qp.zero_point.to(torch.float32)
-            self._fast[g] = (qp.scale.to(values.dtype), qp.scale, zp)
+            zp = None if qp.zero_point is None else qp.zero_point.to(torch.float32).reshape(-1)
+            scale = qp.scale.reshape(-1)
+            self._fast[g] = (scale.to(values.dtype), scale, zp)
 
     def positions(self, g: int) -> torch.Tensor:
         """Processing positions of group ``g``'s columns (all not yet quantized)."""
         return self.pos[g * self.group_size:(g + 1) * self.group_size]
 
     def quantize_column(self, col: torch.Tensor, g: int, code_out: torch.Tensor) -> torch.Tensor:
-        """Round ``col`` ``(rows, 1)`` onto group ``g``'s grid; write its codes (as floats
-        of ``col``'s dtype) into ``code_out`` and return the dequantized column.
+        """Round one weight column ``col`` (a contiguous ``(rows,)`` vector) onto group
+        ``g``'s grid; write its codes (as floats of ``col``'s dtype) into ``code_out``
+        and return the dequantized column.
 
         Integer formats take a fast path that performs :func:`quantlab.quantize`'s exact
         operations (divide by the scale, round half to even, add the zero point, clamp;
@@ -197,9 +199,9 @@ class _Groups:
         """
         fast = self._fast[g]
         if fast is None:
-            q = quantize(col, self.fmt, qparams=self.params[g])
-            code_out.copy_(q.codes)
-            return q.dequantize()
+            q = quantize(col.unsqueeze(1), self.fmt, qparams=self.params[g])
+            code_out.copy_(q.codes.reshape(-1))
+            return q.dequantize().reshape(-1)
         scale_w, scale32, zp = fast
         torch.div(col, scale_w, out=code_out)
         code_out.round_()
@@ -280,13 +282,16 @@ def gptq_quantize_weight(
         W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype)
     rows, cols = Wk.shape
     groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
-    codes = _code_buffer(fmt, rows, cols)
+    # Work on the transpose: column q of W is the contiguous row q of Wt, so rounding a
+    # column and the rank-1 updates touch contiguous memory.
+    Wt = Wk.T.contiguous()
+    codes_t = _code_buffer(fmt, cols, rows)
     diag = torch.diagonal(U).tolist()
     gid = groups.group_ids
     loss = 0.0
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
-        W1 = Wk[:, i1:i2].clone()
+        W1 = Wt[i1:i2].clone()
         Err1 = torch.zeros_like(W1)
         Q1 = torch.empty_like(W1)  # the block's codes, as floats until the block ends
         U1 = U[i1:i2, i1:i2]
@@ -295,23 +300,24 @@ def gptq_quantize_weight(
             g = gid[p]
             if groups.params[g] is None:  # the group starts here: its current values
                 pos = groups.positions(g)
-                cur = torch.empty(rows, pos.numel(), dtype=Wk.dtype)
+                cur = torch.empty(pos.numel(), rows, dtype=Wk.dtype)
                 inside = pos < i2
-                cur[:, inside] = W1[:, pos[inside] - i1]
+                cur[inside] = W1[pos[inside] - i1]
                 later = pos[~inside]
                 if later.numel():  # columns after this block still miss its updates
-                    cur[:, ~inside] = Wk[:, later] - Err1 @ U[i1:i2, later]
-                groups.start(g, cur)
-            w_col = W1[:, i:i + 1]
-            q = groups.quantize_column(w_col, g, Q1[:, i:i + 1])
-            err = Err1[:, i:i + 1]
+                    cur[~inside] = Wt[later] - U[i1:i2, later].T @ Err1
+                groups.start(g, cur.T)
+            w_col = W1[i]
+            q = groups.quantize_column(w_col, g, Q1[i])
+            err = Err1[i]
             torch.sub(w_col, q, out=err)
             err /= diag[p]
-            W1[:, i:].addmm_(err, U1[i:i + 1, i:], alpha=-1)
-        codes[:, i1:i2] = Q1
+            W1[i:].addr_(U1[i, i:], err, alpha=-1)  # W[:, q:] -= e [H^-1]_{q, q:}
+        codes_t[i1:i2] = Q1
         loss += float(Err1.square().sum()) / 2
-        if i2 < cols:
-            Wk[:, i2:].addmm_(Err1, U[i1:i2, i2:], alpha=-1)
+        if i2 < cols:  # the lazy batch update of all later columns
+            Wt[i2:].addmm_(U[i1:i2, i2:].T, Err1, alpha=-1)
+    codes = codes_t.T
     qt = groups.build(codes, w, was_numpy)
     return GPTQResult(qt, qt.dequantize(), perm, loss)
 
@@ -418,7 +424,9 @@ def gptq_quantize_model(
         run: ``run(model)`` feeds the calibration data through the model.
         fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype:
             see :func:`gptq_quantize_weight`.
-        layers: names of the Linear layers to quantize (default: all).
+        layers: names of the Linear layers to quantize (default: all but one named
+            ``lm_head``, a language model's output head, which is often tied to the token
+            embeddings; :func:`quantlab.nn.quantize_model` skips it too).
         stats: statistics from an earlier ``collect_layer_stats`` (then ``run`` is not
             called and may be None), e.g. to quantize to several formats from one pass.
         replace_weights: write each ``result.weight`` into the layer (in place), so the
@@ -434,9 +442,12 @@ def gptq_quantize_model(
     """
     from tqdm.auto import tqdm
 
+    if layers is None:
+        pool = linear_layer_names(model) if stats is None else list(stats)
+        layers = [n for n in pool if n != "lm_head"]
+    names = list(layers)
     if stats is None:
-        stats = collect_layer_stats(model, run, layers)
-    names = list(stats) if layers is None else list(layers)
+        stats = collect_layer_stats(model, run, names)
     modules = dict(model.named_modules())
     for name in names:
         if name not in stats:
