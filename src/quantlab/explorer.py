@@ -640,9 +640,8 @@ def static_data() -> dict[str, Any]:
 
 
 _CSS = """
-.qlx{--qlx-fg:var(--pst-color-text-base,#222);--qlx-muted:var(--pst-color-text-muted,#666);
- --qlx-border:var(--pst-color-border,#d0d7de);--qlx-bg:var(--pst-color-surface,#f6f8fa);
- --qlx-orig:#1f77b4;--qlx-quant:#d95f02;color:var(--qlx-fg);border:1px solid var(--qlx-border);
+.qlx{--qlx-fg:#1f2328;--qlx-muted:#59636e;--qlx-border:#d0d7de;--qlx-bg:#f3f5f7;
+ --qlx-orig:#1f77b4;--qlx-quant:#d95f02;color:var(--qlx-fg);background:#fff;border:1px solid var(--qlx-border);
  border-radius:8px;padding:14px 16px;margin:1em 0;font-size:15px;line-height:1.4;max-width:820px}
 .qlx h4{margin:0 0 .4em 0;font-size:1.05em}
 .qlx-slider{margin:.2em 0 .6em 0}
@@ -655,8 +654,10 @@ _CSS = """
 .qlx-ends{display:flex;justify-content:space-between;font-size:12px;color:var(--qlx-muted)}
 .qlx-controls{display:flex;flex-wrap:wrap;gap:.5em 1.2em;margin:.4em 0 .6em 0}
 .qlx-controls label{font-size:14px}
-.qlx-controls select{font-size:14px;margin-left:.3em;padding:1px 4px;color:inherit;
- background:var(--pst-color-background,#fff);border:1px solid var(--qlx-border);border-radius:4px}
+.qlx-controls select{font-size:14px;margin-left:.3em;padding:1px 4px;color:var(--qlx-fg);
+ background:#fff;border:1px solid var(--qlx-border);border-radius:4px}
+.qlx h4,.qlx label,.qlx-regime{color:var(--qlx-fg)}
+.qlx input[type=range]{accent-color:var(--qlx-orig)}
 .qlx-figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(92px,1fr));gap:6px;margin:.5em 0}
 .qlx-fig{background:var(--qlx-bg);border-radius:6px;padding:6px 8px}
 .qlx-fig .k{display:block;font-size:12px;line-height:1.25;color:var(--qlx-muted);min-height:2.5em}
