@@ -134,6 +134,30 @@ def test_fake_quantize_fast_path_matches_on_awkward_inputs():
     assert _same(ql.fake_quantize(v, "fp8_e4m3"), _general(v, "fp8_e4m3"))
 
 
+@pytest.mark.parametrize("fmt,kw", [
+    ("int8", dict(granularity="channel", axis=0)),
+    ("int4", dict(granularity="group", group_size=128, symmetric=False)),
+    ("fp8_e4m3", dict(granularity="group", group_size=64)),
+])
+def test_fake_quantize_with_an_outlier_row_over_several_chunks(fmt, kw):
+    rows = 3 * CHUNK_ELEMENTS // 512 + 37
+    x = torch.randn(rows, 512, generator=torch.Generator().manual_seed(3))
+    x[-1] *= 100.0
+    assert _same(ql.fake_quantize(x, fmt, **kw), _general(x, fmt, **kw))
+
+
+def test_fake_quantize_nan_in_a_late_chunk_reports_the_whole_tensor():
+    rows = 3 * CHUNK_ELEMENTS // 512 + 37
+    x = torch.randn(rows, 512)
+    x[-1, :3] = math.nan
+    with pytest.raises(ValueError) as fast:
+        ql.fake_quantize(x, "int8", granularity="channel")
+    with pytest.raises(ValueError) as general:
+        ql.quantize(x, "int8", granularity="channel")
+    assert str(fast.value) == str(general.value)
+    assert f"3 of {x.numel()} values" in str(fast.value)
+
+
 def test_fake_quantize_other_dtypes_and_numpy():
     x = torch.randn(64, 96)
     for dt in (torch.float64, torch.float16, torch.bfloat16):

@@ -17,11 +17,15 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["CHUNK_ELEMENTS", "row_chunks"]
+__all__ = ["CHUNK_ELEMENTS", "CAST_CHUNK_ELEMENTS", "row_chunks"]
 
 #: Elements per chunk: 128Ki float32 values = 512 KiB, half of a 1 MiB L2 cache (the
 #: best of 16Ki..256Ki measured with benchmarks/run.py's kernels on the project's machine).
 CHUNK_ELEMENTS = 1 << 17
+
+#: Elements per chunk for a cast there and back (two cheap ops per chunk: larger chunks
+#: spend less time in Python).
+CAST_CHUNK_ELEMENTS = 1 << 19
 
 
 def row_chunks(t: torch.Tensor, elements: int = CHUNK_ELEMENTS) -> Iterator[slice]:

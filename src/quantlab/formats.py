@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Optional, Union
 
 import torch
 
-from ._fast import CHUNK_ELEMENTS, row_chunks
+from ._fast import CAST_CHUNK_ELEMENTS, CHUNK_ELEMENTS, row_chunks
 
 __all__ = [
     "Format",
@@ -263,29 +263,39 @@ class FloatFormat(Format):
         if rounder is None:
             return None
 
+        step = self._chunk_size(dtype, use_cast)
+
         def round_all(c: torch.Tensor, src: Optional[torch.Tensor] = None) -> None:
             flat = c.view(-1)
             sflat = flat if src is None else src.reshape(-1)
-            if flat.numel() <= CHUNK_ELEMENTS:
+            if flat.numel() <= step:
                 rounder(flat, sflat)
             else:
-                for sl in row_chunks(flat):
+                for sl in row_chunks(flat, step):
                     rounder(flat[sl], sflat[sl])
 
         return round_all
 
-    def _chunk_rounder(
-        self, dtype: torch.dtype, *, use_cast: bool = True
-    ) -> Optional[Callable[[torch.Tensor, torch.Tensor], None]]:
-        """Like :meth:`_rounder`, for 1-d chunks of at most ``CHUNK_ELEMENTS`` (``src`` given)."""
-        src_m, src_bias, int_dtype = _SRC[dtype]
-        if self.mbits >= src_m and self.emin <= 1 - src_bias:
-            return None
+    def _torch_cast(self, dtype: torch.dtype, use_cast: bool) -> Optional[torch.dtype]:
+        """The torch dtype whose cast rounds ``dtype`` values exactly like this format, if any."""
         cast = _TORCH_CASTS.get(self.name) if use_cast and dtype == torch.float32 else None
         if cast is not None and _FLOATS.get(self.name) != self:
             cast = None  # a look-alike format with other fields: take the general path
+        return cast
+
+    def _chunk_size(self, dtype: torch.dtype, use_cast: bool) -> int:
+        return CAST_CHUNK_ELEMENTS if self._torch_cast(dtype, use_cast) else CHUNK_ELEMENTS
+
+    def _chunk_rounder(
+        self, dtype: torch.dtype, *, use_cast: bool = True
+    ) -> Optional[Callable[[torch.Tensor, torch.Tensor], None]]:
+        """Like :meth:`_rounder`, for 1-d chunks of at most :meth:`_chunk_size` (``src`` given)."""
+        src_m, src_bias, int_dtype = _SRC[dtype]
+        if self.mbits >= src_m and self.emin <= 1 - src_bias:
+            return None
+        cast = self._torch_cast(dtype, use_cast)
         if cast is not None:
-            s16 = torch.empty(CHUNK_ELEMENTS, dtype=cast)
+            s16 = torch.empty(CAST_CHUNK_ELEMENTS, dtype=cast)
 
             def round_by_cast(c: torch.Tensor, src: torch.Tensor) -> None:
                 s = s16[: c.numel()]

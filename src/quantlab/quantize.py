@@ -645,14 +645,12 @@ def _check_out(out: Optional[ArrayLike], t: torch.Tensor, was_numpy: bool) -> Op
 def _fake_quantize_into(p: _Prepared, out: torch.Tensor) -> None:
     """The fast path of :func:`fake_quantize` (float32, contiguous): results into ``out``."""
     fmt, x = p.fmt, p.t
-    if not p.scaled:  # a plain cast: copy, then round in place
+    if not p.scaled:  # a plain cast: round straight from x into out (chunk by chunk)
         rounder = fmt._rounder(torch.float32)
-        xf, of = x.view(-1), out.view(-1)
-        for sl in row_chunks(of):
-            if rounder is not None:
-                rounder(of[sl], xf[sl])
-            else:
-                of[sl].copy_(xf[sl])
+        if rounder is None:
+            out.copy_(x)
+        else:
+            rounder(out, x)
         return
     g = _grouped(x, p.granularity, p.axis, p.group_size)
     og = out.view(g.shape)
