@@ -263,3 +263,20 @@ def test_model_helper_errors():
         gptq_quantize_model(model, None, stats={}, layers=["zz"], progress=False)
     with pytest.raises(ValueError, match="nn.Linear modules"):
         gptq_quantize_model(model, lambda m: m(torch.randn(4, 64)), layers=["nope"], progress=False)
+    with pytest.raises(ValueError, match="damp must be a positive finite number, got -1"):
+        gptq_quantize_model(model, lambda m: m(torch.randn(4, 64)), damp=-1.0, progress=False)
+
+
+def test_model_helper_reuses_the_factor_for_a_second_format():
+    torch.manual_seed(3)
+    model = _Shared()
+    X = torch.randn(200, 64)
+    from quantlab.calibration import collect_layer_stats
+
+    stats = collect_layer_stats(model, lambda m: m(X))
+    w_c = model.c.weight.detach().clone()
+    gptq_quantize_model(model, None, "int4", group_size=16, stats=stats, replace_weights=False,
+                        progress=False)
+    res3 = gptq_quantize_model(model, None, "int3", group_size=16, stats=stats, progress=False)
+    alone = gptq_quantize_weight(w_c, stats["c"].hessian, "int3", group_size=16)
+    assert torch.equal(res3["c"].qtensor.codes, alone.qtensor.codes)

@@ -41,6 +41,7 @@ Taught in: chapters/04_in_practice.ipynb (GPTQ) and chapters/04b_language_model.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
@@ -98,7 +99,17 @@ def _check_int(value, name: str, allow_none: bool = False) -> Optional[int]:
     return int(value)
 
 
-def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype):
+def _check_damp(damp, act_order) -> None:
+    if isinstance(damp, bool) or not isinstance(damp, (int, float, np.floating)):
+        raise TypeError(f"damp must be a positive number, got {damp!r}")
+    if not (math.isfinite(damp) and damp > 0):
+        raise ValueError(f"damp must be a positive finite number, got {damp}")
+    if not isinstance(act_order, (bool, np.bool_)):
+        raise TypeError(f"act_order must be True or False, got {act_order!r}")
+
+
+def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype,
+             factor=None):
     fmt = get_format(fmt)
     w, was_numpy = as_tensor(W, "W")
     h, _ = as_tensor(H, "H")
@@ -115,28 +126,33 @@ def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scal
     if group_size is not None and cols % group_size != 0:
         raise ValueError(f"group_size must divide the last dimension {cols}, got {group_size}")
     block_size = _check_int(block_size, "block_size")
-    if isinstance(damp, bool) or not isinstance(damp, (int, float, np.floating)):
-        raise TypeError(f"damp must be a positive number, got {damp!r}")
-    if not (math.isfinite(damp) and damp > 0):
-        raise ValueError(f"damp must be a positive finite number, got {damp}")
-    if not isinstance(act_order, (bool, np.bool_)):
-        raise TypeError(f"act_order must be True or False, got {act_order!r}")
+    _check_damp(damp, act_order)
     if not isinstance(symmetric, (bool, np.bool_)):
         raise TypeError(f"symmetric must be True or False, got {symmetric!r}")
     if not bool(torch.isfinite(w).all()):
         raise ValueError("W contains NaN or infinity")
+    work = torch.float64 if w.dtype == torch.float64 else torch.float32
+    if factor is None:
+        factor = _factor(h, damp, act_order, work)
+    U, perm, dead = factor
+    Wk = w.detach().to(work, copy=True)
+    Wk[:, dead] = 0.0
+    if perm is not None:
+        Wk = Wk[:, perm]
+    return fmt, w, was_numpy, Wk, U, perm, group_size, block_size
+
+
+def _factor(h: torch.Tensor, damp: float, act_order: bool, work: torch.dtype):
+    """The part of GPTQ that depends only on ``H``: dead inputs, the act-order permutation
+    and the upper Cholesky factor ``U`` of the damped ``H^-1``. Returns ``(U, perm, dead)``."""
     if not bool(torch.isfinite(h).all()):
         raise ValueError("H contains NaN or infinity")
-    work = torch.float64 if w.dtype == torch.float64 else torch.float32
-    Wk = w.detach().to(work, copy=True)
     Hk = h.detach().to(work, copy=True)
     dead = torch.diagonal(Hk) == 0
     Hk[dead, dead] = 1.0
-    Wk[:, dead] = 0.0
     perm = None
     if act_order:
         perm = torch.argsort(torch.diagonal(Hk), descending=True, stable=True)
-        Wk = Wk[:, perm]
         Hk = Hk[perm][:, perm]
     Hk.diagonal().add_(damp * torch.diagonal(Hk).mean())
     try:
@@ -148,7 +164,7 @@ def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scal
             f"H (plus damping {damp} * mean diagonal) is not positive definite; "
             "pass a larger damp or more calibration rows"
         ) from err
-    return fmt, w, was_numpy, Wk, U, perm, group_size, block_size
+    return U, perm, dead
 
 
 class _Groups:
@@ -278,8 +294,14 @@ def gptq_quantize_weight(
     if not blocked:
         return gptq_reference(W, H, fmt, group_size=group_size, damp=damp, act_order=act_order,
                               symmetric=symmetric, scale_dtype=scale_dtype)
+    return _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype)
+
+
+def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype,
+                  factor=None) -> GPTQResult:
+    """The blocked algorithm; ``factor`` reuses :func:`_factor`'s output for this ``H``."""
     fmt, w, was_numpy, Wk, U, perm, group_size, block_size = _prepare(
-        W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype)
+        W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype, factor)
     rows, cols = Wk.shape
     groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
     # Work on the transpose: column q of W is the contiguous row q of Wt, so rounding a
@@ -384,6 +406,8 @@ def output_error(W: ArrayLike, W_hat: ArrayLike, H: ArrayLike) -> float:
 
 # --------------------------------------------------------------------------- models
 
+_FACTOR_CACHE: "weakref.WeakKeyDictionary[LayerStats, dict]" = weakref.WeakKeyDictionary()
+
 
 def _rows(res: GPTQResult, r0: int, r1: int) -> GPTQResult:
     """The rows ``r0:r1`` of a result (one layer of a stacked batch)."""
@@ -442,6 +466,7 @@ def gptq_quantize_model(
     """
     from tqdm.auto import tqdm
 
+    _check_damp(damp, act_order)
     if layers is None:
         pool = linear_layer_names(model) if stats is None else list(stats)
         layers = [n for n in pool if n != "lm_head"]
@@ -463,14 +488,20 @@ def gptq_quantize_model(
     results: dict[str, GPTQResult] = {}
     bar = tqdm(total=len(names), desc=f"GPTQ {get_format(fmt).name}", disable=not progress)
     for batch in batches:
-        H = stats[batch[0]].hessian
+        st = stats[batch[0]]
+        H = st.hessian
         lins = [modules[n] for n in batch]
         weights = [lin.weight.detach().float() for lin in lins]
+        # H's Cholesky factor is kept with the statistics, so quantizing the same model to
+        # another format from the same statistics does not factor H again.
+        cache = _FACTOR_CACHE.setdefault(st, {})
+        key = (st.n, float(damp), bool(act_order))
+        if key not in cache:
+            cache[key] = _factor(H, damp, act_order, torch.float32)
         with torch.no_grad():
-            res = gptq_quantize_weight(
+            res = _gptq_blocked(
                 torch.cat(weights) if len(weights) > 1 else weights[0], H, fmt,
-                group_size=group_size, block_size=block_size, damp=damp, act_order=act_order,
-                symmetric=symmetric, scale_dtype=scale_dtype)
+                group_size, block_size, damp, act_order, symmetric, scale_dtype, cache[key])
             row = 0
             for name, lin, w in zip(batch, lins, weights):
                 part = res if len(batch) == 1 else _rows(res, row, row + w.shape[0])
