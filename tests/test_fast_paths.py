@@ -250,3 +250,22 @@ def test_pack_range_error_in_a_late_chunk():
     codes[-1] = 16
     with pytest.raises(ValueError, match=r"got values in \[0, 16\]"):
         ql.pack(codes, 4)
+
+
+def test_fast_paths_agree_with_several_threads():
+    # with several torch threads the chunks are larger (quantlab._fast.chunk_elements)
+    from quantlab._fast import MULTI_THREAD_CHUNK_ELEMENTS, chunk_elements
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert chunk_elements() == MULTI_THREAD_CHUNK_ELEMENTS
+        x = torch.randn(2 * MULTI_THREAD_CHUNK_ELEMENTS // 1024 + 3, 1024)
+        for fmt, kw in [("int8", dict(granularity="channel")), ("fp8_e4m3", dict(scaled=False)),
+                        ("int4", dict(granularity="group", group_size=128)), ("bf16", dict())]:
+            assert _same(ql.fake_quantize(x, fmt, **kw), _general(x, fmt, **kw)), fmt
+        codes = torch.randint(-8, 8, (x.numel() + 1,), dtype=torch.int32)
+        assert torch.equal(ql.unpack(ql.pack(codes, 4), 4, codes.numel(), signed=True), codes)
+    finally:
+        torch.set_num_threads(old)
+    assert chunk_elements() == (CHUNK_ELEMENTS if old == 1 else MULTI_THREAD_CHUNK_ELEMENTS)

@@ -13,11 +13,11 @@ only the order in which the elements are visited changes.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
-__all__ = ["CHUNK_ELEMENTS", "CAST_CHUNK_ELEMENTS", "row_chunks"]
+__all__ = ["CHUNK_ELEMENTS", "CAST_CHUNK_ELEMENTS", "chunk_elements", "row_chunks"]
 
 #: Elements per chunk: 128Ki float32 values = 512 KiB, half of a 1 MiB L2 cache (the
 #: best of 16Ki..256Ki measured with benchmarks/run.py's kernels on the project's machine).
@@ -28,16 +28,33 @@ CHUNK_ELEMENTS = 1 << 17
 CAST_CHUNK_ELEMENTS = 1 << 19
 
 
-def row_chunks(t: torch.Tensor, elements: int = CHUNK_ELEMENTS) -> Iterator[slice]:
+#: Smallest chunk when torch runs several threads (see :func:`chunk_elements`).
+MULTI_THREAD_CHUNK_ELEMENTS = 1 << 20
+
+
+def chunk_elements(base: int = CHUNK_ELEMENTS) -> int:
+    """Elements per chunk for the current number of torch threads.
+
+    With one thread, ``base``. With several, every op on a chunk is split between the
+    threads, which wait for each other when it ends; on a shared machine a busy core makes
+    that wait long, so chunks grow to at least 1Mi elements (fewer ops, each worth
+    splitting).
+    """
+    return base if torch.get_num_threads() == 1 else max(base, MULTI_THREAD_CHUNK_ELEMENTS)
+
+
+def row_chunks(t: torch.Tensor, elements: Optional[int] = None) -> Iterator[slice]:
     """Slices along dim 0 of ``t`` holding about ``elements`` elements each (at least one row).
 
     Args:
         t: a tensor with at least one dimension.
-        elements: target number of elements per chunk.
+        elements: target number of elements per chunk (default: :func:`chunk_elements`).
 
     Returns:
         An iterator of ``slice`` objects that together cover ``range(t.shape[0])`` in order.
     """
+    if elements is None:
+        elements = chunk_elements()
     rows = t.shape[0]
     per_row = max(1, t.numel() // rows) if rows else 1
     step = max(1, elements // per_row)

@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Optional, Union
 
 import torch
 
-from ._fast import CAST_CHUNK_ELEMENTS, CHUNK_ELEMENTS, row_chunks
+from ._fast import CAST_CHUNK_ELEMENTS, CHUNK_ELEMENTS, chunk_elements, row_chunks
 
 __all__ = [
     "Format",
@@ -284,7 +284,7 @@ class FloatFormat(Format):
         return cast
 
     def _chunk_size(self, dtype: torch.dtype, use_cast: bool) -> int:
-        return CAST_CHUNK_ELEMENTS if self._torch_cast(dtype, use_cast) else CHUNK_ELEMENTS
+        return chunk_elements(CAST_CHUNK_ELEMENTS if self._torch_cast(dtype, use_cast) else CHUNK_ELEMENTS)
 
     def _chunk_rounder(
         self, dtype: torch.dtype, *, use_cast: bool = True
@@ -295,7 +295,7 @@ class FloatFormat(Format):
             return None
         cast = self._torch_cast(dtype, use_cast)
         if cast is not None:
-            s16 = torch.empty(CAST_CHUNK_ELEMENTS, dtype=cast)
+            s16 = torch.empty(self._chunk_size(dtype, use_cast), dtype=cast)
 
             def round_by_cast(c: torch.Tensor, src: torch.Tensor) -> None:
                 s = s16[: c.numel()]
@@ -315,7 +315,7 @@ class FloatFormat(Format):
                 c.copy_(wide)
 
             return round_wide
-        scratch = torch.empty(CHUNK_ELEMENTS, dtype=int_dtype)
+        scratch = torch.empty(self._chunk_size(dtype, use_cast), dtype=int_dtype)
         exp_mask = ((1 << (src_bias.bit_length() + 1)) - 1) << src_m  # the exponent field
         lowest = (self.emin + src_bias) << src_m  # exponent field of 2^emin
         k = src_bias - self.emax  # src_bias is also the source's largest exponent

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ._backend import ArrayLike, as_tensor, like_input
-from ._fast import CHUNK_ELEMENTS
+from ._fast import chunk_elements
 
 __all__ = ["pack", "unpack", "packed_nbytes"]
 
@@ -140,7 +140,7 @@ def _pack_fast(flat: torch.Tensor, bits: int, res: torch.Tensor) -> None:
     n = flat.numel()
     per, mask = 8 // bits, (1 << bits) - 1
     whole = n - n % per  # codes that fill whole bytes
-    step = CHUNK_ELEMENTS - CHUNK_ELEMENTS % per
+    step = chunk_elements() - chunk_elements() % per
     acc = torch.empty(step // per, dtype=flat.dtype)
     tmp = torch.empty(step // per, dtype=flat.dtype)
 
@@ -249,7 +249,7 @@ def _unpack_fast(b: torch.Tensor, bits: int, n: int, signed: bool, res: torch.Te
     per, mask = 8 // bits, (1 << bits) - 1
     whole = n // per  # bytes whose codes are all wanted
     src = b.view(torch.int8) if signed else b
-    step = CHUNK_ELEMENTS // per
+    step = chunk_elements() // per
     tmp = torch.empty(step, dtype=src.dtype)
     r2 = res[: whole * per].view(-1, per)
     for start in range(0, whole, step):
