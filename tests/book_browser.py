@@ -60,8 +60,6 @@ def check_browser_tools() -> None:
         missing.append(f"Chromium ({CHROMIUM})")
     if shutil.which("node") is None:
         missing.append("node")
-    if shutil.which("chromedriver") is None and not Path("/usr/bin/chromedriver").exists():
-        missing.append("chromedriver (package chromium-driver)")
     if missing:
         raise BrowserUnavailable(f"missing: {', '.join(missing)}. {INSTALL_HINT}")
     if not (REPO / "node_modules" / "playwright-core").is_dir():
