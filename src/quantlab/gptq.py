@@ -247,6 +247,26 @@ class _Groups:
                        self.scale_dtype, w.dtype, was_numpy)
 
 
+_SUB_BLOCK = 16  # columns per sub-block of the fast path's rank-1 updates
+
+
+def _start_group(groups: "_Groups", g: int, Wt: torch.Tensor, U: torch.Tensor,
+                 Err1: torch.Tensor, i2: int, rows: int) -> None:
+    """Choose group ``g``'s grid from its current values as its first column comes up in
+    the block ending at ``i2``: the block's columns hold their updated values; columns
+    after the block still miss the block's errors ``Err1`` (zero for the rows not yet
+    processed)."""
+    i1 = i2 - Err1.shape[0]
+    pos = groups.positions(g)
+    cur = torch.empty(pos.numel(), rows, dtype=Wt.dtype)
+    inside = pos < i2
+    cur[inside] = Wt[pos[inside]]
+    later = pos[~inside]
+    if later.numel():  # columns after this block still miss its updates
+        cur[~inside] = Wt[later] - U[i1:i2, later].T @ Err1
+    groups.start(g, cur.T)
+
+
 def _code_buffer(fmt, rows: int, cols: int) -> torch.Tensor:
     return torch.empty(rows, cols, dtype=fmt.code_dtype)
 
@@ -305,40 +325,93 @@ def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric,
     rows, cols = Wk.shape
     groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
     # Work on the transpose: column q of W is the contiguous row q of Wt, so rounding a
-    # column and the rank-1 updates touch contiguous memory.
+    # column and the rank-1 updates touch contiguous memory. Buffers are allocated once
+    # and the loop over columns works on views of them, in place.
     Wt = Wk.T.contiguous()
-    codes_t = _code_buffer(fmt, cols, rows)
-    diag = torch.diagonal(U).tolist()
+    Qt = torch.empty_like(Wt)  # the codes, as floats of the working dtype
+    Et = torch.zeros_like(Wt)  # the scaled errors e of each column
+    tmp = torch.empty(rows, dtype=Wt.dtype)
+    d_all = torch.diagonal(U).clone()
+    diag = d_all.tolist()
     gid = groups.group_ids
-    loss = 0.0
-    for i1 in range(0, cols, block_size):
-        i2 = min(i1 + block_size, cols)
-        W1 = Wt[i1:i2].clone()
-        Err1 = torch.zeros_like(W1)
-        Q1 = torch.empty_like(W1)  # the block's codes, as floats until the block ends
-        U1 = U[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            p = i1 + i
-            g = gid[p]
-            if groups.params[g] is None:  # the group starts here: its current values
-                pos = groups.positions(g)
-                cur = torch.empty(pos.numel(), rows, dtype=Wk.dtype)
-                inside = pos < i2
-                cur[inside] = W1[pos[inside] - i1]
-                later = pos[~inside]
-                if later.numel():  # columns after this block still miss its updates
-                    cur[~inside] = Wt[later] - U[i1:i2, later].T @ Err1
-                groups.start(g, cur.T)
-            w_col = W1[i]
-            q = groups.quantize_column(w_col, g, Q1[i])
-            err = Err1[i]
-            torch.sub(w_col, q, out=err)
-            err /= diag[p]
-            W1[i:].addr_(U1[i, i:], err, alpha=-1)  # W[:, q:] -= e [H^-1]_{q, q:}
-        codes_t[i1:i2] = Q1
-        loss += float(Err1.square().sum()) / 2
-        if i2 < cols:  # the lazy batch update of all later columns
-            Wt[i2:].addmm_(U[i1:i2, i2:].T, Err1, alpha=-1)
+    # Fast path (float32, symmetric integer grids): the loop computes only what the
+    # next columns need, r = w - clamp(round(w / s)) * s, and updates them with the row
+    # [H^-1]_{q, q+1:} / [H^-1]_qq; the codes and the errors e = r / [H^-1]_qq of the
+    # whole block follow at its end in one pass each. A quantized column is never
+    # updated again, so the block's rows of Wt still hold the values it rounded, and
+    # the element-wise operations give the same codes as rounding column by column.
+    # inference mode: torch skips autograd's bookkeeping for the many small ops and views
+    # of the loop (all buffers were created outside it and stay ordinary tensors)
+    with torch.inference_mode():
+        fast_ok = isinstance(fmt, IntFormat) and Wt.dtype == torch.float32
+        qmin, qmax = (fmt.qmin, fmt.qmax) if fast_ok else (0, 0)
+        loss = 0.0
+        for i1 in range(0, cols, block_size):
+            i2 = min(i1 + block_size, cols)
+            n = i2 - i1
+            W1 = Wt[i1:i2]  # the block, updated in place
+            Err1 = Et[i1:i2]
+            d1 = d_all[i1:i2].unsqueeze(1)
+            fast = fast_ok
+            if fast:  # every group of the block must be started before its first column;
+                # with group starts inside the block, use the column-by-column path
+                fast = all(groups.params[g] is not None or gid.index(g, i1, i2) == i1
+                           for g in set(gid[i1:i2]))
+                if fast:
+                    for g in set(gid[i1:i2]):
+                        if groups.params[g] is None:
+                            _start_group(groups, g, Wt, U, Err1, i2, rows)
+                    fast = all(groups._fast[g] is not None and groups._fast[g][2] is None
+                               for g in set(gid[i1:i2]))
+            if fast:
+                # [H^-1]_{q, q+1:} / [H^-1]_qq, zero on and below the diagonal
+                Us = torch.triu(U[i1:i2, i1:i2], diagonal=1).div_(d1)
+                g_cur, scale = -1, None
+                # Two levels of lazy updates: rank-1 updates only inside sub-blocks of
+                # _SUB_BLOCK columns (their residuals r wait in Err1), then one product per
+                # sub-block for the rest of the block. Each rank-1 update spans the whole
+                # sub-block: the zeros of Us leave the rows already quantized unchanged.
+                for j1 in range(0, n, _SUB_BLOCK):
+                    j2 = min(j1 + _SUB_BLOCK, n)
+                    Wsub = W1[j1:j2]
+                    for w_col, r, u_row, p in zip(Wsub, Err1[j1:j2], Us[j1:j2, j1:j2],
+                                                  range(i1 + j1, i1 + j2)):
+                        g = gid[p]
+                        if g != g_cur:
+                            g_cur, scale = g, groups._fast[g][0]
+                        torch.div(w_col, scale, out=tmp)
+                        tmp.round_().clamp_(qmin, qmax)
+                        tmp.mul_(scale)
+                        torch.sub(w_col, tmp, out=r)  # r = w - Q(w)
+                        Wsub.addr_(u_row, r, alpha=-1)  # W[:, q+1:] -= r [H^-1]_{q, q+1:} / [H^-1]_qq
+                    if j2 < n:
+                        W1[j2:].addmm_(Us[j1:j2, j2:].T, Err1[j1:j2], alpha=-1)
+                S = torch.stack([groups._fast[g][0] for g in gid[i1:i2]]) if len(
+                    set(gid[i1:i2])) > 1 else groups._fast[gid[i1]][0].expand(n, rows)
+                Q1 = Qt[i1:i2]
+                torch.div(W1, S, out=Q1)
+                Q1.round_().clamp_(fmt.qmin, fmt.qmax)
+                torch.mul(Q1, S, out=Err1)
+                torch.sub(W1, Err1, out=Err1)
+                Err1 /= d1
+            else:
+                U1 = U[i1:i2, i1:i2]
+                for i in range(n):
+                    p = i1 + i
+                    g = gid[p]
+                    if groups.params[g] is None:  # the group starts here: its current values
+                        _start_group(groups, g, Wt, U, Err1, i2, rows)
+                    w_col = W1[i]
+                    q = groups.quantize_column(w_col, g, Qt[p])
+                    err = Err1[i]
+                    torch.sub(w_col, q, out=err)
+                    err /= diag[p]
+                    if i + 1 < n:  # W[:, q+1:] -= e [H^-1]_{q, q+1:} within the block
+                        W1[i + 1:].addr_(U1[i, i + 1:], err, alpha=-1)
+            loss += float(Err1.square().sum()) / 2
+            if i2 < cols:  # the lazy batch update of all later columns: one matrix product
+                Wt[i2:].addmm_(U[i1:i2, i2:].T, Err1, alpha=-1)
+    codes_t = Qt.to(fmt.code_dtype)
     codes = codes_t.T
     qt = groups.build(codes, w, was_numpy)
     return GPTQResult(qt, qt.dequantize(), perm, loss)
@@ -361,8 +434,14 @@ def gptq_reference(
     it does ``in_features`` full-width rank-1 updates instead of lazy blocks, so it is
     slower and exists as the readable reference the blocked version is tested against.
     """
+    return _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype)
+
+
+def _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype,
+                  factor=None) -> GPTQResult:
+    """The column loop; ``factor`` reuses :func:`_factor`'s output for this ``H``."""
     fmt, w, was_numpy, Wk, U, perm, group_size, _ = _prepare(
-        W, H, fmt, group_size, 1, damp, act_order, symmetric, scale_dtype)
+        W, H, fmt, group_size, 1, damp, act_order, symmetric, scale_dtype, factor)
     rows, cols = Wk.shape
     groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
     codes = _code_buffer(fmt, rows, cols)
