@@ -29,7 +29,8 @@ if [ "$execution" = off ]; then
   echo "==> building the book from the outputs stored in the notebooks (QUANTLAB_BOOK_EXECUTION=off)"
 else
   stamp=_build/.quantlab-execution-stamp
-  want=$( (find src -type f -name '*.py' -print0 | sort -z | xargs -0 cat; cat requirements.txt requirements-nodeps.txt) | sha256sum | cut -d' ' -f1)
+  want=$( (find src -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' -print0 | sort -z | xargs -0 cat
+          cat requirements.txt requirements-nodeps.txt) | sha256sum | cut -d' ' -f1)
   if [ -d _build/.jupyter_cache ] && [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "==> the library or the environment changed: re-executing every notebook"
     rm -rf _build/.jupyter_cache
