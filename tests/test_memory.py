@@ -375,7 +375,7 @@ def test_bad_activation_arguments():
         mem.activation_bytes(32, 0, 32, 2048)
     with pytest.raises(ValueError, match="n_heads must be >= 1, got 0"):
         mem.activation_bytes(32, 4096, 0, 2048)
-    with pytest.raises(TypeError, match="store_attention_scores must be a bool"):
+    with pytest.raises(TypeError, match="store_attention_scores must be True or False"):
         mem.activation_bytes(32, 4096, 32, 2048, store_attention_scores="no")
 
 

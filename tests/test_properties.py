@@ -8,7 +8,8 @@ from hypothesis.extra.numpy import arrays
 
 import quantlab as ql
 
-FINITE = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=32)
+# no subnormal inputs: a range below ~1e-43 needs a scale float32 cannot hold (ValueError)
+FINITE = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=32)
 INT_FMTS = [f"int{b}" for b in range(2, 9)] + ["uint4", "uint8"]
 
 
@@ -56,15 +57,16 @@ def test_quantizing_twice_equals_once(data, name, gran):
     if gran == "group":
         kw["group_size"] = gs
     fmt = ql.get_format(name)
-    sym = not (name.startswith("uint"))
-    q1 = ql.quantize(a, fmt, symmetric=sym, **kw)
-    qp = ql.choose_qparams(a, fmt, symmetric=sym, **kw)
-    q2 = ql.quantize(q1.dequantize(), fmt, qparams=qp)
-    assert torch.equal(q1.codes, q2.codes)
-    np.testing.assert_array_equal(q1.dequantize(), q2.dequantize())
-    if sym:  # symmetric: re-choosing the parameters from x_hat gives the same codes too
-        q3 = ql.quantize(q1.dequantize(), fmt, **kw)
-        np.testing.assert_array_equal(q3.dequantize(), q1.dequantize())
+    for sym in (True, False) if name.startswith("uint") else (True,):
+        q1 = ql.quantize(a, fmt, symmetric=sym, **kw)
+        qp = ql.choose_qparams(a, fmt, symmetric=sym, **kw)
+        q2 = ql.quantize(q1.dequantize(), fmt, qparams=qp)
+        assert torch.equal(q1.codes, q2.codes)
+        np.testing.assert_array_equal(q1.dequantize(), q2.dequantize())
+        if sym:  # symmetric (unsigned too): re-choosing the parameters from x_hat changes nothing
+            q3 = ql.quantize(q1.dequantize(), fmt, **kw)
+            assert torch.equal(q3.codes, q1.codes)
+            np.testing.assert_array_equal(q3.dequantize(), q1.dequantize())
 
 
 @SETTINGS

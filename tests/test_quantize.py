@@ -207,10 +207,13 @@ def test_constant_and_zero_tensors_do_not_divide_by_zero():
     assert bool(torch.isfinite(g).all()) and float(g.abs().max()) == 0.0
 
 
-def test_tiny_values_with_fp16_scales_stay_finite():
+def test_tiny_values_with_fp16_scales_are_refused_not_zeroed():
+    # fp16 cannot hold the scale 1.6e-11 these values need: an error, not silent zeros
     x = torch.tensor([1e-9, -2e-9, 5e-10])
-    out = ql.fake_quantize(x, "int8", scale_dtype="fp16")
-    assert bool(torch.isfinite(out).all())
+    with pytest.raises(ValueError, match="scale_dtype='fp16' cannot hold the scale 1.575e-11"):
+        ql.fake_quantize(x, "int8", scale_dtype="fp16")
+    out = ql.fake_quantize(x, "int8", scale_dtype="fp32")
+    assert bool(torch.isfinite(out).all()) and float((out - x).abs().max()) < 1e-11
 
 
 # --------------------------------------------------------------------------- bad input

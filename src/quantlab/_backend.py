@@ -4,18 +4,37 @@ Every public function of quantlab accepts a ``numpy.ndarray`` or a ``torch.Tenso
 and returns the same kind. Internally everything is a torch tensor:
 ``torch.from_numpy`` shares the array's memory (no copy), and ``Tensor.numpy()``
 shares it back, so there is exactly one code path and no numpy twin beside it.
+
+Inputs are read, never written (except an ``out=`` buffer): a read-only numpy array or
+memory map is a fine input. A numpy array in non-native byte order (e.g. big-endian
+``">f4"`` data read from a file) is converted to native order first (a copy). Tensors
+must be dense (strided layout) and hold data: sparse tensors and tensors on the
+``meta`` device are refused with a clear error.
 """
 
 from __future__ import annotations
 
-from typing import Any, Union
+import warnings
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-__all__ = ["ArrayLike", "as_tensor", "like_input", "require_float"]
+__all__ = ["ArrayLike", "as_tensor", "like_input", "require_float", "check_out", "dtype_name"]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).replace("torch.", "")
+
+
+def _check_dense(t: torch.Tensor, name: str) -> None:
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got layout {t.layout} (call .to_dense() first)")
+    if t.is_meta:
+        raise ValueError(f"{name} must hold data, got a tensor on the meta device")
 
 
 def as_tensor(x: Any, name: str = "x") -> tuple[torch.Tensor, bool]:
@@ -25,18 +44,31 @@ def as_tensor(x: Any, name: str = "x") -> tuple[torch.Tensor, bool]:
         x: the input array.
         name: the parameter name, used in error messages.
 
+    Returns:
+        The tensor shares memory with ``x`` (a numpy array with negative strides or
+        non-native byte order is copied first).
+
     Raises:
-        TypeError: if ``x`` is neither a numpy array nor a torch tensor.
+        TypeError: if ``x`` is neither a numpy array nor a torch tensor, holds no numbers,
+            or is a sparse tensor.
+        ValueError: a tensor on the ``meta`` device (it has no values).
     """
     if isinstance(x, torch.Tensor):
+        _check_dense(x, name)
         return x, False
     if isinstance(x, np.ndarray):
         if x.dtype == object:
             raise TypeError(f"{name} must hold numbers, got a numpy array of dtype object")
+        if not x.dtype.isnative:
+            x = x.astype(x.dtype.newbyteorder("="))
         if any(s < 0 for s in x.strides):
             x = np.ascontiguousarray(x)
         try:
-            return torch.from_numpy(x), True
+            if x.flags.writeable:
+                return torch.from_numpy(x), True
+            with warnings.catch_warnings():  # read-only inputs are only read
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.from_numpy(x), True
         except TypeError as err:  # e.g. numpy string or datetime arrays
             raise TypeError(f"{name} must hold numbers, got numpy dtype {x.dtype}") from err
     raise TypeError(
@@ -60,3 +92,59 @@ def like_input(t: torch.Tensor, was_numpy: bool) -> ArrayLike:
     if t.dtype == torch.bfloat16:  # numpy has no bfloat16: hand back float32 values
         t = t.float()
     return t.numpy()
+
+
+def check_out(
+    out: Any, *, was_numpy: bool, dtype: torch.dtype, shape: Sequence[int],
+    device: Optional[torch.device] = None, like: str = "x", name: str = "out",
+) -> torch.Tensor:
+    """Check an ``out=`` buffer before anything is written, and return it as a tensor.
+
+    The buffer must be of the same kind as the input (numpy array or tensor),
+    writable, in native byte order, dense, contiguous, of dtype ``dtype``, shape
+    ``shape`` and (tensors) on ``device``.
+
+    Args:
+        out: the buffer received.
+        was_numpy: whether the input (and so ``out``) is a numpy array.
+        dtype: the dtype ``out`` must have.
+        shape: the shape ``out`` must have.
+        device: the device ``out`` must be on (None: any).
+        like: what ``out`` must resemble, for messages.
+        name: the parameter name, for messages.
+
+    Returns:
+        A tensor sharing ``out``'s memory (detached if ``out`` requires grad).
+
+    Raises:
+        TypeError: wrong kind or dtype, or non-native byte order.
+        ValueError: read-only, wrong shape, not contiguous, wrong device, or meta/sparse.
+    """
+    kind = "a numpy.ndarray" if was_numpy else "a torch.Tensor"
+    if isinstance(out, np.ndarray) != was_numpy or not isinstance(out, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"{name} must be {kind} like {like}, got {type(out).__name__}")
+    if isinstance(out, np.ndarray):
+        if not out.flags.writeable:
+            raise ValueError(f"{name} must be writable, got a read-only numpy array")
+        if not out.dtype.isnative:
+            raise TypeError(f"{name} must be in native byte order, got numpy dtype {out.dtype.str!r}")
+        if out.dtype == object:
+            raise TypeError(f"{name} must have dtype {dtype_name(dtype)}, got object")
+        o = torch.from_numpy(out)
+    else:
+        if out.layout != torch.strided:
+            raise ValueError(f"{name} must be a dense tensor, got layout {out.layout}")
+        if out.is_meta:
+            raise ValueError(f"{name} must hold data, got a tensor on the meta device")
+        if out.is_inference() and not torch.is_inference_mode_enabled():
+            raise ValueError(f"{name} must be writable, got an inference tensor outside inference mode")
+        o = out.detach()
+    if tuple(o.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} like {like}, got {tuple(o.shape)}")
+    if o.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype_name(dtype)} like {like}, got {dtype_name(o.dtype)}")
+    if device is not None and o.device != device:
+        raise ValueError(f"{name} must be on device {device} like {like}, got {o.device}")
+    if not o.is_contiguous():
+        raise ValueError(f"{name} must be contiguous, got a strided view")
+    return o

@@ -16,7 +16,9 @@ A *format* is the set of values a code of ``bits`` bits can stand for:
   16 quantiles of a normal distribution) or one you give with :func:`codebook`.
 
 Every format has a ``name``, a bit width ``bits`` and can list or bound the values it
-represents. :func:`get_format` turns names such as ``"int4"``, ``"fp8_e4m3"`` or
+represents. The element-wise methods (``round``, ``encode``, ``decode``) take a torch
+tensor or a numpy array and return the same kind; ``values()`` and ``decode_table``
+are torch tensors. :func:`get_format` turns names such as ``"int4"``, ``"fp8_e4m3"`` or
 ``"nf4"`` into format objects.
 
 Taught in: chapters/03_core_tradeoff.ipynb, "How the formats store a number".
@@ -24,15 +26,19 @@ Taught in: chapters/03_core_tradeoff.ipynb, "How the formats store a number".
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
+import numpy as np
 import torch
 
+from ._backend import as_tensor, like_input
 from ._fast import CAST_CHUNK_ELEMENTS, CHUNK_ELEMENTS, chunk_elements, row_chunks
+from ._validate import check_bool, check_int
 
 __all__ = [
     "Format",
@@ -45,6 +51,20 @@ __all__ = [
     "codebook",
     "FORMAT_NAMES",
 ]
+
+
+def _numpy_in_out(method: Callable[..., torch.Tensor]) -> Callable[..., Any]:
+    """Let a tensor method take a numpy array too (and return one); tensors that require
+    grad are read detached."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Format", x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return method(self, x.detach() if x.requires_grad else x)
+        t, was_numpy = as_tensor(x, "x")
+        return like_input(method(self, t), was_numpy)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,10 @@ class IntFormat(Format):
     """
 
     signed: bool = True
+
+    def __post_init__(self) -> None:
+        check_int(self.bits, "bits", minimum=1, maximum=16)
+        check_bool(self.signed, "signed")
 
     @property
     def qmin(self) -> int:
@@ -160,6 +184,16 @@ class FloatFormat(Format):
     overflow: str = "inf"
     _nan_code: int = field(default=0, repr=False)
 
+    def __post_init__(self) -> None:
+        check_int(self.bits, "bits", minimum=1)
+        check_int(self.ebits, "ebits", minimum=1)
+        check_int(self.mbits, "mbits", minimum=0)
+        check_bool(self.has_inf, "has_inf")
+        if self.nan not in ("ieee", "all_ones", "none"):
+            raise ValueError(f"nan must be 'ieee', 'all_ones' or 'none', got {self.nan!r}")
+        if self.overflow not in ("inf", "saturate"):
+            raise ValueError(f"overflow must be 'inf' or 'saturate', got {self.overflow!r}")
+
     # ---- range and precision
     @property
     def emin(self) -> int:
@@ -208,6 +242,7 @@ class FloatFormat(Format):
         return torch.unique(table[torch.isfinite(table)])
 
     # ---- rounding
+    @_numpy_in_out
     def round(self, x: torch.Tensor) -> torch.Tensor:
         """Round values to the nearest value of this format (ties to even).
 
@@ -345,6 +380,7 @@ class FloatFormat(Format):
             return torch.uint8
         return torch.int32 if self.bits < 32 else torch.int64
 
+    @_numpy_in_out
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Round ``x`` into this format and return the bit patterns.
 
@@ -393,6 +429,7 @@ class FloatFormat(Format):
             [self._decode_one(c) for c in range(1 << self.bits)], dtype=torch.float64
         ).float()
 
+    @_numpy_in_out
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Bit patterns -> float32 values (exact)."""
         if self.bits == 32:
@@ -518,6 +555,7 @@ class CodebookFormat(Format):
         t = torch.tensor(self.table, dtype=torch.float64)
         return ((t[1:] + t[:-1]) / 2).float()
 
+    @_numpy_in_out
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Index of the nearest table value for each element (ties to the lower index)."""
         mids = self._midpoints.to(x.dtype) if x.dtype == torch.float64 else self._midpoints
@@ -525,6 +563,7 @@ class CodebookFormat(Format):
             self.code_dtype
         )
 
+    @_numpy_in_out
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Indices -> float32 table values."""
         return self._table32[codes.long()]

@@ -21,11 +21,11 @@ Taught in: chapters/01_why_quantization.ipynb.
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable, Union
 
+from ._validate import check_bool, check_count, check_int
 from .formats import FloatFormat, Format, get_format
 
 __all__ = [
@@ -81,27 +81,12 @@ Covers the CUDA context, the framework's allocator, activations and a short KV c
 # --------------------------------------------------------------------------- validation
 
 
-def _check_count(value: Any, name: str, *, allow_zero: bool = True) -> float:
-    """Return ``value`` as a float after checking it is a finite, non-negative real number."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    return value
+_check_count = check_count  # finite real number >= 0 (> 0 with allow_zero=False), as float
 
 
 def _check_int(value: Any, name: str, *, minimum: int = 1) -> int:
     """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return check_int(value, name, minimum=minimum)
 
 
 def _get_format(fmt: Any, name: str) -> Format:
@@ -693,8 +678,7 @@ def activation_bytes(
     n_heads = _check_int(n_heads, "n_heads")
     seq_len = _check_int(seq_len, "seq_len", minimum=0)
     batch = _check_int(batch, "batch")
-    if not isinstance(store_attention_scores, bool):
-        raise TypeError(f"store_attention_scores must be a bool, got {store_attention_scores!r}")
+    store_attention_scores = check_bool(store_attention_scores, "store_attention_scores")
     per_element = 34.0
     if store_attention_scores:
         per_element += 5.0 * n_heads * seq_len / hidden_size

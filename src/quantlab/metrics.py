@@ -9,7 +9,8 @@
   ``dim=-1``, otherwise over the whole tensor).
 
 All reduce in float64. Inputs may be numpy arrays or torch tensors (mixed is fine) of the
-same shape. Scalars come back as Python floats.
+same shape; tensors that require grad are read detached. Scalars come back as Python
+floats; ``cosine_similarity(..., dim=...)`` returns an array of the kind of ``x``.
 
 Taught in: chapters/03_core_tradeoff.ipynb, "Error versus bits".
 """
@@ -22,6 +23,7 @@ from typing import Optional
 import torch
 
 from ._backend import ArrayLike, as_tensor, like_input, require_float
+from ._validate import check_int
 
 __all__ = ["mse", "relative_error", "mean_relative_error", "sqnr_db", "cosine_similarity"]
 
@@ -29,6 +31,7 @@ __all__ = ["mse", "relative_error", "mean_relative_error", "sqnr_db", "cosine_si
 def _pair(x: ArrayLike, x_hat: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
     a, _ = as_tensor(x, "x")
     b, _ = as_tensor(x_hat, "x_hat")
+    a, b = a.detach(), b.detach()  # metrics are numbers, not part of a graph
     require_float(a, "x")
     require_float(b, "x_hat")
     if a.shape != b.shape:
@@ -94,7 +97,8 @@ def cosine_similarity(x: ArrayLike, x_hat: ArrayLike, dim: Optional[int] = None)
         if na == 0 or nb == 0:
             raise ValueError("cosine_similarity is undefined when a vector is all zeros")
         return float((a * b).sum()) / (na * nb)
-    if isinstance(dim, bool) or not isinstance(dim, int) or not -a.dim() <= dim < a.dim():
+    dim = check_int(dim, "dim", what="None or an int axis")
+    if not -a.dim() <= dim < a.dim():
         raise ValueError(f"dim must be None or an axis of a {a.dim()}-d tensor, got {dim!r}")
     na = torch.linalg.vector_norm(a, dim=dim)
     nb = torch.linalg.vector_norm(b, dim=dim)

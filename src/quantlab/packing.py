@@ -19,32 +19,66 @@ Taught in: chapters/04_in_practice.ipynb, "Real savings need packed storage".
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, like_input
+from ._backend import ArrayLike, as_tensor, check_out, dtype_name, like_input
 from ._fast import chunk_elements
+from ._validate import check_bool, check_int
 
 __all__ = ["pack", "unpack", "packed_nbytes"]
 
 
 def _check_bits(bits: int) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int):
-        raise TypeError(f"bits must be an int from 1 to 16, got {bits!r}")
+    bits = check_int(bits, "bits", what="an int from 1 to 16")
     if not 1 <= bits <= 16:
         raise ValueError(f"bits must be from 1 to 16, got {bits}")
     return bits
 
 
 def packed_nbytes(n: int, bits: int) -> int:
-    """Bytes needed for ``n`` codes of ``bits`` bits: ``ceil(n * bits / 8)``."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    return math.ceil(n * bits / 8)
+    """Bytes needed for ``n`` codes of ``bits`` bits: ``ceil(n * bits / 8)`` (exact integers).
+
+    Args:
+        n: number of codes, an integer >= 0.
+        bits: bits per code, an integer >= 1 (any width: 32 for fp32 bit patterns).
+
+    Returns:
+        The number of bytes, an int.
+
+    Raises:
+        TypeError: ``n`` or ``bits`` not an integer.
+        ValueError: ``n`` negative or ``bits`` below 1.
+    """
+    n = check_int(n, "n", minimum=0)
+    bits = check_int(bits, "bits", minimum=1)
+    return -(-n * bits // 8)
+
+
+#: Unsigned torch dtypes with few kernels: their codes are widened to int64 first.
+_WIDE_UNSIGNED = tuple(getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name))
+
+
+def _int_codes(codes: ArrayLike) -> tuple[torch.Tensor, bool]:
+    """``codes`` as an integer tensor torch can compute with, and whether it was numpy."""
+    if isinstance(codes, np.ndarray) and codes.dtype.kind == "u" and codes.dtype.itemsize > 1:
+        if codes.dtype.itemsize == 8 and codes.size and int(codes.max()) > np.iinfo(np.int64).max:
+            raise ValueError(f"codes must fit in 16 bits, got values up to {int(codes.max())}")
+        codes = codes.astype(np.int64)  # numpy uint16/32/64: torch has few kernels for them
+        t, _ = as_tensor(codes, "codes")
+        return t, True
+    t, was_numpy = as_tensor(codes, "codes")
+    if t.dtype in _WIDE_UNSIGNED:
+        wide = t.to(torch.int64)
+        if t.dtype == torch.uint64 and wide.numel() and int(wide.min()) < 0:
+            raise ValueError("codes must fit in 16 bits, got uint64 values of 2^63 or more")
+        t = wide
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"codes must be integers, got dtype {dtype_name(t.dtype)}")
+    return t, was_numpy
 
 
 def pack(codes: ArrayLike, bits: int, *, out: Optional[ArrayLike] = None) -> ArrayLike:
@@ -63,25 +97,25 @@ def pack(codes: ArrayLike, bits: int, *, out: Optional[ArrayLike] = None) -> Arr
         ``out`` if given.
 
     Raises:
-        TypeError: float codes, a non-int ``bits``, or an ``out`` of the wrong kind/dtype.
-        ValueError: ``bits`` outside 1..16, a code that does not fit in ``bits`` bits, or
-            an ``out`` of the wrong size.
+        TypeError: float codes, a non-int ``bits``, or an ``out`` of the wrong kind/dtype
+            or byte order.
+        ValueError: ``bits`` outside 1..16, a code that does not fit in ``bits`` bits
+            (checked on the codes' own integer type, before any narrowing), or an ``out``
+            of the wrong size, read-only or on another device.
     """
     bits = _check_bits(bits)
-    t, was_numpy = as_tensor(codes, "codes")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"codes must be integers, got dtype {str(t.dtype).replace('torch.', '')}")
+    t, was_numpy = _int_codes(codes)
     n = t.numel()
-    o = _check_out(out, packed_nbytes(n, bits), torch.uint8, was_numpy)
+    o = _check_out(out, packed_nbytes(n, bits), torch.uint8, was_numpy, t.device)
     if 8 % bits == 0 and n:
         res = o if o is not None else torch.empty(packed_nbytes(n, bits), dtype=torch.uint8)
         _pack_fast(t.reshape(-1), bits, res)
         return out if out is not None else like_input(res, was_numpy)
-    flat = t.reshape(-1).to(torch.int32)
+    flat = t.reshape(-1)
     if flat.numel():
-        lo, hi = int(flat.min()), int(flat.max())
-        _check_range(lo, hi, bits)
-    u = flat & ((1 << bits) - 1)
+        lo, hi = torch.aminmax(flat)
+        _check_range(int(lo), int(hi), bits)  # before narrowing: int64 codes must not wrap
+    u = flat.to(torch.int32) & ((1 << bits) - 1)
     if 8 % bits == 0:
         per = 8 // bits
         pad = (-n) % per
@@ -110,20 +144,18 @@ def _check_range(lo: int, hi: int, bits: int) -> None:
         )
 
 
-def _check_out(out: Optional[ArrayLike], n: int, dtype: torch.dtype, was_numpy: bool) -> Optional[torch.Tensor]:
+def _check_out(
+    out: Optional[ArrayLike], n: int, dtype: torch.dtype, was_numpy: bool, device: torch.device
+) -> Optional[torch.Tensor]:
+    """``out`` as a tensor after every check, before anything is written."""
     if out is None:
         return None
-    name = str(dtype).replace("torch.", "")
-    if isinstance(out, np.ndarray) != was_numpy or not isinstance(out, (np.ndarray, torch.Tensor)):
-        kind = "a numpy.ndarray" if was_numpy else "a torch.Tensor"
-        raise TypeError(f"out must be {kind} like the input, got {type(out).__name__}")
-    o, _ = as_tensor(out, "out")
-    if o.dtype != dtype:
-        raise TypeError(f"out must have dtype {name}, got {str(o.dtype).replace('torch.', '')}")
-    if o.dim() != 1 or o.numel() != n or not o.is_contiguous():
+    name = dtype_name(dtype)
+    if isinstance(out, (np.ndarray, torch.Tensor)) and tuple(out.shape) != (n,):
         raise ValueError(f"out must be a contiguous 1-d {name} array of {n} elements, "
-                         f"got shape {tuple(o.shape)}")
-    return o
+                         f"got shape {tuple(out.shape)}")
+    return check_out(out, was_numpy=was_numpy, dtype=dtype, shape=(n,), device=device,
+                     like="the input")
 
 
 _WIDER = {1: torch.int16, 2: torch.int32, 4: torch.int64}  # code bytes -> type of a pair
@@ -204,20 +236,25 @@ def unpack(
         int32 array of shape ``(n,)`` (same kind as ``packed``), ``out`` if given.
 
     Raises:
-        TypeError: ``packed`` is not uint8, or an ``out`` of the wrong kind/dtype.
+        TypeError: ``packed`` is not uint8, ``n`` not an int, ``signed`` not a bool, or an
+            ``out`` of the wrong kind/dtype or byte order.
         ValueError: ``n`` negative, more codes than ``packed`` holds, or an ``out`` of the
-            wrong size.
+            wrong size, read-only or on another device.
     """
     bits = _check_bits(bits)
     t, was_numpy = as_tensor(packed, "packed")
     if t.dtype != torch.uint8:
-        raise TypeError(f"packed must be uint8, got dtype {str(t.dtype).replace('torch.', '')}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise TypeError(f"packed must be uint8, got dtype {dtype_name(t.dtype)}")
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be a non-negative int, got {type(n).__name__} {n!r}")
+    if n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
+    n = int(n)
+    signed = check_bool(signed, "signed")
     need = packed_nbytes(n, bits)
     if t.numel() < need:
         raise ValueError(f"packed holds {t.numel()} bytes, but {n} codes of {bits} bits need {need}")
-    o = _check_out(out, n, torch.int32, was_numpy)
+    o = _check_out(out, n, torch.int32, was_numpy, t.device)
     if 8 % bits == 0 and n:
         res = o if o is not None else torch.empty(n, dtype=torch.int32)
         _unpack_fast(t.reshape(-1)[:need], bits, n, signed, res)

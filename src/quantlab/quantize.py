@@ -7,7 +7,11 @@ zero point, clamp, then cast)::
     x_hat = (code - zero_point) * scale
 
 * **symmetric** (default): ``zero_point = 0`` and ``scale = absmax / qmax``, so ``+absmax``
-  lands exactly on the top code.
+  lands on the top code (see "Storing the scales" below). Unsigned formats put the zero point in the middle,
+  ``zero_point = (qmax + qmin + 1) // 2``, and ``scale = absmax / (qmax - zero_point)``:
+  ``+absmax`` lands on ``qmax`` and ``-absmax`` on ``2 * zero_point - qmax`` (the codes
+  below it stay unused, as ``qmin`` does for signed formats), so the grid is symmetric and
+  quantizing ``x_hat`` again gives the same codes and scale.
 * **asymmetric**: the range ``[min(x_min, 0), max(x_max, 0)]`` (it always contains 0, so
   zero is stored exactly) is spread over all ``2^bits`` codes:
   ``scale = (max - min) / (qmax - qmin)``, ``zero_point = qmin - round(min / scale)``.
@@ -27,11 +31,41 @@ Calibration hooks shrink the range before the scale is computed: ``clip_ratio`` 
 fraction of absmax, or of the min/max range) and ``percentile`` (use that percentile of
 ``|x|`` -- or of ``x`` at both ends, asymmetric -- instead of the extreme values).
 
-Policies: NaN or infinity in ``x`` raises ``ValueError`` whenever a scale is computed (a
-NaN would otherwise poison a whole group's scale silently); the unscaled casts to fp16 /
-bf16 / fp32 pass them through like torch's casts do. An empty tensor quantizes to an
-empty :class:`QTensor` with unit scales. A constant tensor never divides by zero: the
-scale has a floor of the smallest normal number of its dtype.
+Storing the scales (``scale_dtype``): each scale is rounded to the *nearest* value of
+``scale_dtype`` (subnormal values included), and to the next value *up* wherever the
+nearest one lies below the exact scale by more than float32 rounding (a relative
+``2^-21``). So the range always fits: ``+absmax`` is never clipped -- it lands on the top code
+``top`` (fp32 scales), or a little below it when an fp16 or bf16 scale had to be rounded
+up (by at most ``top * 2^-10`` codes for fp16, ``top * 2^-7`` for bf16, one ulp of the
+scale). Quantizing ``x_hat`` again with the same ``qparams`` always gives the same codes;
+re-choosing the scale from ``x_hat`` does too wherever ``+absmax`` landed on the top code. Two cases raise ``ValueError`` naming
+``scale_dtype`` and the scale:
+
+* the scale is larger than the largest finite value of ``scale_dtype`` (fp16: 65504;
+  e.g. int8 on values beyond about 8.3e6) -- it would be infinite and every value NaN;
+* the scale is so small that storing it enlarges it by more than 1/16 (it falls among the
+  few coarse subnormals of ``scale_dtype``: below ``2^-20`` = 9.5e-7 for fp16, ``2^-129``
+  for bf16, ``2^-145`` for fp32) -- the grid would silently be that much coarser.
+
+Use ``scale_dtype="fp32"`` (or ``"bf16"``, fp32's range with fewer digits) then, or
+rescale ``x``. A group whose values are all zero needs no scale: it stores the smallest
+normal number of ``scale_dtype`` (no division by zero) and codes that decode to 0.
+
+Policies: NaN or infinity in ``x`` raises ``ValueError`` on every scaled path --
+:func:`quantize`, :func:`fake_quantize` (fast path too), with scales computed from ``x``
+or reused through ``qparams`` -- since a NaN would otherwise poison a whole group's scale
+or turn into a code silently. The unscaled casts (``scaled=False``) pass NaN and infinity
+through like torch's casts do, except to formats without a NaN encoding (fp6, fp4), which
+raise on NaN. An empty tensor quantizes to an empty :class:`QTensor` with unit scales.
+Dequantized values stay finite in the input's dtype: a grid point beyond the dtype's
+largest value (the top code of an asymmetric grid over fp16 data near 65504, say) is
+returned as that largest value.
+
+Kinds: :func:`quantize` accepts numpy arrays and torch tensors; ``QTensor.dequantize()``
+and :func:`fake_quantize` return the input's kind. The containers themselves
+(:class:`QTensor`'s ``codes``, ``scale``, ``zero_point`` and :class:`QParams`) always hold
+torch tensors, and ``QTensor.packed()`` returns a torch tensor. A tensor that requires
+grad is read detached: results never carry gradients.
 
 Taught in: chapters/02_explorer.ipynb ("What you just saw") and
 chapters/03_core_tradeoff.ipynb ("Granularity").
@@ -40,13 +74,15 @@ chapters/03_core_tradeoff.ipynb ("Granularity").
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, like_input, require_float
+from ._backend import ArrayLike, as_tensor, check_out, dtype_name, like_input, require_float
+from ._validate import check_bool, check_int, check_optional_bool, check_real
 from .formats import CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format
 from ._fast import row_chunks
 from .packing import pack, packed_nbytes
@@ -100,21 +136,14 @@ def _check_args(
     t: torch.Tensor, fmt: Format, granularity: str, axis: int, group_size: Optional[int],
     symmetric: bool, clip_ratio: float, percentile: Optional[float], scale_dtype: str,
 ) -> tuple[int, Optional[int]]:
-    if granularity not in GRANULARITIES:
+    if not isinstance(granularity, str) or granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    if not isinstance(symmetric, (bool, np.bool_)):
-        raise TypeError(f"symmetric must be True or False, got {symmetric!r}")
-    if scale_dtype not in SCALE_DTYPES:
+    check_bool(symmetric, "symmetric")
+    if not isinstance(scale_dtype, str) or scale_dtype not in SCALE_DTYPES:
         raise ValueError(f"scale_dtype must be one of {tuple(SCALE_DTYPES)}, got {scale_dtype!r}")
-    if isinstance(clip_ratio, bool) or not isinstance(clip_ratio, (int, float)):
-        raise TypeError(f"clip_ratio must be a number in (0, 1], got {clip_ratio!r}")
-    if not 0 < clip_ratio <= 1:
-        raise ValueError(f"clip_ratio must be in (0, 1], got {clip_ratio}")
+    check_real(clip_ratio, "clip_ratio", low=0, high=1, low_open=True)
     if percentile is not None:
-        if isinstance(percentile, bool) or not isinstance(percentile, (int, float)):
-            raise TypeError(f"percentile must be a number in (0, 100], got {percentile!r}")
-        if not 0 < percentile <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        check_real(percentile, "percentile", low=0, high=100, low_open=True)
     if not symmetric and not isinstance(fmt, IntFormat):
         raise ValueError(
             f"symmetric=False (a zero point) needs an integer format, got {fmt.name}"
@@ -125,18 +154,21 @@ def _check_args(
             "(two levels spanning the range) or a 1-bit codebook such as "
             "codebook([-1, 1], 'binary')"
         )
+    if isinstance(fmt, IntFormat) and symmetric and not fmt.signed and fmt.bits == 1:
+        raise ValueError(
+            "uint1 has no code above its zero point, so it cannot be symmetric: use "
+            "symmetric=False (two levels spanning the range)"
+        )
     ndim = t.dim()
     if granularity == "channel":
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-            raise TypeError(f"axis must be an int, got {axis!r}")
+        axis = check_int(axis, "axis", what="an int")
         if ndim == 0 or not -ndim <= axis < ndim:
             raise ValueError(f"axis must be in [-{ndim}, {ndim - 1}] for a {ndim}-d tensor, got {axis}")
         axis = int(axis) % ndim
     if granularity == "group":
         if group_size is None:
             raise ValueError("granularity='group' needs group_size, got None")
-        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)):
-            raise TypeError(f"group_size must be a positive int, got {group_size!r}")
+        group_size = check_int(group_size, "group_size", what="a positive int")
         if group_size <= 0:
             raise ValueError(f"group_size must be positive, got {group_size}")
         if ndim == 0:
@@ -218,16 +250,34 @@ def choose_qparams(
         :class:`QParams` with ``scale`` shaped to broadcast against the grouped view of ``x``.
 
     Raises:
-        TypeError, ValueError: see the module docstring; each names the parameter.
+        TypeError, ValueError: see the module docstring; each names the parameter. In
+            particular ``ValueError`` for NaN or infinity in ``x`` and for a scale that
+            ``scale_dtype`` cannot hold (see "Storing the scales" there).
     """
     fmt = get_format(fmt)
-    t, _ = as_tensor(x)
-    require_float(t)
+    t, _ = _input(x)
     axis, group_size = _check_args(
         t, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype
     )
     work = t if t.dtype in (torch.float32, torch.float64) else t.float()
     return _choose(work, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype)
+
+
+def _input(x: ArrayLike) -> tuple[torch.Tensor, bool]:
+    """``x`` as a float tensor (detached: results carry no gradients) and whether it was numpy."""
+    t, was_numpy = as_tensor(x)
+    require_float(t)
+    return (t.detach() if t.requires_grad else t), was_numpy
+
+
+def _require_finite(t: torch.Tensor) -> None:
+    """Raise the one ``ValueError`` for NaN or infinity in a tensor to be scaled."""
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(
+            f"x contains NaN or infinity ({bad} of {t.numel()} values); quantization with a "
+            "scale needs finite values"
+        )
 
 
 def _choose(
@@ -247,6 +297,7 @@ def _choose(
     if stats is not None:
         hi, lo = stats
     elif percentile is not None and percentile < 100:
+        _require_finite(g)  # order statistics would step over a NaN
         if symmetric:
             hi = _kth(g.abs(), dims, percentile / 100, largest=True)
             lo = -hi
@@ -257,19 +308,13 @@ def _choose(
         hi = g.amax(dim=dims, keepdim=True)
         lo = g.amin(dim=dims, keepdim=True)
     if not (bool(torch.isfinite(hi).all()) and bool(torch.isfinite(lo).all())):
-        bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(
-            f"x contains NaN or infinity ({bad} of {t.numel()} values); quantization with a "
-            "scale needs finite values"
-        )
+        _require_finite(t)
     hi = hi.to(torch.float64)
     lo = lo.to(torch.float64)
-    tiny = torch.finfo(sdt).tiny
     if isinstance(fmt, IntFormat) and not symmetric:
         lo = torch.clamp(lo, max=0.0) * clip_ratio
         hi = torch.clamp(hi, min=0.0) * clip_ratio
-        scale = (hi - lo) / (fmt.qmax - fmt.qmin)
-        scale = _store(torch.clamp(scale, min=tiny), sdt)
+        scale = _store((hi - lo) / (fmt.qmax - fmt.qmin), scale_dtype)
         zp = torch.clamp(fmt.qmin - torch.round(lo / scale.double()), fmt.qmin, fmt.qmax)
         return QParams(scale, zp.to(torch.int32), fmt, granularity, axis, group_size, scale_dtype)
     absmax = torch.maximum(hi.abs(), lo.abs()) * clip_ratio
@@ -278,19 +323,65 @@ def _choose(
             scale = absmax / fmt.qmax
             zp = None
         else:  # unsigned and symmetric: zero sits mid-range (as torch's quint8 observers do)
-            scale = absmax / ((fmt.qmax - fmt.qmin) / 2)
-            zp = torch.full(stat_shape, (fmt.qmax + fmt.qmin + 1) // 2, dtype=torch.int32)
+            mid = (fmt.qmax + fmt.qmin + 1) // 2
+            scale = absmax / (fmt.qmax - mid)  # +-absmax land on mid +- (qmax - mid)
+            zp = torch.full(stat_shape, mid, dtype=torch.int32)
     else:
         scale = absmax / fmt.max_value
         zp = None
-    scale = _store(torch.clamp(scale, min=tiny), sdt)
-    return QParams(scale, zp, fmt, granularity, axis, group_size, scale_dtype)
+    return QParams(_store(scale, scale_dtype), zp, fmt, granularity, axis, group_size, scale_dtype)
 
 
-def _store(scale: torch.Tensor, sdt: torch.dtype) -> torch.Tensor:
-    """Round scales to their storage dtype (never to zero), returned as float32."""
-    s = scale.to(sdt)
-    s = torch.where(s > 0, s, torch.full_like(s, torch.finfo(sdt).tiny))
+#: Rounding a scale to the nearest value of its dtype may leave it this much (relative)
+#: below the exact scale before it is rounded up instead: float32's own rounding noise.
+_SCALE_SLACK = 2.0**-21
+#: Largest relative enlargement of a (subnormal) scale by storing it before it is refused.
+_SCALE_MAX_GROWTH = 1 / 16
+_INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _store(exact: torch.Tensor, scale_dtype: str) -> torch.Tensor:
+    """Scales (float64, >= 0) as values of ``scale_dtype`` that hold the range, as float32.
+
+    Each scale is rounded to the nearest value of the dtype, or to the next one up where
+    the nearest lies more than ``_SCALE_SLACK`` (relative) below it, so ``x / scale``
+    never exceeds the top code by more than float32 rounding. A zero scale (a group of
+    zeros) becomes the dtype's smallest normal number.
+
+    Raises:
+        ValueError: a scale beyond the dtype's largest finite value, or one that storing
+            would enlarge by more than ``_SCALE_MAX_GROWTH`` (coarse subnormals).
+    """
+    sdt = SCALE_DTYPES[scale_dtype]
+    info = torch.finfo(sdt)
+    too_big = exact > info.max
+    if bool(too_big.any()):
+        value = float(exact[too_big].max())
+        raise ValueError(
+            f"scale_dtype={scale_dtype!r} cannot hold the scale {value:.4g} that x needs "
+            f"(largest {scale_dtype} value: {info.max:.6g}): "
+            + ("use scale_dtype='fp32', or " if scale_dtype == "fp16" else "")
+            + "rescale x"
+        )
+    s = exact.to(sdt)
+    low = s.double() < exact * (1 - _SCALE_SLACK)
+    if bool(low.any()):  # one step up: the bit pattern of a positive float plus one
+        iv = _INT_VIEW[sdt]
+        s = torch.where(low, (s.view(iv) + 1).view(sdt), s)
+    stored = s.double()
+    positive = exact > 0
+    grown = positive & (stored > exact * (1 + _SCALE_MAX_GROWTH))
+    if bool(grown.any()):
+        value = float(exact[grown].min())
+        raise ValueError(
+            f"scale_dtype={scale_dtype!r} cannot hold the scale {value:.4g} that x needs "
+            f"without making the grid more than {_SCALE_MAX_GROWTH:.4g} coarser (stored as "
+            f"{float(stored[grown][exact[grown].argmin()]):.4g}; {scale_dtype} stores scales "
+            f"below {info.tiny * info.eps / _SCALE_MAX_GROWTH:.3g} only as coarse subnormals): "
+            + ("use scale_dtype='fp32' or 'bf16', or " if scale_dtype == "fp16" else "")
+            + "rescale x"
+        )
+    s = torch.where(positive, s, torch.full_like(s, info.tiny))
     return s.float()
 
 
@@ -301,8 +392,11 @@ def _store(scale: torch.Tensor, sdt: torch.dtype) -> torch.Tensor:
 class QTensor:
     """A quantized tensor: codes plus everything needed to get the values back.
 
+    The containers are torch tensors whatever the input's kind (numpy or torch):
+    ``dequantize()`` returns the input's kind.
+
     Attributes:
-        codes: integer tensor with the shape of the original (unpacked, one code per
+        codes: integer torch tensor with the shape of the original (unpacked, one code per
             element): integer codes, float bit patterns or codebook indices.
         scale: float32 tensor (values exact in ``scale_dtype``) in the public shape
             (``()``, ``(C,)`` or ``(*lead, n_groups)``), or None for an unscaled cast.
@@ -349,8 +443,18 @@ class QTensor:
         return 8 * self.nbytes / self.numel
 
     def packed(self) -> torch.Tensor:
-        """The codes packed into bytes (see :func:`quantlab.packing.pack`)."""
-        return pack(self.codes.reshape(-1), self.format.bits)
+        """The codes packed into bytes, as a flat uint8 torch tensor.
+
+        Formats of up to 16 bits use :func:`quantlab.packing.pack`; wider ones (fp32 bit
+        patterns) are stored whole, least significant byte first -- the same
+        little-endian bitstream. Either way the result has ``packed_nbytes(numel, bits)``
+        bytes.
+        """
+        if self.format.bits <= 16:
+            return pack(self.codes.reshape(-1), self.format.bits)
+        width = self.format.bits // 8
+        flat = self.codes.reshape(-1).to(torch.int32 if width == 4 else torch.int64).cpu().numpy()
+        return torch.from_numpy(flat.astype(f"<i{width}").view(np.uint8).copy())
 
     def _broadcast(self, p: torch.Tensor) -> torch.Tensor:
         if self.granularity == "tensor":
@@ -376,11 +480,17 @@ class QTensor:
             vals = fmt.decode(self.codes)
         if self.scale is None:
             return vals.to(self.dtype)
+        if self.dtype == torch.float64 and _grid_overflow(fmt, self.scale, self.zero_point,
+                                                          torch.float32) is not None:
+            vals = vals.double()  # grid points beyond float32's range: compute in float64
         if self.granularity == "group":
             vals = vals.reshape(*self.shape[:-1], self.shape[-1] // self.group_size, self.group_size)
         if self.zero_point is not None:
-            vals -= self._broadcast(self.zero_point).to(torch.float32)
-        vals *= self._broadcast(self.scale)
+            vals -= self._broadcast(self.zero_point).to(vals.dtype)
+        vals *= self._broadcast(self.scale).to(vals.dtype)
+        top = _grid_overflow(fmt, self.scale, self.zero_point, self.dtype)
+        if top is not None:
+            vals.clamp_(-top, top)
         return vals.reshape(self.shape).to(self.dtype)
 
     def __repr__(self) -> str:
@@ -389,6 +499,26 @@ class QTensor:
             f"granularity={self.granularity!r}, bits_per_weight={self.bits_per_weight:.4g}, "
             f"nbytes={self.nbytes})"
         )
+
+
+def _grid_overflow(
+    fmt: Format, scale: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype
+) -> Optional[float]:
+    """``finfo(dtype).max`` if some grid point ``(code - zero_point) * scale`` could exceed
+    it (so dequantized values must be clamped to stay finite), else None."""
+    if scale.numel() == 0:
+        return None
+    top = torch.finfo(dtype).max
+    if isinstance(fmt, IntFormat):
+        if zero_point is None:
+            reach = float(max(-fmt.qmin, fmt.qmax))
+        else:
+            z = zero_point.double()
+            reach = float(torch.maximum(fmt.qmax - z, z - fmt.qmin).max())
+    else:
+        reach = float(fmt.max_value)
+    # 1 + 2^-20: room for the float32 rounding of the product itself
+    return top if reach * float(scale.max()) * (1 + 2.0**-20) > top else None
 
 
 # --------------------------------------------------------------------------- quantize
@@ -415,11 +545,21 @@ def quantize(
         fmt: format name or object, e.g. ``"int4"``, ``"fp8_e4m3"``, ``"nf4"``.
         granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype:
             see :func:`choose_qparams`.
-        scaled: use a scale (default: yes, except plain casts to fp32/fp16/bf16).
-        qparams: reuse parameters chosen before (e.g. on calibration data) instead.
+        scaled: ``True``, ``False`` or ``None`` (the default: a scale for every format
+            except plain casts to fp32/fp16/bf16).
+        qparams: reuse parameters chosen before (e.g. on calibration data) instead. They
+            must hold exactly one scale per group of ``x`` (``granularity="tensor"``: one;
+            ``"channel"``: ``x.shape[axis]``; ``"group"``: ``x.numel() // group_size``,
+            taken in C order); values beyond the grid are clipped to it.
 
     Returns:
-        A :class:`QTensor`; ``QTensor.dequantize()`` gives values of the same kind as ``x``.
+        A :class:`QTensor` (torch tensors inside); ``QTensor.dequantize()`` gives values of
+        the same kind as ``x``.
+
+    Raises:
+        TypeError, ValueError: see :func:`choose_qparams`; also for ``qparams`` that do
+            not fit ``x`` (wrong type, format or number of scales, non-positive scales)
+            and, on every scaled path, NaN or infinity in ``x``.
 
     Example:
         >>> q = quantize(np.array([3.0, -1.5, 0.4]), "int3")  # absmax 3, qmax 3: scale 1
@@ -432,6 +572,8 @@ def quantize(
     if not p.scaled:
         return QTensor(fmt.encode(p.work), None, None, fmt, tuple(t.shape), "tensor", 0, None,
                        p.scale_dtype, t.dtype, p.was_numpy)
+    if p.qparams is not None:
+        _require_finite(p.work)
     qparams = p.qparams or _choose_prepared(p)
     g = _grouped(p.work, p.granularity, p.axis, p.group_size)
     v = g / qparams.scale.to(g.dtype)
@@ -472,8 +614,8 @@ def _prepare(
     scaled: Optional[bool], qparams: Optional[QParams],
 ) -> _Prepared:
     fmt = get_format(fmt)
-    t, was_numpy = as_tensor(x)
-    require_float(t)
+    t, was_numpy = _input(x)
+    scaled = check_optional_bool(scaled, "scaled")
     if qparams is not None:
         if not isinstance(qparams, QParams):
             raise TypeError(f"qparams must be a QParams, got {type(qparams).__name__}")
@@ -494,7 +636,7 @@ def _prepare(
         if granularity != "tensor":
             raise ValueError(f"an unscaled cast has no granularity, got granularity={granularity!r}")
     elif qparams is not None:
-        _check_qparams_shape(work, qparams)
+        qparams = _fit_qparams(work, qparams)
     return _Prepared(fmt, t, was_numpy, work, granularity, axis, group_size, symmetric,
                      clip_ratio, percentile, scale_dtype, bool(scaled), qparams)
 
@@ -523,17 +665,17 @@ def _int_grid_(
 
 
 def _clamp_needed(fmt: IntFormat, p: _Prepared, qp: QParams) -> bool:
-    """False when ``round(x / scale)`` provably stays within ``[qmin, qmax]``.
+    """False when ``round(x / scale) + zero_point`` provably stays within ``[qmin, qmax]``.
 
-    That holds for symmetric signed integers whose fp32 scale was just measured from
-    ``x`` itself without clipping: ``scale >= absmax / qmax * (1 - 2^-24)`` (one rounding
-    of the quotient to float32, or the floor ``tiny``, which is larger), so
-    ``|x / scale| <= qmax * (1 + 2^-23) < qmax + 1/2`` for every ``qmax < 2^21``: it rounds
-    to at most ``qmax`` in magnitude, and ``-qmax > qmin``.
+    That holds for symmetric grids whose scale was just measured from ``x`` itself without
+    clipping. With ``top = qmax - zero_point`` (``qmax`` for signed formats) the stored
+    scale is ``>= absmax / top * (1 - 2^-21)`` in every ``scale_dtype`` (see
+    :func:`_store`; a zero group's floor is larger), so ``|x / scale| <= top * (1 + 2^-20)
+    < top + 1/2`` (``top < 2^18``), even after float32 rounds the quotient: it rounds to at
+    most ``top`` in magnitude, and ``zero_point - top >= qmin``.
     """
     measured = p.qparams is None and p.clip_ratio == 1 and (p.percentile is None or p.percentile >= 100)
-    return not (measured and fmt.signed and qp.zero_point is None and qp.scale_dtype == "fp32"
-                and fmt.qmax < (1 << 21))
+    return not (measured and p.symmetric and fmt.qmax < (1 << 18))
 
 
 def _public(p: torch.Tensor, granularity: str) -> torch.Tensor:
@@ -544,18 +686,42 @@ def _public(p: torch.Tensor, granularity: str) -> torch.Tensor:
     return p.squeeze(-1)
 
 
-def _check_qparams_shape(t: torch.Tensor, qp: QParams) -> None:
+def _fit_qparams(t: torch.Tensor, qp: QParams) -> QParams:
+    """``qp`` with its scale (and zero point) in the broadcast shape for ``t``.
+
+    They must hold one entry per group of ``t`` -- the shape they were chosen for, or any
+    other with as many entries (taken in C order, e.g. per-row scales of a 2-d weight
+    reused on one of its columns as a ``(rows,)`` vector).
+
+    Raises:
+        ValueError: the wrong number of scales or zero points, or scales that are not
+            positive and finite.
+    """
+    if qp.scale is None:
+        raise ValueError("qparams hold no scale (an unscaled cast), got scaled=True")
     g = _grouped(t, qp.granularity, qp.axis, qp.group_size)
-    try:  # numpy's check costs ~2 us, torch's ~50 us: GPTQ calls this once per column
-        shape = np.broadcast_shapes(tuple(g.shape), tuple(qp.scale.shape))
-    except ValueError as err:
-        raise ValueError(
-            f"qparams with scale shape {tuple(qp.scale.shape)} do not fit x of shape {tuple(t.shape)}"
-        ) from err
-    if shape != tuple(g.shape):
-        raise ValueError(
-            f"qparams with scale shape {tuple(qp.scale.shape)} do not fit x of shape {tuple(t.shape)}"
-        )
+    dims = _reduce_dims(g, qp.granularity, qp.axis)
+    shape = tuple(1 if d in dims else g.shape[d] for d in range(g.dim()))
+    need = math.prod(shape)
+    where = "" if qp.granularity == "tensor" else (
+        f", axis={qp.axis}" if qp.granularity == "channel" else f", group_size={qp.group_size}")
+    for name, v in (("scale", qp.scale), ("zero_point", qp.zero_point)):
+        if v is not None and v.numel() != need:
+            raise ValueError(
+                f"qparams with {name} shape {tuple(v.shape)} ({v.numel()} values) do not fit x "
+                f"of shape {tuple(t.shape)}: granularity={qp.granularity!r}{where} needs {need}; "
+                "choose them on a tensor of the same shape"
+            )
+    if tuple(qp.scale.shape) == shape and (qp.zero_point is None or tuple(qp.zero_point.shape) == shape):
+        scale, zp = qp.scale, qp.zero_point
+    else:
+        scale = qp.scale.reshape(shape)
+        zp = None if qp.zero_point is None else qp.zero_point.reshape(shape)
+    if not bool((scale > 0).all()) or not bool(torch.isfinite(scale).all()):
+        raise ValueError(f"qparams.scale must be positive and finite, got {scale.flatten()[:8].tolist()}")
+    if scale is qp.scale and zp is qp.zero_point:
+        return qp
+    return QParams(scale, zp, qp.format, qp.granularity, qp.axis, qp.group_size, qp.scale_dtype)
 
 
 def dequantize(q: QTensor) -> ArrayLike:
@@ -592,23 +758,32 @@ def fake_quantize(
     often as in a copy. Pass ``out`` to reuse a buffer across calls (allocating a fresh
     64 MiB tensor costs more than the arithmetic). ``benchmarks/run.py`` measures it.
 
+    Gradients: ``x`` may require grad; it is read detached and the result never requires
+    grad (rounding has no useful gradient). For training through the rounding use the
+    straight-through estimator of :mod:`quantlab.qat`.
+
     Args:
         x: float numpy array or torch tensor, any shape.
         fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype,
             scaled, qparams: as in :func:`quantize`.
-        out: optional array/tensor of the same kind, shape and dtype as ``x`` (contiguous)
-            to write the result into; it may be ``x`` itself.
+        out: optional array/tensor of the same kind, shape and dtype as ``x`` (writable,
+            contiguous, native byte order, on ``x``'s device) to write the result into; it
+            may be ``x`` itself, but no other view overlapping ``x``. Everything is
+            checked before the first write.
 
     Returns:
         ``out`` if given, else a new array/tensor.
 
     Raises:
         TypeError, ValueError: as :func:`quantize`, and for an ``out`` of the wrong kind,
-            dtype, shape or layout.
+            dtype, byte order, shape, device or layout, a read-only ``out``, or one that
+            partly overlaps ``x``.
     """
     p = _prepare(x, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile,
                  scale_dtype, scaled, qparams)
     o = _check_out(out, p.t, p.was_numpy)
+    if p.scaled and p.qparams is not None:
+        _require_finite(p.work)  # before anything is written into out
     if p.t.dtype == torch.float32 and p.t.dim() > 0 and p.t.numel() > 0 \
             and p.t.is_contiguous() and isinstance(p.fmt, (IntFormat, FloatFormat)):
         res = o if o is not None else torch.empty_like(p.t, memory_format=torch.contiguous_format)
@@ -625,20 +800,19 @@ def fake_quantize(
 
 
 def _check_out(out: Optional[ArrayLike], t: torch.Tensor, was_numpy: bool) -> Optional[torch.Tensor]:
+    """``out`` as a tensor, after every check (kind, writability, byte order, shape,
+    dtype, device, layout, overlap with ``t``) and before any write."""
     if out is None:
         return None
-    kind = "a numpy.ndarray" if was_numpy else "a torch.Tensor"
-    if isinstance(out, np.ndarray) != was_numpy or not isinstance(out, (np.ndarray, torch.Tensor)):
-        raise TypeError(f"out must be {kind} like x, got {type(out).__name__}")
-    o, _ = as_tensor(out, "out")
-    if tuple(o.shape) != tuple(t.shape):
-        raise ValueError(f"out must have shape {tuple(t.shape)} like x, got {tuple(o.shape)}")
-    want = torch.float32 if (was_numpy and t.dtype == torch.bfloat16) else t.dtype
-    if o.dtype != want:
-        raise TypeError(f"out must have dtype {str(want).replace('torch.', '')} like x, "
-                        f"got {str(o.dtype).replace('torch.', '')}")
-    if not o.is_contiguous():
-        raise ValueError("out must be contiguous, got a strided view")
+    o = check_out(out, was_numpy=was_numpy, dtype=t.dtype, shape=t.shape, device=t.device)
+    if o.numel() and t.numel() and o.device == t.device:
+        same = o.data_ptr() == t.data_ptr() and o.stride() == t.stride()
+        a0, a1 = o.data_ptr(), o.data_ptr() + o.numel() * o.element_size()
+        size = t.element_size()
+        b0 = t.data_ptr() + sum(min(0, st) * (n - 1) for st, n in zip(t.stride(), t.shape)) * size
+        b1 = t.data_ptr() + (1 + sum(max(0, st) * (n - 1) for st, n in zip(t.stride(), t.shape))) * size
+        if not same and a0 < b1 and b0 < a1:
+            raise ValueError("out must be x itself or memory apart from x, got a view overlapping x")
     return o
 
 
@@ -646,6 +820,8 @@ def _fake_quantize_into(p: _Prepared, out: torch.Tensor) -> None:
     """The fast path of :func:`fake_quantize` (float32, contiguous): results into ``out``."""
     fmt, x = p.fmt, p.t
     if not p.scaled:  # a plain cast: round straight from x into out (chunk by chunk)
+        if fmt.nan == "none" and bool(torch.isnan(x).any()):  # as fmt.encode does
+            raise ValueError(f"x contains NaN, which format {fmt.name} cannot encode")
         rounder = fmt._rounder(torch.float32)
         if rounder is None:
             out.copy_(x)
@@ -672,6 +848,7 @@ def _fake_quantize_into(p: _Prepared, out: torch.Tensor) -> None:
     per_row = scale.dim() > 0 and scale.shape[0] > 1  # parameters vary along dim 0
     rounder = None if isinstance(fmt, IntFormat) else fmt._rounder(torch.float32)
     clamp = isinstance(fmt, IntFormat) and _clamp_needed(fmt, p, qp)
+    top = _grid_overflow(fmt, qp.scale, qp.zero_point, torch.float32)
     for sl in row_chunks(g):
         s = scale[sl] if per_row else scale
         z = zp[sl] if (zp is not None and per_row) else zp
@@ -688,3 +865,5 @@ def _fake_quantize_into(p: _Prepared, out: torch.Tensor) -> None:
             if rounder is not None:
                 rounder(oc)
         oc *= s
+        if top is not None:
+            oc.clamp_(-top, top)
