@@ -4,23 +4,33 @@ A fake-quantized model (float weights that merely *lie on* a quantization grid) 
 as large as the original. Real savings need the codes packed into bytes: an int4 weight
 matrix of ``out x in`` values is stored here as ``out * in / 2`` bytes plus its scales.
 
-:class:`QuantizedLinear` holds, as buffers (so ``state_dict()`` carries them):
+:class:`QuantizedLinear` stores one packed representation of its weight -- the bytes of
+a :class:`~quantlab.quantize.QTensor` -- as buffers (so ``state_dict()`` carries them):
 
 * ``packed`` -- uint8, the codes packed with :func:`quantlab.packing.pack`'s layout
-  (``bits`` bits each, little-endian bitstream; 16-bit casts store the fp16/bf16 bit
-  patterns, two bytes each);
-* ``scale`` -- the scales *at their storage dtype* (fp16 by default, as most libraries do);
+  (``bits`` bits each, little-endian bitstream; 16- and 32-bit casts store the
+  fp16/bf16/fp32 bit patterns, two or four bytes each);
+* ``scale`` -- the scales *at their storage dtype* (fp16 by default, as most libraries
+  do), in the QTensor's shape: ``()``, ``(C,)`` or ``(out_features, n_groups)``;
 * ``zero_point`` -- packed like the codes (asymmetric schemes only);
 * ``bias`` -- unchanged, in its original dtype;
 * ``input_scale`` -- optional, float32 ``(in_features,)``: a per-input-channel factor
-  applied to ``x`` first (AWQ's ``1/s`` where no preceding layer can absorb it).
+  applied to ``x`` first (AWQ's ``1/s`` where no preceding layer can absorb it);
 
-``forward`` unpacks and dequantizes the weight on the fly and calls ``F.linear``; nothing
-dequantized is cached, so the memory saved stays saved. On a CPU without low-bit integer
-kernels this is *slower* than the fp32 layer: every call rebuilds the float weight.
+plus a record of how to read them (format, shape, granularity, axis, group size, scale
+dtype, ...), which ``state_dict()`` carries too (as the module's extra state), so a
+checkpoint of another scheme is refused instead of decoded into garbage.
+
+``forward`` unpacks the codes, rebuilds the weight with
+:meth:`QTensor.dequantize <quantlab.quantize.QTensor.dequantize>` -- the same code that
+dequantizes any QTensor -- and calls ``F.linear``; nothing dequantized is cached, so the
+memory saved stays saved. On a CPU without low-bit integer kernels this is *slower* than
+the fp32 layer: every call rebuilds the float weight. ``nbytes`` is the QTensor's too.
 
 The one-call entry point is :func:`quantize_model`; :func:`size_report` measures the
-bytes before and after, layer by layer::
+bytes before and after, layer by layer; :func:`save_quantized` and
+:func:`load_quantized` write the quantized layers to a ``safetensors`` file and put them
+back into a float model of the same architecture::
 
     import quantlab as ql
     from quantlab.models import minilm
@@ -34,17 +44,23 @@ packed storage".
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fnmatch
+import json
+import math
+import os
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .formats import FloatFormat, Format, IntFormat, get_format
+from ._backend import ArrayLike, as_tensor, like_input
+from .formats import CodebookFormat, FloatFormat, Format, IntFormat, get_format
 from .packing import pack, unpack
-from .quantize import SCALE_DTYPES, QParams, QTensor, quantize
+from .quantize import SCALE_DTYPES, QParams, QTensor, dequantize, quantize
 
 __all__ = [
     "QuantScheme",
@@ -58,12 +74,36 @@ __all__ = [
     "LayerSize",
     "pack_codes",
     "unpack_codes",
+    "save_quantized",
+    "load_quantized",
+    "FILE_VERSION",
 ]
 
-_CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+#: Version of the layout record written by :func:`save_quantized` and kept in
+#: ``state_dict()``; a file or state dict of another version is refused.
+FILE_VERSION = 1
+_FILE_TAG = "quantlab.nn.save_quantized"
+
+# 16- and 32-bit float formats whose codes are exactly the bits of a torch dtype
+_TORCH_FLOATS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+# integer dtypes of the same width, to move scales without converting them
+_SAME_WIDTH_INT = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
+
+
+
+
+def _packed_nbytes(n: int, bits: int) -> int:
+    """Bytes of ``n`` codes of ``bits`` bits packed end to end: ``ceil(n * bits / 8)``."""
+    return -(-n * bits // 8)
 
 
 # --------------------------------------------------------------------------- the scheme
+
+
+def _check_flag(value: Any, name: str) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True)
@@ -76,9 +116,12 @@ class QuantScheme:
         granularity: ``"tensor"``, ``"channel"`` or ``"group"``; ``None`` (default) means
             ``"group"`` if ``group_size`` is given, ``"channel"`` for scaled formats, and a
             plain cast (no scale) for fp16 / bf16 / fp32.
-        group_size: weights per scale along the input dimension (``granularity="group"``).
-        axis: the channel axis for ``"channel"``: 0 = one scale per output row (default).
-        symmetric: absmax scaling (True) or min/max with a zero point (integer formats).
+        group_size: weights per scale along the input dimension (``granularity="group"``),
+            a positive int.
+        axis: the channel axis for ``"channel"``: 0 = one scale per output row (default),
+            1 = one per input column (-2 and -1 are the same axes).
+        symmetric: absmax scaling (True) or min/max with a zero point (integer formats
+            only); ``True``/``False`` only, not ``0``/``1`` or strings.
         scale_dtype: ``"fp16"`` (default), ``"bf16"`` or ``"fp32"``.
 
     Example:
@@ -86,8 +129,11 @@ class QuantScheme:
         'int4 g128'
 
     Raises:
-        ValueError: unknown format, granularity or scale dtype; ``group_size`` without
-            ``"group"``; a granularity given for a 16/32-bit cast.
+        TypeError: a field of the wrong kind (e.g. ``group_size="32"``, ``symmetric=1``,
+            ``axis=1.0``); each message names the field and the value.
+        ValueError: unknown format, granularity or scale dtype; ``group_size`` not
+            positive, or without ``"group"``; a granularity given for a 16/32-bit cast;
+            ``symmetric=False`` for a format without integer codes.
 
     Taught in: chapters/04_in_practice.ipynb, "One table over formats".
     """
@@ -102,14 +148,35 @@ class QuantScheme:
     def __post_init__(self) -> None:
         fmt = get_format(self.fmt)
         object.__setattr__(self, "fmt", fmt)
+        if not isinstance(self.scale_dtype, str):
+            raise TypeError(f"scale_dtype must be a string, got {type(self.scale_dtype).__name__} "
+                            f"{self.scale_dtype!r}")
         if self.scale_dtype not in SCALE_DTYPES:
             raise ValueError(
                 f"scale_dtype must be one of {tuple(SCALE_DTYPES)}, got {self.scale_dtype!r}"
             )
+        if self.granularity is not None and not isinstance(self.granularity, str):
+            raise TypeError(f"granularity must be a string or None, got "
+                            f"{type(self.granularity).__name__} {self.granularity!r}")
         if self.granularity is not None and self.granularity not in ("tensor", "channel", "group"):
             raise ValueError(
                 f"granularity must be 'tensor', 'channel', 'group' or None, got {self.granularity!r}"
             )
+        if self.group_size is not None:
+            if isinstance(self.group_size, (bool, np.bool_)) or not isinstance(
+                self.group_size, (int, np.integer)
+            ):
+                raise TypeError(f"group_size must be a positive int or None, got "
+                                f"{type(self.group_size).__name__} {self.group_size!r}")
+            if self.group_size <= 0:
+                raise ValueError(f"group_size must be a positive int, got {self.group_size!r}")
+            object.__setattr__(self, "group_size", int(self.group_size))
+        if isinstance(self.axis, (bool, np.bool_)) or not isinstance(self.axis, (int, np.integer)):
+            raise TypeError(f"axis must be an int, got {type(self.axis).__name__} {self.axis!r}")
+        if self.axis not in (0, 1, -1, -2):
+            raise ValueError(f"axis must be 0 (output rows) or 1 (input columns), got {self.axis!r}")
+        object.__setattr__(self, "axis", int(self.axis))
+        object.__setattr__(self, "symmetric", _check_flag(self.symmetric, "symmetric"))
         if self.is_cast and self.granularity is not None:
             raise ValueError(
                 f"{fmt.name} is stored as a plain cast without scales, so granularity must be "
@@ -121,8 +188,10 @@ class QuantScheme:
             )
         if self.resolved_granularity == "group" and self.group_size is None:
             raise ValueError("granularity='group' needs group_size, got None")
-        if isinstance(self.axis, bool) or self.axis not in (0, 1, -1, -2):
-            raise ValueError(f"axis must be 0 (output rows) or 1 (input columns), got {self.axis!r}")
+        if not self.symmetric and not isinstance(fmt, IntFormat):
+            raise ValueError(
+                f"symmetric=False (a zero point) needs an integer format, got fmt={fmt.name!r}"
+            )
 
     @property
     def is_cast(self) -> bool:
@@ -163,11 +232,11 @@ class QuantScheme:
             kw["group_size"] = self.group_size
         return kw
 
-    def quantize(self, weight: torch.Tensor, qparams: Optional[QParams] = None) -> QTensor:
+    def quantize(self, weight: ArrayLike, qparams: Optional[QParams] = None) -> QTensor:
         """Quantize a 2-D weight with this scheme (round-to-nearest).
 
         Args:
-            weight: float tensor of shape ``(out_features, in_features)``.
+            weight: float tensor (or numpy array) of shape ``(out_features, in_features)``.
             qparams: reuse scales chosen elsewhere (e.g. by GPTQ) instead of absmax/min-max.
 
         Returns:
@@ -192,7 +261,15 @@ def _as_scheme(scheme: SchemeLike) -> QuantScheme:
 # --------------------------------------------------------------------------- packing
 
 
-def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+def _check_code_bits(bits: Any) -> int:
+    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)):
+        raise TypeError(f"bits must be an int, got {type(bits).__name__} {bits!r}")
+    if not (1 <= bits <= 16 or bits == 32):
+        raise ValueError(f"bits must be 1 to 16 or 32, got {bits!r}")
+    return int(bits)
+
+
+def pack_codes(codes: ArrayLike, bits: int) -> ArrayLike:
     """Pack integer codes into uint8 with :func:`quantlab.packing.pack`'s layout.
 
     16- and 32-bit codes (the fp16/bf16/fp32 bit patterns of a cast) are little-endian bytes,
@@ -200,64 +277,374 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     through :func:`quantlab.pack`.
 
     Args:
-        codes: integer tensor of any shape (flattened in C order), values fitting in ``bits``.
+        codes: integer tensor or numpy array of any shape (flattened in C order), values
+            fitting in ``bits``.
         bits: code width, 1 to 16, or 32.
 
     Returns:
-        Flat uint8 tensor of ``ceil(codes.numel() * bits / 8)`` bytes.
+        Flat uint8 tensor of ``ceil(codes.numel() * bits / 8)`` bytes (a numpy array for a
+        numpy input).
+
+    Raises:
+        TypeError: ``codes`` is not an array/tensor; ``bits`` is not an int.
+        ValueError: ``bits`` outside 1..16 and 32; codes that do not fit (from
+            :func:`quantlab.pack`).
     """
-    flat = codes.reshape(-1)
+    bits = _check_code_bits(bits)
+    t, was_numpy = as_tensor(codes, "codes")
+    flat = t.reshape(-1)
     if bits == 32:  # fp32 bit patterns (a plain fp32 "cast")
-        return flat.to(torch.int64).to(torch.int32).view(torch.uint8).clone()
-    if bits == 16:
-        return flat.to(torch.int32).to(torch.int16).view(torch.uint8).clone()
-    return pack(flat, bits)
+        res = flat.to(torch.int64).to(torch.int32).view(torch.uint8).clone()
+    elif bits == 16:
+        res = flat.to(torch.int32).to(torch.int16).view(torch.uint8).clone()
+    else:
+        res = pack(flat, bits)
+    return like_input(res, was_numpy)
 
 
-def unpack_codes(packed: torch.Tensor, bits: int, n: int, signed: bool) -> torch.Tensor:
+def _unpack_any_device(packed: torch.Tensor, bits: int, n: int, signed: bool) -> torch.Tensor:
+    """:func:`quantlab.unpack` in plain tensor operations, for tensors off the CPU."""
+    b = packed[: _packed_nbytes(n, bits)].to(torch.int32)
+    dev = b.device
+    if 8 % bits == 0:
+        shifts = torch.arange(0, 8, bits, dtype=torch.int32, device=dev)
+        u = ((b.unsqueeze(1) >> shifts) & ((1 << bits) - 1)).reshape(-1)[:n]
+    else:
+        stream = ((b.unsqueeze(1) >> torch.arange(8, dtype=torch.int32, device=dev)) & 1).reshape(-1)
+        stream = stream[: n * bits].reshape(n, bits)
+        u = (stream << torch.arange(bits, dtype=torch.int32, device=dev)).sum(dim=1, dtype=torch.int32)
+    if signed:
+        u = torch.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
+    return u
+
+
+def unpack_codes(packed: ArrayLike, bits: int, n: int, signed: bool) -> ArrayLike:
     """Inverse of :func:`pack_codes` (and of :func:`quantlab.packing.pack`).
 
-    8-, 16- and 32-bit codes are returned as a *view* of ``packed`` (int8/uint8,
-    int16, int32): no copy. Other widths go through :func:`quantlab.unpack` (int32).
+    8-bit codes, and signed 16- and 32-bit ones, are returned as a *view* of ``packed``
+    (int8/uint8, int16, int32): no copy; unsigned 16/32-bit codes are widened to
+    int32/int64. Other widths go through :func:`quantlab.unpack` (int32) on
+    the CPU and through the same arithmetic in tensor operations on other devices; on
+    the ``meta`` device the result is an empty int32 meta tensor.
 
     Args:
-        packed: flat uint8 tensor.
-        bits: code width, 1 to 16.
+        packed: flat uint8 tensor or numpy array.
+        bits: code width, 1 to 16, or 32.
         n: number of codes to read.
         signed: sign-extend two's complement codes.
 
     Returns:
-        Flat integer tensor of ``n`` codes.
+        Flat integer tensor of ``n`` codes (a numpy array for a numpy input).
+
+    Raises:
+        TypeError: ``packed`` is not a uint8 array/tensor; ``bits`` is not an int.
+        ValueError: ``bits`` outside 1..16 and 32, or ``packed`` too short for ``n`` codes.
     """
+    bits = _check_code_bits(bits)
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    n = int(n)
+    signed = _check_flag(signed, "signed")
+    if isinstance(packed, torch.Tensor) and packed.is_meta:
+        t, was_numpy = packed, False
+    else:
+        t, was_numpy = as_tensor(packed, "packed")
+    if t.dtype != torch.uint8:
+        raise TypeError(f"packed must be uint8, got dtype {str(t.dtype).replace('torch.', '')}")
+    need = _packed_nbytes(n, bits)
+    if t.numel() < need:
+        raise ValueError(f"packed holds {t.numel()} bytes, but {n} codes of {bits} bits need {need}")
+    t = t.reshape(-1)
     if bits == 32:
-        return packed[: 4 * n].view(torch.int32)
-    if bits == 16:
-        v = packed[: 2 * n].view(torch.int16)
-        return v if signed else v.to(torch.int32) & 0xFFFF
-    if bits == 8:
-        return packed[:n].view(torch.int8) if signed else packed[:n]
-    return unpack(packed, bits, n, signed=signed)
+        v = t[: 4 * n].view(torch.int32)
+        res = v if signed else v.to(torch.int64) & 0xFFFFFFFF
+    elif bits == 16:
+        v = t[: 2 * n].view(torch.int16)
+        res = v if signed else v.to(torch.int32) & 0xFFFF
+    elif bits == 8:
+        res = t[:n].view(torch.int8) if signed else t[:n]
+    elif t.is_meta:
+        res = torch.empty(n, dtype=torch.int32, device="meta")
+    elif t.device.type != "cpu":
+        res = _unpack_any_device(t, bits, n, signed)
+    else:
+        res = unpack(t, bits, n, signed=signed)
+    return like_input(res, was_numpy)
+
+
+# --------------------------------------------------------------------------- formats on file
+
+
+def _format_record(fmt: Format) -> dict:
+    """A JSON-able description of ``fmt``: its name if :func:`get_format` knows it, else
+    its fields (custom codebooks and float layouts)."""
+    try:
+        if get_format(fmt.name) == fmt:
+            return {"name": fmt.name}
+    except (TypeError, ValueError):
+        pass
+    kinds = {IntFormat: "int", FloatFormat: "float", CodebookFormat: "codebook"}
+    kind = kinds.get(type(fmt))
+    if kind is None:
+        raise TypeError(f"format {fmt.name!r} of type {type(fmt).__name__} cannot be recorded; "
+                        "use an IntFormat, FloatFormat or CodebookFormat")
+    rec = {"kind": kind}
+    for f in dataclasses.fields(fmt):
+        v = getattr(fmt, f.name)
+        rec[f.name] = list(v) if isinstance(v, tuple) else v
+    return rec
+
+
+def _format_from_record(rec: Any, where: str) -> Format:
+    if not isinstance(rec, dict):
+        raise ValueError(f"{where}: format must be a JSON object, got {rec!r}")
+    try:
+        if set(rec) == {"name"}:
+            return get_format(rec["name"])
+        cls = {"int": IntFormat, "float": FloatFormat, "codebook": CodebookFormat}[rec["kind"]]
+        kw = {k: v for k, v in rec.items() if k != "kind"}
+        if "table" in kw:
+            kw["table"] = tuple(float(v) for v in kw["table"])
+        return cls(**kw)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{where}: unreadable format record {rec!r} ({err})") from err
+
+
+# --------------------------------------------------------------------------- decoding on device
+
+_DECODERS: dict[tuple[Format, torch.device], Format] = {}
+_DECODER_CLASSES: dict[type, type] = {}
+
+
+def _decoder_class(cls: type) -> type:
+    """A subclass of a float or codebook format class whose ``decode`` reads a table (or
+    the bits of a torch dtype) on the codes' own device."""
+    if cls not in _DECODER_CLASSES:
+
+        def decode(self: Format, codes: torch.Tensor) -> torch.Tensor:
+            view = self.__dict__["_view_dtype"]
+            if view is not None:  # fp16 / bf16 / fp32: the codes are that dtype's bits
+                return codes.view(view).to(torch.float32, copy=True)
+            return self.__dict__["_table"][codes.long()]
+
+        _DECODER_CLASSES[cls] = type(f"{cls.__name__}OnDevice", (cls,), {"decode": decode})
+    return _DECODER_CLASSES[cls]
+
+
+def _decoder(fmt: Format, device: torch.device) -> Format:
+    """``fmt`` itself for integers; for float and codebook formats, an equal format whose
+    ``decode`` gives the same float32 values as ``fmt.decode`` but runs on ``device``
+    (its lookup table is copied there once and kept)."""
+    if isinstance(fmt, IntFormat):
+        return fmt
+    key = (fmt, device)
+    if key not in _DECODERS:
+        sub = _decoder_class(type(fmt))
+        dec = sub(**{f.name: getattr(fmt, f.name) for f in dataclasses.fields(fmt) if f.init})
+        view = _TORCH_FLOATS.get(fmt.name) if isinstance(fmt, FloatFormat) else None
+        if view is not None and get_format(fmt.name) != fmt:
+            view = None
+        table = None
+        if view is None:
+            n = len(fmt.table) if isinstance(fmt, CodebookFormat) else 1 << fmt.bits
+            table = fmt.decode(torch.arange(n)).to(torch.float32).to(device)
+        object.__setattr__(dec, "_view_dtype", view)
+        object.__setattr__(dec, "_table", table)
+        _DECODERS[key] = dec
+    return _DECODERS[key]
+
+
+# --------------------------------------------------------------------------- the stored layout
+
+_DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "float64": torch.float64}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a :class:`QuantizedLinear`'s buffers are to be read (everything but the bytes).
+
+    ``scaled=False`` is a plain 16/32-bit cast (no ``scale``, granularity ``"tensor"``).
+    ``symmetric`` is False only when the zero points were measured (min/max scaling).
+    """
+
+    format: Format
+    shape: tuple[int, int]
+    granularity: str
+    axis: int
+    group_size: Optional[int]
+    scale_dtype: str
+    scaled: bool
+    zero_point: bool
+    symmetric: bool
+    weight_dtype: torch.dtype
+
+    @property
+    def numel(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def scale_shape(self) -> Optional[tuple[int, ...]]:
+        """The QTensor's scale shape: ``()``, ``(C,)`` or ``(out_features, n_groups)``."""
+        if not self.scaled:
+            return None
+        if self.granularity == "tensor":
+            return ()
+        if self.granularity == "channel":
+            return (self.shape[self.axis],)
+        return (self.shape[0], self.shape[1] // self.group_size)
+
+    @property
+    def n_scales(self) -> int:
+        shape = self.scale_shape
+        return 0 if shape is None else math.prod(shape)
+
+    def record(self) -> dict:
+        """The layout as a JSON-able dict (the scheme part of a state dict or file)."""
+        return {
+            "format": _format_record(self.format),
+            "shape": list(self.shape),
+            "granularity": self.granularity,
+            "axis": self.axis,
+            "group_size": self.group_size,
+            "scale_dtype": self.scale_dtype,
+            "scaled": self.scaled,
+            "scale_shape": None if self.scale_shape is None else list(self.scale_shape),
+            "zero_point": self.zero_point,
+            "symmetric": self.symmetric,
+            "weight_dtype": _dtype_name(self.weight_dtype),
+        }
+
+    @classmethod
+    def from_record(cls, rec: Any, where: str) -> "_Layout":
+        """Read :meth:`record`'s dict back, checking every field."""
+        if not isinstance(rec, dict):
+            raise ValueError(f"{where}: the layer record must be a JSON object, got {rec!r}")
+        need = ("format", "shape", "granularity", "axis", "group_size", "scale_dtype", "scaled",
+                "scale_shape", "zero_point", "symmetric", "weight_dtype")
+        missing = [k for k in need if k not in rec]
+        if missing:
+            raise ValueError(f"{where}: the layer record lacks {missing}")
+        fmt = _format_from_record(rec["format"], where)
+        shape = rec["shape"]
+        if (not isinstance(shape, list) or len(shape) != 2
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+            raise ValueError(f"{where}: shape must be two non-negative ints, got {shape!r}")
+        gs = rec["group_size"]
+        ok = (
+            rec["granularity"] in ("tensor", "channel", "group")
+            and rec["axis"] in (0, 1) and not isinstance(rec["axis"], bool)
+            and rec["scale_dtype"] in SCALE_DTYPES
+            and all(isinstance(rec[k], bool) for k in ("scaled", "zero_point", "symmetric"))
+            and rec["weight_dtype"] in _DTYPE_NAMES
+            and (gs is None if rec["granularity"] != "group"
+                 else isinstance(gs, int) and not isinstance(gs, bool) and gs > 0
+                 and shape[1] % gs == 0)
+        )
+        if not ok:
+            raise ValueError(f"{where}: inconsistent layer record {rec!r}")
+        layout = cls(fmt, (shape[0], shape[1]), rec["granularity"], rec["axis"], gs,
+                     rec["scale_dtype"], rec["scaled"], rec["zero_point"], rec["symmetric"],
+                     _DTYPE_NAMES[rec["weight_dtype"]])
+        want = None if layout.scale_shape is None else list(layout.scale_shape)
+        if rec["scale_shape"] != want:
+            raise ValueError(f"{where}: scale_shape {rec['scale_shape']!r} does not match the "
+                             f"record's granularity (expected {want!r})")
+        return layout
+
+    def describe(self) -> str:
+        if not self.scaled:
+            return self.format.name
+        g = f"g{self.group_size}" if self.granularity == "group" else f"per-{self.granularity}"
+        return f"{self.format.name} {g}"
+
+
+def _differences(ours: dict, theirs: dict, skip: Sequence[str] = ()) -> list[str]:
+    """``"key: theirs in the state dict, ours in this layer"`` for every key that differs."""
+    out = []
+    for k in ours:
+        a, b = ours.get(k), theirs.get(k)
+        if k in skip or a == b:
+            continue
+        if k == "format":
+            a = a.get("name", a) if isinstance(a, dict) else a
+            b = b.get("name", b) if isinstance(b, dict) else b
+        out.append(f"{k}: {b!r} in the state dict, {a!r} in this layer")
+    return out
+
+
+def _encode_record(rec: dict) -> torch.Tensor:
+    """A record as a uint8 tensor of UTF-8 JSON (so a state dict holds tensors only)."""
+    data = json.dumps(rec, sort_keys=True).encode("utf-8")
+    return torch.tensor(list(data), dtype=torch.uint8)
+
+
+def _decode_record(state: Any, where: str) -> dict:
+    if isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.dim() == 1:
+        try:
+            rec = json.loads(bytes(state.cpu().tolist()).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{where}: the quantization record is not valid JSON ({err})") from err
+    elif isinstance(state, dict):
+        rec = state
+    else:
+        raise ValueError(f"{where}: the quantization record must be a uint8 tensor of JSON, got "
+                         f"{type(state).__name__}")
+    if not isinstance(rec, dict) or rec.get("quantlab.nn") != FILE_VERSION:
+        found = rec.get("quantlab.nn") if isinstance(rec, dict) else None
+        raise ValueError(f"{where}: the quantization record has version {found!r}; this quantlab "
+                         f"reads version {FILE_VERSION}")
+    return rec
 
 
 # --------------------------------------------------------------------------- the layer
+
+
+def _check_dense(t: torch.Tensor, name: str) -> None:
+    """Refuse sparse tensors (TypeError) and tensors without values on the meta device."""
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense tensor, got layout {t.layout} (call .to_dense() first)")
+    if t.is_meta:
+        raise ValueError(f"{name} is on the meta device and holds no values; materialize it "
+                         "first (e.g. to_empty() and load_state_dict())")
 
 
 class QuantizedLinear(nn.Module):
     """A Linear layer whose weight is stored as packed low-bit codes plus scales.
 
     ``y = x @ W_hat^T + b`` with ``W_hat = (code - zero_point) * scale`` (integer formats)
-    or ``decode(code) * scale`` (float and codebook formats), rebuilt on every call.
+    or ``decode(code) * scale`` (float and codebook formats), rebuilt on every call by
+    :meth:`QTensor.dequantize <quantlab.quantize.QTensor.dequantize>` from the unpacked
+    codes (see :meth:`dequantize_weight`).
 
     Build one with :meth:`from_linear` (round-to-nearest with a :class:`QuantScheme`),
     :meth:`from_qtensor` (codes and scales computed elsewhere, e.g. by GPTQ) or
     :meth:`from_weight` (a weight already on a known grid, with its ``QParams``).
 
+    Devices and dtypes: ``.to(device)`` moves every buffer (``.to("meta")`` too; then
+    ``to_empty()`` and ``load_state_dict()`` give the layer back); decoding tables of
+    float and codebook formats are kept per device. ``.to(dtype)`` / ``.half()`` convert
+    ``bias`` and ``input_scale`` like ``nn.Linear``'s parameters, while the codes and the
+    scales keep their storage dtypes (part of the scheme); ``forward`` computes in the
+    input's dtype.
+
+    ``state_dict()`` holds the buffers and, as extra state, the layout record (format,
+    shape, granularity, axis, group size, scale dtype, ...) as a uint8 tensor of JSON;
+    ``load_state_dict`` refuses a state dict of another layout with a ValueError that
+    names the layer and what differs, before copying anything.
+
     Attributes:
         in_features, out_features: as for ``nn.Linear``.
         format: the number format of the codes.
         granularity, axis, group_size, scale_dtype: how the scales are shared and stored.
+        symmetric: False when zero points were measured (min/max scaling).
+        weight_dtype: dtype of the original weight (what :meth:`dequantize_weight` returns).
         packed: uint8 buffer of the packed codes.
-        scale: buffer of scales at ``scale_dtype`` (absent for 16-bit casts).
+        scale: buffer of scales at ``scale_dtype`` (absent for 16/32-bit casts).
         zero_point: uint8 buffer of packed zero points, or None.
         bias: float buffer or None.
         input_scale: float32 buffer ``(in_features,)`` multiplying the input, or None.
@@ -276,32 +663,54 @@ class QuantizedLinear(nn.Module):
             raise TypeError(f"qt must be a QTensor, got {type(qt).__name__}")
         if len(qt.shape) != 2:
             raise ValueError(f"qt must hold a 2-D weight (out_features, in_features), got shape {qt.shape}")
-        out_f, in_f = qt.shape
+        if not isinstance(qt.codes, torch.Tensor):
+            raise TypeError(f"qt.codes must be a torch.Tensor, got {type(qt.codes).__name__}")
+        _check_dense(qt.codes, "qt.codes")
+        fmt = qt.format
+        out_f, in_f = (int(s) for s in qt.shape)
+        scaled = qt.scale is not None
+        granularity = qt.granularity if scaled else "tensor"
+        axis = int(qt.axis) % 2 if scaled and granularity == "channel" else 0
+        if isinstance(fmt, IntFormat) and not fmt.signed and qt.zero_point is not None:
+            mid = (fmt.qmax + fmt.qmin + 1) // 2  # symmetric unsigned: the fixed mid-range zero
+            symmetric = bool((qt.zero_point == mid).all())
+        else:
+            symmetric = qt.zero_point is None
+        layout = _Layout(fmt, (out_f, in_f), granularity, axis,
+                         qt.group_size if granularity == "group" else None, qt.scale_dtype,
+                         scaled, qt.zero_point is not None, symmetric, qt.dtype)
+        packed = pack_codes(qt.codes, fmt.bits)
+        scale = None if qt.scale is None else qt.scale.to(SCALE_DTYPES[qt.scale_dtype]).contiguous()
+        zp = None if qt.zero_point is None else pack_codes(qt.zero_point, fmt.bits)
+        self._install(layout, packed, scale, zp, bias, input_scale)
+
+    def _install(
+        self,
+        layout: _Layout,
+        packed: torch.Tensor,
+        scale: Optional[torch.Tensor],
+        zero_point: Optional[torch.Tensor],
+        bias: Optional[torch.Tensor],
+        input_scale: Optional[torch.Tensor],
+    ) -> None:
+        """Check the bias and input scale against ``layout`` and register every buffer."""
+        out_f, in_f = layout.shape
         if bias is not None:
             if not isinstance(bias, torch.Tensor):
                 raise TypeError(f"bias must be a torch.Tensor or None, got {type(bias).__name__}")
+            _check_dense(bias, "bias")
             if tuple(bias.shape) != (out_f,):
                 raise ValueError(f"bias must have shape ({out_f},), got {tuple(bias.shape)}")
         if input_scale is not None:
             if not isinstance(input_scale, torch.Tensor):
                 raise TypeError(f"input_scale must be a torch.Tensor or None, got {type(input_scale).__name__}")
+            _check_dense(input_scale, "input_scale")
             if tuple(input_scale.shape) != (in_f,):
                 raise ValueError(f"input_scale must have shape ({in_f},), got {tuple(input_scale.shape)}")
-        self.in_features = int(in_f)
-        self.out_features = int(out_f)
-        self.format: Format = qt.format
-        self.granularity = qt.granularity
-        self.axis = qt.axis
-        self.group_size = qt.group_size
-        self.scale_dtype = qt.scale_dtype
-        self.weight_dtype: torch.dtype = qt.dtype
-        fmt = qt.format
-        self._signed = isinstance(fmt, IntFormat) and fmt.signed
-        self.register_buffer("packed", pack_codes(qt.codes, fmt.bits))
-        scale = None if qt.scale is None else qt.scale.to(SCALE_DTYPES[qt.scale_dtype]).contiguous()
+        self._layout = layout
+        self.register_buffer("packed", packed)
         self.register_buffer("scale", scale)
-        zp = None if qt.zero_point is None else pack_codes(qt.zero_point, fmt.bits)
-        self.register_buffer("zero_point", zp)
+        self.register_buffer("zero_point", zero_point)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.register_buffer(
             "input_scale", None if input_scale is None else input_scale.detach().float().clone()
@@ -312,12 +721,25 @@ class QuantizedLinear(nn.Module):
     def from_linear(cls, linear: nn.Linear, scheme: SchemeLike = "int8") -> "QuantizedLinear":
         """Round-to-nearest quantize an ``nn.Linear`` with a scheme.
 
+        Args:
+            linear: the layer; its weight must be a dense tensor holding values (not on
+                the ``meta`` device). ``out_features`` or ``in_features`` may be 0.
+            scheme: a :class:`QuantScheme` or a format name.
+
+        Returns:
+            The quantized layer (the bias is copied).
+
         Raises:
-            TypeError: ``linear`` is not an ``nn.Linear``.
+            TypeError: ``linear`` is not an ``nn.Linear``; a sparse weight or bias.
+            ValueError: a weight on the meta device; what :func:`quantlab.quantize` raises
+                (e.g. a group size that does not divide ``in_features``).
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         scheme = _as_scheme(scheme)
+        _check_dense(linear.weight, "linear.weight")
+        if linear.bias is not None:
+            _check_dense(linear.bias, "linear.bias")
         qt = scheme.quantize(linear.weight.detach())
         return cls(qt, None if linear.bias is None else linear.bias.detach())
 
@@ -335,13 +757,16 @@ class QuantizedLinear(nn.Module):
             bias: ``(out_features,)`` or None.
             input_scale: ``(in_features,)`` multiplier applied to the input first (AWQ's
                 ``1/s`` when it cannot be folded into a preceding layer), or None.
+
+        Returns:
+            The layer.
         """
         return cls(qt, bias, input_scale)
 
     @classmethod
     def from_weight(
         cls,
-        weight: torch.Tensor,
+        weight: ArrayLike,
         qparams: QParams,
         bias: Optional[torch.Tensor] = None,
     ) -> "QuantizedLinear":
@@ -350,32 +775,97 @@ class QuantizedLinear(nn.Module):
 
         The codes are recovered with ``quantize(weight, qparams=qparams)``; for a weight on
         the grid this is exact, so ``dequantize_weight()`` gives ``weight`` back.
+
+        Args:
+            weight: float tensor or numpy array ``(out_features, in_features)``.
+            qparams: the grid.
+            bias: ``(out_features,)`` tensor or None.
+
+        Returns:
+            The layer (a torch module whatever the kind of ``weight``).
         """
         if not isinstance(qparams, QParams):
             raise TypeError(f"qparams must be a QParams, got {type(qparams).__name__}")
-        return cls(quantize(weight.detach(), qparams.format, qparams=qparams), bias)
+        if isinstance(weight, torch.Tensor):
+            weight = weight.detach()
+        return cls(quantize(weight, qparams.format, qparams=qparams), bias)
+
+    # ---- the layout, as attributes
+    @property
+    def format(self) -> Format:
+        return self._layout.format
+
+    @property
+    def in_features(self) -> int:
+        return self._layout.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self._layout.shape[0]
+
+    @property
+    def granularity(self) -> str:
+        return self._layout.granularity
+
+    @property
+    def axis(self) -> int:
+        return self._layout.axis
+
+    @property
+    def group_size(self) -> Optional[int]:
+        return self._layout.group_size
+
+    @property
+    def scale_dtype(self) -> str:
+        return self._layout.scale_dtype
+
+    @property
+    def symmetric(self) -> bool:
+        return self._layout.symmetric
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self._layout.weight_dtype
+
+    @property
+    def scheme(self) -> QuantScheme:
+        """The :class:`QuantScheme` that describes this layer's storage."""
+        L = self._layout
+        if not L.scaled:
+            return QuantScheme(L.format)
+        return QuantScheme(L.format, L.granularity, L.group_size, L.axis, L.symmetric, L.scale_dtype)
 
     # ---- storage
-    def _scale_view(self, p: torch.Tensor) -> torch.Tensor:
-        if self.granularity == "tensor":
-            return p.reshape(())
-        if self.granularity == "channel":
-            return p.reshape(-1, 1) if self.axis == 0 else p.reshape(1, -1)
-        return p.reshape(self.out_features, -1, 1)
+    def _qtensor(self, dtype: torch.dtype, codes: torch.Tensor, fmt: Format) -> QTensor:
+        """The stored weight as a QTensor around ``codes`` (shape ``(out, in)``)."""
+        L = self._layout
+        zp = None
+        if self.zero_point is not None:
+            zp = unpack_codes(self.zero_point, L.format.bits, L.n_scales,
+                              isinstance(L.format, IntFormat) and L.format.signed)
+            zp = zp.to(torch.int32).reshape(L.scale_shape)
+        scale = None if self.scale is None else self.scale.float()
+        return QTensor(codes, scale, zp, fmt, L.shape, L.granularity, L.axis, L.group_size,
+                       L.scale_dtype, dtype, False)
+
+    def _header(self) -> QTensor:
+        """The QTensor with placeholder (meta) codes: enough for its byte counts."""
+        L = self._layout
+        codes = torch.empty(L.shape, dtype=L.format.code_dtype, device="meta")
+        zp = None if not L.zero_point else torch.empty(L.scale_shape, dtype=torch.int32, device="meta")
+        return QTensor(codes, self.scale, zp, L.format, L.shape, L.granularity, L.axis,
+                       L.group_size, L.scale_dtype, L.weight_dtype, False)
 
     @property
     def weight_nbytes(self) -> int:
         """Bytes of the stored weight: packed codes + scales + packed zero points.
 
-        Equals ``QTensor.nbytes`` and the memory calculator's
-        ``weight_bytes(numel, fmt, group_size, scale_dtype)`` for whole groups.
+        This is :attr:`QTensor.nbytes <quantlab.quantize.QTensor.nbytes>` of the stored
+        weight, which equals the memory calculator's
+        ``weight_bytes(numel, fmt, group_size, scale_dtype)`` for whole groups and the
+        bytes of the ``packed``, ``scale`` and ``zero_point`` buffers.
         """
-        total = self.packed.numel()
-        if self.scale is not None:
-            total += self.scale.numel() * self.scale.element_size()
-        if self.zero_point is not None:
-            total += self.zero_point.numel()
-        return int(total)
+        return int(self._header().nbytes)
 
     @property
     def nbytes(self) -> int:
@@ -386,65 +876,129 @@ class QuantizedLinear(nn.Module):
 
     @property
     def bits_per_weight(self) -> float:
-        """``8 * weight_nbytes / (out_features * in_features)``."""
-        return 8 * self.weight_nbytes / (self.out_features * self.in_features)
+        """``8 * weight_nbytes / (out_features * in_features)`` (the format's bits for an
+        empty layer), as :attr:`QTensor.bits_per_weight <quantlab.quantize.QTensor.bits_per_weight>`."""
+        return float(self._header().bits_per_weight)
+
+    def _codes(self, signed: bool) -> torch.Tensor:
+        L = self._layout
+        return unpack_codes(self.packed, L.format.bits, L.numel, signed).reshape(L.shape)
 
     def codes(self) -> torch.Tensor:
-        """The unpacked codes, shape ``(out_features, in_features)``."""
-        n = self.out_features * self.in_features
-        return unpack_codes(self.packed, self.format.bits, n, self._signed).reshape(
-            self.out_features, self.in_features
-        )
+        """The unpacked codes, shape ``(out_features, in_features)``, as
+        :func:`unpack_codes` returns them (a view of ``packed`` for 8-bit codes)."""
+        fmt = self.format
+        return self._codes(isinstance(fmt, IntFormat) and fmt.signed)
 
     def to_qtensor(self) -> QTensor:
-        """The stored weight as a :class:`QTensor` (codes unpacked)."""
-        zp = None
-        if self.zero_point is not None:
-            zp = unpack_codes(self.zero_point, self.format.bits, self._n_scales(), self._signed)
-            zp = zp.to(torch.int32).reshape(self.scale.shape)
-        scale = None if self.scale is None else self.scale.float()
-        codes = self.codes().to(self.format.code_dtype, copy=True)
-        return QTensor(codes, scale, zp, self.format, (self.out_features, self.in_features),
-                       self.granularity, self.axis, self.group_size, self.scale_dtype,
-                       self.weight_dtype, False)
-
-    def _n_scales(self) -> int:
-        return 1 if self.scale is None else self.scale.numel()
+        """The stored weight as a :class:`QTensor` (codes unpacked and copied, scales as
+        float32, zero points as int32)."""
+        fmt = self.format
+        return self._qtensor(self.weight_dtype, self.codes().to(fmt.code_dtype, copy=True), fmt)
 
     def dequantize_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """Rebuild the float weight ``(out_features, in_features)`` from the packed codes.
 
+        The codes are unpacked on the buffers' device and handed, with the scales and zero
+        points, to :func:`quantlab.dequantize` (a :class:`QTensor` whose format decodes on
+        that device): ``W_hat = (code - zero_point) * scale`` or ``decode(code) * scale``,
+        computed as :meth:`QTensor.dequantize` computes it. On the ``meta`` device the
+        result is an empty meta tensor of the right shape and dtype.
+
         Args:
             dtype: result dtype (default: the original weight's dtype).
+
+        Returns:
+            A new float tensor of shape ``(out_features, in_features)``.
         """
         dtype = dtype or self.weight_dtype
+        if self.packed.is_meta:
+            return torch.empty(self._layout.shape, dtype=dtype, device="meta")
         fmt = self.format
-        shape = (self.out_features, self.in_features)
-        if self.scale is None:  # a 16-bit cast: the bytes are the fp16/bf16 values
-            if fmt.bits == 16 and fmt.name in _CAST_DTYPES:
-                return self.packed.view(_CAST_DTYPES[fmt.name]).reshape(shape).to(dtype)
-            return fmt.decode(self.codes()).reshape(shape).to(dtype)
-        codes = self.codes()
-        if isinstance(fmt, IntFormat):
-            w = codes.to(torch.float32)
-        else:
-            w = fmt.decode(codes)
-        if self.granularity == "group":
-            w = w.reshape(self.out_features, -1, self.group_size)
-        if self.zero_point is not None:
-            zp = unpack_codes(self.zero_point, fmt.bits, self._n_scales(), self._signed)
-            w -= self._scale_view(zp.to(torch.float32))
-        w *= self._scale_view(self.scale.float())
-        return w.reshape(shape).to(dtype)
+        dec = _decoder(fmt, self.packed.device)
+        # integers: sign-extended codes; fp16/bf16/fp32: the dtype's bits (int16/int32 views)
+        signed = fmt.signed if isinstance(fmt, IntFormat) else getattr(dec, "_view_dtype", None) is not None
+        return dequantize(self._qtensor(dtype, self._codes(signed), dec))
+
+    # ---- devices, dtypes, state dicts
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "QuantizedLinear":
+        # the scales follow the device but keep their storage dtype: they go through fn as
+        # integers of the same width (which .to(dtype) / .half() leave alone)
+        scale = self._buffers.get("scale")
+        if scale is not None and scale.dtype in _SAME_WIDTH_INT:
+            self._buffers["scale"] = scale.view(_SAME_WIDTH_INT[scale.dtype])
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            moved = self._buffers.get("scale")
+            if scale is not None and moved is not None and moved.dtype != scale.dtype:
+                self._buffers["scale"] = moved.view(scale.dtype)
+        return self
+
+    def _record(self) -> dict:
+        rec = {"quantlab.nn": FILE_VERSION, **self._layout.record()}
+        rec["bias"] = self.bias is not None
+        rec["input_scale"] = self.input_scale is not None
+        return rec
+
+    def get_extra_state(self) -> torch.Tensor:
+        """The layout record (format, shape, granularity, axis, group size, scale dtype,
+        symmetric, weight dtype, version) as a uint8 tensor of UTF-8 JSON."""
+        return _encode_record(self._record())
+
+    def _check_record(self, rec: dict, where: str) -> None:
+        diff = _differences(self._record(), rec, skip=("weight_dtype", "symmetric"))
+        if diff:
+            theirs = _Layout.from_record(rec, where).describe() if "format" in rec else "?"
+            raise ValueError(
+                f"{where}: the state dict holds a {theirs} layer, this layer is "
+                f"{self._layout.describe()} ({'; '.join(diff)}). Quantize the model with the "
+                "checkpoint's scheme first"
+            )
+        _Layout.from_record(rec, where)
+
+    def set_extra_state(self, state: Any) -> None:
+        """Accept the layout record of a state dict if it matches this layer's layout.
+
+        Raises:
+            ValueError: a record of another version, format, shape, granularity, axis,
+                group size, scale dtype, zero point, bias or input scale.
+        """
+        rec = _decode_record(state, "QuantizedLinear")
+        self._check_record(rec, "QuantizedLinear")
+        theirs = _Layout.from_record(rec, "QuantizedLinear")
+        self._layout = dataclasses.replace(self._layout, weight_dtype=theirs.weight_dtype,
+                                          symmetric=theirs.symmetric)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        key = prefix + "_extra_state"
+        if key in state_dict:  # check the layout before any buffer is overwritten
+            where = f"layer {prefix[:-1]!r}" if prefix else "QuantizedLinear"
+            self._check_record(_decode_record(state_dict[key], where), where)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     # ---- compute
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``F.linear(x * input_scale, dequantize_weight(), bias)``; the float weight is not kept."""
+    def forward(self, x: ArrayLike) -> ArrayLike:
+        """``F.linear(x * input_scale, dequantize_weight(x.dtype), bias)``; the float weight
+        is not kept.
+
+        Args:
+            x: float tensor ``(..., in_features)``; a numpy array gives a numpy array.
+
+        Returns:
+            ``(..., out_features)`` in ``x``'s dtype and kind.
+        """
+        was_numpy = False
+        if not isinstance(x, torch.Tensor):
+            x, was_numpy = as_tensor(x)
         w = self.dequantize_weight(x.dtype)
         b = None if self.bias is None else self.bias.to(x.dtype)
         if self.input_scale is not None:
             x = x * self.input_scale.to(x.dtype)
-        return F.linear(x, w, b)
+        y = F.linear(x, w, b)
+        return like_input(y, was_numpy) if was_numpy else y
 
     def extra_repr(self) -> str:
         g = self.granularity if self.granularity != "group" else f"group {self.group_size}"
@@ -475,19 +1029,42 @@ def _skipper(skip: SkipLike) -> Callable[[str, nn.Module], bool]:
 
 
 def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """``(name, module)`` for every ``nn.Linear`` in ``model``, in module order."""
+    """``(name, module)`` for every ``nn.Linear`` in ``model``, in module order.
+
+    A module registered under several names is listed once, under its first name.
+    """
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
 def quantized_layers(model: nn.Module) -> list[tuple[str, QuantizedLinear]]:
-    """``(name, module)`` for every :class:`QuantizedLinear` in ``model``."""
+    """``(name, module)`` for every :class:`QuantizedLinear` in ``model`` (each once)."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantizedLinear)]
+
+
+def _names_by_module(model: nn.Module, kind: type) -> dict[int, tuple[nn.Module, list[str]]]:
+    """``id(module) -> (module, every name it is registered under)`` for modules of ``kind``,
+    in module order: a module shared by two parents has two names."""
+    found: dict[int, tuple[nn.Module, list[str]]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        if isinstance(m, kind):
+            found.setdefault(id(m), (m, []))[1].append(n)
+    return found
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def _naming(err: Exception, name: str) -> Exception:
+    """``err`` again, of the same type, with the layer's name in front of its message."""
+    try:
+        named = type(err)(f"layer {name!r}: {err}")
+    except Exception:  # an exception type with other constructor arguments
+        err.add_note(f"(raised while quantizing layer {name!r})")
+        return err
+    return named
 
 
 def quantize_model(
@@ -501,8 +1078,14 @@ def quantize_model(
 ) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` by a :class:`QuantizedLinear`.
 
+    A Linear module registered under several names (one module object shared by two
+    parents) is quantized once and the one :class:`QuantizedLinear` replaces it under
+    every name, so the model keeps sharing it and :func:`size_report` counts it once. It
+    is skipped if any of its names is.
+
     Args:
-        model: any torch module (a whole model or a part, e.g. ``bert.encoder``).
+        model: any torch module (a whole model or a part, e.g. ``bert.encoder``). A bare
+            ``nn.Linear`` is returned as a new :class:`QuantizedLinear`.
         scheme: a :class:`QuantScheme` or a format name (``"int8"`` = per-channel int8,
             fp16 scales).
         skip: glob patterns of layer names to keep in full precision (default
@@ -517,8 +1100,12 @@ def quantize_model(
         The quantized model (``model`` itself when ``inplace``).
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``; bad ``scheme`` or ``skip``.
+        TypeError: ``model`` is not an ``nn.Module``; bad ``scheme``, ``skip`` or
+            ``inplace``; ``layer_fn`` returned something else than a module.
         ValueError: no Linear layer is left to quantize.
+        Exception: an error raised while quantizing one layer is raised again with the
+            same type and the layer's name in front of its message (the original is its
+            ``__cause__``).
 
     Taught in: chapters/04_in_practice.ipynb, "A five-line recipe".
     """
@@ -526,18 +1113,33 @@ def quantize_model(
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
     scheme = _as_scheme(scheme)
     skipped = _skipper(skip)
+    inplace = _check_flag(inplace, "inplace")
     if not inplace:
         model = copy.deepcopy(model)
-    targets = [(n, m) for n, m in linear_layers(model) if not skipped(n, m)]
+    targets = [(names, m) for m, names in _names_by_module(model, nn.Linear).values()
+               if not any(skipped(n, m) for n in names)]
     if not targets:
         raise ValueError("model has no nn.Linear layer to quantize (after skip)")
     if layer_fn is None:
         layer_fn = lambda name, lin: QuantizedLinear.from_linear(lin, scheme)  # noqa: E731
     from tqdm.auto import tqdm
 
-    for name, lin in tqdm(targets, desc=f"quantizing to {scheme.label}", disable=not progress,
-                          leave=False):
-        _set_module(model, name, layer_fn(name, lin))
+    for names, lin in tqdm(targets, desc=f"quantizing to {scheme.label}", disable=not progress,
+                           leave=False):
+        try:
+            new = layer_fn(names[0], lin)
+        except Exception as err:
+            named = _naming(err, names[0])
+            if named is err:
+                raise
+            raise named from err
+        if not isinstance(new, nn.Module):
+            raise TypeError(f"layer_fn must return an nn.Module, got {type(new).__name__} "
+                            f"for layer {names[0]!r}")
+        if names == [""]:  # the model is the Linear itself
+            return new
+        for name in names:
+            _set_module(model, name, new)
     return model
 
 
@@ -545,8 +1147,8 @@ def install_results(model: nn.Module, results: Mapping[str, object]) -> nn.Modul
     """Store the results of GPTQ, AWQ (or any QTensors) as packed layers of ``model``.
 
     Each ``nn.Linear`` named in ``results`` is replaced, in place, by a
-    :class:`QuantizedLinear` holding the result's codes and scales and the layer's bias.
-    Accepted values:
+    :class:`QuantizedLinear` holding the result's codes and scales and the layer's bias
+    (under every name of a Linear module registered under several names). Accepted values:
 
     * a :class:`~quantlab.quantize.QTensor`;
     * an object with ``.qtensor`` (e.g. :class:`quantlab.gptq.GPTQResult`);
@@ -564,20 +1166,29 @@ def install_results(model: nn.Module, results: Mapping[str, object]) -> nn.Modul
         ``model``.
 
     Raises:
-        ValueError: a name that is not an ``nn.Linear`` of ``model``, or a weight whose shape
-            does not match its layer.
+        ValueError: a name that is not an ``nn.Linear`` of ``model``, two names of one
+            shared module, or a weight whose shape does not match its layer.
         TypeError: a value of another kind.
 
     Taught in: chapters/04_in_practice.ipynb, "One table over formats".
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
-    modules = dict(model.named_modules())
+    if not isinstance(results, Mapping):
+        raise TypeError(f"results must be a mapping of layer names to results, got {type(results).__name__}")
+    names_of = {}
+    for m, names in _names_by_module(model, nn.Module).values():
+        for n in names:
+            names_of[n] = (m, names)
     used: dict[int, int] = {}
+    done: dict[int, str] = {}
     for name, r in results.items():
-        lin = modules.get(name)
+        lin, names = names_of.get(name, (None, []))
         if not isinstance(lin, nn.Linear):
             raise ValueError(f"results name {name!r}, which is not an nn.Linear of the model")
+        if id(lin) in done:
+            raise ValueError(f"results names {done[id(lin)]!r} and {name!r} are the same shared "
+                             "module; give one result for it")
         input_scale = None
         if isinstance(r, QTensor):
             qt = r
@@ -598,7 +1209,10 @@ def install_results(model: nn.Module, results: Mapping[str, object]) -> nn.Modul
                 f"{tuple(lin.weight.shape)}"
             )
         bias = None if lin.bias is None else lin.bias.detach()
-        _set_module(model, name, QuantizedLinear(qt, bias, input_scale))
+        new = QuantizedLinear(qt, bias, input_scale)
+        done[id(lin)] = name
+        for n in names:
+            _set_module(model, n, new)
     return model
 
 
@@ -663,8 +1277,9 @@ def size_report(model: nn.Module) -> SizeReport:
 
     "Before" is the original layer (weight at its original dtype, plus bias); "after" is
     what is stored now: :attr:`QuantizedLinear.nbytes` for quantized layers, the same as
-    before for layers left in full precision. Every other parameter and buffer counts
-    once, under ``other`` (shared tensors, such as tied embeddings, are counted once).
+    before for layers left in full precision. A layer registered under several names is
+    one row (under its first name); every other parameter and buffer counts once, under
+    ``other`` (shared tensors, such as tied embeddings, are counted once).
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
@@ -694,3 +1309,225 @@ def size_report(model: nn.Module) -> SizeReport:
         seen.add(id(t))
         other += _tensor_bytes(t)
     return SizeReport(tuple(rows), other)
+
+
+# --------------------------------------------------------------------------- files
+
+_BUFFERS = ("packed", "scale", "zero_point", "bias", "input_scale")
+
+
+def _key(name: str, buffer: str) -> str:
+    return f"{name}.{buffer}" if name else buffer
+
+
+def _check_path(path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+    return os.fspath(path)
+
+
+def save_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> None:
+    """Write every :class:`QuantizedLinear` of ``model`` to a ``safetensors`` file.
+
+    The file holds, for each quantized layer ``name`` (a layer registered under several
+    names is written once, under its first name), the tensors ``name.packed``,
+    ``name.scale``, ``name.zero_point``, ``name.bias`` and ``name.input_scale`` that it
+    has (codes and zero points packed as uint8, scales at their storage dtype), and in the
+    file's metadata (strings):
+
+    * ``"quantlab.file"``: ``"quantlab.nn.save_quantized"``;
+    * ``"quantlab.version"``: :data:`FILE_VERSION` (``"1"``);
+    * ``"quantlab.layers"``: JSON ``{name: record}``, where a record gives the format
+      (its name, or its fields for a custom one), ``shape`` ``[out, in]``,
+      ``granularity``, ``axis``, ``group_size``, ``scale_dtype``, ``scale_shape``,
+      ``scaled``, ``zero_point``, ``symmetric``, ``weight_dtype``, ``bias``,
+      ``input_scale`` and ``aliases`` (the layer's other names).
+
+    Nothing else of the model is written: :func:`load_quantized` takes the rest from the
+    float model it is given.
+
+    Args:
+        model: a model holding at least one :class:`QuantizedLinear` (or one itself).
+        path: file to write (overwritten).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``; ``path`` is not a path.
+        ValueError: no quantized layer, or a layer on the meta device.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    path = _check_path(path)
+    layers = list(_names_by_module(model, QuantizedLinear).values())
+    if not layers:
+        raise ValueError("model has no QuantizedLinear layer to save (quantize it first)")
+    tensors: dict[str, torch.Tensor] = {}
+    records = {}
+    for layer, names in layers:
+        name = names[0]
+        if layer.packed.is_meta:
+            raise ValueError(f"layer {name!r} is on the meta device and holds no values")
+        rec = layer._record()
+        del rec["quantlab.nn"]
+        rec["aliases"] = names[1:]
+        records[name] = rec
+        for buf in _BUFFERS:
+            t = getattr(layer, buf)
+            if t is not None:
+                tensors[_key(name, buf)] = t.detach().to("cpu", copy=True).contiguous()
+    metadata = {
+        "quantlab.file": _FILE_TAG,
+        "quantlab.version": str(FILE_VERSION),
+        "quantlab.layers": json.dumps(records, sort_keys=True),
+    }
+    save_file(tensors, path, metadata=metadata)
+
+
+def _read_file(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The layer records and the tensors of a :func:`save_quantized` file, checked."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("quantlab.file") != _FILE_TAG:
+                raise ValueError(f"{path!r} was not written by quantlab.nn.save_quantized "
+                                 "(its metadata has no 'quantlab.file' entry)")
+            if meta.get("quantlab.version") != str(FILE_VERSION):
+                raise ValueError(f"{path!r} is a quantlab.nn file of version "
+                                 f"{meta.get('quantlab.version')!r}; this quantlab reads version "
+                                 f"{FILE_VERSION}")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as err:
+        raise ValueError(f"{path!r} is not a readable safetensors file ({err})") from err
+    try:
+        records = json.loads(meta.get("quantlab.layers", ""))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path!r}: the 'quantlab.layers' metadata is not valid JSON ({err})") from err
+    if not isinstance(records, dict) or not records:
+        raise ValueError(f"{path!r}: the 'quantlab.layers' metadata names no layer")
+    return records, tensors
+
+
+def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module:
+    """Put the quantized layers of a :func:`save_quantized` file into a float model.
+
+    Each layer recorded in the file replaces the ``nn.Linear`` of the same name (and
+    the names it shares with, see ``aliases``) by a :class:`QuantizedLinear` rebuilt
+    from the file alone -- whatever its format, granularity or group size -- so the
+    model computes exactly, bit for bit, what the saved one did. Everything else stays
+    the given model's own: non-quantized parameters and buffers (embeddings, norms,
+    Linear layers that were skipped). A quantized layer's bias and input scale come
+    from the file. The float weights of the replaced layers are not read, so ``model``
+    may live on the ``meta`` device (the new layers are then on the CPU); otherwise each
+    new layer is put on its Linear's device.
+
+    Everything is checked before the model is changed.
+
+    Args:
+        model: a model of the architecture that was saved, with ``nn.Linear`` (or
+            :class:`QuantizedLinear`) layers where the file has quantized ones.
+        path: a file written by :func:`save_quantized`.
+
+    Returns:
+        ``model``, changed in place (a bare ``nn.Linear`` given as ``model`` cannot be
+        changed in place: the new :class:`QuantizedLinear` is returned).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``; ``path`` is not a path.
+        FileNotFoundError: no file at ``path``.
+        ValueError: a file that is not safetensors, not written by
+            :func:`save_quantized` or of another :data:`FILE_VERSION`; a layer of the file
+            missing from the model, not a Linear there, of another shape, with or without
+            a bias where the file differs, or not shared where the file's is; missing or
+            malformed tensors. Each message names the layer and what differs.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    path = _check_path(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no file at path {path!r}")
+    records, tensors = _read_file(path)
+    modules = {}
+    for m, names in _names_by_module(model, nn.Module).values():
+        for n in names:
+            modules[n] = m
+    built: list[tuple[list[str], QuantizedLinear]] = []
+    expected: set[str] = set()
+    for name, rec in records.items():
+        where = f"layer {name!r}"
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path!r}: {where} has a malformed record {rec!r}")
+        layout = _Layout.from_record(rec, f"{path!r}: {where}")
+        aliases = rec.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            raise ValueError(f"{path!r}: {where} has malformed aliases {aliases!r}")
+        if name not in modules:
+            raise ValueError(f"{where} of the file is not in the model (architecture mismatch)")
+        target = modules[name]
+        if not isinstance(target, (nn.Linear, QuantizedLinear)):
+            raise ValueError(f"{where} of the file is an nn.Linear, but the model's is a "
+                             f"{type(target).__name__}")
+        out_f, in_f = target.out_features, target.in_features
+        if (out_f, in_f) != layout.shape:
+            raise ValueError(f"{where}: the file's weight has shape {layout.shape}, the model's "
+                             f"is {(out_f, in_f)} (architecture mismatch)")
+        has_bias = target.bias is not None
+        if has_bias != rec.get("bias"):
+            raise ValueError(f"{where}: the file's layer has {'a' if rec.get('bias') else 'no'} "
+                             f"bias, the model's has {'a' if has_bias else 'no'} bias")
+        for alias in aliases:
+            if modules.get(alias) is not target:
+                raise ValueError(f"{where} is shared with {alias!r} in the file, but not in the "
+                                 "model (architecture mismatch)")
+        parts = {}
+        for buf in _BUFFERS:
+            key = _key(name, buf)
+            present = {"packed": True, "scale": layout.scaled, "zero_point": layout.zero_point,
+                       "bias": bool(rec.get("bias")), "input_scale": bool(rec.get("input_scale"))}[buf]
+            if present != (key in tensors):
+                state = "missing from" if present else "unexpected in"
+                raise ValueError(f"{where}: tensor {key!r} is {state} the file")
+            parts[buf] = tensors.get(key)
+            if present:
+                expected.add(key)
+        _check_parts(layout, parts, where)
+        device = target.bias.device if has_bias else (
+            target.weight.device if isinstance(target, nn.Linear) else target.packed.device)
+        if device.type == "meta":
+            device = torch.device("cpu")
+        layer = QuantizedLinear.__new__(QuantizedLinear)
+        nn.Module.__init__(layer)
+        layer._install(layout, *(None if parts[b] is None else parts[b].to(device) for b in _BUFFERS))
+        built.append(([name, *aliases], layer))
+    extra = sorted(set(tensors) - expected)
+    if extra:
+        raise ValueError(f"{path!r} holds tensors that belong to no recorded layer: {extra[:5]}")
+    for names, layer in built:
+        if names == [""]:
+            return layer
+        for n in names:
+            _set_module(model, n, layer)
+    return model
+
+
+def _check_parts(layout: _Layout, parts: dict, where: str) -> None:
+    """Check the dtypes and sizes of a layer's tensors read from a file."""
+    bits = layout.format.bits
+    want = {
+        "packed": (torch.uint8, (_packed_nbytes(layout.numel, bits),)),
+        "scale": (SCALE_DTYPES[layout.scale_dtype], layout.scale_shape),
+        "zero_point": (torch.uint8, (_packed_nbytes(layout.n_scales, bits),)),
+        "bias": (None, (layout.shape[0],)),
+        "input_scale": (None, (layout.shape[1],)),
+    }
+    for buf, t in parts.items():
+        if t is None:
+            continue
+        dtype, shape = want[buf]
+        if (dtype is not None and t.dtype != dtype) or (dtype is None and not t.is_floating_point()):
+            raise ValueError(f"{where}: tensor {buf!r} has dtype {_dtype_name(t.dtype)}, expected "
+                             f"{'a float dtype' if dtype is None else _dtype_name(dtype)}")
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{where}: tensor {buf!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
