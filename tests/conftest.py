@@ -56,6 +56,43 @@ def browse(book_url: str) -> Callable[..., dict[str, Any]]:
     return _browse
 
 
+def _torch_global_state() -> dict[str, Any]:
+    import torch
+
+    return {
+        "torch.get_num_threads()": torch.get_num_threads(),
+        "torch.get_default_dtype()": torch.get_default_dtype(),
+        "torch.is_grad_enabled()": torch.is_grad_enabled(),
+        "torch.are_deterministic_algorithms_enabled()": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_torch_state() -> Iterator[None]:
+    """Fail a test that changes torch's global settings without restoring them.
+
+    The thread count, default dtype, grad mode and deterministic-algorithms flag are
+    recorded before each test and compared after it (fixtures included); a changed one
+    is restored, so later tests run as usual, and the test fails naming it. Use
+    ``try``/``finally`` (or a context manager such as ``torch.no_grad()``) in tests that
+    change them.
+    """
+    import torch
+
+    before = _torch_global_state()
+    yield
+    after = _torch_global_state()
+    changed = {k: (before[k], after[k]) for k in before if after[k] != before[k]}
+    if not changed:
+        return
+    torch.set_num_threads(before["torch.get_num_threads()"])
+    torch.set_default_dtype(before["torch.get_default_dtype()"])
+    torch.set_grad_enabled(before["torch.is_grad_enabled()"])
+    torch.use_deterministic_algorithms(before["torch.are_deterministic_algorithms_enabled()"])
+    pytest.fail("the test changed torch's global state without restoring it: "
+                + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()), pytrace=False)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for name, line in book_browser.SUMMARY.items():
         terminalreporter.write_line(f"{name}: {line}")

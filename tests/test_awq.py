@@ -20,6 +20,14 @@ from quantlab.awq import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_rng():
+    """Tests here seed torch's global generator (for nn.Linear's initialisation): give
+    the generator back to later tests as they found it."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
 def _salient(seed: int = 0, rows: int = 64, cols: int = 256, n: int = 400):
     """Inputs where a few channels are 30x larger than the rest (as in LLM activations)."""
     g = torch.Generator().manual_seed(seed)
@@ -220,3 +228,29 @@ def test_scale_and_fold_errors():
         scale_input_columns(torch.nn.LayerNorm(2), torch.ones(2))
     with pytest.raises(ValueError, match=r"s must have shape \(3,\)"):
         scale_input_columns(torch.nn.Linear(3, 2), torch.ones(2))
+
+
+def test_numpy_in_numpy_out():
+    W, X = _salient(rows=8, cols=64, n=50)[:2]
+    res = awq_quantize_weight(W.numpy(), X.numpy(), "int4", group_size=32, n_grid=4)
+    for arr in (res.scale, res.inv_scale, res.weight, res.alphas, res.losses):
+        assert isinstance(arr, np.ndarray)
+    ref = awq_quantize_weight(W, X, "int4", group_size=32, n_grid=4)
+    assert isinstance(ref.scale, torch.Tensor) and res.alpha == ref.alpha
+    np.testing.assert_array_equal(res.scale, ref.scale.numpy())
+    np.testing.assert_array_equal(res.weight, ref.weight.numpy())
+
+
+def test_folding_accepts_numpy_scales_and_buffers_follow_the_module():
+    lin = torch.nn.Linear(4, 3)
+    w = lin.weight.detach().clone()
+    scale_input_columns(lin, np.array([1.0, 2.0, 0.5, 1.0], dtype=np.float32))
+    torch.testing.assert_close(lin.weight, w * torch.tensor([1.0, 2.0, 0.5, 1.0]))
+    fold_into_previous(lin, np.full(3, 2.0))
+    torch.testing.assert_close(lin.weight, w * torch.tensor([1.0, 2.0, 0.5, 1.0]) / 2)
+    with pytest.raises(TypeError, match="s must be a numpy.ndarray or a torch.Tensor, got list"):
+        fold_into_previous(lin, [1.0, 1.0, 1.0])
+    meta = InputScaledLinear(torch.nn.Linear(4, 3, device="meta"), np.ones(4, dtype=np.float32))
+    assert meta.inv_scale.is_meta  # created where the layer lives, not on the CPU
+    y = meta(torch.empty(2, 4, device="meta"))
+    assert y.is_meta and y.shape == (2, 3)

@@ -80,3 +80,15 @@ def test_errors():
         collect_layer_stats(net, lambda m: None, layers=["x"])
     with pytest.raises(ValueError, match="received no input"):
         collect_layer_stats(net, lambda m: None)
+
+
+def test_hessian_returns_the_input_kind():
+    X = np.random.default_rng(0).standard_normal((20, 5)).astype(np.float32)
+    H = hessian(X)
+    assert isinstance(H, np.ndarray) and H.dtype == np.float32
+    Ht = hessian(torch.from_numpy(X))
+    assert isinstance(Ht, torch.Tensor)
+    np.testing.assert_array_equal(H, Ht.numpy())
+    st = LayerStats()
+    st.add(X)  # statistics stay torch tensors (documented)
+    assert isinstance(st.hessian, torch.Tensor)

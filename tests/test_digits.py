@@ -11,6 +11,14 @@ import quantlab as ql
 from quantlab.models import digits
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_rng():
+    """digits.train and a test here seed torch's global generator (for nn.Linear's
+    initialisation): give it back to later test modules as they found it."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
 @pytest.fixture(scope="module")
 def data() -> digits.DigitsData:
     return digits.load_data()

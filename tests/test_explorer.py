@@ -20,7 +20,18 @@ from hypothesis import given, settings as hsettings, strategies as st
 import quantlab as ql
 from quantlab import explorer as E
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread for this module (the explorer's tensors are small); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
 
 # What each setting means, written out independently of the module under test.
 FLOATS = {4: "fp4_e2m1", 6: "fp6_e2m3", 8: "fp8_e4m3", 16: "fp16", 32: "fp32"}
@@ -289,9 +300,44 @@ def test_static_page_is_self_contained(html_page):
     assert "<script src" not in html_page and "<link" not in html_page and "import(" not in html_page
     assert html_page.count("<script") == 2
     # the script only looks entries up and maps them to pixels
+    js = E._asset("explorer.js")
     for word in ("Math.round", "Math.floor", "Math.trunc", "zero_point", "quantize", "dequantize"):
-        assert not re.search(rf"\b{re.escape(word)}\b", E._JS), word
-    assert not re.search(r"\bscale\s*[=*/]|[*/]\s*scale\b", E._JS)
+        assert not re.search(rf"\b{re.escape(word)}\b", js), word
+    assert not re.search(r"\bscale\s*[=*/]|[*/]\s*scale\b", js)
+
+
+def test_script_and_styles_are_package_files_inlined_verbatim(html_page):
+    from importlib import resources
+
+    folder = resources.files("quantlab").joinpath("explorer_assets")
+    css = folder.joinpath("explorer.css").read_text("utf-8")
+    js = folder.joinpath("explorer.js").read_text("utf-8")
+    assert css.startswith("/*") and js.startswith("/*")  # a comment for readers of the file...
+    body_css, body_js = css.split("*/\n", 1)[1], js.split("*/\n", 1)[1]
+    assert f"<style>\n{body_css}</style>" in html_page  # ...that the page leaves out
+    assert f"<script>\n{body_js.replace('__ROOT__', 'ql-explorer')}</script>" in html_page
+    assert "/* Styles of" not in html_page and "/* Script of" not in html_page
+
+
+def test_one_palette_for_both_front_ends():
+    css = E._asset("explorer.css")
+    assert E.COLORS == {"fg": "#1f2328", "muted": "#59636e", "border": "#d0d7de", "bg": "#f3f5f7",
+                        "orig": "#1f77b4", "quant": "#d95f02"}
+    for name, value in E.COLORS.items():
+        assert css.count(value) == 1, name  # written once, in the custom properties
+    js = E._asset("explorer.js")
+    assert not re.search(r"#[0-9a-fA-F]{6}\b", js)  # the script only uses var(--qlx-...)
+    ex_source = open(E.__file__, encoding="utf-8").read()
+    assert E.COLORS["orig"] not in ex_source and E.COLORS["quant"] not in ex_source
+
+
+def test_histogram_takes_numpy_or_torch_and_returns_numpy():
+    x = np.array([-0.45, 0.0, 0.449, 0.46], dtype=np.float32)
+    counts = E.histogram(x)
+    assert isinstance(counts, np.ndarray)
+    np.testing.assert_array_equal(counts, E.histogram(torch.from_numpy(x)))
+    with pytest.raises(TypeError, match="values must be a numpy array or a torch tensor, got list"):
+        E.histogram([0.0])
 
 
 def test_static_page_controls(html_page):

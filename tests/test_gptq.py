@@ -13,6 +13,14 @@ from quantlab.calibration import hessian
 from quantlab.gptq import gptq_quantize_model, gptq_quantize_weight, gptq_reference, output_error
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_rng():
+    """Tests here seed torch's global generator (for nn.Linear's initialisation): give
+    the generator back to later tests as they found it."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
 def _layer(seed: int, rows: int = 48, cols: int = 256, n: int = 512, dtype=torch.float64):
     """A weight and a Hessian from correlated inputs with uneven feature scales."""
     g = torch.Generator().manual_seed(seed)
@@ -60,7 +68,9 @@ def _reference_transcription(W, H, bits, groupsize, blocksize=128, percdamp=0.01
 
 def test_hessian_known_answer():
     X = np.array([[1.0, 0.0], [0.0, 2.0]])
-    np.testing.assert_allclose(hessian(X).numpy(), [[1.0, 0.0], [0.0, 4.0]])
+    H = hessian(X)
+    assert isinstance(H, np.ndarray) and H.dtype == np.float64  # numpy in, numpy out
+    np.testing.assert_allclose(H, [[1.0, 0.0], [0.0, 4.0]])
 
 
 def test_output_error_known_answer():
@@ -280,3 +290,14 @@ def test_model_helper_reuses_the_factor_for_a_second_format():
     res3 = gptq_quantize_model(model, None, "int3", group_size=16, stats=stats, progress=False)
     alone = gptq_quantize_weight(w_c, stats["c"].hessian, "int3", group_size=16)
     assert torch.equal(res3["c"].qtensor.codes, alone.qtensor.codes)
+
+
+def test_numpy_in_numpy_out_perm_and_weight():
+    W, X, H = _layer(4, rows=8, cols=64, n=128)
+    res = gptq_quantize_weight(W.numpy(), H.numpy(), "int4", group_size=32, act_order=True)
+    assert isinstance(res.weight, np.ndarray) and isinstance(res.perm, np.ndarray)
+    ref = gptq_quantize_weight(W, H, "int4", group_size=32, act_order=True)
+    assert isinstance(ref.perm, torch.Tensor)
+    np.testing.assert_array_equal(res.perm, ref.perm.numpy())
+    np.testing.assert_array_equal(res.weight, ref.weight.numpy())
+    assert torch.equal(res.qtensor.codes, ref.qtensor.codes)  # QTensor codes are torch for both

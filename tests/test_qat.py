@@ -10,6 +10,14 @@ import quantlab as ql
 from quantlab.qat import FakeQuantLinear, convert, fake_quant_ste, prepare_qat
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_rng():
+    """Tests here seed torch's global generator (for nn.Linear's initialisation): give
+    the generator back to later tests as they found it."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
 def test_forward_equals_fake_quantize():
     w = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
     out = fake_quant_ste(w, "int4", granularity="channel")
@@ -116,3 +124,19 @@ def test_errors():
         prepare_qat(nn.Linear(2, 2), "int4", granularity="rows")
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         convert(3)
+
+
+def test_layers_are_created_on_the_input_layers_device():
+    meta = nn.Linear(6, 3, device="meta")
+    fq = FakeQuantLinear.from_linear(meta, "int4")
+    assert fq.weight.is_meta and fq.bias.is_meta
+    lin = FakeQuantLinear.from_linear(nn.Linear(6, 3), "int4").to_linear()
+    assert lin.weight.device.type == "cpu"
+
+
+def test_fake_quantized_copy_is_reexported():
+    from quantlab import qat
+
+    m = nn.Sequential(nn.Linear(4, 2))
+    q = qat.fake_quantized_copy(m, "int4")
+    assert torch.equal(q[0].weight, ql.fake_quantize(m[0].weight.detach(), "int4"))

@@ -8,7 +8,9 @@ The library behind the chapter "Quantization". Core API::
     ql.metrics.sqnr_db(x, x_hat)
     ql.memory.weight_bytes(7e9, "fp32")  # 28e9
 
-Submodules (``ql.memory``, ``ql.gptq``, ...) are imported on first use.
+Submodules (``ql.memory``, ``ql.gptq``, ...) are imported on first use, and so is
+``ql.fake_quantized_copy(model, "int4", granularity="channel")`` (a copy of a model whose
+Linear weights are rounded to a format).
 """
 
 from __future__ import annotations
@@ -41,8 +43,17 @@ __all__ = [
 ]
 
 
+#: Functions re-exported from submodules, imported on first access: name -> module.
+_LAZY_FUNCTIONS = {"fake_quantized_copy": "._model_utils"}
+
+
 def __getattr__(name: str) -> Any:
-    """Import submodules such as ``quantlab.memory`` lazily on attribute access."""
+    """Import submodules such as ``quantlab.memory`` (and the functions of
+    ``_LAZY_FUNCTIONS``, e.g. ``quantlab.fake_quantized_copy``) lazily on attribute access."""
+    if name in _LAZY_FUNCTIONS:
+        value = getattr(importlib.import_module(_LAZY_FUNCTIONS[name], __name__), name)
+        globals()[name] = value
+        return value
     if name.startswith("_"):
         raise AttributeError(name)
     try:

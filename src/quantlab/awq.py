@@ -51,7 +51,8 @@ import numpy as np
 import torch
 
 from ._backend import ArrayLike, as_tensor, like_input, require_float
-from .calibration import LayerStats, linear_layer_names
+from ._model_utils import run_with_input_hooks
+from .calibration import linear_layer_names
 from .formats import FormatLike, get_format
 from .quantize import QTensor, quantize
 
@@ -71,26 +72,31 @@ __all__ = [
 class AWQResult:
     """What :func:`awq_quantize_weight` returns.
 
+    ``scale``, ``weights``, ``alphas`` and ``losses`` are numpy arrays when the weights
+    were numpy arrays, torch tensors otherwise. The :class:`~quantlab.quantize.QTensor`
+    objects hold torch codes and scales either way (their ``dequantize()`` returns the
+    input's kind); :func:`quantlab.nn.install_results` needs the torch kind.
+
     Attributes:
         alpha: the chosen exponent.
         scale: ``s`` ``(in_features,)``: weight column ``j`` was multiplied by ``s[j]``.
         qtensors: ``Q(W_i * s)`` for each weight, ready for packed storage.
         weights: the effective weights ``Q(W_i * s) / s`` (what each layer computes with
             once ``1/s`` is folded into its input), same kind and dtype as the inputs.
-        alphas: the grid searched, ``(n_grid,)``.
-        losses: output MSE for each ``alpha`` of the grid, ``(n_grid,)``.
+        alphas: the grid searched, ``(n_grid,)``, float64.
+        losses: output MSE for each ``alpha`` of the grid, ``(n_grid,)``, float64.
     """
 
     alpha: float
-    scale: torch.Tensor
+    scale: ArrayLike
     qtensors: list[QTensor]
     weights: list[ArrayLike]
-    alphas: torch.Tensor
-    losses: torch.Tensor
+    alphas: ArrayLike
+    losses: ArrayLike
 
     @property
-    def inv_scale(self) -> torch.Tensor:
-        """``1 / s``: what multiplies the input (folded into the preceding op)."""
+    def inv_scale(self) -> ArrayLike:
+        """``1 / s``: what multiplies the input (folded into the preceding op); the kind of ``scale``."""
         return 1.0 / self.scale
 
     @property
@@ -195,7 +201,8 @@ def awq_quantize_weight(
         symmetric, scale_dtype: see :func:`quantlab.quantize`.
 
     Returns:
-        An :class:`AWQResult`.
+        An :class:`AWQResult`: numpy arrays for numpy weights, torch tensors (on the
+        weights' device) otherwise.
 
     Raises:
         TypeError, ValueError: bad shapes (``W`` not 2-d, widths that differ, ``X`` of the
@@ -218,11 +225,12 @@ def awq_quantize_weight(
         if group_size <= 0 or d % group_size:
             raise ValueError(f"group_size must be positive and divide the last dimension {d}, got {group_size}")
     work = torch.float64 if all(w.dtype == torch.float64 for w in weights) else torch.float32
-    ws = [w.detach().to(work) for w in weights]
+    device = weights[0].device  # everything is computed where the (first) weight lives
+    ws = [w.detach().to(device=device, dtype=work) for w in weights]
     for w in ws:
         if not bool(torch.isfinite(w).all()):
             raise ValueError("W contains NaN or infinity")
-    x = x.to(work)
+    x = x.to(device=device, dtype=work)
     if not bool(torch.isfinite(x).all()):
         raise ValueError("X contains NaN or infinity")
     if act_abs_mean is None:
@@ -231,7 +239,7 @@ def awq_quantize_weight(
         m, _ = as_tensor(act_abs_mean, "act_abs_mean")
         if m.shape != (d,):
             raise ValueError(f"act_abs_mean must have shape ({d},), got {tuple(m.shape)}")
-        m = m.to(work)
+        m = m.to(device=device, dtype=work)
     if alpha is None:
         alphas = default_alphas(n_grid)
     else:
@@ -258,52 +266,75 @@ def awq_quantize_weight(
     out_dtype = weights[0].dtype
     for qt in qts:
         qt.dtype, qt.was_numpy = out_dtype, was_numpy
-    return AWQResult(float(a), s, qts, [like_input(e.to(out_dtype), was_numpy) for e in eff],
-                     alphas, losses)
+    return AWQResult(float(a), like_input(s, was_numpy), qts,
+                     [like_input(e.to(out_dtype), was_numpy) for e in eff],
+                     like_input(alphas, was_numpy), like_input(losses, was_numpy))
 
 
 # --------------------------------------------------------------------------- folding
 
 
+def _scale_vector(s: ArrayLike, name: str = "s", allow_meta: bool = False) -> torch.Tensor:
+    """``s`` as a 1-d float tensor (numpy arrays are viewed, not copied)."""
+    if allow_meta and isinstance(s, torch.Tensor) and s.is_meta:
+        t = s
+    else:
+        t, _ = as_tensor(s, name)
+    require_float(t, name)
+    if t.dim() != 1:
+        raise ValueError(f"{name} must be 1-d, got shape {tuple(t.shape)}")
+    return t.detach()
+
+
 @torch.no_grad()
-def fold_into_previous(prev: torch.nn.Module, s: torch.Tensor) -> None:
+def fold_into_previous(prev: torch.nn.Module, s: ArrayLike) -> None:
     """Divide the *output* of ``prev`` by ``s`` in place (so the next layer sees ``x / s``).
 
     Works for a norm with a per-channel ``weight`` (and optional ``bias``), e.g.
     ``LayerNorm``, ``LlamaRMSNorm``, and for ``nn.Linear`` (its rows and bias).
 
+    Args:
+        prev: the module whose output feeds the scaled layer.
+        s: positive scales ``(out,)`` (numpy or torch; moved to ``prev``'s device).
+
     Raises:
-        TypeError: ``prev`` has no ``weight`` parameter.
+        TypeError: ``prev`` has no ``weight`` parameter, or ``s`` is not a float array.
         ValueError: ``s`` does not match ``prev``'s output size or is not positive.
     """
     weight = getattr(prev, "weight", None)
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"prev must have a weight tensor, got {type(prev).__name__}")
+    s = _scale_vector(s)
     n = weight.shape[0]
     if s.shape != (n,):
         raise ValueError(f"s must have shape ({n},) to match prev's outputs, got {tuple(s.shape)}")
     if not bool((s > 0).all()):
         raise ValueError("s must be positive")
-    view = s.reshape(-1, *([1] * (weight.dim() - 1))).to(weight.dtype)
+    view = s.reshape(-1, *([1] * (weight.dim() - 1))).to(device=weight.device, dtype=weight.dtype)
     weight.div_(view)
     bias = getattr(prev, "bias", None)
     if isinstance(bias, torch.Tensor):
-        bias.div_(s.to(bias.dtype))
+        bias.div_(s.to(device=bias.device, dtype=bias.dtype))
 
 
 @torch.no_grad()
-def scale_input_columns(linear: torch.nn.Linear, s: torch.Tensor) -> None:
+def scale_input_columns(linear: torch.nn.Linear, s: ArrayLike) -> None:
     """Multiply ``linear``'s weight column ``j`` by ``s[j]`` in place (``W <- W * s``).
 
+    Args:
+        linear: the layer to scale.
+        s: scales ``(in_features,)`` (numpy or torch; moved to the layer's device).
+
     Raises:
-        TypeError: ``linear`` is not an ``nn.Linear``.
+        TypeError: ``linear`` is not an ``nn.Linear``, or ``s`` is not a float array.
         ValueError: ``s`` does not match ``in_features``.
     """
     if not isinstance(linear, torch.nn.Linear):
         raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+    s = _scale_vector(s)
     if s.shape != (linear.in_features,):
         raise ValueError(f"s must have shape ({linear.in_features},), got {tuple(s.shape)}")
-    linear.weight.mul_(s.to(linear.weight.dtype))
+    linear.weight.mul_(s.to(device=linear.weight.device, dtype=linear.weight.dtype))
 
 
 class InputScaledLinear(torch.nn.Module):
@@ -313,13 +344,23 @@ class InputScaledLinear(torch.nn.Module):
 
     Args:
         linear: the layer holding ``W * s`` (quantized or not).
-        inv_scale: ``1 / s``, shape ``(in_features,)``.
+        inv_scale: ``1 / s``, shape ``(in_features,)``, numpy or torch; stored as a float32
+            buffer on the device of ``linear``'s first parameter or buffer (where it has
+            none: on ``inv_scale``'s device). ``module.to(device)`` moves both.
+
+    Raises:
+        TypeError: ``linear`` is not a module, or ``inv_scale`` not a float array.
+        ValueError: ``inv_scale`` is not 1-d.
     """
 
-    def __init__(self, linear: torch.nn.Module, inv_scale: torch.Tensor) -> None:
+    def __init__(self, linear: torch.nn.Module, inv_scale: ArrayLike) -> None:
         super().__init__()
+        if not isinstance(linear, torch.nn.Module):
+            raise TypeError(f"linear must be a torch.nn.Module, got {type(linear).__name__}")
+        t = _scale_vector(inv_scale, "inv_scale", allow_meta=True)
+        device = next(iter(linear.parameters()), next(iter(linear.buffers()), t)).device
         self.linear = linear
-        self.register_buffer("inv_scale", inv_scale.detach().float().clone())
+        self.register_buffer("inv_scale", t.float().clone().to(device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x * self.inv_scale.to(x.dtype))
@@ -373,7 +414,6 @@ def awq_quantize_model(
             :func:`awq_quantize_weight`; ``max_rows`` not a positive int.
     """
     from tqdm.auto import tqdm
-    import weakref
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -383,43 +423,24 @@ def awq_quantize_model(
         raise ValueError(f"max_rows must be a positive int, got {max_rows!r}")
     modules = dict(model.named_modules())
     names = [n for n in linear_layer_names(model) if n != "lm_head"] if layers is None else list(layers)
-    for name in names:
-        if not isinstance(modules.get(name), torch.nn.Linear):
-            raise ValueError(f"layers must name nn.Linear modules of the model, got {name!r}")
     gen = torch.Generator().manual_seed(seed)
-    owner: dict[str, str] = {}  # layer -> the first layer that saw the same input
     rows: dict[str, list[torch.Tensor]] = {}
     abs_sum: dict[str, torch.Tensor] = {}
     count: dict[str, int] = {}
-    seen: dict[int, tuple[weakref.ref, str]] = {}
 
-    def hook_for(name: str):
-        def hook(module, inputs):
-            x = inputs[0]
-            hit = seen.get(id(x))
-            same = hit is not None and hit[0]() is x
-            if name not in owner:
-                owner[name] = hit[1] if same else name
-            if owner[name] != name:
-                return
-            flat = x.detach().reshape(-1, x.shape[-1]).float()
-            abs_sum[name] = abs_sum.get(name, 0) + flat.abs().sum(0)
-            count[name] = count.get(name, 0) + flat.shape[0]
-            k = min(flat.shape[0], max_rows)
-            idx = torch.randperm(flat.shape[0], generator=gen)[:k]
-            rows.setdefault(name, []).append(flat[idx].clone())
-            seen[id(x)] = (weakref.ref(x), name)
-        return hook
+    def on_input(name: str, owner: str, x: torch.Tensor, repeat: bool) -> bool:
+        # layers fed the same tensor as an earlier one (their owner) are searched with it
+        if owner != name:
+            return False
+        flat = x.detach().reshape(-1, x.shape[-1]).float()
+        abs_sum[name] = abs_sum.get(name, 0) + flat.abs().sum(0)
+        count[name] = count.get(name, 0) + flat.shape[0]
+        k = min(flat.shape[0], max_rows)
+        idx = torch.randperm(flat.shape[0], generator=gen)[:k].to(flat.device)
+        rows.setdefault(name, []).append(flat[idx].clone())
+        return True
 
-    handles = [modules[n].register_forward_pre_hook(hook_for(n)) for n in names]
-    try:
-        run(model)
-    finally:
-        for h in handles:
-            h.remove()
-    missing = [n for n in names if n not in owner]
-    if missing:
-        raise ValueError(f"these layers received no input during run(model): {missing[:5]}")
+    owner = run_with_input_hooks(model, run, names, on_input)
     groups: dict[str, list[str]] = {}
     for n in names:
         groups.setdefault(owner[n], []).append(n)

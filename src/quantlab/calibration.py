@@ -20,12 +20,12 @@ Taught in: chapters/04b_language_model.ipynb, "Perplexity" (sec-llm-perplexity).
 
 from __future__ import annotations
 
-import weakref
 from typing import Callable, Iterable, Optional
 
 import torch
 
-from ._backend import ArrayLike, as_tensor, require_float
+from ._backend import ArrayLike, as_tensor, like_input, require_float
+from ._model_utils import run_with_input_hooks
 
 __all__ = ["LayerStats", "hessian", "collect_layer_stats", "linear_layer_names"]
 
@@ -42,19 +42,25 @@ def hessian(x: ArrayLike) -> torch.Tensor:
             into ``n`` rows.
 
     Returns:
-        float tensor ``(in_features, in_features)`` (float64 for float64 input, else float32).
+        ``(in_features, in_features)``, float64 for float64 input, else float32; a numpy
+        array for a numpy ``x``, else a tensor on ``x``'s device.
 
     Raises:
         TypeError: ``x`` is not a float array or tensor.
         ValueError: ``x`` is 0-d or has no rows.
     """
+    _, was_numpy = as_tensor(x)
     stats = LayerStats()
     stats.add(x)
-    return stats.hessian
+    return like_input(stats.hessian, was_numpy)
 
 
 class LayerStats:
     """Running statistics of the inputs of one Linear layer (see the module docstring).
+
+    The statistics are torch tensors whatever :meth:`add` receives (numpy batches too):
+    they live on the device of the first batch and feed GPTQ and AWQ, which work in torch.
+    For a numpy Hessian of numpy inputs use :func:`hessian`.
 
     Attributes:
         n: number of rows (tokens) seen.
@@ -72,6 +78,10 @@ class LayerStats:
     def add(self, x: ArrayLike) -> None:
         """Add a batch of inputs ``x`` of shape ``(..., in_features)``.
 
+        Args:
+            x: float numpy array or tensor; later batches are moved to the device of the
+                first one.
+
         Raises:
             TypeError: ``x`` is not a float array or tensor.
             ValueError: ``x`` is 0-d, has no rows, or its width differs from earlier batches.
@@ -86,14 +96,14 @@ class LayerStats:
         dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
         if self.xtx is None:
             d = t.shape[1]
-            self.xtx = torch.zeros(d, d, dtype=dtype)
-            self.abs_sum = torch.zeros(d, dtype=dtype)
-            self.abs_max = torch.zeros(d, dtype=dtype)
+            self.xtx = torch.zeros(d, d, dtype=dtype, device=t.device)
+            self.abs_sum = torch.zeros(d, dtype=dtype, device=t.device)
+            self.abs_max = torch.zeros(d, dtype=dtype, device=t.device)
         elif t.shape[1] != self.xtx.shape[0]:
             raise ValueError(
                 f"x must have {self.xtx.shape[0]} features like the earlier batches, got {t.shape[1]}"
             )
-        t = t.to(self.xtx.dtype)
+        t = t.to(device=self.xtx.device, dtype=self.xtx.dtype)
         self.xtx.addmm_(t.T, t)
         a = t.abs()
         self.abs_sum += a.sum(0)
@@ -106,12 +116,13 @@ class LayerStats:
 
     @property
     def in_features(self) -> int:
+        """Width of the inputs (``in_features`` of the layer)."""
         self._require()
         return self.xtx.shape[0]
 
     @property
     def hessian(self) -> torch.Tensor:
-        """``H = 2 X^T X / n``, a new tensor."""
+        """``H = 2 X^T X / n``, a new tensor (on the statistics' device)."""
         self._require()
         return self.xtx * (2.0 / self.n)
 
@@ -164,38 +175,16 @@ def collect_layer_stats(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(run):
         raise TypeError(f"run must be callable as run(model), got {type(run).__name__}")
-    modules = dict(model.named_modules())
     names = linear_layer_names(model) if layers is None else list(layers)
-    for name in names:
-        if not isinstance(modules.get(name), torch.nn.Linear):
-            raise ValueError(f"layers must name nn.Linear modules of the model, got {name!r}")
-    stats: dict[str, LayerStats] = {}
-    # id(tensor) -> (weakref to it, the LayerStats that consumed it); a weakref check
-    # makes sure a recycled id of a freed tensor is never mistaken for the same input.
-    seen: dict[int, tuple[weakref.ref, LayerStats]] = {}
+    stats: dict[str, LayerStats] = {}  # by owner: the first layer that saw an input tensor
 
-    def hook_for(name: str):
-        def hook(module, inputs):
-            x = inputs[0]
-            hit = seen.get(id(x))
-            if name not in stats:
-                if hit is not None and hit[0]() is x:
-                    stats[name] = hit[1]  # same tensor as a sibling layer: share
-                    return
-                stats[name] = LayerStats()
-            elif hit is not None and hit[0]() is x and hit[1] is stats[name]:
-                return  # a sibling already added this batch to the shared stats
-            stats[name].add(x)
-            seen[id(x)] = (weakref.ref(x), stats[name])
-        return hook
+    def on_input(name: str, owner: str, x: torch.Tensor, repeat: bool) -> bool:
+        if repeat:
+            return False  # a sibling fed the very same tensor already added it
+        if owner not in stats:
+            stats[owner] = LayerStats()
+        stats[owner].add(x)
+        return True
 
-    handles = [modules[n].register_forward_pre_hook(hook_for(n)) for n in names]
-    try:
-        run(model)
-    finally:
-        for h in handles:
-            h.remove()
-    missing = [n for n in names if n not in stats]
-    if missing:
-        raise ValueError(f"these layers received no input during run(model): {missing[:5]}")
-    return {n: stats[n] for n in names}
+    owners = run_with_input_hooks(model, run, names, on_input)
+    return {n: stats[owners[n]] for n in names}

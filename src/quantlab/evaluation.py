@@ -112,7 +112,7 @@ def embedding_agreement(ref_emb: ArrayLike, emb: ArrayLike) -> Agreement:
     from scipy.stats import spearmanr
 
     r = _rows(ref_emb, "ref_emb")
-    e = _rows(emb, "emb")
+    e = _rows(emb, "emb").to(r.device)
     if r.shape != e.shape:
         raise ValueError(f"emb must have the shape of ref_emb {tuple(r.shape)}, got {tuple(e.shape)}")
     if r.shape[0] < 3:
@@ -125,14 +125,20 @@ def embedding_agreement(ref_emb: ArrayLike, emb: ArrayLike) -> Agreement:
     r = r / rn[:, None]
     e = e / en[:, None]
     cos = (r * e).sum(dim=1)
-    iu = torch.triu_indices(r.shape[0], r.shape[0], offset=1)
-    s_ref = (r @ r.T)[iu[0], iu[1]].numpy()
-    s = (e @ e.T)[iu[0], iu[1]].numpy()
+    iu = torch.triu_indices(r.shape[0], r.shape[0], offset=1, device=r.device)
+    s_ref = (r @ r.T)[iu[0], iu[1]].cpu().numpy()
+    s = (e @ e.T)[iu[0], iu[1]].cpu().numpy()
     rho = float(spearmanr(s_ref, s).statistic)
     return Agreement(float(cos.mean()), float(cos.min()), rho)
 
 
 # --------------------------------------------------------------------------- language models
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    """Where ``model`` computes: the device of its first parameter (CPU if it has none)."""
+    p = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    return torch.device("cpu") if p is None else p.device
 
 
 def _check_tokens(tokens: ArrayLike) -> torch.Tensor:
@@ -167,7 +173,7 @@ def perplexity(
     Args:
         model: a transformers causal LM (returns ``.logits``), in eval mode; may be quantized.
         tokens: 1-D integer tensor/array of token ids (e.g. from
-            :func:`quantlab.models.smollm.text_tokens`).
+            :func:`quantlab.models.smollm.text_tokens`); moved to the model's device.
         context: window length, >= 2.
         progress: show a tqdm bar over the windows.
 
@@ -187,6 +193,7 @@ def perplexity(
     t = _check_tokens(tokens)
     from tqdm.auto import tqdm
 
+    t = t.to(_device_of(model))
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -233,6 +240,7 @@ def generate(model: torch.nn.Module, tokenizer, prompt: str, n: int = 20) -> str
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    ids = ids.to(_device_of(model))
     out = model.generate(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),

@@ -17,7 +17,9 @@ One source of numbers, two front ends:
   every setting with :func:`explore` when the book is built and returns one
   self-contained HTML string (inline SVG, inline script, no CDN). The script only looks
   up the precomputed entry for the chosen controls and draws it; it does no
-  quantization arithmetic.
+  quantization arithmetic. The script and its styles are real files shipped beside this
+  module (``quantlab/explorer_assets/explorer.js`` and ``explorer.css``), inlined into
+  the page when it is built; the styles also hold the explorer's colours (:data:`COLORS`).
 
 The bit widths are 2..16 (integers ``int2`` .. ``int16``) and 32, which is float32
 itself (the baseline: no error, ``2^32`` bit patterns). quantlab's integer formats stop
@@ -33,9 +35,11 @@ import html
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterator, Optional
+from importlib import resources
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -71,6 +75,7 @@ __all__ = [
     "clear_cache",
     "static_data",
     "static_html",
+    "COLORS",
     "Explorer",
 ]
 
@@ -413,13 +418,27 @@ def _regime(res: Resolved, settings: Settings, step: Optional[float], zeroed: Op
     return text
 
 
-def histogram(values: torch.Tensor) -> np.ndarray:
+def histogram(values: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
     """Counts of ``values`` in the 90 bins of :data:`HIST_EDGES` (width 0.01 over +-0.45).
 
     Values outside the window are not counted; the last bin includes its right edge
     (``numpy.histogram`` with ``bins=HIST_EDGES``).
+
+    Args:
+        values: real numbers, any shape: a numpy array or a torch tensor (any device).
+
+    Returns:
+        ``(90,)`` int64 numpy counts, for either kind of input (a histogram is data for a
+        plot, not a tensor to compute with).
+
+    Raises:
+        TypeError: ``values`` is neither a numpy array nor a torch tensor.
     """
-    counts, _ = np.histogram(values.numpy().ravel(), bins=HIST_EDGES)
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    elif not isinstance(values, np.ndarray):
+        raise TypeError(f"values must be a numpy array or a torch tensor, got {type(values).__name__}")
+    counts, _ = np.histogram(values.ravel(), bins=HIST_EDGES)
     return counts
 
 
@@ -639,186 +658,32 @@ def static_data() -> dict[str, Any]:
     }
 
 
-_CSS = """
-.qlx{--qlx-fg:#1f2328;--qlx-muted:#59636e;--qlx-border:#d0d7de;--qlx-bg:#f3f5f7;
- --qlx-orig:#1f77b4;--qlx-quant:#d95f02;color:var(--qlx-fg);background:#fff;border:1px solid var(--qlx-border);
- border-radius:8px;padding:14px 16px;margin:1em 0;font-size:15px;line-height:1.4;max-width:820px}
-.qlx h4{margin:0 0 .4em 0;font-size:1.05em}
-.qlx-slider{margin:.2em 0 .6em 0}
-.qlx-slider label{font-weight:600;display:block;margin-bottom:.2em}
-.qlx-slider input[type=range]{width:100%;margin:0}
-.qlx-ticks{display:grid;grid-template-columns:repeat(16,1fr);font-size:12px;color:var(--qlx-muted);
- margin:0 -0.6%}
-.qlx-ticks span{text-align:center;white-space:nowrap}
-.qlx-ticks span.qlx-on{color:var(--qlx-fg);font-weight:700}
-.qlx-ends{display:flex;justify-content:space-between;font-size:12px;color:var(--qlx-muted)}
-.qlx-controls{display:flex;flex-wrap:wrap;gap:.5em 1.2em;margin:.4em 0 .6em 0}
-.qlx-controls label{font-size:14px}
-.qlx-controls select{font-size:14px;margin-left:.3em;padding:1px 4px;color:var(--qlx-fg);
- background:#fff;border:1px solid var(--qlx-border);border-radius:4px}
-.qlx h4,.qlx label,.qlx-regime{color:var(--qlx-fg)}
-.qlx input[type=range]{accent-color:var(--qlx-orig)}
-.qlx-figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(92px,1fr));gap:6px;margin:.5em 0}
-.qlx-fig{background:var(--qlx-bg);border-radius:6px;padding:6px 8px}
-.qlx-fig .k{display:block;font-size:12px;line-height:1.25;color:var(--qlx-muted);min-height:2.5em}
-.qlx-fig .v{display:block;font-size:18px;font-weight:700;font-variant-numeric:tabular-nums}
-.qlx-regime{margin:.4em 0 .2em 0}
-.qlx-notes{margin:0 0 .2em 0;font-size:13px;color:var(--qlx-muted)}
-.qlx-notes:empty{display:none}
-.qlx svg{width:100%;height:auto;display:block;font-family:inherit}
-.qlx svg text{fill:var(--qlx-fg);font-size:13px}
-.qlx svg .qlx-title{font-size:14px;font-weight:600}
-.qlx svg .qlx-sub{fill:var(--qlx-muted);font-size:12.5px}
-.qlx svg .qlx-axis{stroke:var(--qlx-muted);stroke-width:1}
-.qlx svg .qlx-gridline{stroke:var(--qlx-muted);stroke-width:.8;opacity:.45}
-.qlx-foot{font-size:12px;color:var(--qlx-muted);margin:.4em 0 0 0}
-"""
+_ASSETS = "explorer_assets"
 
-# The script picks the precomputed entry for the controls and draws it. It maps values
-# to pixels and counts to heights; it never quantizes anything.
-_JS = r"""
-(function () {
-  var root = document.getElementById("__ROOT__");
-  if (!root || root.dataset.ready) return;
-  root.dataset.ready = "1";
-  var D = JSON.parse(root.querySelector("script[data-role=data]").textContent);
-  var NS = "http://www.w3.org/2000/svg";
-  var $ = function (sel) { return root.querySelector(sel); };
-  var ctl = {
-    bits: $("input[data-role=bits]"), source: $("select[data-role=source]"),
-    granularity: $("select[data-role=granularity]"), symmetric: $("select[data-role=symmetric]"),
-    family: $("select[data-role=family]")
-  };
-  function el(parent, tag, attrs, text) {
-    var e = document.createElementNS(NS, tag);
-    for (var k in attrs) e.setAttribute(k, attrs[k]);
-    if (text !== undefined) e.textContent = text;
-    parent.appendChild(e);
-    return e;
-  }
-  function clear(svg) { while (svg.firstChild) svg.removeChild(svg.firstChild); }
-  var W = 760, ML = 88, MR = 16, lo = -D.window, hi = D.window;
-  function px(v) { return ML + (v - lo) / (hi - lo) * (W - ML - MR); }
-  function xTicks(svg, y) {
-    [-0.4, -0.2, 0, 0.2, 0.4].forEach(function (t) {
-      el(svg, "line", {x1: px(t), x2: px(t), y1: y, y2: y + 5, "class": "qlx-axis"});
-      el(svg, "text", {x: px(t), y: y + 18, "text-anchor": "middle"}, String(t));
-    });
-    el(svg, "line", {x1: ML, x2: W - MR, y1: y, y2: y, "class": "qlx-axis"});
-  }
-  function drawStrip(src, e) {
-    var svg = $("svg[data-role=strip]"); clear(svg);
-    var yO = 62, yQ = 120, yA = 148;
-    el(svg, "text", {x: 4, y: 16, "class": "qlx-title"},
-       "64 sample weights and where each one lands: " + (e.ok ? e.fmt : "not available"));
-    el(svg, "defs", {}).innerHTML = "";
-    var clipId = root.id + "-clip";
-    var cp = el(svg.querySelector("defs"), "clipPath", {id: clipId});
-    el(cp, "rect", {x: ML, y: 40, width: W - ML - MR, height: yA - 40});
-    var g = el(svg, "g", {"clip-path": "url(#" + clipId + ")"});
-    if (e.ok && e.grid) {
-      e.grid.forEach(function (v) {
-        el(g, "line", {x1: px(v), x2: px(v), y1: yO - 14, y2: yQ + 14, "class": "qlx-gridline"});
-      });
-    }
-    if (e.ok) {
-      src.strip.forEach(function (v, i) {
-        el(g, "line", {x1: px(v), y1: yO, x2: px(e.snap[i]), y2: yQ,
-                       stroke: "var(--qlx-muted)", "stroke-width": 0.7, opacity: 0.6});
-      });
-      e.snap.forEach(function (v) {
-        el(g, "circle", {cx: px(v), cy: yQ, r: 4, fill: "var(--qlx-quant)", "fill-opacity": 0.55,
-                         stroke: "var(--qlx-quant)"});
-      });
-    }
-    src.strip.forEach(function (v) {
-      el(g, "circle", {cx: px(v), cy: yO, r: 3.5, fill: "var(--qlx-orig)", "fill-opacity": 0.6,
-                       stroke: "var(--qlx-orig)"});
-    });
-    el(svg, "text", {x: ML - 8, y: yO + 4, "text-anchor": "end"}, "float32");
-    el(svg, "text", {x: ML - 8, y: yQ + 4, "text-anchor": "end"}, e.ok ? e.fmt : "—");
-    var note;
-    if (!e.ok) note = "no format of this kind at this bit width";
-    else if (!e.grid) note = "grid: " + e.gridLines.toLocaleString("en-US") + " levels here, too fine to draw";
-    else note = "grid: " + e.gridLines + " levels in this window (grey lines)";
-    el(svg, "text", {x: 4, y: 34, "class": "qlx-sub"}, e.title + " · " + src.where + " · " + note);
-    xTicks(svg, yA);
-    el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value");
-  }
-  var H = 270, MT = 30, MB = 52, YMIN = -3, YMAX = 2;  // log10 of % of weights
-  function py(pct) {
-    var l = pct > 0 ? Math.log10(pct) : YMIN - 1;
-    l = Math.max(YMIN - 0.3, Math.min(YMAX, l));
-    return MT + (YMAX - l) / (YMAX - YMIN) * (H - MT - MB);
-  }
-  function stepPath(counts, n, close) {
-    var d = "", e = D.edges, base = py(0);
-    for (var i = 0; i < counts.length; i++) {
-      var y = py(counts[i] / n * 100);
-      d += (i === 0 ? "M" + px(e[0]) + "," + (close ? base : y) + " L" : " L") + px(e[i]) + "," + y + " L" + px(e[i + 1]) + "," + y;
-    }
-    if (close) d += " L" + px(e[e.length - 1]) + "," + base + " Z";
-    return d;
-  }
-  function drawHist(src, e) {
-    var svg = $("svg[data-role=hist]"); clear(svg);
-    var yA = H - MB;
-    el(svg, "text", {x: 4, y: 16, "class": "qlx-title"},
-       "All " + src.n.toLocaleString("en-US") + " weights of the tensor, before and after quantization");
-    for (var k = YMIN; k <= YMAX; k++) {
-      var y = py(Math.pow(10, k));
-      el(svg, "line", {x1: ML, x2: W - MR, y1: y, y2: y, "class": "qlx-gridline"});
-      el(svg, "text", {x: ML - 6, y: y + 4, "text-anchor": "end"}, String(Math.pow(10, k)).replace(/^0\./, "0."));
-    }
-    var clipId = root.id + "-hclip";
-    var defs = el(svg, "defs", {});
-    var cp = el(defs, "clipPath", {id: clipId});
-    el(cp, "rect", {x: ML, y: MT - 2, width: W - ML - MR, height: yA - MT + 2});
-    var g = el(svg, "g", {"clip-path": "url(#" + clipId + ")"});
-    el(g, "path", {d: stepPath(src.hist, src.n, true), fill: "var(--qlx-orig)", "fill-opacity": 0.25,
-                   stroke: "var(--qlx-orig)", "stroke-width": 1.2, "data-role": "hist-original"});
-    if (e.ok) el(g, "path", {d: stepPath(e.hist, src.n, false), fill: "none", stroke: "var(--qlx-quant)",
-                             "stroke-width": 1.8, "data-role": "hist-quantized"});
-    xTicks(svg, yA);
-    el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value (bins of 0.01)");
-    el(svg, "text", {x: 14, y: (MT + yA) / 2, "text-anchor": "middle",
-                     transform: "rotate(-90 14 " + (MT + yA) / 2 + ")"}, "% of weights per bin (log scale)");
-    var lx = W - MR - 230, ly = MT + 8;
-    el(svg, "rect", {x: lx, y: ly, width: 12, height: 10, fill: "var(--qlx-orig)", "fill-opacity": 0.35, stroke: "var(--qlx-orig)"});
-    el(svg, "text", {x: lx + 18, y: ly + 9}, "float32 weights");
-    el(svg, "line", {x1: lx, x2: lx + 12, y1: ly + 24, y2: ly + 24, stroke: "var(--qlx-quant)", "stroke-width": 2});
-    el(svg, "text", {x: lx + 18, y: ly + 28}, "after quantization" + (e.ok ? " (" + e.fmt + ")" : ""));
-    if (src.beyond > 0) {
-      el(svg, "text", {x: ML + 6, y: MT + 14, "class": "qlx-sub"},
-         src.beyond + " weights lie beyond ±" + D.window + " (outliers, not drawn)");
-    }
-  }
-  function key() {
-    return [ctl.source.value, D.bits[+ctl.bits.value], ctl.granularity.value,
-            ctl.symmetric.value, ctl.family.value].join("|");
-  }
-  function render() {
-    var k = key(), e = D.entries[D.keys[k]], src = D.sources[ctl.source.value];
-    root.dataset.key = k;
-    root.querySelectorAll("[data-fig]").forEach(function (n) {
-      var f = n.getAttribute("data-fig");
-      n.textContent = f === "regime" ? e.regime : (e.figs[f] !== undefined ? e.figs[f] : "");
-    });
-    $("[data-role=notes]").textContent = e.notes.join("; ");
-    root.querySelectorAll(".qlx-ticks span").forEach(function (s, i) {
-      s.className = i === +ctl.bits.value ? "qlx-on" : "";
-    });
-    ctl.bits.setAttribute("aria-valuetext", D.bits[+ctl.bits.value] + " bits");
-    drawStrip(src, e);
-    drawHist(src, e);
-  }
-  Object.keys(ctl).forEach(function (c) {
-    ctl[c].addEventListener("input", render);
-    ctl[c].addEventListener("change", render);
-  });
-  render();
-})();
-"""
+
+@lru_cache(maxsize=None)
+def _asset(name: str) -> str:
+    """The text of ``quantlab/explorer_assets/<name>`` without its leading ``/* ... */`` comment.
+
+    The static page inlines the styles (``explorer.css``) and the script (``explorer.js``)
+    of the kernel-free explorer; they ship as package data beside this module.
+    """
+    text = resources.files("quantlab").joinpath(_ASSETS, name).read_text("utf-8")
+    if text.startswith("/*"):
+        text = text.split("*/\n", 1)[1]
+    return text
+
+
+def _css_colors(css: str) -> dict[str, str]:
+    """The ``--qlx-<name>: #rrggbb`` custom properties of the explorer's styles, by name."""
+    return dict(re.findall(r"--qlx-([a-z]+):(#[0-9a-fA-F]{6})\b", css))
+
+
+#: The explorer's colours, read from the custom properties of ``explorer.css`` (their one
+#: definition): ``fg`` text, ``muted`` secondary text and axes, ``border``, ``bg`` panels,
+#: ``orig`` the float32 weights, ``quant`` the quantized weights. The static page uses
+#: them through CSS variables, the kernel front end through this dict.
+COLORS: dict[str, str] = _css_colors(_asset("explorer.css"))
 
 
 def static_html(
@@ -864,7 +729,7 @@ def static_html(
     sym = "s" if initial.symmetric else "a"
     return (
         f'<div class="qlx" id="{rid}">'
-        f"<style>{_CSS}</style>"
+        f"<style>\n{_asset('explorer.css')}</style>"
         '<h4>Quantization Explorer</h4>'
         '<div class="qlx-slider">'
         f'<label for="{rid}-bits">Precision: <span data-fig="bits">{initial.bits}-bit</span></label>'
@@ -892,7 +757,7 @@ def static_html(
         "this page was built; the page's script only picks the precomputed result for your "
         "settings and draws it. No kernel needed.</p>"
         f'<script type="application/json" data-role="data">{payload}</script>'
-        f"<script>{_JS.replace('__ROOT__', rid)}</script>"
+        f"<script>\n{_asset('explorer.js').replace('__ROOT__', rid)}</script>"
         "</div>"
     )
 
@@ -971,8 +836,8 @@ class Explorer:
         self.links = LineCollection([], colors="0.5", linewidths=0.6, alpha=0.6, zorder=2, **anim)
         ax.add_collection(self.grid_lines)
         ax.add_collection(self.links)
-        self.pts_orig = ax.scatter(np.zeros(0), np.zeros(0), s=22, color="#1f77b4", alpha=0.7, zorder=3, **anim)
-        self.pts_quant = ax.scatter(np.zeros(0), np.zeros(0), s=26, color="#d95f02", alpha=0.6, zorder=3, **anim)
+        self.pts_orig = ax.scatter(np.zeros(0), np.zeros(0), s=22, color=COLORS["orig"], alpha=0.7, zorder=3, **anim)
+        self.pts_quant = ax.scatter(np.zeros(0), np.zeros(0), s=26, color=COLORS["quant"], alpha=0.6, zorder=3, **anim)
 
         ax = self.ax_hist
         ax.set_yscale("log")
@@ -987,11 +852,11 @@ class Explorer:
         ax.set_ylabel("% of weights per bin\n(log scale)")
         ax.grid(axis="y", color="0.85", linewidth=0.6)
         zeros = np.full(len(HIST_EDGES) - 1, self._floor)
-        self.hist_orig = ax.stairs(zeros, HIST_EDGES, fill=True, baseline=self._floor, color="#1f77b4",
+        self.hist_orig = ax.stairs(zeros, HIST_EDGES, fill=True, baseline=self._floor, color=COLORS["orig"],
                                    alpha=0.3, **anim)
-        self.hist_quant = ax.stairs(zeros, HIST_EDGES, baseline=None, color="#d95f02", linewidth=1.6, **anim)
-        ax.legend(handles=[Patch(color="#1f77b4", alpha=0.35, label="float32 weights"),
-                           Line2D([], [], color="#d95f02", linewidth=1.6, label="after quantization")],
+        self.hist_quant = ax.stairs(zeros, HIST_EDGES, baseline=None, color=COLORS["quant"], linewidth=1.6, **anim)
+        ax.legend(handles=[Patch(color=COLORS["orig"], alpha=0.35, label="float32 weights"),
+                           Line2D([], [], color=COLORS["quant"], linewidth=1.6, label="after quantization")],
                   loc="upper right", fontsize=8, frameon=False)
         ax.set_title("All weights of the tensor, before and after quantization", fontsize=10,
                      loc="left", weight="bold")

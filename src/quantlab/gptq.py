@@ -67,13 +67,18 @@ __all__ = [
 class GPTQResult:
     """What :func:`gptq_quantize_weight` returns.
 
+    ``weight`` and ``perm`` are of the kind of the input ``W`` (numpy or torch). The
+    :class:`~quantlab.quantize.QTensor` holds torch codes and scales for either kind
+    (its ``dequantize()`` returns the input's kind).
+
     Attributes:
         qtensor: the quantized weight (codes ``(out, in)`` and scales per row and group of
             ``group_size`` columns, or per row when ``group_size`` is None), ready for
             packed storage (``qtensor.nbytes``).
         weight: ``qtensor.dequantize()``: the weights the layer computes with, same kind
             (numpy or torch) and dtype as the input ``W``.
-        perm: the column order used (act-order), or None for the natural order.
+        perm: the column order used (act-order), or None for the natural order; a numpy
+            int64 array for a numpy ``W``, else a tensor.
         loss: GPTQ's own error estimate ``sum_q ||w_q - Q(w_q)||^2 / (2 [H^-1]_qq^2)``
             (with the damped ``H``); NaN for a layer that
             :func:`gptq_quantize_model` quantized stacked with layers sharing its input.
@@ -81,7 +86,7 @@ class GPTQResult:
 
     qtensor: QTensor
     weight: ArrayLike
-    perm: Optional[torch.Tensor]
+    perm: Optional[ArrayLike]
     loss: float
 
 
@@ -132,8 +137,8 @@ def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scal
     if not bool(torch.isfinite(w).all()):
         raise ValueError("W contains NaN or infinity")
     work = torch.float64 if w.dtype == torch.float64 else torch.float32
-    if factor is None:
-        factor = _factor(h, damp, act_order, work)
+    if factor is None:  # computed where the weight lives
+        factor = _factor(h.to(w.device), damp, act_order, work)
     U, perm, dead = factor
     Wk = w.detach().to(work, copy=True)
     Wk[:, dead] = 0.0
@@ -176,14 +181,14 @@ class _Groups:
         self.fmt, self.group_size, self.symmetric, self.scale_dtype = fmt, group_size, symmetric, scale_dtype
         self.n_groups = 1 if group_size is None else cols // group_size
         # position (in processing order) -> original column; original column -> position
-        self.orig = torch.arange(cols) if perm is None else perm
+        self.orig = torch.arange(cols, device=W.device) if perm is None else perm
         self.pos = torch.empty_like(self.orig)
-        self.pos[self.orig] = torch.arange(cols)
+        self.pos[self.orig] = torch.arange(cols, device=self.orig.device)
         self.group_ids: list[int] = (
             [0] * cols if group_size is None else (self.orig // group_size).tolist())
         self.params: list[Optional[QParams]] = [None] * self.n_groups
         self._fast: list[Optional[tuple]] = [None] * self.n_groups
-        self._buf = torch.empty(rows, dtype=W.dtype)
+        self._buf = torch.empty(rows, dtype=W.dtype, device=W.device)
         if group_size is None:  # one scale per row, from the whole (original) weight
             self.start(0, W)
 
@@ -258,7 +263,7 @@ def _start_group(groups: "_Groups", g: int, Wt: torch.Tensor, U: torch.Tensor,
     processed)."""
     i1 = i2 - Err1.shape[0]
     pos = groups.positions(g)
-    cur = torch.empty(pos.numel(), rows, dtype=Wt.dtype)
+    cur = torch.empty(pos.numel(), rows, dtype=Wt.dtype, device=Wt.device)
     inside = pos < i2
     cur[inside] = Wt[pos[inside]]
     later = pos[~inside]
@@ -267,8 +272,8 @@ def _start_group(groups: "_Groups", g: int, Wt: torch.Tensor, U: torch.Tensor,
     groups.start(g, cur.T)
 
 
-def _code_buffer(fmt, rows: int, cols: int) -> torch.Tensor:
-    return torch.empty(rows, cols, dtype=fmt.code_dtype)
+def _code_buffer(fmt, rows: int, cols: int, device: torch.device) -> torch.Tensor:
+    return torch.empty(rows, cols, dtype=fmt.code_dtype, device=device)
 
 
 # --------------------------------------------------------------------------- blocked
@@ -330,7 +335,7 @@ def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric,
     Wt = Wk.T.contiguous()
     Qt = torch.empty_like(Wt)  # the codes, as floats of the working dtype
     Et = torch.zeros_like(Wt)  # the scaled errors e of each column
-    tmp = torch.empty(rows, dtype=Wt.dtype)
+    tmp = torch.empty(rows, dtype=Wt.dtype, device=Wt.device)
     d_all = torch.diagonal(U).clone()
     diag = d_all.tolist()
     gid = groups.group_ids
@@ -414,7 +419,11 @@ def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric,
     codes_t = Qt.to(fmt.code_dtype)
     codes = codes_t.T
     qt = groups.build(codes, w, was_numpy)
-    return GPTQResult(qt, qt.dequantize(), perm, loss)
+    return GPTQResult(qt, qt.dequantize(), _perm_out(perm, was_numpy), loss)
+
+
+def _perm_out(perm: Optional[torch.Tensor], was_numpy: bool) -> Optional[ArrayLike]:
+    return None if perm is None else like_input(perm, was_numpy)
 
 
 def gptq_reference(
@@ -444,7 +453,7 @@ def _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype
         W, H, fmt, group_size, 1, damp, act_order, symmetric, scale_dtype, factor)
     rows, cols = Wk.shape
     groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
-    codes = _code_buffer(fmt, rows, cols)
+    codes = _code_buffer(fmt, rows, cols, Wk.device)
     loss = 0.0
     for p in range(cols):
         g = groups.group_ids[p]
@@ -457,7 +466,7 @@ def _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype
         loss += float((err * err).sum()) / 2
         Wk[:, p:] -= err @ U[p:p + 1, p:]  # spread the error over all later columns
     qt = groups.build(codes, w, was_numpy)
-    return GPTQResult(qt, qt.dequantize(), perm, loss)
+    return GPTQResult(qt, qt.dequantize(), _perm_out(perm, was_numpy), loss)
 
 
 def output_error(W: ArrayLike, W_hat: ArrayLike, H: ArrayLike) -> float:

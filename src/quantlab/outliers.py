@@ -88,7 +88,7 @@ def outlier_columns(X: ArrayLike, threshold: float = 6.0) -> ArrayLike:
         raise ValueError("X must have at least one axis (..., in_features), got a 0-d value")
     flat = x.reshape(-1, x.shape[-1])
     mask = (flat.abs() > threshold).any(0) if flat.shape[0] else torch.zeros(
-        x.shape[-1], dtype=torch.bool)
+        x.shape[-1], dtype=torch.bool, device=x.device)
     return like_input(mask, was_numpy)
 
 

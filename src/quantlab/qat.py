@@ -13,6 +13,8 @@ the rounded weights, so the network learns weights that survive rounding:
 The float weights ``W`` (the "latent" weights) get the updates; small steps accumulate
 in them until a weight crosses a rounding boundary and its quantized value moves.
 After training, :func:`convert` bakes ``Q(W)`` into plain ``nn.Linear`` layers.
+:func:`fake_quantized_copy` (from :mod:`quantlab._model_utils`) is the post-training
+counterpart: a copy of a model whose Linear weights hold ``Q(W)``, without training.
 
 Taught in: chapters/05_rl.ipynb, "Quantization-aware training".
 """
@@ -26,10 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._model_utils import fake_quantized_copy
 from .formats import Format, IntFormat, get_format
 from .quantize import fake_quantize
 
-__all__ = ["FakeQuantSTE", "fake_quant_ste", "FakeQuantLinear", "prepare_qat", "convert"]
+__all__ = [
+    "FakeQuantSTE", "fake_quant_ste", "FakeQuantLinear", "prepare_qat", "convert",
+    "fake_quantized_copy",
+]
 
 FormatArg = Union[str, Format]
 
@@ -111,6 +117,7 @@ class FakeQuantLinear(nn.Linear):
         fmt: the weight format (name or Format).
         granularity, axis, group_size, symmetric: see :func:`fake_quant_ste`. The default
             granularity ``"channel"`` with ``axis=0`` gives one scale per output neuron.
+        device: where the parameters are created (as ``nn.Linear``; default the CPU).
 
     Shapes: ``(*, in_features) -> (*, out_features)``.
 
@@ -128,26 +135,36 @@ class FakeQuantLinear(nn.Linear):
         axis: int = 0,
         group_size: Optional[int] = None,
         symmetric: Optional[bool] = None,
+        device: Optional[Union[str, torch.device]] = None,
     ) -> None:
-        super().__init__(in_features, out_features, bias)
+        super().__init__(in_features, out_features, bias, device=device)
         self.fmt = get_format(fmt)
         self.qkwargs = _qat_kwargs(self.fmt, granularity, axis, group_size, symmetric)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, fmt: FormatArg, **kwargs: Any) -> "FakeQuantLinear":
-        """A FakeQuantLinear holding a copy of ``linear``'s weight and bias.
+        """A FakeQuantLinear holding a copy of ``linear``'s weight and bias, on its device.
+
+        Args:
+            linear: the layer to copy.
+            fmt: the weight format.
+            **kwargs: ``granularity``, ``axis``, ``group_size``, ``symmetric``.
+
+        Returns:
+            The new layer (float32 parameters, on ``linear.weight``'s device).
 
         Raises:
             TypeError: ``linear`` is not an ``nn.Linear``.
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
-        out = cls(linear.in_features, linear.out_features, linear.bias is not None, fmt=fmt, **kwargs)
+        out = cls(linear.in_features, linear.out_features, linear.bias is not None, fmt=fmt,
+                  device=linear.weight.device, **kwargs)
         with torch.no_grad():
             out.weight.copy_(linear.weight)
             if linear.bias is not None:
                 out.bias.copy_(linear.bias)
-        return out.to(linear.weight.device)
+        return out
 
     def quantized_weight(self) -> torch.Tensor:
         """``Q(W)`` as a plain tensor (no graph)."""
@@ -158,8 +175,10 @@ class FakeQuantLinear(nn.Linear):
         return F.linear(x, FakeQuantSTE.apply(self.weight, self.fmt, self.qkwargs), self.bias)
 
     def to_linear(self) -> nn.Linear:
-        """A plain ``nn.Linear`` whose weight is ``Q(W)`` (what the deployed layer computes)."""
-        out = nn.Linear(self.in_features, self.out_features, self.bias is not None)
+        """A plain ``nn.Linear`` whose weight is ``Q(W)`` (what the deployed layer computes),
+        on this layer's device."""
+        out = nn.Linear(self.in_features, self.out_features, self.bias is not None,
+                        device=self.weight.device)
         with torch.no_grad():
             out.weight.copy_(self.quantized_weight())
             if self.bias is not None:

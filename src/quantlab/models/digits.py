@@ -15,7 +15,6 @@ Taught in: chapters/03_core_tradeoff.ipynb, "Accuracy of a trained model".
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 from contextlib import contextmanager
@@ -26,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..formats import FormatLike, get_format
-from ..quantize import fake_quantize
+from .._model_utils import fake_quantized_copy
+from ..formats import FormatLike
 
 __all__ = [
     "DigitsData",
@@ -255,9 +254,10 @@ def quantize_weights(
     """A copy of ``model`` whose ``Linear`` weights are rounded to ``fmt`` (fake quantization).
 
     Each weight matrix ``(out_features, in_features)`` goes through
-    :func:`quantlab.fake_quantize`; with ``granularity="channel"`` there is one scale per
-    output row (``axis=0``). Biases and everything else are left in float32. The copy still
-    stores float32 numbers (this measures the *accuracy* of the format, not its size).
+    :func:`quantlab.fake_quantize` (by :func:`quantlab.fake_quantized_copy`); with
+    ``granularity="channel"`` there is one scale per output row (``axis=0``). Biases and
+    everything else are left in float32. The copy still stores float32 numbers (this
+    measures the *accuracy* of the format, not its size).
 
     Args:
         model: any module with ``nn.Linear`` layers (not modified).
@@ -272,17 +272,7 @@ def quantize_weights(
         TypeError: ``model`` is not an ``nn.Module``; ValueError: it has no ``Linear`` layer,
             or a bad format/granularity (from :func:`quantlab.quantize`).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    fmt = get_format(fmt)
-    q = copy.deepcopy(model)
-    linears = [m for m in q.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"model has no nn.Linear layer to quantize: {type(model).__name__}")
-    with torch.no_grad():
-        for layer in linears:
-            layer.weight.copy_(fake_quantize(layer.weight.detach(), fmt, granularity=granularity, **kwargs))
-    return q.eval()
+    return fake_quantized_copy(model, fmt, granularity=granularity, **kwargs).eval()
 
 
 def accuracy_vs_bits(

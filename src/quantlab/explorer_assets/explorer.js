@@ -1,0 +1,146 @@
+/* Script of the kernel-free Quantization Explorer (quantlab.explorer.static_html).
+   The page inlines this file after this comment, with __ROOT__ replaced by the id of
+   the explorer's outer element. It picks the precomputed entry for the controls and
+   draws it: it maps values to pixels and counts to heights; it never quantizes anything.
+   Colours come from the CSS custom properties of explorer.css (var(--qlx-...)). */
+(function () {
+  var root = document.getElementById("__ROOT__");
+  if (!root || root.dataset.ready) return;
+  root.dataset.ready = "1";
+  var D = JSON.parse(root.querySelector("script[data-role=data]").textContent);
+  var NS = "http://www.w3.org/2000/svg";
+  var $ = function (sel) { return root.querySelector(sel); };
+  var ctl = {
+    bits: $("input[data-role=bits]"), source: $("select[data-role=source]"),
+    granularity: $("select[data-role=granularity]"), symmetric: $("select[data-role=symmetric]"),
+    family: $("select[data-role=family]")
+  };
+  function el(parent, tag, attrs, text) {
+    var e = document.createElementNS(NS, tag);
+    for (var k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    parent.appendChild(e);
+    return e;
+  }
+  function clear(svg) { while (svg.firstChild) svg.removeChild(svg.firstChild); }
+  var W = 760, ML = 88, MR = 16, lo = -D.window, hi = D.window;
+  function px(v) { return ML + (v - lo) / (hi - lo) * (W - ML - MR); }
+  function xTicks(svg, y) {
+    [-0.4, -0.2, 0, 0.2, 0.4].forEach(function (t) {
+      el(svg, "line", {x1: px(t), x2: px(t), y1: y, y2: y + 5, "class": "qlx-axis"});
+      el(svg, "text", {x: px(t), y: y + 18, "text-anchor": "middle"}, String(t));
+    });
+    el(svg, "line", {x1: ML, x2: W - MR, y1: y, y2: y, "class": "qlx-axis"});
+  }
+  function drawStrip(src, e) {
+    var svg = $("svg[data-role=strip]"); clear(svg);
+    var yO = 62, yQ = 120, yA = 148;
+    el(svg, "text", {x: 4, y: 16, "class": "qlx-title"},
+       "64 sample weights and where each one lands: " + (e.ok ? e.fmt : "not available"));
+    el(svg, "defs", {}).innerHTML = "";
+    var clipId = root.id + "-clip";
+    var cp = el(svg.querySelector("defs"), "clipPath", {id: clipId});
+    el(cp, "rect", {x: ML, y: 40, width: W - ML - MR, height: yA - 40});
+    var g = el(svg, "g", {"clip-path": "url(#" + clipId + ")"});
+    if (e.ok && e.grid) {
+      e.grid.forEach(function (v) {
+        el(g, "line", {x1: px(v), x2: px(v), y1: yO - 14, y2: yQ + 14, "class": "qlx-gridline"});
+      });
+    }
+    if (e.ok) {
+      src.strip.forEach(function (v, i) {
+        el(g, "line", {x1: px(v), y1: yO, x2: px(e.snap[i]), y2: yQ,
+                       stroke: "var(--qlx-muted)", "stroke-width": 0.7, opacity: 0.6});
+      });
+      e.snap.forEach(function (v) {
+        el(g, "circle", {cx: px(v), cy: yQ, r: 4, fill: "var(--qlx-quant)", "fill-opacity": 0.55,
+                         stroke: "var(--qlx-quant)"});
+      });
+    }
+    src.strip.forEach(function (v) {
+      el(g, "circle", {cx: px(v), cy: yO, r: 3.5, fill: "var(--qlx-orig)", "fill-opacity": 0.6,
+                       stroke: "var(--qlx-orig)"});
+    });
+    el(svg, "text", {x: ML - 8, y: yO + 4, "text-anchor": "end"}, "float32");
+    el(svg, "text", {x: ML - 8, y: yQ + 4, "text-anchor": "end"}, e.ok ? e.fmt : "—");
+    var note;
+    if (!e.ok) note = "no format of this kind at this bit width";
+    else if (!e.grid) note = "grid: " + e.gridLines.toLocaleString("en-US") + " levels here, too fine to draw";
+    else note = "grid: " + e.gridLines + " levels in this window (grey lines)";
+    el(svg, "text", {x: 4, y: 34, "class": "qlx-sub"}, e.title + " · " + src.where + " · " + note);
+    xTicks(svg, yA);
+    el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value");
+  }
+  var H = 270, MT = 30, MB = 52, YMIN = -3, YMAX = 2;  // log10 of % of weights
+  function py(pct) {
+    var l = pct > 0 ? Math.log10(pct) : YMIN - 1;
+    l = Math.max(YMIN - 0.3, Math.min(YMAX, l));
+    return MT + (YMAX - l) / (YMAX - YMIN) * (H - MT - MB);
+  }
+  function stepPath(counts, n, close) {
+    var d = "", e = D.edges, base = py(0);
+    for (var i = 0; i < counts.length; i++) {
+      var y = py(counts[i] / n * 100);
+      d += (i === 0 ? "M" + px(e[0]) + "," + (close ? base : y) + " L" : " L") + px(e[i]) + "," + y + " L" + px(e[i + 1]) + "," + y;
+    }
+    if (close) d += " L" + px(e[e.length - 1]) + "," + base + " Z";
+    return d;
+  }
+  function drawHist(src, e) {
+    var svg = $("svg[data-role=hist]"); clear(svg);
+    var yA = H - MB;
+    el(svg, "text", {x: 4, y: 16, "class": "qlx-title"},
+       "All " + src.n.toLocaleString("en-US") + " weights of the tensor, before and after quantization");
+    for (var k = YMIN; k <= YMAX; k++) {
+      var y = py(Math.pow(10, k));
+      el(svg, "line", {x1: ML, x2: W - MR, y1: y, y2: y, "class": "qlx-gridline"});
+      el(svg, "text", {x: ML - 6, y: y + 4, "text-anchor": "end"}, String(Math.pow(10, k)).replace(/^0\./, "0."));
+    }
+    var clipId = root.id + "-hclip";
+    var defs = el(svg, "defs", {});
+    var cp = el(defs, "clipPath", {id: clipId});
+    el(cp, "rect", {x: ML, y: MT - 2, width: W - ML - MR, height: yA - MT + 2});
+    var g = el(svg, "g", {"clip-path": "url(#" + clipId + ")"});
+    el(g, "path", {d: stepPath(src.hist, src.n, true), fill: "var(--qlx-orig)", "fill-opacity": 0.25,
+                   stroke: "var(--qlx-orig)", "stroke-width": 1.2, "data-role": "hist-original"});
+    if (e.ok) el(g, "path", {d: stepPath(e.hist, src.n, false), fill: "none", stroke: "var(--qlx-quant)",
+                             "stroke-width": 1.8, "data-role": "hist-quantized"});
+    xTicks(svg, yA);
+    el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value (bins of 0.01)");
+    el(svg, "text", {x: 14, y: (MT + yA) / 2, "text-anchor": "middle",
+                     transform: "rotate(-90 14 " + (MT + yA) / 2 + ")"}, "% of weights per bin (log scale)");
+    var lx = W - MR - 230, ly = MT + 8;
+    el(svg, "rect", {x: lx, y: ly, width: 12, height: 10, fill: "var(--qlx-orig)", "fill-opacity": 0.35, stroke: "var(--qlx-orig)"});
+    el(svg, "text", {x: lx + 18, y: ly + 9}, "float32 weights");
+    el(svg, "line", {x1: lx, x2: lx + 12, y1: ly + 24, y2: ly + 24, stroke: "var(--qlx-quant)", "stroke-width": 2});
+    el(svg, "text", {x: lx + 18, y: ly + 28}, "after quantization" + (e.ok ? " (" + e.fmt + ")" : ""));
+    if (src.beyond > 0) {
+      el(svg, "text", {x: ML + 6, y: MT + 14, "class": "qlx-sub"},
+         src.beyond + " weights lie beyond ±" + D.window + " (outliers, not drawn)");
+    }
+  }
+  function key() {
+    return [ctl.source.value, D.bits[+ctl.bits.value], ctl.granularity.value,
+            ctl.symmetric.value, ctl.family.value].join("|");
+  }
+  function render() {
+    var k = key(), e = D.entries[D.keys[k]], src = D.sources[ctl.source.value];
+    root.dataset.key = k;
+    root.querySelectorAll("[data-fig]").forEach(function (n) {
+      var f = n.getAttribute("data-fig");
+      n.textContent = f === "regime" ? e.regime : (e.figs[f] !== undefined ? e.figs[f] : "");
+    });
+    $("[data-role=notes]").textContent = e.notes.join("; ");
+    root.querySelectorAll(".qlx-ticks span").forEach(function (s, i) {
+      s.className = i === +ctl.bits.value ? "qlx-on" : "";
+    });
+    ctl.bits.setAttribute("aria-valuetext", D.bits[+ctl.bits.value] + " bits");
+    drawStrip(src, e);
+    drawHist(src, e);
+  }
+  Object.keys(ctl).forEach(function (c) {
+    ctl[c].addEventListener("input", render);
+    ctl[c].addEventListener("change", render);
+  });
+  render();
+})();
