@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,14 +15,26 @@ from torch import nn
 import quantlab as ql
 from quantlab import rl
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_one_thread(**kwargs) -> rl.TrainResult:
+    """Training is reproducible on one machine with one thread; the thread count is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return rl.train_reinforce(progress=False, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
 
 @pytest.fixture(scope="module")
 def trained() -> rl.TrainResult:
-    torch.set_num_threads(1)
-    return rl.train_reinforce(seed=0, progress=False)
+    return train_one_thread(seed=0)
 
 
 def test_training_reaches_target_with_fixed_seed(trained):
+    # retraining with the stored policies' recipe still solves the task, on any CPU
     assert trained.solved
     assert trained.eval_returns[-1][1] == rl.MAX_RETURN
     # held-out evaluation seeds: the greedy policy balances the pole to the time limit
@@ -25,7 +42,7 @@ def test_training_reaches_target_with_fixed_seed(trained):
 
 
 def test_training_is_reproducible(trained):
-    again = rl.train_reinforce(seed=0, progress=False)
+    again = train_one_thread(seed=0)
     assert again.episodes == trained.episodes
     assert again.returns == trained.returns
     for a, b in zip(again.policy.parameters(), trained.policy.parameters()):
@@ -169,3 +186,70 @@ def test_errors():
         rl.numpy_logits(nn.Sequential(nn.Linear(4, 2), nn.Sigmoid()))
     with pytest.raises(ValueError, match="steps must be >= 1"):
         rl.finetune_qat(p, "int2", steps=0)
+
+
+# --------------------------------------------------------------------------- exact evaluation, stored policies
+
+
+def test_fixed_order_matmul_matches_float64_and_does_not_depend_on_the_batch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1100, 64)).astype(np.float32)  # more rows than one chunk
+    w = rng.normal(size=(48, 64)).astype(np.float32)
+    y = rl.fixed_order_matmul(x, w)
+    assert y.dtype == np.float32 and y.shape == (1100, 48)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4)
+    # each row's bits are the same alone, in a small batch and in a large one
+    for i in [0, 511, 512, 1099]:
+        assert np.array_equal(rl.fixed_order_matmul(x[i:i + 1], w)[0], y[i])
+        assert np.array_equal(rl.fixed_order_matmul(x[max(0, i - 3):i + 1], w)[-1], y[i])
+
+
+def test_stored_policies_match_the_recipe_and_solve_the_task():
+    stored = rl.load_policies()
+    recipe = json.loads(stored.metadata["recipe"])
+    assert recipe == rl.TRAINING_RECIPE, "the stored policies were made with another recipe: rerun scripts/train_policies.py"
+    assert stored.metadata["recipe_hash"] == rl.recipe_hash(rl.TRAINING_RECIPE)
+    seeds = stored.seeds()
+    assert len(seeds) == recipe["n_policies"]
+    unsolved = json.loads(stored.metadata["unsolved"])
+    assert sorted(seeds + unsolved) == list(range(max(seeds + unsolved) + 1))  # seeds tried in turn
+    for seed in seeds:
+        policy = stored.policies[f"seed{seed}/fp32"]
+        # the greedy check that ended its training, replayed: exact on every CPU
+        assert rl.evaluate(policy, recipe["reinforce"]["eval_episodes"], seed=10_000 + seed * 100) == rl.MAX_RETURN
+        assert len(stored.curves[f"seed{seed}/fp32"]) <= recipe["reinforce"]["max_episodes"]
+        for fmt in recipe["qat"]["formats"]:
+            for gran in recipe["qat"]["granularities"]:
+                assert isinstance(stored.policies[f"seed{seed}/qat-{fmt}-{gran}"], rl.Policy)
+
+
+def test_save_and_load_policies_round_trip(tmp_path):
+    a, b = rl.Policy(seed=1), rl.Policy(hidden=8, seed=2)
+    path = rl.save_policies(tmp_path / "p.safetensors", {"a/fp32": a, "b": b},
+                            curves={"a/fp32": [9.0, 10.0]}, metadata={"note": "x"})
+    stored = rl.load_policies(path)
+    assert set(stored.policies) == {"a/fp32", "b"} and stored.metadata["note"] == "x"
+    x = torch.randn(5, 4)
+    for name, p in [("a/fp32", a), ("b", b)]:
+        assert torch.equal(stored.policies[name](x), p(x))
+    np.testing.assert_array_equal(stored.curves["a/fp32"], [9.0, 10.0])
+    with pytest.raises(TypeError, match="Policy"):
+        rl.save_policies(tmp_path / "q.safetensors", {"a": nn.Linear(4, 2)})
+    with pytest.raises(ValueError, match="'.'"):
+        rl.save_policies(tmp_path / "q.safetensors", {"a.b": a})
+    with pytest.raises(FileNotFoundError):
+        rl.load_policies(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="save_policies"):
+        rl.load_policies(tmp_path / "other.safetensors")
+
+
+def test_train_policies_script_quick(tmp_path):
+    out = tmp_path / "p.safetensors"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_policies.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stored = rl.load_policies(out)
+    assert set(stored.policies) == {"seed0/fp32", "seed0/qat-int2-tensor"}
+    assert json.loads(stored.metadata["recipe"])["n_policies"] == 1

@@ -13,12 +13,20 @@ sampled actions from a ``numpy.random.Generator``, both seeded with ``seed``; tr
 episode ``i`` resets the environment with ``100_000 * seed + i``, and an evaluation of
 ``n`` episodes resets gymnasium's vectorised CartPole with its ``seed``, which draws all
 ``n`` starting states. CartPole's dynamics are deterministic, so a greedy policy
-evaluated with a seed always scores the same (with one thread,
+evaluated with a seed always scores the same (on one machine, with one thread,
 ``torch.set_num_threads(1)``, the training run is reproducible too).
 
 Rollouts of a plain Linear/ReLU stack run its forward pass in numpy
 (:func:`numpy_logits`): for a network this small, torch's per-call overhead costs more
-than the arithmetic.
+than the arithmetic. That forward pass is also **the same on every CPU**: each product
+``x @ W.T`` is an elementwise multiply followed by a sum in a fixed order, never a BLAS
+call, whose summation order depends on the instruction set (AVX2, AVX-512) and the
+thread count. Greedy actions, and so evaluation returns and action agreements, are then
+exact functions of the weights: a policy that scores 500 here scores 500 on any machine.
+Training is not: its sampling and gradients go through torch's and numpy's vectorised
+kernels, which differ in the last bits between CPUs, and a chaotic task turns that into a
+different policy. The chapter therefore studies policies trained once and stored with the
+package (:func:`load_policies`, made by ``scripts/train_policies.py``).
 
 Quantizing a policy (:func:`quantize_policy`) replaces each Linear layer's weight by its
 round trip through a :mod:`quantlab` format (``ql.fake_quantize``), per tensor or per
@@ -31,17 +39,23 @@ Taught in: chapters/05_rl.ipynb, "Train a policy" and "How many bits does a poli
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+from ._model_utils import fake_quantized_copy
 from .formats import Format, IntFormat, codebook, get_format
 from .quantize import QTensor, quantize
 
@@ -62,6 +76,13 @@ __all__ = [
     "quantize_policy",
     "quantized_weights",
     "finetune_qat",
+    "fixed_order_matmul",
+    "TRAINING_RECIPE",
+    "recipe_hash",
+    "StoredPolicies",
+    "save_policies",
+    "load_policies",
+    "POLICIES_FILE",
 ]
 
 ENV_ID: str = "CartPole-v1"
@@ -163,7 +184,7 @@ def _numpy_layers(policy: nn.Module) -> Optional[list[tuple[str, Any, Any]]]:
     layers: list[tuple[str, Any, Any]] = []
     for m in seq:
         if type(m) is nn.Linear:
-            w = m.weight.detach().numpy().T.copy()
+            w = np.ascontiguousarray(m.weight.detach().numpy(), dtype=np.float32)  # (out, in)
             b = None if m.bias is None else m.bias.detach().numpy().copy()
             layers.append(("linear", w, b))
         elif type(m) is nn.ReLU:
@@ -175,11 +196,36 @@ def _numpy_layers(policy: nn.Module) -> Optional[list[tuple[str, Any, Any]]]:
     return layers
 
 
+_ROWS_PER_CHUNK = 512
+
+
+def fixed_order_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w.T`` computed the same way, bit for bit, on every CPU.
+
+    Each output is ``sum_k x[i, k] * w[j, k]``: the products are formed elementwise and
+    summed along ``k`` by numpy's reduction, whose order is fixed by the array shapes alone.
+    A BLAS matrix product picks its kernel, and so its summation order, by instruction set
+    and thread count; its results differ in the last bits between machines.
+
+    Args:
+        x: ``(batch, in)`` float32.
+        w: ``(out, in)`` float32.
+
+    Returns:
+        ``(batch, out)`` float32.
+    """
+    out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+    for start in range(0, x.shape[0], _ROWS_PER_CHUNK):
+        rows = x[start:start + _ROWS_PER_CHUNK]
+        np.sum(rows[:, None, :] * w[None, :, :], axis=-1, dtype=np.float32, out=out[start:start + len(rows)])
+    return out
+
+
 def _numpy_forward(layers: list[tuple[str, Any, Any]], x: np.ndarray) -> np.ndarray:
     x = np.array(x, dtype=np.float32)  # a copy: the in-place steps below must not touch the input
     for kind, w, b in layers:
         if kind == "linear":
-            x = x @ w
+            x = fixed_order_matmul(x, w)
             if b is not None:
                 x += b
         elif kind == "relu":
@@ -239,10 +285,12 @@ def _greedy(policy: nn.Module, obs: Union[np.ndarray, torch.Tensor]) -> np.ndarr
     return _logits_fn(policy)(_as_obs(obs)).argmax(axis=-1)
 
 
-def make_env(env_id: str = ENV_ID) -> gym.Env:
+def make_env(env_id: str = ENV_ID) -> "gym.Env":
     """A gymnasium environment without the checker wrapper (it only slows each step)."""
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
+    import gymnasium as gym
+
     return gym.make(env_id, disable_env_checker=True)
 
 
@@ -284,6 +332,8 @@ def rollout(
     seed = _check_int(seed, "seed", minimum=0)
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
+    import gymnasium as gym
+
     env = gym.make_vec(env_id, num_envs=episodes, vectorization_mode="vector_entry_point")
     obs, _ = env.reset(seed=seed)
     returns = np.zeros(episodes)
@@ -541,12 +591,10 @@ def quantize_policy(policy: nn.Module, fmt: FormatArg, granularity: str = "tenso
 
     Taught in: chapters/05_rl.ipynb, "How many bits does a policy need?".
     """
-    qweights = quantized_weights(policy, fmt, granularity)
-    out = copy.deepcopy(policy)
-    with torch.no_grad():
-        for layer, q in zip(_linears(out), qweights):
-            layer.weight.copy_(q.dequantize())
-    return out
+    _check_policy(policy)
+    fmt = _resolve(fmt)
+    _linears(policy)
+    return fake_quantized_copy(policy, fmt, **_qkwargs(fmt, granularity))
 
 
 # --------------------------------------------------------------------------- quantization-aware training
@@ -628,3 +676,136 @@ def finetune_qat(
             bar.update(1)
     bar.close()
     return convert(student)
+
+
+# --------------------------------------------------------------------------- stored policies
+
+TRAINING_RECIPE: dict[str, Any] = {
+    "env_id": ENV_ID,
+    "n_policies": 10,
+    "max_seed": 40,
+    "policy": {"obs_dim": 4, "n_actions": 2, "hidden": 64},
+    "reinforce": {"max_episodes": 1000, "lr": 0.01, "gamma": 0.99, "target_return": MAX_RETURN,
+                  "eval_every": 10, "eval_episodes": 10},
+    "qat": {"formats": ["int2", "binary"], "granularities": ["tensor", "channel"], "steps": 100,
+            "rounds": 2, "episodes": 10, "lr": 3e-3, "batch_size": 256},
+}
+"""How the stored policies (:func:`load_policies`) were made: ``scripts/train_policies.py``
+trains one :class:`Policy` per seed with :func:`train_reinforce`, seeds 0, 1, 2, ... in turn,
+until ``n_policies`` of them have solved the task (a seed that has not solved it after
+``max_episodes`` is recorded in the file's ``unsolved`` metadata and skipped), then fine-tunes
+each kept policy with :func:`finetune_qat` for every QAT format and granularity listed here."""
+
+POLICIES_FILE = "cartpole_policies.safetensors"
+"""File name of the stored policies inside the package's ``data`` folder."""
+
+
+def recipe_hash(recipe: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a training recipe's canonical JSON: stored beside the policies it made,
+    so a test can tell when the stored file no longer matches :data:`TRAINING_RECIPE`."""
+    if not isinstance(recipe, Mapping):
+        raise TypeError(f"recipe must be a mapping, got {type(recipe).__name__}")
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class StoredPolicies:
+    """What :func:`load_policies` returns.
+
+    Attributes:
+        policies: name -> policy, e.g. ``"seed3/fp32"`` or ``"seed3/qat-int2-tensor"``.
+        curves: name -> training returns per episode (float64), for the fp32 policies.
+        metadata: the file's metadata (``recipe`` as JSON, ``recipe_hash``, ``unsolved``: the
+            seeds skipped because training did not solve the task, as JSON; ``torch``, ...).
+    """
+
+    policies: dict[str, nn.Module]
+    curves: dict[str, np.ndarray]
+    metadata: dict[str, str]
+
+    def seeds(self) -> list[int]:
+        """The seeds of the stored float32 policies, ascending."""
+        return sorted(int(k.split("/")[0][4:]) for k in self.policies if k.endswith("/fp32"))
+
+
+def save_policies(
+    path: Union[str, Path],
+    policies: Mapping[str, nn.Module],
+    *,
+    curves: Optional[Mapping[str, Sequence[float]]] = None,
+    metadata: Optional[Mapping[str, str]] = None,
+) -> Path:
+    """Write :class:`Policy` modules (and optional training curves) to one safetensors file.
+
+    Args:
+        path: the file to write.
+        policies: name -> :class:`Policy` (names without ``"."``, e.g. ``"seed3/fp32"``).
+        curves: name -> returns per training episode.
+        metadata: string -> string, stored in the file's header.
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError: a policy that is not a :class:`Policy`, metadata that is not str -> str.
+        ValueError: a name containing ``"."``.
+    """
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    shapes: dict[str, list[int]] = {}
+    for name, policy in policies.items():
+        if not isinstance(policy, Policy):
+            raise TypeError(f"policies[{name!r}] must be a Policy, got {type(policy).__name__}")
+        if "." in name:
+            raise ValueError(f"policy names must not contain '.', got {name!r}")
+        linears = _linears(policy)
+        shapes[name] = [linears[0].in_features, linears[-1].out_features, linears[0].out_features]
+        for key, value in policy.state_dict().items():
+            tensors[f"policy.{name}.{key}"] = value.detach().to(torch.float32).contiguous().clone()
+    for name, curve in (curves or {}).items():
+        tensors[f"curve.{name}"] = torch.as_tensor(np.asarray(curve, dtype=np.float64))
+    meta = {"shapes": json.dumps(shapes)}
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"metadata must map str to str, got {k!r}: {type(v).__name__}")
+        meta[k] = v
+    path = Path(path)
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def load_policies(path: Optional[Union[str, Path]] = None) -> StoredPolicies:
+    """Read policies written by :func:`save_policies` (default: the ones stored with quantlab).
+
+    The stored file holds ten CartPole policies trained with :func:`train_reinforce`
+    (``"seed{s}/fp32"``, the first ten seeds whose training solved the task), their QAT fine-tunes (``"seed{s}/qat-{fmt}-{granularity}"``)
+    and training curves, made by ``scripts/train_policies.py`` with :data:`TRAINING_RECIPE`.
+    Evaluating them is exact on every CPU (see the module docstring), training them again is not.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a file that was not written by :func:`save_policies`.
+
+    Taught in: chapters/05_rl.ipynb, "Train a policy".
+    """
+    from safetensors import safe_open
+
+    if path is None:
+        path = Path(__file__).resolve().parent / "data" / POLICIES_FILE
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no stored policies at {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        if "shapes" not in meta:
+            raise ValueError(f"{path} was not written by quantlab.rl.save_policies (no 'shapes' metadata)")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    policies: dict[str, nn.Module] = {}
+    for name, (obs_dim, n_actions, hidden) in json.loads(meta["shapes"]).items():
+        policy = Policy(obs_dim=obs_dim, n_actions=n_actions, hidden=hidden)
+        prefix = f"policy.{name}."
+        policy.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        policies[name] = policy
+    curves = {k[len("curve."):]: v.numpy() for k, v in tensors.items() if k.startswith("curve.")}
+    return StoredPolicies(policies=policies, curves=curves, metadata=meta)
