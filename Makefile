@@ -1,13 +1,21 @@
 # The two commands a newcomer needs (see README.md):
 #   make book   build the book into _build/html (creates/refreshes .venv first)
 #   make test   run every test: unit, notebooks (nbval), strict book build, browser
-.PHONY: venv book test bench clean
+.PHONY: venv book test unit portability bench experiments clean
 venv:
 	@bash scripts/venv.sh
 book: venv
 	@bash scripts/build_book.sh
 test: venv
 	@bash scripts/test.sh
+# The library's own tests only (no notebooks, no book, no browser): a quick check while coding.
+unit: venv
+	@bash scripts/unit.sh
+# The notebook tests as an AVX2-only CPU, as torch without SIMD, and with 2 torch threads.
+portability: venv
+	@.venv/bin/python scripts/portability.py --isa avx2
+	@.venv/bin/python scripts/portability.py --isa default
+	@.venv/bin/python scripts/portability.py --threads 2
 bench: venv
 	@.venv/bin/python benchmarks/run.py
 clean:

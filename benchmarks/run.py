@@ -17,6 +17,9 @@ Rows (16M float32 elements, a 4096 x 4096 tensor, unless noted):
   (``benchmarks/bench_gptq.py``; at least 10x faster, same result);
 * kernel explorer: one slider update vs re-creating the figure
   (``benchmarks/bench_explorer.py``; at most 25 ms and at least 2x faster);
+* ONNX Runtime speed (``benchmarks/bench_speed.py``): one 4096 x 4096 layer at batch 1, int8
+  and int4 vs float32 (at least 2x / 3x faster); SmolLM2-135M decoding at batch 1, int8 and
+  int4 vs float32 (at least 2x the tokens/s and 70% of the roofline);
 * executing every notebook of the book (full mode only; under 5 minutes in total).
 
 Usage::
@@ -273,6 +276,14 @@ def bench_explorer(quick: bool, threads: int) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_speed(quick: bool, threads: int) -> list[dict[str, Any]]:
+    mod = _load("bench_speed")
+    if mod is None or not hasattr(mod, "rows"):
+        return [_row("speed", "ONNX Runtime speed (layer, SmolLM2 decoding)", "-", "", "-",
+                     status="not available", note="benchmarks/bench_speed.py is not there")]
+    return mod.rows(quick, threads, make_row=_row)
+
+
 def bench_notebooks(quick: bool) -> list[dict[str, Any]]:
     title = "execute every notebook of the book (jupyter nbconvert --execute)"
     goal = "under 5 minutes in total"
@@ -322,10 +333,39 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_ISA_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+              "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU model, its SIMD flags that matter for these kernels, and what torch uses of them.
+
+    Speeds and float results depend on the instruction set (AVX2 or AVX-512, VNNI, AMX), so the
+    results file records it. Read from /proc/cpuinfo where it exists.
+    """
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu_model": model, "isa_flags": [f for f in _ISA_FLAGS if f in flags],
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "isa_env": {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                                   "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE",
+                                                   "NPY_DISABLE_CPU_FEATURES") if k in os.environ}}
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
+    cpu = (f"{m['cpu_model']} ({', '.join(m['isa_flags'])}; torch uses {m['torch_cpu_capability']})"
+           if "cpu_model" in m else "CPU not recorded")
     head = (f"# quantlab benchmarks ({results['mode']} mode)\n\n"
-            f"{results['date']}; torch {m['torch']}, numpy {m['numpy']}, Python {m['python']}; "
+            f"{results['date']}; {cpu}; torch {m['torch']}, numpy {m['numpy']}, Python {m['python']}; "
             f"{m['cpu_count']} CPUs, {results['threads']} torch thread(s); "
             f"{results['elements']:,} float32 elements per kernel row; "
             f"medians of {results['repeats']} alternating runs.\n\n")
@@ -349,6 +389,7 @@ def run(quick: bool, threads: int, repeats: Optional[int] = None) -> dict[str, A
         ("pack", lambda: bench_pack(codes, reps, f"{rows_ * cols_} int32 codes")),
         ("gptq", lambda: bench_gptq(quick, threads)),
         ("explorer", lambda: bench_explorer(quick, threads)),
+        ("speed", lambda: bench_speed(quick, threads)),
         ("notebooks", lambda: bench_notebooks(quick)),
     ]
     for name, step in steps:
@@ -371,7 +412,7 @@ def run(quick: bool, threads: int, repeats: Optional[int] = None) -> dict[str, A
         "elements": rows_ * cols_,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "numpy": np.__version__, "cpu_count": os.cpu_count(),
-                    "platform": platform.platform(terse=True)},
+                    "platform": platform.platform(terse=True), **cpu_info()},
         "rows": rows,
         "summary": {"met": sum(r["met"] is True for r in rows),
                     "not_met": sum(r["met"] is False for r in rows),

@@ -36,6 +36,17 @@ for f in tests/test_*.py; do
 done
 notebooks=(chapters/*.ipynb)
 
+# Run as an AVX2-only x86-64 CPU would: torch's kernels, oneDNN, MKL, OpenBLAS and numpy's
+# dispatched loops restricted to AVX2 (scripts/portability.py --isa avx2). The stored outputs
+# were computed natively (make book), so on an AVX-512 machine every test run also checks that
+# they hold on another instruction set; on an AVX2 machine the settings change nothing.
+# QUANTLAB_TEST_ISA=native turns this off.
+if [ "${QUANTLAB_TEST_ISA:-avx2}" = avx2 ] && grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
+  export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+    OPENBLAS_CORETYPE=Haswell NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
+  echo "==> kernels restricted to AVX2 (ATEN_CPU_CAPABILITY=avx2 ...; QUANTLAB_TEST_ISA=native to run natively)"
+fi
+
 export QUANTLAB_BOOK_EXECUTION=${QUANTLAB_BOOK_EXECUTION:-off}
 echo "==> ${#units[@]} test files, ${#notebooks[@]} notebooks (nbval), the strict book build, ${#browser[@]} browser test files"
 # pytest's exit status is the script's; its closing summary line is the last line printed.

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The library's unit, reference and property tests alone (make unit): every tests/test_*.py
+# except the book build and the browser tests, without the notebooks. Extra arguments go to pytest.
+set -eo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+[ -x "$PY" ] || { echo "error: .venv missing: run 'make venv' (or 'make unit')" >&2; exit 1; }
+export PATH="$PWD/.venv/bin:$PATH"
+units=()
+for f in tests/test_*.py; do
+  case "$f" in
+    tests/test_book.py|tests/test_*browser*.py) ;;
+    *) units+=("$f") ;;
+  esac
+done
+exec "$PY" -m pytest "${units[@]}" -q --durations=10 "$@"
