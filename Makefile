@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make book   build the book into _build/html (creates/refreshes .venv first)
 #   make test   run every test: unit, notebooks (nbval), strict book build, browser
-.PHONY: venv book test unit portability bench experiments clean
+.PHONY: venv book test unit portability bench clean
 venv:
 	@bash scripts/venv.sh
 book: venv
