@@ -14,6 +14,11 @@ A *format* is the set of values a code of ``bits`` bits can stand for:
   have no infinity). Both agree with torch's own casts where torch has the dtype.
 * :class:`CodebookFormat` -- an explicit sorted table of values, e.g. NF4 (QLoRA's
   16 quantiles of a normal distribution) or one you give with :func:`codebook`.
+* :class:`BlockFormat` -- a block-scaled format: an element format (one of the above)
+  whose blocks of ``block_size`` consecutive elements share one stored scale, e.g. the
+  OCP Microscaling formats ``mxfp8_e4m3`` .. ``mxfp4``, ``mxint8`` (E8M0 power-of-two
+  scales per 32) and NVIDIA's ``nvfp4`` (an fp8 e4m3 scale per 16 plus one fp32 scale
+  per tensor). The scales are part of the format; :mod:`quantlab.mx` computes them.
 
 Every format has a ``name``, a bit width ``bits`` and can list or bound the values it
 represents. The element-wise methods (``round``, ``encode``, ``decode``) take a torch
@@ -45,11 +50,13 @@ __all__ = [
     "IntFormat",
     "FloatFormat",
     "CodebookFormat",
+    "BlockFormat",
     "FloatFields",
     "NF4_VALUES",
     "get_format",
     "codebook",
     "FORMAT_NAMES",
+    "BLOCK_FORMAT_NAMES",
 ]
 
 
@@ -600,6 +607,103 @@ def codebook(values: Iterable[float], name: str = "codebook") -> CodebookFormat:
     return CodebookFormat(name=name, bits=bits, table=tuple(sorted(vals)))
 
 
+
+# --------------------------------------------------------------------------- block-scaled
+
+
+#: How each kind of block scale is stored: name -> bits.
+BLOCK_SCALE_BITS: dict[str, int] = {"e8m0": 8, "fp8_e4m3": 8}
+
+
+@dataclass(frozen=True)
+class BlockFormat(Format):
+    """A block-scaled format: ``block_size`` consecutive elements share one scale.
+
+    A value is ``element_value * element_scale * X_block`` (times one fp32 scale per
+    tensor where ``tensor_scale`` is set), with ``X_block`` stored in ``scale_format``:
+
+    * ``"e8m0"`` -- the OCP Microscaling (MX) v1.0 scale: 8 exponent bits, no sign or
+      mantissa, ``X = 2^(code - 127)`` for codes 0..254 (255 is NaN);
+    * ``"fp8_e4m3"`` -- an fp8 e4m3 value (NVFP4's block scale).
+
+    ``bits`` is the element width (the codes); the scales add ``8 / block_size`` bits per
+    element (:attr:`bits_per_weight`). Quantization is :func:`quantlab.quantize` with the
+    format's name (the arithmetic lives in :mod:`quantlab.mx`).
+
+    Attributes:
+        element: the element format (:class:`FloatFormat` or, for ``mxint8``, int8).
+        block_size: elements per scale (32 for MX, 16 for NVFP4).
+        scale_format: ``"e8m0"`` or ``"fp8_e4m3"``.
+        element_scale: the element's implicit factor: ``2^-6`` for ``mxint8`` (codes are
+            fixed-point 1.6 numbers), 1 otherwise.
+        tensor_scale: whether one fp32 scale per tensor multiplies everything (NVFP4).
+
+    Taught in: chapters/ (Beyond int4).
+    """
+
+    element: Optional[Format] = None
+    block_size: int = 32
+    scale_format: str = "e8m0"
+    element_scale: float = 1.0
+    tensor_scale: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.element, (FloatFormat, IntFormat)):
+            raise TypeError(
+                f"element must be a FloatFormat or IntFormat, got {type(self.element).__name__}"
+            )
+        check_int(self.block_size, "block_size", minimum=1)
+        if self.scale_format not in BLOCK_SCALE_BITS:
+            raise ValueError(
+                f"scale_format must be one of {tuple(BLOCK_SCALE_BITS)}, got {self.scale_format!r}"
+            )
+        check_bool(self.tensor_scale, "tensor_scale")
+
+    @property
+    def emax_elem(self) -> int:
+        """Exponent of the element format's largest power of two (MX's ``emax_elem``):
+        ``emax`` of a float element (e4m3: 8, e5m2: 15, e3m2: 4, e2m3: 2, e2m1: 2), 0 for
+        ``mxint8`` (its elements lie in ``[-2, 2)``)."""
+        if isinstance(self.element, FloatFormat):
+            return self.element.emax
+        return self.element.bits - 2 + int(round(math.log2(self.element_scale)))
+
+    @property
+    def max_value(self) -> float:
+        """Largest element magnitude (before the block scale): 448 for e4m3, 6 for e2m1,
+        ``127 * 2^-6`` for ``mxint8``."""
+        if isinstance(self.element, FloatFormat):
+            return self.element.max_value
+        return self.element.qmax * self.element_scale
+
+    @property
+    def scale_bits(self) -> int:
+        """Bits of one block scale (8)."""
+        return BLOCK_SCALE_BITS[self.scale_format]
+
+    @property
+    def bits_per_weight(self) -> float:
+        """``bits + scale_bits / block_size``: 4.25 for mxfp4, 8.25 for mxfp8 and mxint8,
+        6.25 for mxfp6, 4.5 for nvfp4 (whose one fp32 per tensor is not included)."""
+        return self.bits + self.scale_bits / self.block_size
+
+    @property
+    def code_dtype(self) -> torch.dtype:
+        """Torch dtype of the element codes."""
+        return self.element.code_dtype
+
+    @property
+    def levels(self) -> int:
+        """Distinct element values (``mxint8``: 255, its codes being symmetric)."""
+        return int(self.values().numel())
+
+    def values(self) -> torch.Tensor:
+        """All distinct element values before the block scale, ascending (float64)."""
+        if isinstance(self.element, FloatFormat):
+            return self.element.values()
+        q = self.element.qmax
+        return torch.arange(-q, q + 1, dtype=torch.float64) * self.element_scale
+
 # --------------------------------------------------------------------------- registry
 
 _FLOATS: dict[str, FloatFormat] = {
@@ -626,6 +730,24 @@ _CODEBOOKS: dict[str, CodebookFormat] = {
     "nf4": CodebookFormat("nf4", 4, table=NF4_VALUES),
 }
 
+_BLOCKS: dict[str, BlockFormat] = {
+    name: BlockFormat(name, _FLOATS[elem].bits, element=_FLOATS[elem])
+    for name, elem in (
+        ("mxfp8_e4m3", "fp8_e4m3"),
+        ("mxfp8_e5m2", "fp8_e5m2"),
+        ("mxfp6_e3m2", "fp6_e3m2"),
+        ("mxfp6_e2m3", "fp6_e2m3"),
+        ("mxfp4", "fp4_e2m1"),
+    )
+}
+_BLOCKS["mxint8"] = BlockFormat(
+    "mxint8", 8, element=IntFormat("int8", 8), element_scale=2.0**-6
+)
+_BLOCKS["nvfp4"] = BlockFormat(
+    "nvfp4", 4, element=_FLOATS["fp4_e2m1"], block_size=16, scale_format="fp8_e4m3",
+    tensor_scale=True,
+)
+
 _ALIASES = {
     "float32": "fp32",
     "float16": "fp16",
@@ -635,10 +757,17 @@ _ALIASES = {
     "e4m3": "fp8_e4m3",
     "e5m2": "fp8_e5m2",
     "fp4": "fp4_e2m1",
+    "mxfp8": "mxfp8_e4m3",
+    "mxfp6": "mxfp6_e3m2",
+    "mxfp4_e2m1": "mxfp4",
 }
 
-#: Every name :func:`get_format` knows besides ``int1``..``int16`` and ``uint1``..``uint16``.
+#: Every name :func:`get_format` knows besides ``int1``..``int16`` and ``uint1``..``uint16``
+#: and the block-scaled formats of :data:`BLOCK_FORMAT_NAMES`.
 FORMAT_NAMES: tuple[str, ...] = tuple(_FLOATS) + tuple(_CODEBOOKS)
+
+#: The block-scaled formats :func:`get_format` knows (see :class:`BlockFormat`).
+BLOCK_FORMAT_NAMES: tuple[str, ...] = tuple(_BLOCKS)
 
 _INT_RE = re.compile(r"^(u?)int(\d+)$")
 
@@ -651,8 +780,9 @@ def get_format(fmt: FormatLike) -> Format:
     Args:
         fmt: ``"int1"`` .. ``"int16"``, ``"uint1"`` .. ``"uint16"``, ``"fp32"``, ``"fp16"``,
             ``"bf16"``, ``"fp8_e4m3"``, ``"fp8_e5m2"``, ``"fp6_e3m2"``, ``"fp6_e2m3"``,
-            ``"fp4_e2m1"``, ``"nf4"`` (case-insensitive; a few aliases such as
-            ``"float16"``), or a :class:`Format`.
+            ``"fp4_e2m1"``, ``"nf4"``, the block-scaled ``"mxfp8_e4m3"``, ``"mxfp8_e5m2"``,
+            ``"mxfp6_e3m2"``, ``"mxfp6_e2m3"``, ``"mxfp4"``, ``"mxint8"``, ``"nvfp4"``
+            (case-insensitive; a few aliases such as ``"float16"``), or a :class:`Format`.
 
     Raises:
         ValueError: unknown name, or an integer width outside 1..16.
@@ -675,6 +805,9 @@ def get_format(fmt: FormatLike) -> Format:
         return _FLOATS[key]
     if key in _CODEBOOKS:
         return _CODEBOOKS[key]
+    if key in _BLOCKS:
+        return _BLOCKS[key]
     raise ValueError(
-        f"unknown format {fmt!r}; known: int1..int16, uint1..uint16, " + ", ".join(FORMAT_NAMES)
+        f"unknown format {fmt!r}; known: int1..int16, uint1..uint16, "
+        + ", ".join(FORMAT_NAMES + BLOCK_FORMAT_NAMES)
     )

@@ -15,6 +15,11 @@ Units: ``GB`` is 10**9 bytes (what disk and model-card sizes use), ``GiB`` is 2*
 
 Format names ("fp32", "bf16", "int4", "nf4", "fp8_e4m3", any "intN"/"uintN" ...) are
 resolved by :func:`quantlab.formats.get_format`, the one place where formats are defined.
+The block-scaled formats ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3",
+"mxfp4", "mxint8", "nvfp4") carry their scale layout in the format itself, so their bits
+per weight include it with no further arguments: 8.25, 6.25, 4.25 and 8.25 for MX (an
+8-bit E8M0 scale per 32), 4.5 for NVFP4 (an 8-bit e4m3 scale per 16; its one fp32 scale
+per tensor is not counted here -- ``QTensor.nbytes`` counts it).
 
 Taught in: chapters/01_why_quantization.ipynb.
 """
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Union
 
 from ._validate import check_bool, check_count, check_int
-from .formats import FloatFormat, Format, get_format
+from .formats import BlockFormat, FloatFormat, Format, get_format
 
 __all__ = [
     "GB",
@@ -185,6 +190,12 @@ def bits_per_weight(
     GGUF Q4_0 (int4, fp16 scale per 32) = 4.5; NF4 with an fp32 absmax per 64 = 4.5;
     NF4 with double quantization = 4 + 8/64 + 32/(64*256) = 4.126953125.
 
+    Block-scaled formats (:class:`~quantlab.formats.BlockFormat`: "mxfp4", "nvfp4", ...)
+    fix their own scales: ``bits = b(fmt) + 8 / block_size`` (mxfp4: 4 + 8/32 = 4.25,
+    mxfp8/mxint8: 8.25, mxfp6: 6.25, nvfp4: 4 + 8/16 = 4.5). For them ``group_size`` may
+    only be None or the block size, ``scale_dtype`` only its default or the format's own
+    scale format ("fp8_e4m3" for nvfp4), and there is no zero point or double quantization.
+
     Args:
         fmt: the weights' format, by name ("int4", "nf4", "fp16", ...) or as a format object.
         group_size: number of weights that share one scale. ``None`` means no per-group
@@ -206,6 +217,9 @@ def bits_per_weight(
 
     Taught in: chapters/01_why_quantization.ipynb, "The formats side by side".
     """
+    block = _get_format(fmt, "fmt")
+    if isinstance(block, BlockFormat):
+        return _block_bits(block, group_size, scale_dtype, zero_point_dtype, double_quant)
     bits = float(format_bits(fmt))
     if double_quant is True:
         double_quant = DoubleQuant()
@@ -235,6 +249,29 @@ def bits_per_weight(
     if zero_point_dtype is not None:
         bits += format_bits(zero_point_dtype, name="zero_point_dtype") / g
     return bits
+
+
+def _block_bits(
+    fmt: BlockFormat, group_size: Any, scale_dtype: Any, zero_point_dtype: Any, double_quant: Any
+) -> float:
+    """Bits per weight of a block-scaled format, refusing scale arguments that contradict it."""
+    if group_size is not None and _check_int(group_size, "group_size") != fmt.block_size:
+        raise ValueError(
+            f"{fmt.name} has blocks of {fmt.block_size}: group_size must be None or "
+            f"{fmt.block_size}, got {group_size}"
+        )
+    if scale_dtype not in ("fp16", fmt.scale_format):
+        raise ValueError(
+            f"{fmt.name} stores its block scales as {fmt.scale_format}: leave scale_dtype at "
+            f"its default, got {scale_dtype!r}"
+        )
+    if zero_point_dtype is not None:
+        raise ValueError(f"{fmt.name} has no zero point: zero_point_dtype must be None, "
+                         f"got {zero_point_dtype!r}")
+    if double_quant is not None and double_quant is not False:
+        raise ValueError(f"{fmt.name} stores 8-bit block scales: double_quant must be None or "
+                         f"False, got {double_quant!r}")
+    return float(fmt.bits_per_weight)
 
 
 @dataclass(frozen=True)
@@ -277,10 +314,14 @@ FormatLike = Union[str, Format, QuantSpec]
 
 
 def _spec_bits(spec: FormatLike, name: str) -> float:
-    """Bits per weight of a format name, format object or :class:`QuantSpec`."""
+    """Bits per weight of a format name, format object or :class:`QuantSpec` (block-scaled
+    formats with their scales)."""
     if isinstance(spec, QuantSpec):
         return spec.bits_per_weight
-    return float(format_bits(spec, name=name))
+    fmt = _get_format(spec, name)
+    if isinstance(fmt, BlockFormat):
+        return float(fmt.bits_per_weight)
+    return float(fmt.bits)
 
 
 def _spec_fmt(spec: FormatLike) -> Any:

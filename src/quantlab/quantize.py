@@ -51,6 +51,16 @@ Use ``scale_dtype="fp32"`` (or ``"bf16"``, fp32's range with fewer digits) then,
 rescale ``x``. A group whose values are all zero needs no scale: it stores the smallest
 normal number of ``scale_dtype`` (no division by zero) and codes that decode to 0.
 
+Block-scaled formats (``"mxfp8_e4m3"``, ``"mxfp8_e5m2"``, ``"mxfp6_e3m2"``,
+``"mxfp6_e2m3"``, ``"mxfp4"``, ``"mxint8"``, ``"nvfp4"``; see :mod:`quantlab.mx`) bring
+their own scales: blocks of 32 (NVFP4: 16) along the last axis, which must be a multiple
+of the block size. ``quantize(x, "mxfp4")`` needs no other argument; ``granularity="group"``
+with ``group_size`` equal to the block size is accepted too, every other scale option
+raises ``ValueError``. ``QTensor.scale`` then holds the block scales as float32 values
+(powers of two, or fp8 e4m3 values for NVFP4, whose fp32 scale per tensor is
+``QTensor.tensor_scale``), and ``nbytes`` counts 8 bits per block scale (plus 4 bytes for
+``tensor_scale``).
+
 Policies: NaN or infinity in ``x`` raises ``ValueError`` on every scaled path --
 :func:`quantize`, :func:`fake_quantize` (fast path too), with scales computed from ``x``
 or reused through ``qparams`` -- since a NaN would otherwise poison a whole group's scale
@@ -83,7 +93,9 @@ import torch
 
 from ._backend import ArrayLike, as_tensor, check_out, dtype_name, like_input, require_float
 from ._validate import check_bool, check_int, check_optional_bool, check_real
-from .formats import CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format
+from .formats import (
+    BlockFormat, CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format,
+)
 from ._fast import row_chunks
 from .packing import pack, packed_nbytes
 
@@ -255,6 +267,11 @@ def choose_qparams(
             ``scale_dtype`` cannot hold (see "Storing the scales" there).
     """
     fmt = get_format(fmt)
+    if isinstance(fmt, BlockFormat):
+        raise ValueError(
+            f"{fmt.name} is block-scaled: its scales are part of the format and quantize() "
+            "chooses them; choose_qparams does not apply"
+        )
     t, _ = _input(x)
     axis, group_size = _check_args(
         t, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype
@@ -400,12 +417,15 @@ class QTensor:
             element): integer codes, float bit patterns or codebook indices.
         scale: float32 tensor (values exact in ``scale_dtype``) in the public shape
             (``()``, ``(C,)`` or ``(*lead, n_groups)``), or None for an unscaled cast.
-        zero_point: int32 tensor like ``scale``, or None.
+        zero_point: int32 tensor like ``scale``, or None; a float32 tensor of real-valued
+            zero points (values exact in ``scale_dtype``) for :mod:`quantlab.hqq`.
         format: the number format.
         shape: the original shape.
         granularity, axis, group_size, scale_dtype: how it was quantized.
         dtype: the original floating dtype (``dequantize`` returns it).
         was_numpy: whether the input was a numpy array (``dequantize`` returns one then).
+        tensor_scale: a 0-d float32 tensor for formats with one extra scale per tensor
+            (``nvfp4``), else None.
     """
 
     codes: torch.Tensor
@@ -419,6 +439,7 @@ class QTensor:
     scale_dtype: str = "fp32"
     dtype: torch.dtype = torch.float32
     was_numpy: bool = False
+    tensor_scale: Optional[torch.Tensor] = None
 
     @property
     def numel(self) -> int:
@@ -427,12 +448,20 @@ class QTensor:
     @property
     def nbytes(self) -> int:
         """Bytes of real packed storage: codes at ``bits`` each, scales at ``scale_dtype``,
-        zero points at the code width (each array packed on its own, rounded up to bytes)."""
+        integer zero points at the code width (each array packed on its own, rounded up to
+        bytes), floating zero points (:mod:`quantlab.hqq`) at ``scale_dtype`` too.
+        Block-scaled formats: 8 bits per block scale, 4 bytes for a ``tensor_scale``."""
         total = packed_nbytes(self.numel, self.format.bits)
+        if isinstance(self.format, BlockFormat):
+            total += self.scale.numel() * self.format.scale_bits // 8
+            return total + (4 if self.tensor_scale is not None else 0)
         if self.scale is not None:
             total += self.scale.numel() * _DTYPE_BITS[SCALE_DTYPES[self.scale_dtype]] // 8
         if self.zero_point is not None:
-            total += packed_nbytes(self.zero_point.numel(), self.format.bits)
+            if self.zero_point.dtype.is_floating_point:  # real-valued zero points (HQQ)
+                total += self.zero_point.numel() * _DTYPE_BITS[SCALE_DTYPES[self.scale_dtype]] // 8
+            else:
+                total += packed_nbytes(self.zero_point.numel(), self.format.bits)
         return total
 
     @property
@@ -474,6 +503,11 @@ class QTensor:
 
     def _dequantize_tensor(self) -> torch.Tensor:
         fmt = self.format
+        if isinstance(fmt, BlockFormat):
+            from .mx import _dequantize
+
+            return _dequantize(self.codes, self.scale, self.tensor_scale, fmt, self.shape,
+                               self.dtype)
         if isinstance(fmt, IntFormat):
             vals = self.codes.to(torch.float32)
         else:
@@ -566,6 +600,10 @@ def quantize(
         >>> q.codes.tolist(), float(q.scale)  # -1.5 is a tie: rounds to the even code -2
         ([3, -2, 0], 1.0)
     """
+    block = get_format(fmt)
+    if isinstance(block, BlockFormat):
+        return _quantize_block(x, block, granularity, group_size, symmetric, clip_ratio,
+                               percentile, scale_dtype, scaled, qparams)
     p = _prepare(x, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile,
                  scale_dtype, scaled, qparams)
     fmt, t = p.fmt, p.t
@@ -588,6 +626,60 @@ def quantize(
     pub_zp = None if qparams.zero_point is None else _public(qparams.zero_point, p.granularity)
     return QTensor(codes.reshape(t.shape), pub_scale, pub_zp, fmt, tuple(t.shape), p.granularity,
                    p.axis, p.group_size, p.scale_dtype, t.dtype, p.was_numpy)
+
+
+def _quantize_block(
+    x: ArrayLike, fmt: BlockFormat, granularity: str, group_size: Optional[int],
+    symmetric: bool, clip_ratio: float, percentile: Optional[float], scale_dtype: str,
+    scaled: Optional[bool], qparams: Optional[QParams],
+) -> QTensor:
+    """:func:`quantize` for a block-scaled format (see :mod:`quantlab.mx`)."""
+    from .mx import _quantize
+
+    t, was_numpy = _input(x)
+    k = fmt.block_size
+    if not isinstance(granularity, str) or granularity not in ("tensor", "group"):
+        raise ValueError(
+            f"{fmt.name} has its own granularity (blocks of {k} along the last axis): leave "
+            f"granularity at its default or pass 'group', got granularity={granularity!r}"
+        )
+    if group_size is not None:
+        group_size = check_int(group_size, "group_size", what="a positive int")
+        if group_size != k:
+            raise ValueError(f"{fmt.name} has blocks of {k}: group_size must be None or {k}, "
+                             f"got {group_size}")
+    elif granularity == "group":
+        raise ValueError("granularity='group' needs group_size, got None")
+    if not check_bool(symmetric, "symmetric"):
+        raise ValueError(f"{fmt.name} is symmetric (no zero point), got symmetric=False")
+    if check_real(clip_ratio, "clip_ratio", low=0, high=1, low_open=True) != 1:
+        raise ValueError(f"{fmt.name} chooses its scales by its own rule: clip_ratio must be 1, "
+                         f"got {clip_ratio}")
+    if percentile is not None:
+        raise ValueError(f"{fmt.name} chooses its scales by its own rule: percentile must be "
+                         f"None, got {percentile!r}")
+    if scale_dtype != "fp32":
+        raise ValueError(f"{fmt.name} stores its block scales as {fmt.scale_format}: leave "
+                         f"scale_dtype at its default, got {scale_dtype!r}")
+    if check_optional_bool(scaled, "scaled") is False:
+        raise ValueError(f"{fmt.name} is block-scaled: scaled must be None or True, got False")
+    if qparams is not None:
+        raise ValueError(f"{fmt.name} chooses its block scales itself: qparams must be None, "
+                         f"got {type(qparams).__name__}")
+    if t.dim() == 0:
+        raise ValueError(f"{fmt.name} needs at least a 1-d tensor (blocks of {k} along the "
+                         "last axis), got a 0-d tensor")
+    n = t.shape[-1]
+    if n % k != 0:
+        raise ValueError(
+            f"{fmt.name} needs the last dimension to be a multiple of its block size {k}, "
+            f"got last dimension {n} (shape {tuple(t.shape)})"
+        )
+    work = t if t.dtype in (torch.float32, torch.float64) else t.float()
+    _require_finite(work)
+    codes, scale, tensor_scale = _quantize(work, fmt)
+    return QTensor(codes, scale, None, fmt, tuple(t.shape), "group", 0, k, fmt.scale_format,
+                   t.dtype, was_numpy, tensor_scale)
 
 
 class _Prepared(NamedTuple):
@@ -779,6 +871,17 @@ def fake_quantize(
             dtype, byte order, shape, device or layout, a read-only ``out``, or one that
             partly overlaps ``x``.
     """
+    block = get_format(fmt)
+    if isinstance(block, BlockFormat):
+        q = _quantize_block(x, block, granularity, group_size, symmetric, clip_ratio,
+                            percentile, scale_dtype, scaled, qparams)
+        t, _ = _input(x)
+        o = _check_out(out, t, q.was_numpy)
+        res = q._dequantize_tensor()
+        if o is None:
+            return like_input(res, q.was_numpy)
+        o.copy_(res)
+        return out
     p = _prepare(x, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile,
                  scale_dtype, scaled, qparams)
     o = _check_out(out, p.t, p.was_numpy)
