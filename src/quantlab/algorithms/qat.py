@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._model_utils import fake_quantized_copy
-from .formats import Format, IntFormat, get_format
-from .quantize import fake_quantize
+from ..core.formats import Format, IntFormat, get_format
+from ..core.quantize import fake_quantize
 
 __all__ = [
     "FakeQuantSTE", "fake_quant_ste", "FakeQuantLinear", "prepare_qat", "convert",

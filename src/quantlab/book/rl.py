@@ -55,9 +55,9 @@ from torch import nn
 if TYPE_CHECKING:
     import gymnasium as gym
 
-from ._model_utils import fake_quantized_copy
-from .formats import Format, IntFormat, codebook, get_format
-from .quantize import QTensor, quantize
+from ..algorithms._model_utils import fake_quantized_copy
+from ..core.formats import Format, IntFormat, codebook, get_format
+from ..core.quantize import QTensor, quantize
 
 __all__ = [
     "ENV_ID",
@@ -646,7 +646,7 @@ def finetune_qat(
     """
     from tqdm.auto import tqdm
 
-    from .qat import convert, prepare_qat
+    from ..algorithms.qat import convert, prepare_qat
 
     _check_policy(policy)
     fmt = _resolve(fmt)
@@ -792,7 +792,7 @@ def load_policies(path: Optional[Union[str, Path]] = None) -> StoredPolicies:
     from safetensors import safe_open
 
     if path is None:
-        path = Path(__file__).resolve().parent / "data" / POLICIES_FILE
+        path = Path(__file__).resolve().parents[1] / "data" / POLICIES_FILE
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no stored policies at {path}")

@@ -57,10 +57,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._backend import ArrayLike, as_tensor, like_input
-from .formats import CodebookFormat, FloatFormat, Format, IntFormat, get_format
-from .packing import pack, unpack
-from .quantize import SCALE_DTYPES, QParams, QTensor, dequantize, quantize
+from ..core._backend import ArrayLike, as_tensor, like_input
+from ..core.formats import CodebookFormat, FloatFormat, Format, IntFormat, get_format
+from ..core.packing import pack, unpack
+from ..core.quantize import SCALE_DTYPES, QParams, QTensor, dequantize, quantize
 
 __all__ = [
     "QuantScheme",
