@@ -277,3 +277,27 @@ def test_importing_the_core_loads_no_heavy_package_and_no_other_layer():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [[], []]
+
+
+# --------------------------------------------------------------------------- type names
+
+def test_one_name_for_a_format_or_its_name():
+    """``FormatLike`` (core.formats) is the one alias for "a format or its name"; the wider
+    unions name what they add (``SpecLike``: or a QuantSpec; ``SchemeLike``: or a QuantScheme)."""
+    import typing
+
+    from quantlab import memory, qat, rl
+    from quantlab import nn as qnn
+    from quantlab.formats import Format, FormatLike
+
+    assert set(typing.get_args(FormatLike)) == {str, Format}
+    assert qat.FormatArg is FormatLike and rl.FormatArg is FormatLike  # former names
+    assert set(typing.get_args(memory.SpecLike)) == {str, Format, memory.QuantSpec}
+    assert set(typing.get_args(qnn.SchemeLike)) == {str, Format, qnn.QuantScheme}
+    spelled_out = [
+        f"{name}:{n}" for name, path in _modules().items()
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1)
+        if ("Union[str, Format]" in line and not line.startswith("FormatLike = "))
+        or "FormatArg]" in line or ": FormatArg" in line
+    ]
+    assert spelled_out == []
