@@ -309,7 +309,7 @@ def test_static_page_is_self_contained(html_page):
 def test_script_and_styles_are_package_files_inlined_verbatim(html_page):
     from importlib import resources
 
-    folder = resources.files("quantlab").joinpath("explorer_assets")
+    folder = resources.files("quantlab.book").joinpath("explorer_assets")
     css = folder.joinpath("explorer.css").read_text("utf-8")
     js = folder.joinpath("explorer.js").read_text("utf-8")
     assert css.startswith("/*") and js.startswith("/*")  # a comment for readers of the file...

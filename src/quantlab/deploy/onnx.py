@@ -92,9 +92,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .formats import IntFormat
-from .nn import QuantizedLinear, quantized_layers
-from .quantize import QTensor
+from ..core.formats import IntFormat
+from ..core.quantize import QTensor
+from ..nn import QuantizedLinear, quantized_layers
 
 __all__ = [
     "export_onnx",

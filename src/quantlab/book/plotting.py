@@ -12,7 +12,7 @@ import math
 import numbers
 from typing import Any, Mapping, Optional
 
-from .formats import FloatFields, FloatFormat, FormatLike, get_format
+from ..core.formats import FloatFields, FloatFormat, FormatLike, get_format
 
 __all__ = ["FIELD_COLORS", "draw_bit_fields", "describe_fields"]
 

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-from ._backend import ArrayLike, as_tensor, like_input, require_float
+from ..core._backend import ArrayLike, as_tensor, like_input, require_float
 from ._model_utils import run_with_input_hooks
 
 __all__ = ["LayerStats", "hessian", "collect_layer_stats", "linear_layer_names"]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Union
 
 from ._validate import check_bool, check_count, check_int
-from .formats import BlockFormat, FloatFormat, Format, get_format
+from .formats import BlockFormat, FloatFormat, Format, FormatLike, get_format
 
 __all__ = [
     "GB",
@@ -287,6 +287,13 @@ class QuantSpec:
 
     Example: ``QuantSpec("int4", group_size=128)`` is 4.125 bits per weight.
 
+    A QuantSpec counts bits; :class:`quantlab.nn.QuantScheme` quantizes weights. They differ:
+    a QuantSpec without ``group_size`` counts no scales at all (a QuantScheme without it is
+    per-channel), its scales and zero points may be any format (a QuantScheme stores fp16,
+    bf16 or fp32 scales and takes ``symmetric=False`` for zero points), it has double
+    quantization, keeps ``fmt`` as given (a QuantScheme resolves it to a :class:`Format`) and
+    takes ``group_size`` second (``QuantScheme`` takes ``granularity``).
+
     Taught in: chapters/01_why_quantization.ipynb, "Why it matters for RL".
     """
 
@@ -310,10 +317,11 @@ class QuantSpec:
         return self.fmt if self.group_size is None else f"{self.fmt} g{self.group_size}"
 
 
-FormatLike = Union[str, Format, QuantSpec]
+#: A format or its name (:data:`~quantlab.core.formats.FormatLike`), or a :class:`QuantSpec`.
+SpecLike = Union[FormatLike, QuantSpec]
 
 
-def _spec_bits(spec: FormatLike, name: str) -> float:
+def _spec_bits(spec: SpecLike, name: str) -> float:
     """Bits per weight of a format name, format object or :class:`QuantSpec` (block-scaled
     formats with their scales)."""
     if isinstance(spec, QuantSpec):
@@ -324,13 +332,13 @@ def _spec_bits(spec: FormatLike, name: str) -> float:
     return float(fmt.bits)
 
 
-def _spec_fmt(spec: FormatLike) -> Any:
+def _spec_fmt(spec: SpecLike) -> Any:
     return spec.fmt if isinstance(spec, QuantSpec) else spec
 
 
 def weight_bytes(
     n_params: float,
-    fmt: FormatLike,
+    fmt: SpecLike,
     group_size: int | None = None,
     scale_dtype: str = "fp16",
     zero_point_dtype: str | None = None,
@@ -500,7 +508,7 @@ def gpu_bytes(gpu: GPU | str | float) -> float:
 
 def required_bytes(
     n_params: float,
-    fmt: FormatLike,
+    fmt: SpecLike,
     *,
     overhead: float = DEFAULT_OVERHEAD,
     extra_bytes: float = 0.0,
@@ -529,7 +537,7 @@ def required_bytes(
 
 def fits(
     n_params: float,
-    fmt: FormatLike,
+    fmt: SpecLike,
     gpu: GPU | str | float,
     *,
     overhead: float = DEFAULT_OVERHEAD,
@@ -556,7 +564,7 @@ def fits(
 
 def gpus_that_fit(
     n_params: float,
-    fmt: FormatLike,
+    fmt: SpecLike,
     *,
     gpus: Iterable[GPU] = GPUS,
     overhead: float = DEFAULT_OVERHEAD,
@@ -651,7 +659,7 @@ def kv_cache_bytes(
     head_dim: int,
     seq_len: int,
     batch: int = 1,
-    dtype: FormatLike = "fp16",
+    dtype: SpecLike = "fp16",
 ) -> float:
     """Bytes of the key/value cache a transformer keeps while generating.
 
@@ -731,7 +739,7 @@ _OPTIMIZER_STATES = {"adam": 2, "adamw": 2, "sgd_momentum": 1, "sgd": 0}
 
 def training_breakdown(
     n_params: float,
-    weight_dtype: FormatLike = "bf16",
+    weight_dtype: SpecLike = "bf16",
     *,
     optimizer: str = "adam",
     master_dtype: str | None = "fp32",
@@ -815,7 +823,7 @@ def training_breakdown(
     }
 
 
-def training_bytes(n_params: float, weight_dtype: FormatLike = "bf16", **kwargs: Any) -> float:
+def training_bytes(n_params: float, weight_dtype: SpecLike = "bf16", **kwargs: Any) -> float:
     """Total training memory of a model (weights, gradients, master copy, optimizer state).
 
     The sum of :func:`training_breakdown` (same arguments): 16 bytes per parameter for
@@ -830,10 +838,10 @@ def training_bytes(n_params: float, weight_dtype: FormatLike = "bf16", **kwargs:
 def rlhf_bytes(
     n_params: float,
     *,
-    policy_fmt: FormatLike = "bf16",
-    reference_fmt: FormatLike = "bf16",
-    reward_fmt: FormatLike = "bf16",
-    value_fmt: FormatLike = "bf16",
+    policy_fmt: SpecLike = "bf16",
+    reference_fmt: SpecLike = "bf16",
+    reward_fmt: SpecLike = "bf16",
+    value_fmt: SpecLike = "bf16",
     reward_params: float | None = None,
     value_params: float | None = None,
     adapter_params: float | None = None,
@@ -888,7 +896,7 @@ def rlhf_bytes(
     }
 
 
-def weight_read_seconds(n_params: float, fmt: FormatLike, gpu: GPU | str, **scale_args: Any) -> float:
+def weight_read_seconds(n_params: float, fmt: SpecLike, gpu: GPU | str, **scale_args: Any) -> float:
     """Time to read every weight once from GPU memory: ``weight_bytes / bandwidth``.
 
     Generating one token (or one action) at batch size 1 reads every weight once and does

@@ -44,10 +44,10 @@ from typing import Optional
 
 import torch
 
-from ._backend import ArrayLike, as_tensor, require_float
-from ._validate import check_bool, check_int, check_real
-from .formats import FormatLike, IntFormat, get_format
-from .quantize import SCALE_DTYPES, QTensor, _require_finite, _store
+from ..core._backend import ArrayLike, as_tensor, require_float
+from ..core._validate import check_bool, check_int, check_real
+from ..core.formats import FormatLike, IntFormat, get_format
+from ..core.quantize import SCALE_DTYPES, QTensor, _require_finite, _store
 
 __all__ = ["hqq_quantize", "shrink_lp"]
 

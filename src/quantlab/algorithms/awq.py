@@ -50,11 +50,11 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, like_input, require_float
+from ..core._backend import ArrayLike, as_tensor, like_input, require_float
 from ._model_utils import run_with_input_hooks
 from .calibration import linear_layer_names
-from .formats import FormatLike, get_format
-from .quantize import QTensor, quantize
+from ..core.formats import FormatLike, get_format
+from ..core.quantize import QTensor, quantize
 
 __all__ = [
     "AWQResult",

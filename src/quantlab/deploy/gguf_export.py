@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from . import gguf_blocks
+from ..core import gguf_blocks
 
 if TYPE_CHECKING:
     import gguf
@@ -270,7 +270,7 @@ def llama_tensors_from_hf(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             whose weight no longer equals the embeddings (e.g. quantized separately --
             :func:`quantlab.nn.quantize_model` skips ``lm_head`` by default for this reason).
     """
-    from .nn import QuantizedLinear
+    from ..nn import QuantizedLinear
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -361,7 +361,7 @@ def _reader(template: Template) -> "gguf.GGUFReader":
     if isinstance(template, gguf.GGUFReader):
         return template
     if template is None:
-        from .models.smollm import gguf_path
+        from ..book.models.smollm import gguf_path
 
         template = gguf_path()
     if not isinstance(template, (str, os.PathLike)):
@@ -619,7 +619,7 @@ def write_gguf(
     """
     import gguf
 
-    from . import __version__
+    from .. import __version__
 
     if not isinstance(tensors, Mapping):
         raise TypeError(f"tensors must be a mapping of GGUF names to tensors, got {type(tensors).__name__}")

@@ -22,7 +22,7 @@ from importlib import resources
 
 import torch
 
-from ._backend import ArrayLike, as_tensor, require_float
+from ..core._backend import ArrayLike, as_tensor, require_float
 
 __all__ = [
     "Agreement",

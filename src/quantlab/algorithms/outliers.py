@@ -30,8 +30,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, like_input, require_float
-from .quantize import quantize
+from ..core._backend import ArrayLike, as_tensor, like_input, require_float
+from ..core.quantize import quantize
 
 __all__ = [
     "outlier_columns",

@@ -18,7 +18,7 @@ One source of numbers, two front ends:
   self-contained HTML string (inline SVG, inline script, no CDN). The script only looks
   up the precomputed entry for the chosen controls and draws it; it does no
   quantization arithmetic. The script and its styles are real files shipped beside this
-  module (``quantlab/explorer_assets/explorer.js`` and ``explorer.css``), inlined into
+  module (``quantlab/book/explorer_assets/explorer.js`` and ``explorer.css``), inlined into
   the page when it is built; the styles also hold the explorer's colours (:data:`COLORS`).
 
 The bit widths are 2..16 (integers ``int2`` .. ``int16``) and 32, which is float32
@@ -44,9 +44,9 @@ from typing import Any, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from . import metrics
-from .formats import CodebookFormat, FloatFormat, IntFormat, get_format
-from .quantize import QTensor, quantize
+from ..core import metrics
+from ..core.formats import CodebookFormat, FloatFormat, IntFormat, get_format
+from ..core.quantize import QTensor, quantize
 
 __all__ = [
     "BITS",
@@ -663,12 +663,12 @@ _ASSETS = "explorer_assets"
 
 @lru_cache(maxsize=None)
 def _asset(name: str) -> str:
-    """The text of ``quantlab/explorer_assets/<name>`` without its leading ``/* ... */`` comment.
+    """The text of ``quantlab/book/explorer_assets/<name>`` without its leading ``/* ... */`` comment.
 
     The static page inlines the styles (``explorer.css``) and the script (``explorer.js``)
     of the kernel-free explorer; they ship as package data beside this module.
     """
-    text = resources.files("quantlab").joinpath(_ASSETS, name).read_text("utf-8")
+    text = resources.files(__package__).joinpath(_ASSETS, name).read_text("utf-8")
     if text.startswith("/*"):
         text = text.split("*/\n", 1)[1]
     return text

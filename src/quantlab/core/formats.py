@@ -771,6 +771,9 @@ BLOCK_FORMAT_NAMES: tuple[str, ...] = tuple(_BLOCKS)
 
 _INT_RE = re.compile(r"^(u?)int(\d+)$")
 
+#: A format or its name: what :func:`get_format` accepts. The one name for this type in
+#: quantlab (recipes that add a scale layout are :class:`quantlab.nn.QuantScheme` and
+#: :class:`quantlab.memory.QuantSpec`).
 FormatLike = Union[str, Format]
 
 

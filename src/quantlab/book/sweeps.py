@@ -36,10 +36,10 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, require_float
-from .formats import FloatFormat, FormatLike, get_format
-from .metrics import sqnr_db
-from .quantize import quantize
+from ..core._backend import ArrayLike, as_tensor, require_float
+from ..core.formats import FloatFormat, FormatLike, get_format
+from ..core.metrics import sqnr_db
+from ..core.quantize import quantize
 
 __all__ = [
     "DB_PER_BIT",

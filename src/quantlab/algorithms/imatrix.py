@@ -34,10 +34,10 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, like_input, require_float
-from ._validate import check_int, check_real
-from .formats import FormatLike, IntFormat, get_format
-from .quantize import SCALE_DTYPES, QTensor, _require_finite, _store
+from ..core._backend import ArrayLike, as_tensor, like_input, require_float
+from ..core._validate import check_int, check_real
+from ..core.formats import FormatLike, IntFormat, get_format
+from ..core.quantize import SCALE_DTYPES, QTensor, _require_finite, _store
 
 __all__ = [
     "importance_from_activations",

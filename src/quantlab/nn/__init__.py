@@ -57,10 +57,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._backend import ArrayLike, as_tensor, like_input
-from .formats import CodebookFormat, FloatFormat, Format, IntFormat, get_format
-from .packing import pack, unpack
-from .quantize import SCALE_DTYPES, QParams, QTensor, dequantize, quantize
+from ..core._backend import ArrayLike, as_tensor, like_input
+from ..core.formats import CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format
+from ..core.packing import pack, unpack
+from ..core.quantize import SCALE_DTYPES, QParams, QTensor, dequantize, quantize
 
 __all__ = [
     "QuantScheme",
@@ -110,6 +110,9 @@ def _check_flag(value: Any, name: str) -> bool:
 class QuantScheme:
     """How to quantize a weight matrix: format, granularity and scale storage.
 
+    (The memory calculator's :class:`quantlab.memory.QuantSpec` only counts bits per weight;
+    see there for how the two recipes differ.)
+
     Attributes:
         fmt: format name or object, e.g. ``"int8"``, ``"int4"``, ``"nf4"``, ``"fp8_e4m3"``,
             ``"fp16"``, ``"bf16"``.
@@ -138,7 +141,7 @@ class QuantScheme:
     Taught in: chapters/04_in_practice.ipynb, "One table over formats".
     """
 
-    fmt: Union[str, Format] = "int8"
+    fmt: FormatLike = "int8"
     granularity: Optional[str] = None
     group_size: Optional[int] = None
     axis: int = 0
@@ -247,7 +250,8 @@ class QuantScheme:
         return quantize(weight, self.fmt, **self.qparams_kwargs())
 
 
-SchemeLike = Union[str, Format, QuantScheme]
+#: A scheme, or a format or its name (then ``QuantScheme(fmt)``: per-channel scales).
+SchemeLike = Union[FormatLike, QuantScheme]
 
 
 def _as_scheme(scheme: SchemeLike) -> QuantScheme:

@@ -25,8 +25,8 @@ from typing import Any, Callable, Iterable, Optional, Union
 import torch
 from torch import nn
 
-from .formats import Format, get_format
-from .quantize import QTensor, fake_quantize, quantize
+from ..core.formats import Format, get_format
+from ..core.quantize import QTensor, fake_quantize, quantize
 
 __all__ = ["fake_quantized_copy", "linear_layers_of", "run_with_input_hooks"]
 

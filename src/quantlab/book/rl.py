@@ -55,9 +55,9 @@ from torch import nn
 if TYPE_CHECKING:
     import gymnasium as gym
 
-from ._model_utils import fake_quantized_copy
-from .formats import Format, IntFormat, codebook, get_format
-from .quantize import QTensor, quantize
+from ..algorithms._model_utils import fake_quantized_copy
+from ..core.formats import Format, FormatLike, IntFormat, codebook, get_format
+from ..core.quantize import QTensor, quantize
 
 __all__ = [
     "ENV_ID",
@@ -96,7 +96,8 @@ BINARY: Format = codebook([-1.0, 1.0], "binary")
 becomes ``+-absmax`` of its tensor (or output channel). ``int1`` cannot do this: its codes are
 {-1, 0}, so symmetric int1 has no positive value at all."""
 
-FormatArg = Union[str, Format]
+#: Former name of :data:`~quantlab.core.formats.FormatLike`, kept for code that imports it.
+FormatArg = FormatLike
 
 
 # --------------------------------------------------------------------------- validation
@@ -546,7 +547,7 @@ def _linears(policy: nn.Module) -> list[nn.Linear]:
     return layers
 
 
-def _resolve(fmt: FormatArg) -> Format:
+def _resolve(fmt: FormatLike) -> Format:
     return get_format(fmt)
 
 
@@ -561,7 +562,7 @@ def _qkwargs(fmt: Format, granularity: str) -> dict[str, Any]:
     return kw
 
 
-def quantized_weights(policy: nn.Module, fmt: FormatArg, granularity: str = "tensor") -> list[QTensor]:
+def quantized_weights(policy: nn.Module, fmt: FormatLike, granularity: str = "tensor") -> list[QTensor]:
     """Quantize every Linear weight of ``policy`` to ``fmt``; one :class:`QTensor` per layer.
 
     Args:
@@ -580,7 +581,7 @@ def quantized_weights(policy: nn.Module, fmt: FormatArg, granularity: str = "ten
     return [quantize(layer.weight.detach(), fmt, **kw) for layer in _linears(policy)]
 
 
-def quantize_policy(policy: nn.Module, fmt: FormatArg, granularity: str = "tensor") -> nn.Module:
+def quantize_policy(policy: nn.Module, fmt: FormatLike, granularity: str = "tensor") -> nn.Module:
     """A copy of ``policy`` whose Linear weights are rounded to ``fmt`` (biases stay fp32).
 
     Each weight ``W`` becomes ``dequantize(quantize(W, fmt, granularity))``: the values
@@ -602,7 +603,7 @@ def quantize_policy(policy: nn.Module, fmt: FormatArg, granularity: str = "tenso
 
 def finetune_qat(
     policy: nn.Module,
-    fmt: FormatArg,
+    fmt: FormatLike,
     granularity: str = "tensor",
     *,
     steps: int = 100,
@@ -646,7 +647,7 @@ def finetune_qat(
     """
     from tqdm.auto import tqdm
 
-    from .qat import convert, prepare_qat
+    from ..algorithms.qat import convert, prepare_qat
 
     _check_policy(policy)
     fmt = _resolve(fmt)
@@ -792,7 +793,7 @@ def load_policies(path: Optional[Union[str, Path]] = None) -> StoredPolicies:
     from safetensors import safe_open
 
     if path is None:
-        path = Path(__file__).resolve().parent / "data" / POLICIES_FILE
+        path = Path(__file__).resolve().parents[1] / "data" / POLICIES_FILE
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no stored policies at {path}")

@@ -48,10 +48,10 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, like_input, require_float
+from ..core._backend import ArrayLike, as_tensor, like_input, require_float
 from .calibration import LayerStats, collect_layer_stats, hessian, linear_layer_names
-from .formats import FormatLike, IntFormat, get_format
-from .quantize import QParams, QTensor, choose_qparams, quantize
+from ..core.formats import FormatLike, IntFormat, get_format
+from ..core.quantize import QParams, QTensor, choose_qparams, quantize
 
 __all__ = [
     "GPTQResult",

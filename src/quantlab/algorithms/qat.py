@@ -29,15 +29,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._model_utils import fake_quantized_copy
-from .formats import Format, IntFormat, get_format
-from .quantize import fake_quantize
+from ..core.formats import Format, FormatLike, IntFormat, get_format
+from ..core.quantize import fake_quantize
 
 __all__ = [
     "FakeQuantSTE", "fake_quant_ste", "FakeQuantLinear", "prepare_qat", "convert",
     "fake_quantized_copy",
 ]
 
-FormatArg = Union[str, Format]
+#: Former name of :data:`~quantlab.core.formats.FormatLike`, kept for code that imports it.
+FormatArg = FormatLike
 
 
 class FakeQuantSTE(torch.autograd.Function):
@@ -69,7 +70,7 @@ def _qat_kwargs(
 
 def fake_quant_ste(
     w: torch.Tensor,
-    fmt: FormatArg,
+    fmt: FormatLike,
     *,
     granularity: str = "tensor",
     axis: int = 0,
@@ -130,7 +131,7 @@ class FakeQuantLinear(nn.Linear):
         out_features: int,
         bias: bool = True,
         *,
-        fmt: FormatArg = "int8",
+        fmt: FormatLike = "int8",
         granularity: str = "channel",
         axis: int = 0,
         group_size: Optional[int] = None,
@@ -142,7 +143,7 @@ class FakeQuantLinear(nn.Linear):
         self.qkwargs = _qat_kwargs(self.fmt, granularity, axis, group_size, symmetric)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, fmt: FormatArg, **kwargs: Any) -> "FakeQuantLinear":
+    def from_linear(cls, linear: nn.Linear, fmt: FormatLike, **kwargs: Any) -> "FakeQuantLinear":
         """A FakeQuantLinear holding a copy of ``linear``'s weight and bias, on its device.
 
         Args:
@@ -201,7 +202,7 @@ def _swap(model: nn.Module, make) -> int:
     return count
 
 
-def prepare_qat(model: nn.Module, fmt: FormatArg, *, inplace: bool = False, **kwargs: Any) -> nn.Module:
+def prepare_qat(model: nn.Module, fmt: FormatLike, *, inplace: bool = False, **kwargs: Any) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` with a :class:`FakeQuantLinear` (same weights).
 
     Args:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._model_utils import fake_quantized_copy
-from ..formats import FormatLike
+from ...algorithms._model_utils import fake_quantized_copy
+from ...core.formats import FormatLike
 
 __all__ = [
     "DigitsData",

@@ -55,8 +55,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._backend import ArrayLike, as_tensor, like_input, require_float
-from ._validate import check_int
+from ..core._backend import ArrayLike, as_tensor, like_input, require_float
+from ..core._validate import check_int
 
 __all__ = [
     "random_orthogonal",

@@ -1,0 +1,9 @@
+"""The algorithms layer: quantizing models, not just tensors. Imports :mod:`quantlab.core`.
+
+:mod:`~quantlab.algorithms.gptq`, :mod:`~quantlab.algorithms.awq`,
+:mod:`~quantlab.algorithms.hqq`, :mod:`~quantlab.algorithms.rotations`,
+:mod:`~quantlab.algorithms.imatrix` (importance-weighted rounding),
+:mod:`~quantlab.algorithms.outliers`, :mod:`~quantlab.algorithms.calibration` (layer
+statistics from calibration data), :mod:`~quantlab.algorithms.qat` (quantization-aware
+training) and ``_model_utils`` (fake-quantized copies of models, input hooks).
+"""

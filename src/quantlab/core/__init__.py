@@ -1,0 +1,15 @@
+"""The core layer: numbers and their storage. Imports numpy and torch only.
+
+* :mod:`~quantlab.core.formats` -- the number formats (integer, float, codebook, block-scaled)
+  and :func:`~quantlab.core.formats.get_format`;
+* :mod:`~quantlab.core.quantize` -- ``choose_qparams``, ``quantize``, ``dequantize`` and the
+  :class:`~quantlab.core.quantize.QTensor` storage type;
+* :mod:`~quantlab.core.packing` -- sub-byte codes packed into bytes;
+* :mod:`~quantlab.core.mx` -- microscaling (MX) and NVFP4 block scales;
+* :mod:`~quantlab.core.gguf_blocks` -- the GGUF block codecs (Q8_0 ... Q6_K), byte for byte;
+* :mod:`~quantlab.core.metrics` -- error metrics (MSE, SQNR, ...);
+* :mod:`~quantlab.core.memory` -- the memory calculator (weights, KV cache, training, RLHF);
+* ``_backend``, ``_fast``, ``_validate`` -- numpy/torch dispatch, chunking, argument checks.
+
+Nothing here imports another layer of quantlab (algorithms, nn, deploy, book).
+"""

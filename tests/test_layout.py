@@ -1,0 +1,303 @@
+"""The package layout: layers that import only from the layers above them, and the module
+names of the former flat layout as aliases of the moved modules.
+
+The layers, top to bottom (see the docstring of ``quantlab/__init__.py``)::
+
+    core -> algorithms -> nn -> deploy -> book
+
+A module may import from its own layer and from the layers above it, never from one below.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import quantlab
+
+PACKAGE = Path(quantlab.__file__).resolve().parent
+LAYERS = ("core", "algorithms", "nn", "deploy", "book")
+RANK = {layer: i for i, layer in enumerate(LAYERS)}
+
+#: Imports against the rule, each with its reason. Each must be inside a function (imported
+#: on first use), so that importing the module never loads the lower layer.
+EXCEPTIONS = {
+    ("quantlab.deploy.gguf_export", "quantlab.book.models.smollm"):
+        "the default template of a GGUF export is the shipped SmolLM2 file, whose location "
+        "smollm.gguf_path() knows; any other template is a path the caller passes",
+}
+#: Names a module may import from the package root itself (which imports the core).
+ROOT_NAMES = {"__version__"}
+#: Third-party packages the core may import; anything else must be the standard library.
+CORE_THIRD_PARTY = {"numpy", "torch"}
+#: Packages of the extras that ``import quantlab.core`` must not load.
+HEAVY = ["gymnasium", "transformers", "sklearn", "gguf", "matplotlib", "scipy", "onnx",
+         "onnxruntime", "ipywidgets", "IPython", "sentence_transformers", "tokenizers", "pandas"]
+
+
+@dataclass(frozen=True)
+class Import:
+    """One import statement of a module: the module it names (absolute), the names it takes
+    (``from X import a, b``), and whether it runs at import time (module level)."""
+
+    target: str
+    names: tuple[str, ...]
+    module_level: bool
+    line: int
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str, source: str, is_package: bool = False) -> list[Import]:
+    """Every import of a module's source (including those inside functions), made absolute."""
+    tree = ast.parse(source)
+    package = name if is_package else name.rpartition(".")[0]
+    in_function: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            in_function.update(id(n) for n in ast.walk(node) if n is not node)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append(Import(alias.name, (), id(node) not in in_function, node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = tuple(a.name for a in node.names)
+            found.append(Import(target, names, id(node) not in in_function, node.lineno))
+    return found
+
+
+def _module_imports(name: str, path: Path) -> list[Import]:
+    return _imports(name, path.read_text("utf-8"), path.name == "__init__.py")
+
+
+def _layer(module: str) -> str | None:
+    """The layer of a quantlab module (old names mapped through ``quantlab.MOVED``); ``"root"``
+    for the package itself; None outside quantlab."""
+    parts = module.split(".")
+    if parts[0] != "quantlab":
+        return None
+    if len(parts) == 1:
+        return "root"
+    if parts[1] in quantlab.MOVED:
+        return quantlab.MOVED[parts[1]]
+    return parts[1] if parts[1] in RANK else "unknown"
+
+
+def test_every_module_lives_in_a_layer():
+    """No module file directly in ``quantlab/`` (besides ``__init__``): a module of the flat
+    layout is moved into its layer (``git mv``) and keeps its old name through ``MOVED``."""
+    outside = [m for m in _modules() if m != "quantlab" and m.split(".")[1] not in RANK]
+    assert outside == [], f"modules outside core/algorithms/nn/deploy/book: {outside}"
+
+
+def _violations(name: str, imports: list[Import], used_exceptions: set) -> list[str]:
+    """The imports of module ``name`` that break the layer rule (exceptions used are added
+    to ``used_exceptions``)."""
+    own, bad = _layer(name), []
+    for imp in imports:
+        target_layer = _layer(imp.target)
+        if target_layer is None:
+            continue
+        where = f"{name}:{imp.line} imports {imp.target}"
+        if target_layer == "root":
+            if name != "quantlab" and not set(imp.names) <= ROOT_NAMES:
+                bad.append(f"{where} {imp.names} (only {sorted(ROOT_NAMES)} from the root)")
+        elif own == "root":
+            if target_layer != "core" and imp.module_level:
+                bad.append(f"{where} (the root imports only the core eagerly)")
+        elif target_layer not in RANK:
+            bad.append(f"{where} (a module outside the layers)")
+        elif RANK[target_layer] > RANK[own]:
+            key = (name, imp.target)
+            if key in EXCEPTIONS and not imp.module_level:
+                used_exceptions.add(key)
+            else:
+                bad.append(f"{where} ({own} must not import {target_layer})")
+    return bad
+
+
+def test_each_layer_imports_only_from_the_layers_above_it():
+    violations: list[str] = []
+    used_exceptions: set = set()
+    for name, path in _modules().items():
+        violations += _violations(name, _module_imports(name, path), used_exceptions)
+    assert violations == []
+    assert used_exceptions == set(EXCEPTIONS), "an exception no longer needed: remove it"
+
+
+def test_the_rule_checker_flags_imports_from_lower_layers():
+    source = (
+        "import numpy as np\n"
+        "from . import formats\n"
+        "from ..nn import QuantizedLinear\n"
+        "def f():\n"
+        "    from ..book import rl\n"
+        "    import quantlab.gptq\n"
+        "from .. import __version__, nn\n"
+    )
+    imports = _imports("quantlab.core.example", source)
+    assert [(i.target, i.module_level) for i in imports] == [
+        ("numpy", True), ("quantlab.core", True), ("quantlab.nn", True), ("quantlab", True),
+        ("quantlab.book", False), ("quantlab.gptq", False),
+    ]
+    bad = _violations("quantlab.core.example", imports, set())
+    assert [b.split(" imports ")[1].split(" ")[0] for b in bad] == [
+        "quantlab.nn", "quantlab", "quantlab.book", "quantlab.gptq"]
+    # the same targets are all allowed in the book layer, except ``nn`` from the root
+    assert _violations("quantlab.book.example", imports, set()) == [
+        bad[1].replace("quantlab.core.example", "quantlab.book.example")]
+
+
+def test_core_imports_only_numpy_torch_and_the_standard_library():
+    allowed = CORE_THIRD_PARTY | set(sys.stdlib_module_names) | {"quantlab"}
+    bad = []
+    for name, path in _modules().items():
+        if _layer(name) != "core":
+            continue
+        for imp in _module_imports(name, path):
+            top = imp.target.split(".")[0]
+            if top and top not in allowed:
+                bad.append(f"{name}:{imp.line} imports {imp.target}")
+    assert bad == []
+
+
+# --------------------------------------------------------------------------- old names
+
+def _present(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+OLD_NAMES = sorted(quantlab.MOVED) + ["models.minilm", "models.smollm", "models.digits"]
+
+
+@pytest.mark.parametrize("old", OLD_NAMES)
+def test_old_module_name_is_the_same_module_object(old):
+    new = f"quantlab.{quantlab.MOVED[old.split('.')[0]]}.{old}"
+    if not _present(new):
+        pytest.skip(f"{new} is not in this tree")
+    module = importlib.import_module(f"quantlab.{old}")
+    assert module is importlib.import_module(new)
+    assert sys.modules[f"quantlab.{old}"] is sys.modules[new]
+    assert module.__name__ == new and module.__spec__.name == new  # its own spec, not the alias's
+
+
+def test_every_moved_module_has_its_old_name():
+    """Each module of a layer (besides ``deploy.onnx``, the former ``quantlab.deploy``) keeps
+    its flat-layout name in ``quantlab.MOVED``."""
+    new_only = {"quantlab.deploy.onnx"}
+    missing = []
+    for name in _modules():
+        parts = name.split(".")
+        if len(parts) == 3 and parts[1] in RANK and name not in new_only:
+            if quantlab.MOVED.get(parts[2]) != parts[1]:
+                missing.append(name)
+    assert missing == []
+
+
+def test_old_import_forms_still_work():
+    import quantlab as ql
+    import quantlab.gptq
+    import quantlab.models.smollm
+    import quantlab.quantize  # noqa: F401  (the module; ql.quantize stays the function)
+    from quantlab import _model_utils, rl
+    from quantlab.algorithms import gptq
+    from quantlab.book.models import smollm
+    from quantlab.gptq import gptq_quantize_model
+    from quantlab.nn import QuantScheme
+
+    assert quantlab.gptq is gptq and gptq_quantize_model is gptq.gptq_quantize_model
+    assert rl is importlib.import_module("quantlab.book.rl")
+    assert quantlab.models.smollm is smollm and ql.models.smollm is smollm
+    assert QuantScheme.__module__ == "quantlab.nn"
+    assert ql.memory.weight_bytes(7e9, "fp32") == 28e9
+    assert ql.memory is importlib.import_module("quantlab.core.memory")
+    assert ql.deploy.export_onnx is importlib.import_module("quantlab.deploy.onnx").export_onnx
+    assert ql.gguf_blocks is importlib.import_module("quantlab.core.gguf_blocks")
+    assert ql.gguf_export is importlib.import_module("quantlab.deploy.gguf_export")
+    assert callable(ql.quantize) and ql.quantize is ql.core.quantize.quantize
+    assert ql.QTensor is ql.core.quantize.QTensor and ql.formats is ql.core.formats
+    assert ql.fake_quantized_copy is _model_utils.fake_quantized_copy
+    with pytest.raises(AttributeError):
+        ql.no_such_module
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("quantlab.models.no_such_model")
+
+
+def test_old_names_in_a_fresh_interpreter():
+    """Aliases resolve before anything else is imported, in either order of import."""
+    code = (
+        "import sys\n"
+        "import quantlab.models.digits as a\n"
+        "import quantlab.book.models.digits as b\n"
+        "import quantlab.rotations as r\n"
+        "from quantlab.algorithms import rotations\n"
+        "import quantlab as ql\n"
+        "assert a is b and r is rotations and ql.quantize.__class__.__name__ == 'function'\n"
+        "assert sys.modules['quantlab.models'] is sys.modules['quantlab.book.models']\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_importing_the_core_loads_no_heavy_package_and_no_other_layer():
+    code = (
+        "import json, sys\n"
+        "import quantlab.core\n"
+        f"heavy = [h for h in {HEAVY!r} if h in sys.modules]\n"
+        "layers = sorted(m for m in sys.modules if m.startswith(('quantlab.algorithms',\n"
+        "    'quantlab.nn', 'quantlab.deploy', 'quantlab.book')))\n"
+        "print(json.dumps([heavy, layers]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[], []]
+
+
+# --------------------------------------------------------------------------- type names
+
+def test_one_name_for_a_format_or_its_name():
+    """``FormatLike`` (core.formats) is the one alias for "a format or its name"; the wider
+    unions name what they add (``SpecLike``: or a QuantSpec; ``SchemeLike``: or a QuantScheme)."""
+    import typing
+
+    from quantlab import memory, qat, rl
+    from quantlab import nn as qnn
+    from quantlab.formats import Format, FormatLike
+
+    assert set(typing.get_args(FormatLike)) == {str, Format}
+    assert qat.FormatArg is FormatLike and rl.FormatArg is FormatLike  # former names
+    assert set(typing.get_args(memory.SpecLike)) == {str, Format, memory.QuantSpec}
+    assert set(typing.get_args(qnn.SchemeLike)) == {str, Format, qnn.QuantScheme}
+    spelled_out = [
+        f"{name}:{n}" for name, path in _modules().items()
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1)
+        if ("Union[str, Format]" in line and not line.startswith("FormatLike = "))
+        or "FormatArg]" in line or ": FormatArg" in line
+    ]
+    assert spelled_out == []
