@@ -1,0 +1,165 @@
+"""Speed of quantized inference in ONNX Runtime: one layer, and SmolLM2 decoding at batch 1.
+
+Rows (all on one thread, ONNX Runtime sessions from ``quantlab.deploy.ort_session``):
+
+* one Linear layer 4096 x 4096 at batch 1, int8 per channel (``MatMulInteger``) and int4 in
+  groups of 32 (``MatMulNBits``, accuracy_level 4) against the float32 layer in ONNX Runtime,
+  timed alternately (float, quantized, float, ...), median of the per-pair time ratios;
+  goals: int8 at least 2x and int4 at least 3x faster (the weight bytes shrink 3.8x and 6.4x);
+* SmolLM2-135M greedy decoding with a KV cache (``quantlab.speed.export_decoder``), int8 per
+  channel and int4 g32, output head included, against float32: tokens per second, and the
+  fraction of the roofline prediction (bytes read per token / measured bandwidth); goal: at
+  least 2x the float32 tokens/s and at least 70% of the roofline.
+
+``--quick`` uses a 1024 x 1024 layer and a tiny random Llama (2 layers, hidden 64) instead of
+SmolLM2, so that the code runs in seconds; its speeds mean nothing.
+
+Usage::
+
+    python benchmarks/bench_speed.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from quantlab import speed
+from quantlab.deploy import export_onnx, ort_session
+from quantlab.nn import QuantizedLinear, QuantScheme, quantize_model
+
+
+def pair_ratios(candidate: Callable[[], Any], reference: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """Time reference, candidate, reference, ... ; medians in ms and of the per-pair ratios."""
+    candidate()
+    reference()
+    cand, ref, ratios = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        reference()
+        t1 = time.perf_counter()
+        candidate()
+        t2 = time.perf_counter()
+        ref.append(t1 - t0)
+        cand.append(t2 - t1)
+        ratios.append((t2 - t1) / (t1 - t0))
+    return {"time_ms": 1e3 * statistics.median(cand), "reference_ms": 1e3 * statistics.median(ref),
+            "ratio": statistics.median(ratios)}
+
+
+def layer_ratios(n: int, repeats: int, threads: int = 1) -> dict[str, dict[str, float]]:
+    """int8 and int4 g32 vs float32, one ``n x n`` layer at batch 1, in ONNX Runtime."""
+    g = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(n, n, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(n, n, generator=g) / n**0.5)
+    x = torch.randn(1, n, generator=g)
+    feed = {"input": x.numpy()}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = ort_session(speed.export_float(linear, x, Path(tmp) / "fp32.onnx"), threads)
+        for name, scheme in (("int8", QuantScheme("int8")), ("int4", QuantScheme("int4", group_size=32))):
+            path = export_onnx(QuantizedLinear.from_linear(linear, scheme), x, Path(tmp) / f"{name}.onnx")
+            sess = ort_session(path, threads)
+            out[name] = pair_ratios(lambda s=sess: s.run(None, feed), lambda: fp32.run(None, feed), repeats)
+    return out
+
+
+def _tiny_llama() -> tuple[torch.nn.Module, list[int]]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval(), [1, 5, 9, 23]
+
+
+def decode(quick: bool, threads: int = 1, n: int = 32, rounds: int = 3) -> dict[str, Any]:
+    """Tokens/s of fp32, int8 and int4 g32 greedy decoding, bytes per token and bandwidth."""
+    torch.set_num_threads(threads)
+    if quick:
+        model, prompt = _tiny_llama()
+        fresh = lambda: _tiny_llama()[0]  # noqa: E731
+        max_len, n, rounds = 32, 4, 1
+    else:
+        from quantlab.models import smollm
+
+        model = smollm.load_model(fresh=False)
+        prompt = smollm.load_tokenizer()("The capital of France is").input_ids
+        fresh = smollm.load_model
+        max_len = 128
+    models = {
+        "fp32": model,
+        "int8": quantize_model(fresh(), QuantScheme("int8"), skip=None, progress=False),
+        "int4": quantize_model(fresh(), QuantScheme("int4", group_size=32), skip=None, progress=False),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {k: speed.export_decoder(m, Path(tmp) / f"{k}.onnx", max_len) for k, m in models.items()}
+        decoders = {k: speed.OrtDecoder(p, threads) for k, p in paths.items()}
+        cache = decoders["fp32"].cache_bytes
+        traffic = {k: speed.onnx_bytes_per_token(p, cache)["total"] for k, p in paths.items()}
+        bw = speed.measure_bandwidth(64 * 2**20 if quick else 256 * 2**20, repeats=3 if quick else 7)
+        tok_s = speed.decode_speed(decoders, prompt, n=n, rounds=rounds)
+    bandwidth = max(bw.values())
+    return {"tokens_per_s": tok_s, "bytes_per_token": traffic, "bandwidth_gbs": bandwidth,
+            "roofline_fraction": {k: tok_s[k] * traffic[k] / (bandwidth * 1e9) for k in tok_s},
+            "model": "tiny random Llama (quick mode)" if quick else "SmolLM2-135M"}
+
+
+def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] = None) -> list[dict[str, Any]]:
+    """The benchmark rows, in the format of ``benchmarks/run.py`` (``make_row`` is its ``_row``)."""
+    if make_row is None:
+        def make_row(key, title, reference, size, goal, **fields):
+            return {"key": key, "benchmark": title, "reference": reference, "size": size, "goal": goal, **fields}
+    out = []
+    n = 1024 if quick else 4096
+    layer = layer_ratios(n, repeats=3 if quick else 30, threads=threads)
+    for name, op, goal_x in (("int8", "MatMulInteger, per channel", 2.0), ("int4", "MatMulNBits g32, accuracy_level 4", 3.0)):
+        t = layer[name]
+        speedup = 1.0 / t["ratio"]
+        out.append(make_row(
+            f"speed_layer_{name}_vs_fp32", f"Linear layer in ONNX Runtime, batch 1: {name} ({op})",
+            "the float32 layer in ONNX Runtime (MatMul)", f"{n}x{n}", f"at least {goal_x:g}x faster",
+            **t, met=speedup >= goal_x, result=f"{speedup:.2f}x faster",
+            note="alternating runs, median of the per-pair ratios; one thread"))
+    d = decode(quick, threads)
+    tok = d["tokens_per_s"]
+    for name in ("int8", "int4"):
+        x = tok[name] / tok["fp32"]
+        frac = d["roofline_fraction"][name]
+        out.append(make_row(
+            f"speed_decode_{name}", f"{d['model']} greedy decoding with a KV cache, batch 1: {name} "
+            f"({'per channel' if name == 'int8' else 'g32'}, head included)",
+            "the float32 model, same loop, timed alternately", f"{d['bytes_per_token'][name] / 1e6:.1f} MB/token",
+            "at least 2x the fp32 tokens/s and at least 70% of the roofline (bytes per token / bandwidth)",
+            time_ms=1e3 / tok[name], reference_ms=1e3 / tok["fp32"], ratio=tok["fp32"] / tok[name],
+            met=x >= 2.0 and frac >= 0.7,
+            result=f"{tok[name]:.1f} vs {tok['fp32']:.1f} tokens/s ({x:.2f}x); {frac:.0%} of its roofline "
+                   f"(fp32: {d['roofline_fraction']['fp32']:.0%})",
+            check={"tokens_per_s": tok, "bytes_per_token": d["bytes_per_token"],
+                   "bandwidth_gbs": d["bandwidth_gbs"], "roofline_fraction": d["roofline_fraction"]},
+            note="medians of all generating steps; bandwidth: the best of a 256 MiB copy and read, "
+                 "same thread count"))
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    for r in rows(args.quick, args.threads):
+        print(f"{r['key']}: {r['result']} (goal: {r['goal']}; met: {r['met']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
