@@ -52,11 +52,16 @@ def test_toc_lists_the_chapter_in_order() -> None:
         "chapters/index",
         "chapters/01_why_quantization",
         "chapters/02_explorer",
+        "chapters/02b_build_it",
         "chapters/03_core_tradeoff",
+        "chapters/03b_range_calibration",
         "chapters/04_in_practice",
         "chapters/04b_language_model",
+        "chapters/04c_speed",
         "chapters/05_rl",
         "chapters/06_takeaways",
+        "chapters/07_real_tools",
+        "chapters/08_references",
     ]
 
 
