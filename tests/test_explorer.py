@@ -143,6 +143,11 @@ def test_outliers_make_per_tensor_int8_coarse_and_groups_fix_it():
     assert per_tensor.step == pytest.approx(7.9148 / 127, rel=1e-4)
     assert per_tensor.avg_error_pct > 10 * groups.avg_error_pct
     assert "outlier" in per_tensor.regime and "outlier" not in groups.regime
+    # the outlier the text names is the tensor's largest weight, computed, not typed in
+    w = E.weights("minilm").flatten()
+    largest = float(w[w.abs().argmax()])
+    assert f"the outlier {E._sig(largest)} sets the one scale for all" in per_tensor.regime
+    assert E._sig(largest) == "7.91"
 
 
 # --------------------------------------------------------------------------- every setting vs quantlab

@@ -115,3 +115,72 @@ def test_histogram_changes_with_the_slider(explorer_report):
     reads = [r["value"] for r in explorer_report["reads"][1:7]]  # 2, 3, 4, 8, 16, 32 bits
     paths = [r["hist"] for r in reads]
     assert all(paths) and len(set(paths)) == len(paths)
+
+
+# --------------------------------------------------------------------------- layout at 1280 px and 390 px
+
+# At 32 bits: is every figure card's value fully visible, and how large is the figures'
+# text on screen (CSS font size times the scale of the SVG drawing)? Measured in the page
+# itself (1280 px wide) and in a 390 px wide frame of the same page (a phone's width).
+LAYOUT = f"""(async () => {{
+  function measure(doc) {{
+    const r = doc.querySelector('{ROOT}');
+    const bits = r.querySelector('input[data-role=bits]');
+    bits.value = '{E.BITS.index(32)}';
+    bits.dispatchEvent(new Event('input', {{bubbles: true}}));
+    const cards = [...r.querySelectorAll('.qlx-fig')].map((c) => {{
+      const v = c.querySelector('.v');
+      return {{fig: v.dataset.fig, text: v.textContent, vScroll: v.scrollWidth, vClient: v.clientWidth,
+               cardScroll: c.scrollWidth, cardClient: c.clientWidth}};
+    }});
+    let minPx = Infinity, overflow = [];
+    r.querySelectorAll('svg').forEach((svg) => {{
+      const vb = svg.viewBox.baseVal, scale = svg.getBoundingClientRect().width / vb.width;
+      svg.querySelectorAll('text').forEach((t) => {{
+        minPx = Math.min(minPx, parseFloat(getComputedStyle(t).fontSize) * scale);
+        if (t.hasAttribute('transform')) return;
+        const b = t.getBBox();
+        if (b.x < -1 || b.x + b.width > vb.width + 1) overflow.push(t.textContent);
+      }});
+    }});
+    return {{width: doc.documentElement.clientWidth, cards, minPx, overflow}};
+  }}
+  const wide = measure(document);
+  const f = document.createElement('iframe');
+  f.style.cssText = 'width:390px;height:844px;border:0';
+  const loaded = new Promise((ok) => f.addEventListener('load', ok, {{once: true}}));
+  f.src = location.href.split('#')[0];
+  document.body.appendChild(f);
+  await loaded;
+  await new Promise((ok) => setTimeout(ok, 300));
+  return {{wide, narrow: measure(f.contentDocument)}};
+}})()"""
+
+
+@pytest.fixture(scope="module")
+def layout(browse: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    report = browse([{"path": PAGE, "actions": [
+        {"type": "waitFor", "selector": f"{ROOT} svg[data-role=hist] path"},
+        {"type": "eval", "expression": LAYOUT, "timeoutMs": 30000}]}])
+    (page,) = report["pages"]
+    action = page["actions"][-1]
+    assert action["ok"], action
+    return action["value"]
+
+
+@pytest.mark.parametrize("width", ["wide", "narrow"])
+def test_levels_card_fits_at_32_bits(layout, width):
+    shown = layout[width]
+    assert 360 <= shown["width"] <= 390 if width == "narrow" else shown["width"] > 1200  # less a scrollbar
+    cards = {c["fig"]: c for c in shown["cards"]}
+    levels = cards["levels"]
+    assert levels["text"] == E.explore("normal", 32).figures["levels"] == "4,294,967,296"
+    for c in shown["cards"]:  # every card, the 10-digit number of levels included
+        assert c["vScroll"] <= c["vClient"] and c["cardScroll"] <= c["cardClient"], c
+
+
+@pytest.mark.parametrize("width", ["wide", "narrow"])
+def test_figure_text_is_readable(layout, width):
+    shown = layout[width]
+    assert shown["minPx"] >= 11, shown["minPx"]  # the smallest text of the drawings, in CSS px
+    assert shown["overflow"] == []  # titles wrap instead of running off the drawing

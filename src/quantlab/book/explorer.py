@@ -381,6 +381,13 @@ def _grid_values(q: QTensor, row: int, group: int) -> np.ndarray:
     return np.unique(grid)
 
 
+@lru_cache(maxsize=None)
+def _largest_weight(source: str) -> float:
+    """The weight of largest magnitude of a source (signed): the outlier the regime text names."""
+    x = _weights(source).flatten()
+    return float(x[x.abs().argmax()])
+
+
 def _regime(res: Resolved, settings: Settings, step: Optional[float], zeroed: Optional[float]) -> str:
     b = settings.bits
     if res.fmt is None:
@@ -412,7 +419,8 @@ def _regime(res: Resolved, settings: Settings, step: Optional[float], zeroed: Op
     if settings.source == "minilm" and res.granularity == "tensor" and step is not None and zeroed is not None:
         if zeroed >= 1:
             text += (
-                f" But here the outlier 7.91 sets the one scale for all: the step is {_sig(step)},"
+                f" But here the outlier {_sig(_largest_weight(settings.source))} sets the one scale"
+                f" for all: the step is {_sig(step)},"
                 f" so {_pct_text(zeroed).replace('>', 'more than ')}% of the weights round to 0."
             )
     return text

@@ -23,7 +23,41 @@
     return e;
   }
   function clear(svg) { while (svg.firstChild) svg.removeChild(svg.firstChild); }
-  var W = 760, ML = 88, MR = 16, lo = -D.window, hi = D.window;
+  // Drawing width in SVG units: the rendered width of the figures, between 360 and 760,
+  // so that text keeps its CSS size on a phone instead of shrinking with a 760-wide
+  // drawing (narrow figures get a taller histogram and wrapped titles).
+  var W = 760, ML = 88, MR = 16, lo = -D.window, hi = D.window, NARROW = 600;
+  function drawWidth() {
+    var w = $("svg[data-role=strip]").getBoundingClientRect().width;
+    return w > 0 ? Math.max(360, Math.min(760, w)) : 760;
+  }
+  // A text of several lines: words move to a new line when the line would be wider than
+  // maxW (measured by the browser); returns the number of lines.
+  function wrapped(svg, x, y, text, cls, maxW, lineH) {
+    var t = el(svg, "text", {x: x, y: y, "class": cls});
+    var words = text.split(" "), line = el(t, "tspan", {x: x}), n = 1;
+    words.forEach(function (word) {
+      var before = line.textContent;
+      line.textContent = before ? before + " " + word : word;
+      if (before && line.getComputedTextLength() > maxW) {
+        line.textContent = before;
+        line = el(t, "tspan", {x: x, dy: lineH}, word);
+        n++;
+      }
+    });
+    return n;
+  }
+  function setFig(n, text) {
+    // long numbers (4,294,967,296 levels) may break after a comma and use a smaller font
+    n.textContent = "";
+    String(text).split(",").forEach(function (part, i) {
+      if (i) { n.appendChild(document.createTextNode(",")); n.appendChild(document.createElement("wbr")); }
+      n.appendChild(document.createTextNode(part));
+    });
+    var long = String(text).length > 9;
+    n.classList.toggle("qlx-long", long);
+    if (long) n.title = text; else n.removeAttribute("title");
+  }
   function px(v) { return ML + (v - lo) / (hi - lo) * (W - ML - MR); }
   function xTicks(svg, y) {
     [-0.4, -0.2, 0, 0.2, 0.4].forEach(function (t) {
@@ -34,13 +68,21 @@
   }
   function drawStrip(src, e) {
     var svg = $("svg[data-role=strip]"); clear(svg);
-    var yO = 62, yQ = 120, yA = 148;
-    el(svg, "text", {x: 4, y: 16, "class": "qlx-title"},
-       "64 sample weights and where each one lands: " + (e.ok ? e.fmt : "not available"));
+    var lh = W < NARROW ? 17 : 16;
+    var nt = wrapped(svg, 4, 16, "64 sample weights and where each one lands: " + (e.ok ? e.fmt : "not available"),
+                     "qlx-title", W - 8, lh);
+    var note;
+    if (!e.ok) note = "no format of this kind at this bit width";
+    else if (!e.grid) note = "grid: " + e.gridLines.toLocaleString("en-US") + " levels here, too fine to draw";
+    else note = "grid: " + e.gridLines + " levels in this window (grey lines)";
+    var ns = wrapped(svg, 4, 34 + (nt - 1) * lh, e.title + " · " + src.where + " · " + note, "qlx-sub", W - 8, lh);
+    var dy = (nt + ns - 2) * lh;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + (194 + dy));
+    var yO = 62 + dy, yQ = 120 + dy, yA = 148 + dy;
     el(svg, "defs", {}).innerHTML = "";
     var clipId = root.id + "-clip";
     var cp = el(svg.querySelector("defs"), "clipPath", {id: clipId});
-    el(cp, "rect", {x: ML, y: 40, width: W - ML - MR, height: yA - 40});
+    el(cp, "rect", {x: ML, y: 40 + dy, width: W - ML - MR, height: yA - 40 - dy});
     var g = el(svg, "g", {"clip-path": "url(#" + clipId + ")"});
     if (e.ok && e.grid) {
       e.grid.forEach(function (v) {
@@ -63,15 +105,10 @@
     });
     el(svg, "text", {x: ML - 8, y: yO + 4, "text-anchor": "end"}, "float32");
     el(svg, "text", {x: ML - 8, y: yQ + 4, "text-anchor": "end"}, e.ok ? e.fmt : "—");
-    var note;
-    if (!e.ok) note = "no format of this kind at this bit width";
-    else if (!e.grid) note = "grid: " + e.gridLines.toLocaleString("en-US") + " levels here, too fine to draw";
-    else note = "grid: " + e.gridLines + " levels in this window (grey lines)";
-    el(svg, "text", {x: 4, y: 34, "class": "qlx-sub"}, e.title + " · " + src.where + " · " + note);
     xTicks(svg, yA);
     el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value");
   }
-  var H = 270, MT = 30, MB = 52, YMIN = -3, YMAX = 2;  // log10 of % of weights
+  var H = 270, MT = 30, MB = 52, YMIN = -3, YMAX = 2;  // log10 of % of weights (H, MT: set by drawHist)
   function py(pct) {
     var l = pct > 0 ? Math.log10(pct) : YMIN - 1;
     l = Math.max(YMIN - 0.3, Math.min(YMAX, l));
@@ -88,9 +125,13 @@
   }
   function drawHist(src, e) {
     var svg = $("svg[data-role=hist]"); clear(svg);
+    var narrow = W < NARROW, lh = narrow ? 17 : 16;
+    var nt = wrapped(svg, 4, 16, "All " + src.n.toLocaleString("en-US") + " weights of the tensor, before and after quantization",
+                     "qlx-title", W - 8, lh);
+    MT = 30 + (nt - 1) * lh;
+    H = (narrow ? 340 : 270) + (nt - 1) * lh;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     var yA = H - MB;
-    el(svg, "text", {x: 4, y: 16, "class": "qlx-title"},
-       "All " + src.n.toLocaleString("en-US") + " weights of the tensor, before and after quantization");
     for (var k = YMIN; k <= YMAX; k++) {
       var y = py(Math.pow(10, k));
       el(svg, "line", {x1: ML, x2: W - MR, y1: y, y2: y, "class": "qlx-gridline"});
@@ -109,13 +150,13 @@
     el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value (bins of 0.01)");
     el(svg, "text", {x: 14, y: (MT + yA) / 2, "text-anchor": "middle",
                      transform: "rotate(-90 14 " + (MT + yA) / 2 + ")"}, "% of weights per bin (log scale)");
-    var lx = W - MR - 230, ly = MT + 8;
+    var lx = narrow ? ML + 8 : W - MR - 230, ly = MT + 8;
     el(svg, "rect", {x: lx, y: ly, width: 12, height: 10, fill: "var(--qlx-orig)", "fill-opacity": 0.35, stroke: "var(--qlx-orig)"});
     el(svg, "text", {x: lx + 18, y: ly + 9}, "float32 weights");
     el(svg, "line", {x1: lx, x2: lx + 12, y1: ly + 24, y2: ly + 24, stroke: "var(--qlx-quant)", "stroke-width": 2});
     el(svg, "text", {x: lx + 18, y: ly + 28}, "after quantization" + (e.ok ? " (" + e.fmt + ")" : ""));
     if (src.beyond > 0) {
-      el(svg, "text", {x: ML + 6, y: MT + 14, "class": "qlx-sub"},
+      el(svg, "text", narrow ? {x: ML + 8, y: ly + 50, "class": "qlx-sub"} : {x: ML + 6, y: MT + 14, "class": "qlx-sub"},
          src.beyond + " weights lie beyond ±" + D.window + " (outliers, not drawn)");
     }
   }
@@ -128,13 +169,16 @@
     root.dataset.key = k;
     root.querySelectorAll("[data-fig]").forEach(function (n) {
       var f = n.getAttribute("data-fig");
-      n.textContent = f === "regime" ? e.regime : (e.figs[f] !== undefined ? e.figs[f] : "");
+      if (f === "regime") n.textContent = e.regime;
+      else setFig(n, e.figs[f] !== undefined ? e.figs[f] : "");
     });
     $("[data-role=notes]").textContent = e.notes.join("; ");
     root.querySelectorAll(".qlx-ticks span").forEach(function (s, i) {
       s.className = i === +ctl.bits.value ? "qlx-on" : "";
     });
     ctl.bits.setAttribute("aria-valuetext", D.bits[+ctl.bits.value] + " bits");
+    W = drawWidth();
+    root.classList.toggle("qlx-narrow", W < NARROW);
     drawStrip(src, e);
     drawHist(src, e);
   }
@@ -143,4 +187,8 @@
     ctl[c].addEventListener("change", render);
   });
   render();
+  // redraw when the figures' width changes (a rotated phone, a resized window)
+  if (window.ResizeObserver) {
+    new ResizeObserver(function () { if (Math.abs(drawWidth() - W) > 1) render(); }).observe(root);
+  }
 })();
