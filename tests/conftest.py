@@ -93,6 +93,28 @@ def _no_leaked_torch_state() -> Iterator[None]:
                 + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_random_state() -> Iterator[None]:
+    """Each test sees the random state the one before it left, and leaves none behind.
+
+    Tests seed torch's, numpy's and Python's global generators (or draw from them); the
+    states are saved before each test and restored after it, so no test's seeding or draws
+    change what another test computes, whatever order they run in.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    saved = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(saved[0])
+        np.random.set_state(saved[1])
+        random.setstate(saved[2])
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for name, line in book_browser.SUMMARY.items():
         terminalreporter.write_line(f"{name}: {line}")
