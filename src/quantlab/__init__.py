@@ -57,12 +57,13 @@ MOVED: dict[str, str] = {
     ),
     **dict.fromkeys(
         ["gptq", "awq", "hqq", "rotations", "imatrix", "outliers", "calibration", "qat",
-         "_model_utils"],
+         "kv_cache", "_model_utils"],
         "algorithms",
     ),
     "gguf_export": "deploy",
     **dict.fromkeys(
-        ["explorer", "plotting", "sweeps", "evaluation", "exercises", "rl", "speed", "models"],
+        ["explorer", "plotting", "sweeps", "evaluation", "exercises", "rl", "rl_train", "speed",
+         "models"],
         "book",
     ),
 }
