@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The library's unit, reference and property tests alone (make unit): every tests/test_*.py
-# except the book build and the browser tests, without the notebooks. Extra arguments go to pytest.
+# except the book build and the browser tests, without the notebooks, and without the tests
+# marked slow (real models, training, end-to-end scripts; make test runs them). Extra
+# arguments go to pytest.
 set -eo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -13,4 +15,4 @@ for f in tests/test_*.py; do
     *) units+=("$f") ;;
   esac
 done
-exec "$PY" -m pytest "${units[@]}" -q --durations=10 "$@"
+exec "$PY" -m pytest "${units[@]}" -m "not slow" -q --durations=10 "$@"

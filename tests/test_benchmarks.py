@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the benchmark script end to end: make test runs it, make unit does not
+
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_ROWS = {
     "int8_channel_vs_copy", "int8_channel_vs_torch", "int4_group128_vs_copy",

@@ -186,6 +186,7 @@ def test_summarize_errors():
         digits.summarize([{"seed": 0, "bits": 8, "granularity": "tensor"}])
 
 
+@pytest.mark.slow
 def test_written_out_adam_matches_torch_optim_adam(data):
     torch.manual_seed(0)
     a, b = digits.DigitsMLP(), digits.DigitsMLP()

@@ -18,6 +18,8 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, quants
 from quantlab import gguf_blocks as gb
 from quantlab import gguf_export as ge
 
+pytestmark = pytest.mark.slow  # writes and reloads real SmolLM2 GGUF files: make test runs it, make unit does not
+
 HIDDEN, FFN, HEADS, KV_HEADS, VOCAB, BLOCKS = 288, 512, 4, 2, 64, 2
 CHANGED = {"general.file_type", "general.quantization_version", "general.quantized_by",
            "quantlab.version"}

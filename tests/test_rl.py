@@ -140,6 +140,7 @@ def test_quantized_weights_are_the_library_qtensors():
     assert q1.zero_point is not None and set(q1.codes.unique().tolist()) == {-1, 0}
 
 
+@pytest.mark.slow
 def test_finetune_qat_recovers_agreement_at_two_bits(trained):
     p = trained.policy
     states = rl.collect_states(p, 10, seed=1000)
@@ -245,6 +246,7 @@ def test_save_and_load_policies_round_trip(tmp_path):
         rl.load_policies(tmp_path / "other.safetensors")
 
 
+@pytest.mark.slow
 def test_train_policies_script_quick(tmp_path):
     out = tmp_path / "p.safetensors"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_policies.py"), "--quick", "--out", str(out)],

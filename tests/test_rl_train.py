@@ -20,6 +20,8 @@ from quantlab.book.rl_train import (
     truncated_weights,
 )
 
+pytestmark = pytest.mark.slow  # trains PPO agents: make test runs it, make unit does not
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(updates=2, num_envs=2, steps=32, epochs=1, minibatches=2)
 

@@ -11,6 +11,8 @@ import quantlab as ql
 from quantlab import evaluation as ev
 from quantlab.models import smollm
 
+pytestmark = pytest.mark.slow  # loads SmolLM2-135M from its 98 MB file: make test runs it, make unit does not
+
 
 def test_gguf_is_found_without_importing_the_package():
     path = smollm.gguf_path()
