@@ -165,3 +165,71 @@ def test_generate_errors():
         ev.generate(None, None, "hi", n=2.0)
     with pytest.raises(ValueError, match="n must be >= 1"):
         ev.generate(None, None, "hi", n=0)
+
+
+# --------------------------------------------------------------------------- KL and top-token agreement
+
+
+def _tiny_llama():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=96, max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.endswith("norm.weight"):
+                p.normal_(0.0, 0.3)
+    return model
+
+
+def test_kl_and_agreement_of_a_model_with_itself():
+    m = _tiny_llama()
+    toks = torch.randint(0, 96, (150,), generator=torch.Generator().manual_seed(1))
+    assert ev.kl_divergence(m, m, toks, context=64) == pytest.approx(0.0, abs=1e-6)
+    assert ev.top_token_agreement(m, m, toks, context=64) == 1.0
+    c = ev.compare_to_reference(m, m, toks, context=64)
+    assert c.n == 63 + 63 + 21
+    assert c.perplexity == pytest.approx(ev.perplexity(m, toks, context=64), rel=1e-5)
+
+
+def test_perturbed_model_has_positive_kl_and_cached_reference_gives_the_same():
+    import copy
+
+    m = _tiny_llama()
+    p = copy.deepcopy(m)
+    with torch.no_grad():
+        for name, w in p.named_parameters():
+            if name.endswith("proj.weight"):
+                w.add_(0.3 * torch.randn_like(w))
+    toks = torch.randint(0, 96, (130,), generator=torch.Generator().manual_seed(2))
+    kl = ev.kl_divergence(m, p, toks, context=64)
+    agree = ev.top_token_agreement(m, p, toks, context=64)
+    assert kl > 1e-3 and agree < 1.0
+    ref = ev.next_token_logprobs(m, toks, context=64)
+    assert ref.shape == (63 + 63 + 1, 96)
+    c = ev.compare_to_reference(ref, p, toks, context=64)
+    assert c.kl == pytest.approx(kl, rel=1e-5) and c.agreement == agree
+    # by hand on the first window
+    with torch.no_grad():
+        lr = torch.log_softmax(m(toks[:64].unsqueeze(0)).logits[0, :-1].double(), -1)
+        lp = torch.log_softmax(p(toks[:64].unsqueeze(0)).logits[0, :-1].double(), -1)
+    want = float((lr.exp() * (lr - lp)).sum(1).mean())
+    assert ev.kl_divergence(m, p, toks[:64], context=64) == pytest.approx(want, rel=1e-4)
+    assert ev.top_token_agreement(m, p, toks[:64], context=64) == pytest.approx(
+        float((lr.argmax(1) == lp.argmax(1)).double().mean()))
+
+
+def test_compare_to_reference_errors():
+    m = UniformLM(10)
+    toks = torch.arange(20) % 10
+    with pytest.raises(ValueError, match="must have shape"):
+        ev.compare_to_reference(torch.zeros(5, 10), m, toks, context=8)
+    with pytest.raises(ValueError, match="context must be >= 2"):
+        ev.kl_divergence(m, m, toks, context=1)
+    with pytest.raises(TypeError, match="integer token ids"):
+        ev.top_token_agreement(m, m, torch.rand(10))
+    # the uniform model agrees with itself; KL to a sharper model is positive
+    assert ev.kl_divergence(CopyLM(10), UniformLM(10), toks, context=8) > 0

@@ -6,12 +6,17 @@
   sentences the same way?).
 * :func:`perplexity` -- for a causal language model (SmolLM2): ``exp`` of the mean
   next-token cross-entropy over a token stream, in non-overlapping windows.
+* :func:`next_token_logprobs`, :func:`kl_divergence`, :func:`top_token_agreement` and
+  :func:`compare_to_reference` -- how far a quantized language model's next-token
+  distributions moved from the reference model's: the mean ``KL(p_ref || p)`` and the share
+  of positions whose most likely token is unchanged (llama.cpp's "same top p").
 * :func:`generate` -- a short greedy continuation, so a reader can *see* what a perplexity
   of 20 or 100 means.
 * :func:`load_sentences` -- the chapter's evaluation and calibration sentences (kept apart).
 
 Taught in: chapters/04_in_practice.ipynb ("One table over formats") and
-chapters/04b_language_model.ipynb.
+chapters/04b_language_model.ipynb; the KL divergence and top-token agreement in
+chapters/04d_beyond_int4.ipynb.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ __all__ = [
     "Agreement",
     "embedding_agreement",
     "perplexity",
+    "next_token_logprobs",
+    "kl_divergence",
+    "top_token_agreement",
+    "OutputComparison",
+    "compare_to_reference",
     "generate",
     "load_sentences",
     "SENTENCE_SPLITS",
@@ -208,6 +218,168 @@ def perplexity(
     finally:
         model.train(was_training)
     return math.exp(total / count)
+
+
+# --------------------------------------------------------------------------- distance to a reference
+
+
+def _check_context(context: int) -> None:
+    if isinstance(context, bool) or not isinstance(context, int):
+        raise TypeError(f"context must be an int, got {context!r}")
+    if context < 2:
+        raise ValueError(f"context must be >= 2, got {context}")
+
+
+def _windows(t: torch.Tensor, context: int) -> list[int]:
+    return [s for s in range(0, t.numel(), context) if t.numel() - s >= 2]
+
+
+def _n_predictions(t: torch.Tensor, context: int) -> int:
+    return sum(min(context, t.numel() - s) - 1 for s in _windows(t, context))
+
+
+@torch.no_grad()
+def _window_logprobs(model: torch.nn.Module, t: torch.Tensor, context: int):
+    """Yield ``(window, log-probs of its predictions)`` for every window, in float32."""
+    t = t.to(_device_of(model))
+    was_training = model.training
+    model.eval()
+    try:
+        for s in _windows(t, context):
+            window = t[s : s + context].unsqueeze(0)
+            logits = model(input_ids=window).logits[0, :-1].float()
+            yield window[0], torch.log_softmax(logits, dim=-1)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def next_token_logprobs(model: torch.nn.Module, tokens: ArrayLike, context: int = 256) -> torch.Tensor:
+    """The model's next-token log-probabilities at every predicted position, on the CPU.
+
+    Same windows as :func:`perplexity`: row ``i`` is ``log p(. | tokens before)`` for the
+    ``i``-th prediction. Compute it once for a reference model and pass it as ``ref`` to
+    :func:`kl_divergence`, :func:`top_token_agreement` or :func:`compare_to_reference`, so
+    the reference runs only once. Memory: ``N x vocabulary`` float32 (1023 predictions of
+    SmolLM2's 49,152 tokens are about 200 MB).
+
+    Args:
+        model: a transformers causal LM (returns ``.logits``).
+        tokens: 1-D integer token ids.
+        context: window length, >= 2.
+
+    Returns:
+        ``(N, vocabulary)`` float32 tensor, ``N`` = number of predictions.
+
+    Raises:
+        TypeError, ValueError: as :func:`perplexity`.
+
+    Taught in: chapters/04d_beyond_int4.ipynb.
+    """
+    _check_context(context)
+    t = _check_tokens(tokens)
+    return torch.cat([lp.cpu() for _, lp in _window_logprobs(model, t, context)])
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """How a model's next-token predictions compare with a reference's (same tokens).
+
+    Attributes:
+        perplexity: the model's perplexity (as :func:`perplexity`).
+        kl: mean over positions of ``KL(p_ref || p)`` in nats (0 = same distributions).
+        agreement: share of positions where both models' most likely token is the same.
+        n: number of predicted positions.
+    """
+
+    perplexity: float
+    kl: float
+    agreement: float
+    n: int
+
+
+def _reference_logprobs(ref, t: torch.Tensor, context: int) -> torch.Tensor:
+    if isinstance(ref, torch.nn.Module):
+        return torch.cat([lp.cpu() for _, lp in _window_logprobs(ref, t, context)])
+    r, _ = as_tensor(ref, "ref")
+    require_float(r, "ref")
+    n = _n_predictions(t, context)
+    if r.dim() != 2 or r.shape[0] != n:
+        raise ValueError(
+            f"ref log-probs must have shape ({n}, vocabulary) for these tokens and context, "
+            f"got {tuple(r.shape)}"
+        )
+    return r
+
+
+@torch.no_grad()
+def compare_to_reference(
+    ref, model: torch.nn.Module, tokens: ArrayLike, context: int = 256
+) -> OutputComparison:
+    """Perplexity, KL divergence and top-token agreement in one forward pass per window.
+
+    With reference distributions ``p_ref`` and the model's ``p`` at each of the ``N``
+    predicted positions ``t`` (windows as in :func:`perplexity`)::
+
+        kl        = (1/N) sum_t sum_v p_ref(v|t) (log p_ref(v|t) - log p(v|t))
+        agreement = (1/N) sum_t [argmax_v p_ref(v|t) == argmax_v p(v|t)]
+
+    KL sees the whole distribution, not only the probability of the token that came: a
+    model can keep the perplexity and still move probability around among wrong tokens.
+
+    Args:
+        ref: the reference model, or its :func:`next_token_logprobs` for the same
+            ``tokens`` and ``context`` (then it is not run again).
+        model: the model to compare (e.g. quantized).
+        tokens: 1-D integer token ids.
+        context: window length, >= 2.
+
+    Returns:
+        An :class:`OutputComparison`.
+
+    Raises:
+        TypeError, ValueError: as :func:`perplexity`; ``ref`` log-probs of the wrong shape.
+
+    Taught in: chapters/04d_beyond_int4.ipynb.
+    """
+    _check_context(context)
+    t = _check_tokens(tokens)
+    ref_lp = _reference_logprobs(ref, t, context)
+    nll, kl, same, n = 0.0, 0.0, 0, 0
+    for window, lp in _window_logprobs(model, t, context):
+        lp = lp.cpu()
+        r = ref_lp[n : n + lp.shape[0]].float()
+        if r.shape[1] != lp.shape[1]:
+            raise ValueError(f"ref has {r.shape[1]} classes but the model predicts {lp.shape[1]}")
+        nll -= float(lp.gather(1, window[1:].cpu().unsqueeze(1)).sum())
+        kl += float((r.exp() * (r - lp)).sum())
+        same += int((r.argmax(1) == lp.argmax(1)).sum())
+        n += lp.shape[0]
+    return OutputComparison(math.exp(nll / n), max(kl / n, 0.0), same / n, n)
+
+
+def kl_divergence(ref, model: torch.nn.Module, tokens: ArrayLike, context: int = 256) -> float:
+    """Mean ``KL(p_ref || p)`` (nats) of next-token distributions; see :func:`compare_to_reference`.
+
+    Args:
+        ref: the reference model, or its :func:`next_token_logprobs` (cached).
+        model, tokens, context: as :func:`perplexity`.
+
+    Taught in: chapters/04d_beyond_int4.ipynb.
+    """
+    return compare_to_reference(ref, model, tokens, context).kl
+
+
+def top_token_agreement(ref, model: torch.nn.Module, tokens: ArrayLike, context: int = 256) -> float:
+    """Share of positions whose most likely next token is the reference's ("same top p").
+
+    Args:
+        ref: the reference model, or its :func:`next_token_logprobs` (cached).
+        model, tokens, context: as :func:`perplexity`.
+
+    Taught in: chapters/04d_beyond_int4.ipynb.
+    """
+    return compare_to_reference(ref, model, tokens, context).agreement
 
 
 @torch.no_grad()
