@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import statistics
 import tempfile
 import time
@@ -35,23 +36,8 @@ from quantlab import speed
 from quantlab.deploy import export_onnx, ort_session
 from quantlab.nn import QuantizedLinear, QuantScheme, quantize_model
 
-
-def pair_ratios(candidate: Callable[[], Any], reference: Callable[[], Any], repeats: int) -> dict[str, float]:
-    """Time reference, candidate, reference, ... ; medians in ms and of the per-pair ratios."""
-    candidate()
-    reference()
-    cand, ref, ratios = [], [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        reference()
-        t1 = time.perf_counter()
-        candidate()
-        t2 = time.perf_counter()
-        ref.append(t1 - t0)
-        cand.append(t2 - t1)
-        ratios.append((t2 - t1) / (t1 - t0))
-    return {"time_ms": 1e3 * statistics.median(cand), "reference_ms": 1e3 * statistics.median(ref),
-            "ratio": statistics.median(ratios)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import compare  # noqa: E402  (alternate runs, median of the per-pair ratios; shared with every row)
 
 
 def layer_ratios(n: int, repeats: int, threads: int = 1) -> dict[str, dict[str, float]]:
@@ -68,7 +54,7 @@ def layer_ratios(n: int, repeats: int, threads: int = 1) -> dict[str, dict[str, 
         for name, scheme in (("int8", QuantScheme("int8")), ("int4", QuantScheme("int4", group_size=32))):
             path = export_onnx(QuantizedLinear.from_linear(linear, scheme), x, Path(tmp) / f"{name}.onnx")
             sess = ort_session(path, threads)
-            out[name] = pair_ratios(lambda s=sess: s.run(None, feed), lambda: fp32.run(None, feed), repeats)
+            out[name] = compare(lambda s=sess: s.run(None, feed), lambda: fp32.run(None, feed), repeats)
     return out
 
 

@@ -11,6 +11,8 @@ from scipy.stats import spearmanr
 
 from quantlab import evaluation as ev
 
+from tiny_models import tiny_llama
+
 
 def _emb(n=12, d=8, seed=0):
     return torch.nn.functional.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=1)
@@ -171,18 +173,8 @@ def test_generate_errors():
 
 
 def _tiny_llama():
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=96, max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not name.endswith("norm.weight"):
-                p.normal_(0.0, 0.3)
-    return model
+    pytest.importorskip("transformers")
+    return tiny_llama(std=0.3)
 
 
 def test_kl_and_agreement_of_a_model_with_itself():

@@ -10,21 +10,9 @@ from quantlab.algorithms.kv_cache import (
 )
 from quantlab import evaluation as ev
 
+from tiny_models import tiny_llama
+
 transformers = pytest.importorskip("transformers")
-
-
-def _tiny_llama():
-    cfg = transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=96, max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not name.endswith("norm.weight"):
-                p.normal_(0.0, 0.1)
-    return model
 
 
 def test_bits_per_element():
@@ -76,7 +64,7 @@ def test_fake_quantize_kv_errors():
 
 
 def test_quantized_kv_on_a_tiny_llama():
-    m = _tiny_llama()
+    m = tiny_llama(std=0.1)
     ids = torch.randint(0, 96, (1, 64), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         ref = m(input_ids=ids).logits
@@ -96,7 +84,7 @@ def test_quantized_kv_on_a_tiny_llama():
 
 
 def test_quantized_kv_works_with_the_evaluation_functions():
-    m = _tiny_llama()
+    m = tiny_llama(std=0.1)
     toks = torch.randint(0, 96, (128,), generator=torch.Generator().manual_seed(4))
     ref = ev.next_token_logprobs(m, toks, 64)
     out = {}
@@ -110,7 +98,7 @@ def test_quantized_kv_works_with_the_evaluation_functions():
 
 
 def test_cache_is_a_dynamic_cache_for_generation():
-    m = _tiny_llama()
+    m = tiny_llama(std=0.1)
     ids = torch.randint(0, 96, (1, 8), generator=torch.Generator().manual_seed(5))
     cache = quantized_cache("int8", config=m.config)
     assert isinstance(cache, transformers.DynamicCache)

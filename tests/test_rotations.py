@@ -15,24 +15,9 @@ from quantlab.rotations import (
     rotate_linear_pair, rtn_rotated,
 )
 
+from tiny_models import tiny_llama
+
 transformers = pytest.importorskip("transformers")
-
-
-def _tiny_llama(tied: bool = True):
-    cfg = transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=96, max_position_embeddings=64,
-        tie_word_embeddings=tied,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():  # non-trivial norm weights, so that folding them matters
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(0.5 + torch.rand_like(p))
-            else:
-                p.normal_(0.0, 0.1)
-    return model
 
 
 def _logits(model, ids):
@@ -77,7 +62,7 @@ def test_rotate_linear_pair_keeps_the_function():
 @pytest.mark.parametrize("kind", ["hadamard", "random"])
 @pytest.mark.parametrize("tied", [True, False])
 def test_fold_rotation_leaves_the_logits_unchanged(kind, tied):
-    model = _tiny_llama(tied)
+    model = tiny_llama(tied=tied, random_norms=True)
     ids = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(1))
     before = _logits(model, ids)
     q = fold_rotation(model, kind=kind, seed=4)
@@ -91,7 +76,7 @@ def test_fold_rotation_leaves_the_logits_unchanged(kind, tied):
 
 
 def test_fold_rmsnorm_alone_keeps_the_logits():
-    model = _tiny_llama()
+    model = tiny_llama(tied=True, random_norms=True)
     ids = torch.arange(10).reshape(1, 10)
     before = _logits(model, ids)
     fold_rmsnorm(model)
@@ -122,7 +107,7 @@ def test_rotation_lowers_rtn_error_on_an_outlier_layer():
 
 
 def test_rtn_and_gptq_on_the_rotated_model():
-    model = _tiny_llama()
+    model = tiny_llama(tied=True, random_norms=True)
     with torch.no_grad():  # a few residual dimensions with large weights wherever they are read
         for layer in model.model.layers:
             for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
