@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
