@@ -19,6 +19,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 import quantlab as ql
 from quantlab import explorer as E
+from quantlab import gguf_blocks, mx
 
 
 
@@ -35,12 +36,19 @@ def _one_thread():
 
 # What each setting means, written out independently of the module under test.
 FLOATS = {4: "fp4_e2m1", 6: "fp6_e2m3", 8: "fp8_e4m3", 16: "fp16", 32: "fp32"}
+#: The block formats and their block sizes (weights per shared scale; q4_k: per sub-block).
+BLOCKS = {"mxfp4": 32, "nvfp4": 16, "q4_k": 32}
 
 
 def expected_call(s: E.Settings):
-    """(format name, quantize kwargs) for a setting, or None where it has no format."""
+    """(format name, quantize kwargs) for a setting, or None where it has no format.
+
+    Block formats have no options (kwargs None): their blocks are fixed.
+    """
     if s.bits == 32:
         return "fp32", {}
+    if s.family in BLOCKS:
+        return (s.family, None) if s.bits == 4 else None
     if s.family == "int":
         name = f"int{s.bits}"
     elif s.family == "float":
@@ -60,6 +68,17 @@ def expected_call(s: E.Settings):
 
 
 ALL = list(E.all_settings())
+
+
+def reference(x: torch.Tensor, name: str, kw):
+    """quantlab called directly: (x_hat, bits per weight with scales, average error in %)."""
+    if name == "q4_k":
+        raw = gguf_blocks.quantize_blocks(x, "q4_k")
+        x_hat, bpw = gguf_blocks.dequantize_blocks(raw, "q4_k"), 8 * raw.numel() / x.numel()
+    else:
+        q = ql.quantize(x, name, **(kw or {}))
+        x_hat, bpw = q.dequantize(), q.bits_per_weight
+    return x_hat, bpw, 100 * ql.metrics.mean_relative_error(x, x_hat)
 
 
 def parse_number(text: str) -> float:
@@ -168,28 +187,32 @@ def test_every_setting_matches_quantlab(source):
             assert d.snapped is None and d.hist is None
             continue
         name, kw = call
-        fmt = ql.get_format(name)
-        key = (name, tuple(sorted(kw.items())))
+        key = (name, None if kw is None else tuple(sorted(kw.items())))
         if key not in memo:  # settings that mean the same call are checked against one result
-            q = ql.quantize(x, name, **kw)
-            x_hat = q.dequantize()
-            memo[key] = q, x_hat, 100 * ql.metrics.mean_relative_error(x, x_hat)
-        q, x_hat, err = memo[key]
+            memo[key] = reference(x, name, kw)
+        x_hat, bpw, err = memo[key]
+        bits = 4 if kw is None else ql.get_format(name).bits
         assert d.fmt == name, s
-        assert d.levels == 2**fmt.bits
-        if not isinstance(fmt, ql.FloatFormat):
-            assert d.levels == fmt.levels
-        assert d.compression == 32 / fmt.bits
+        assert d.levels == 2**bits
+        if kw is None:
+            assert d.granularity == "block" and d.block is not None
+            assert d.distinct_values == (16 if name == "q4_k" else ql.get_format(name).levels)
+        else:
+            fmt = ql.get_format(name)
+            assert d.block is None
+            if not isinstance(fmt, ql.FloatFormat):
+                assert d.levels == fmt.levels
+        assert d.compression == 32 / bits
         assert d.avg_error_pct == pytest.approx(err, rel=1e-12, abs=1e-12), s
-        assert d.bits_per_weight == q.bits_per_weight
+        assert d.bits_per_weight == bpw
         np.testing.assert_array_equal(d.snapped, x_hat[row, cols].double().numpy())
         counts, _ = np.histogram(x_hat.numpy().ravel(), bins=E.HIST_EDGES)
         np.testing.assert_array_equal(d.hist, counts)
         # the displayed figures are these numbers, rounded for display
         f = d.figures
         assert f["format"] == name
-        assert parse_number(f["levels"]) == 2**fmt.bits
-        assert parse_number(f["compression"]) == pytest.approx(32 / fmt.bits, abs=0.005)
+        assert parse_number(f["levels"]) == 2**bits
+        assert parse_number(f["compression"]) == pytest.approx(32 / bits, abs=0.005)
         shown = parse_number(f["error"])
         assert shown == pytest.approx(err, rel=5e-3, abs=1e-12), (s, f["error"], err)
         assert f["error"] == E._sig(err) + " %"
@@ -202,7 +225,10 @@ def test_grid_holds_every_snapped_value():
             continue
         assert d.grid_lines == d.grid.size <= E.MAX_GRID_LINES
         assert np.all(np.abs(d.grid) <= E.WINDOW)
-        inside = d.snapped[np.abs(d.snapped) <= E.WINDOW]
+        snapped = d.snapped
+        if d.block is not None:  # a block format: the grid is the strip's first block's
+            snapped = snapped[: d.block.block_size]
+        inside = snapped[np.abs(snapped) <= E.WINDOW]
         gap = np.min(np.abs(inside[:, None] - d.grid[None, :]), axis=1)
         assert gap.max() <= 1e-6 * max(1.0, np.abs(d.grid).max()), s
         if d.step is not None:  # integer grids are evenly spaced by the scale
@@ -263,7 +289,8 @@ def test_sig_keeps_three_significant_digits(v):
 
 def test_static_data_equals_kernel_data_for_every_setting(page_data):
     assert page_data["bits"] == list(E.BITS)
-    assert len(page_data["keys"]) == len(ALL) == 2 * 3 * 2 * 2 * 16
+    assert len(E.FAMILIES) == 6
+    assert len(page_data["keys"]) == len(ALL) == 2 * 6 * 2 * 2 * 16
     for s in ALL:
         entry = page_data["entries"][page_data["keys"][s.key]]
         d = E.explore(s.source, s.bits, s.granularity, s.symmetric, s.family)
@@ -285,6 +312,9 @@ def test_kernel_explorer_shows_the_same_as_the_static_page(page_data):
         E.Settings("minilm", 8, "tensor", False, "int"),
         E.Settings("normal", 8, "tensor", True, "float"),
         E.Settings("normal", 5, "tensor", True, "float"),
+        E.Settings("normal", 4, "tensor", True, "mxfp4"),
+        E.Settings("minilm", 4, "group", False, "q4_k"),
+        E.Settings("minilm", 6, "tensor", True, "nvfp4"),
     ]:
         d = ex.set(source=s.source, bits=s.bits, granularity=s.granularity,
                    symmetric=s.symmetric, family=s.family)
@@ -436,3 +466,188 @@ def test_resolve_explains_how_controls_are_read():
     assert (r.fmt, r.granularity) == ("fp32", None)
     assert E.explore("normal", 8, "group", False, "float").notes == E.resolve(
         E.Settings("normal", 8, "group", False, "float")).notes
+
+
+# --------------------------------------------------------------------------- block formats
+
+
+def test_block_formats_exist_only_at_4_bits():
+    for fam, k in BLOCKS.items():
+        assert E.BLOCK_FORMATS[fam] == k and fam in E.FAMILIES
+        for bits in E.BITS:
+            d = E.explore("normal", bits, family=fam)
+            if bits == 4:
+                assert d.available and d.fmt == fam and d.block is not None
+            elif bits == 32:
+                assert d.fmt == "fp32" and d.block is None
+            else:
+                assert not d.available and d.fmt is None and d.block is None
+                assert d.notes == (f"{fam.upper()} is a 4-bit format: no {bits}-bit {fam.upper()}",)
+                assert d.regime.startswith("Not available")
+
+
+def test_block_formats_ignore_granularity_and_symmetric():
+    for fam in BLOCKS:
+        r = E.resolve(E.Settings("normal", 4, "group", False, fam))
+        assert (r.fmt, r.granularity, r.symmetric) == (fam, "block", True)
+        assert "granularity" in r.notes[0] and "do not apply" in r.notes[0]
+        for source in E.SOURCES:
+            entries = {json.dumps(E.explore(source, 4, gran, sym, fam).to_json(), sort_keys=True)
+                       for gran in E.GRANULARITIES for sym in (True, False)}
+            assert len(entries) == 1, (source, fam)
+        d = E.explore("normal", 4, family=fam)
+        assert d.notes[:1] == r.notes and "grey lines" in d.notes[1]
+        assert d.title.startswith(f"{fam}, ")
+
+
+def test_block_bits_per_weight_count_the_scales():
+    x = E.weights("minilm")
+    assert E.explore("minilm", 4, family="mxfp4").bits_per_weight == 4 + 8 / 32 == 4.25
+    assert E.explore("minilm", 4, family="nvfp4").bits_per_weight == 4 + 8 / 16 + 32 / x.numel()
+    assert E.explore("minilm", 4, family="q4_k").bits_per_weight == 144 * 8 / 256 == 4.5
+    assert E.explore("minilm", 4, family="nvfp4").figures["bpw"] == "4.50"
+    assert E.explore("normal", 4, family="mxfp4").figures["bpw"] == "4.25"
+
+
+@pytest.mark.parametrize("family", list(BLOCKS))
+@pytest.mark.parametrize("source", list(E.SOURCES))
+def test_block_view_is_the_strips_first_block(source, family):
+    v = E.block_view(source, family)
+    d = E.explore(source, 4, family=family)
+    assert d.block is v and E.block_view(source, family) is v  # cached, shared
+    k = BLOCKS[family]
+    row, group = E.strip_location(source)
+    assert (v.row, v.start, v.block_size, v.family) == (row, group * 64, k, family)
+    assert list(v.columns) == list(range(group * 64, group * 64 + k))
+    assert f"row {row}, weights {group * 64}–{group * 64 + k - 1}" in v.where
+    x = E.weights(source)
+    np.testing.assert_array_equal(v.original, x[row, v.start : v.start + k].double().numpy())
+    np.testing.assert_array_equal(v.original, d.strip[:k])
+    # x_hat: the explorer's snapped values and quantlab's own decoding, exactly
+    np.testing.assert_array_equal(v.x_hat, d.snapped[:k])
+    x_hat, _, _ = reference(x, family, None)
+    np.testing.assert_array_equal(v.x_hat, x_hat[row, v.start : v.start + k].double().numpy())
+    # codes: 4 bits, shown as integers and as bit strings
+    assert v.codes.shape == (k,) and v.codes.min() >= 0 and v.codes.max() <= 15
+    assert list(v.code_bits) == [format(int(c), "04b") for c in v.codes]
+    assert all(int(b, 2) == c for b, c in zip(v.code_bits, v.codes))
+    # the grid is every value the block can take, and each weight sits on it
+    assert set(v.x_hat.tolist()) <= set(v.values.tolist())
+    np.testing.assert_array_equal(d.grid, v.values[np.abs(v.values) <= E.WINDOW])
+    assert v.values.size == (16 if family == "q4_k" else 15)
+    # the displayed table and the embedded data
+    rows = v.rows()
+    assert len(rows) == k and rows[0][0] == str(v.start)
+    assert rows[0][1] == f"{round(float(v.original[0]), 4):.4f}"
+    j = v.to_json()
+    assert j["cols"] == list(v.columns) and j["code"] == v.codes.tolist()
+    np.testing.assert_allclose(j["xhat"], v.x_hat, atol=0.5e-4 + 1e-12)
+    np.testing.assert_allclose(j["x"], v.original, atol=0.5e-4 + 1e-12)
+    assert j["scales"] == [list(r) for r in v.scale_rows()]
+    assert v.to_html().count("<tr>") == 1 + len(v.scales) + 1 + k
+    assert v._repr_html_() == v.to_html()
+    assert len(repr(v).splitlines()) == 2 + len(v.scales) + 1 + k
+    with pytest.raises(ValueError):
+        v.x_hat[0] = 1.0
+    with pytest.raises(KeyError, match="has no scale"):
+        v.scale("zeta")
+
+
+@pytest.mark.parametrize("source", list(E.SOURCES))
+def test_mxfp4_block_shares_a_power_of_two(source):
+    v = E.block_view(source, "mxfp4")
+    X = v.scale("X")
+    assert X.stored == "E8M0" and 0 <= X.code <= 254 and X.bits == format(X.code, "08b")
+    assert X.value == 2.0 ** (X.code - 127) == float(mx.e8m0_decode(torch.tensor([X.code]))[0])
+    assert math.frexp(X.value)[0] == 0.5  # a power of two
+    assert X.text == f"2^{X.code - 127} = {np.float32(X.value)}"
+    # the stored code is quantlab's, and follows MX's rule floor(log2(amax)) - emax(e2m1 = 2)
+    q = ql.quantize(E.weights(source), "mxfp4")
+    assert X.code == int(mx.scale_codes(q)[v.row, v.start // 32])
+    assert X.code - 127 == math.floor(math.log2(np.abs(v.original).max())) - 2
+    # the codes decode through e2m1 to the element values; x_hat = element * X
+    e2m1 = ql.get_format("fp4_e2m1")
+    np.testing.assert_array_equal(v.element, e2m1.decode(torch.tensor(v.codes, dtype=torch.uint8)).double().numpy())
+    assert set(np.abs(v.element).tolist()) <= {0, 0.5, 1, 1.5, 2, 3, 4, 6}
+    np.testing.assert_array_equal(v.x_hat, (v.element.astype(np.float32) * np.float32(X.value)).astype(np.float64))
+    assert v.element_name == "e2m1" and v.head[4] == "e2m1 value"
+
+
+@pytest.mark.parametrize("source", list(E.SOURCES))
+def test_nvfp4_block_has_an_fp8_scale_and_a_tensor_scale(source):
+    v = E.block_view(source, "nvfp4")
+    sb, g = v.scale("s_b"), v.scale("g")
+    assert [s.name for s in v.scales] == ["s_b", "g"]
+    e4m3 = ql.get_format("fp8_e4m3")
+    assert sb.stored == "fp8 e4m3" and float(e4m3.decode(torch.tensor([sb.code], dtype=torch.uint8))[0]) == sb.value
+    assert sb.bits.replace(" ", "") == format(sb.code, "08b")
+    x = E.weights(source)
+    assert g.value == float(x.abs().max() / (448 * 6))  # in float32
+    assert g.stored == "fp32" and np.uint32(g.code).view(np.float32) == np.float32(g.value)
+    q = ql.quantize(x, "nvfp4")
+    assert g.value == float(q.tensor_scale) and sb.value == float(q.scale[v.row, v.start // 16])
+    # x_hat = (element * s_b) * g, in float32
+    expected = (v.element.astype(np.float32) * np.float32(sb.value)) * np.float32(g.value)
+    np.testing.assert_array_equal(v.x_hat, expected.astype(np.float64))
+
+
+@pytest.mark.parametrize("source", list(E.SOURCES))
+def test_q4_k_block_is_step_times_q_minus_offset(source):
+    v = E.block_view(source, "q4_k")
+    s = {b.name: b for b in v.scales}
+    assert list(s) == ["d", "dmin", "sc", "m", "d·sc", "dmin·m"]
+    for name in ("d", "dmin"):  # fp16 numbers: their bit patterns read back to them
+        assert s[name].stored == "fp16" and np.uint16(s[name].code).view(np.float16) == s[name].value
+    for name in ("sc", "m"):  # 6-bit integers
+        assert 0 <= s[name].code < 64 and s[name].value == s[name].code and len(s[name].bits) == 6
+    step = np.float32(s["d"].value) * np.float32(s["sc"].value)
+    offset = np.float32(s["dmin"].value) * np.float32(s["m"].value)
+    assert s["d·sc"].value == step and s["dmin·m"].value == offset and s["d·sc"].code is None
+    np.testing.assert_array_equal(v.element, v.codes)  # the element is the integer q
+    np.testing.assert_array_equal(v.x_hat, (step * v.codes.astype(np.float32) - offset).astype(np.float64))
+    # and what dequantize_blocks makes of the stored bytes
+    x = E.weights(source)
+    raw = gguf_blocks.quantize_blocks(x, "q4_k")
+    full = gguf_blocks.dequantize_blocks(raw, "q4_k")
+    np.testing.assert_array_equal(v.x_hat, full[v.row, v.start : v.start + 32].double().numpy())
+    assert "super-block" in v.where and v.element_name == "q"
+
+
+def test_block_view_rejects_bad_input():
+    with pytest.raises(ValueError, match="family"):
+        E.block_view("normal", "int")
+    with pytest.raises(ValueError, match="family"):
+        E.block_view("normal", 4)
+    with pytest.raises(ValueError, match="source"):
+        E.block_view("laplace", "mxfp4")
+
+
+def test_static_page_carries_the_block_inspector(html_page, page_data):
+    assert '<div class="qlx-block" data-role="block" hidden></div>' in html_page
+    js = E._asset("explorer.js")
+    assert "drawBlock" in js and "block-table" in js
+    for s in ALL:
+        entry = page_data["entries"][page_data["keys"][s.key]]
+        if s.family in BLOCKS and s.bits == 4:
+            assert entry["block"] == json.loads(json.dumps(E.block_view(s.source, s.family).to_json()))
+            assert len(entry["block"]["xhat"]) == BLOCKS[s.family]
+        else:
+            assert "block" not in entry
+    # the existing keys are unchanged: source|bits|granularity|s or a|family
+    assert E.Settings("normal", 8, "tensor", True, "int").key == "normal|8|tensor|s|int"
+    assert "minilm|4|group|a|q4_k" in page_data["keys"]
+
+
+def test_kernel_widget_shows_the_block_inspector_for_block_formats():
+    ex = E.Explorer(bits=4)
+    ex.widget()
+    w = ex._widgets
+    assert w["block"].layout.display == "none" and w["block"].value == ""
+    w["family"].value = "mxfp4"
+    assert ex.data.fmt == "mxfp4"
+    assert w["block"].layout.display is None
+    assert w["block"].value == E.block_view("normal", "mxfp4").to_html()
+    assert w["block"].value.count("<tr>") == 1 + 1 + 1 + 32  # scales (one), header, 32 weights
+    assert ex._widgets["box"].children[-1] is w["block"]
+    w["family"].value = "nf4"
+    assert w["block"].layout.display == "none"

@@ -1,10 +1,11 @@
 """The static Quantization Explorer in the built book, driven in headless Chromium.
 
 Opens _build/html/chapters/02_explorer.html (no kernel, no network), moves the bit-width
-slider to 2, 3, 4, 8, 16 and 32 bits and changes the other controls, reads the displayed
-figures back, and checks them against quantlab's numbers for the same settings
-(``quantlab.explorer.explore``). The quantized histogram must change with every move, and
-no request may leave the machine.
+slider to 2, 3, 4, 8, 16 and 32 bits and changes the other controls (the block formats
+included), reads the displayed figures back, and checks them against quantlab's numbers
+for the same settings (``quantlab.explorer.explore``). The quantized histogram must change
+with every move, the block inspector must show MXFP4's 32 weights (and be hidden for the
+other formats), and no request may leave the machine.
 
 Uses the ``browse`` fixture of tests/conftest.py (the built book served on 127.0.0.1 and
 tests/browser/check_pages.mjs driving /usr/bin/chromium).
@@ -24,7 +25,7 @@ PAGE = "chapters/02_explorer.html"
 ROOT = "#ql-explorer"
 
 # What the page shows: every [data-fig] text, the key of the chosen entry, the drawn
-# quantized histogram and the orange dots of the strip.
+# quantized histogram, the orange dots of the strip and the block inspector's table.
 READ_BACK = f"""(() => {{
   const r = document.querySelector('{ROOT}');
   if (!r) return null;
@@ -34,6 +35,14 @@ READ_BACK = f"""(() => {{
   out.hist = h ? h.getAttribute('d') : null;
   out.snapped = r.querySelectorAll('svg[data-role=strip] circle').length;
   out.gridLines = r.querySelectorAll('svg[data-role=strip] .qlx-gridline').length;
+  const b = r.querySelector('[data-role=block]');
+  out.block = b && {{
+    visible: !b.hidden && b.getBoundingClientRect().height > 0,
+    rows: [...b.querySelectorAll('table[data-role=block-table] tbody tr')]
+      .map((tr) => [...tr.cells].map((c) => c.textContent)),
+    scales: [...b.querySelectorAll('table[data-role=block-scales] tbody tr')]
+      .map((tr) => [...tr.cells].map((c) => c.textContent)),
+  }};
   return out;
 }})()"""
 
@@ -59,6 +68,14 @@ STEPS += [
         {"type": "setRange", "selector": f"{ROOT} input[data-role=bits]", "value": E.BITS.index(4)}]),
     (E.Settings("minilm", 5, "group", False, "nf4"), [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]",
                                                        "value": E.BITS.index(5)}]),
+    (E.Settings("minilm", 5, "group", False, "mxfp4"), [{"type": "select", "selector": f"{ROOT} select[data-role=family]",
+                                                         "value": "mxfp4"}]),
+    (E.Settings("minilm", 4, "group", False, "mxfp4"), [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]",
+                                                         "value": E.BITS.index(4)}]),
+    (E.Settings("normal", 4, "group", False, "mxfp4"), [{"type": "select", "selector": f"{ROOT} select[data-role=source]",
+                                                         "value": "normal"}]),
+    (E.Settings("normal", 4, "group", False, "q4_k"), [{"type": "select", "selector": f"{ROOT} select[data-role=family]",
+                                                        "value": "q4_k"}]),
 ]
 
 
@@ -109,6 +126,25 @@ def test_displayed_figures_equal_quantlab(explorer_report, step):
         assert shown["hist"]
     else:
         assert shown["hist"] is None and shown["snapped"] == 64
+
+
+def test_block_inspector_shows_the_first_block(explorer_report):
+    """Choosing MXFP4 at 4 bits shows the inspector: 32 rows, the cells quantlab computed."""
+    shown_mxfp4 = 0
+    for step, (settings, _) in enumerate(STEPS):
+        block = explorer_report["reads"][step + 1]["value"]["block"]
+        assert block is not None, "no block inspector on the page"
+        if settings.family in E.BLOCK_FORMATS and settings.bits == 4:
+            view = E.block_view(settings.source, settings.family)
+            assert block["visible"], settings.key
+            assert block["rows"] == [list(r) for r in view.rows()]
+            assert block["scales"] == [list(r) for r in view.scale_rows()]
+            if settings.family == "mxfp4":
+                assert len(block["rows"]) == 32
+                shown_mxfp4 += 1
+        else:
+            assert not block["visible"] and block["rows"] == [], settings.key
+    assert shown_mxfp4 == 2
 
 
 def test_histogram_changes_with_the_slider(explorer_report):

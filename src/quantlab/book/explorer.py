@@ -26,7 +26,15 @@ itself (the baseline: no error, ``2^32`` bit patterns). quantlab's integer forma
 at 16 bits and nothing between 16 and 32 bits is used for weights, so the slider steps
 from 16 straight to 32.
 
-Taught in: chapters/02_explorer.ipynb, "Try it first" and "What you just saw".
+Besides integers, floats and NF4, the "Format" control offers three block-scaled 4-bit
+formats (:data:`BLOCK_FORMATS`), whose blocks are fixed by the format: ``mxfp4`` (OCP MX,
+:mod:`quantlab.mx`), ``nvfp4`` and llama.cpp's ``q4_k``
+(:mod:`quantlab.gguf_blocks`). For them :func:`block_view` takes one block of the strip
+apart: its shared scales as stored, and every weight's code, element value and decoded
+value. Both front ends show it as a table under the figures.
+
+Taught in: chapters/02_explorer.ipynb, "Try it first", "What you just saw" and "Blocks that
+share a scale".
 """
 
 from __future__ import annotations
@@ -44,8 +52,9 @@ from typing import Any, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from ..core import metrics
-from ..core.formats import CodebookFormat, FloatFormat, IntFormat, get_format
+from ..core import gguf_blocks, metrics
+from ..core.formats import BlockFormat, CodebookFormat, FloatFormat, IntFormat, get_format
+from ..core.mx import E8M0_BIAS, scale_codes
 from ..core.quantize import QTensor, quantize
 
 __all__ = [
@@ -53,6 +62,7 @@ __all__ = [
     "SOURCES",
     "GRANULARITIES",
     "FAMILIES",
+    "BLOCK_FORMATS",
     "GROUP_SIZE",
     "FLOAT_FORMATS",
     "NORMAL_STD",
@@ -69,6 +79,9 @@ __all__ = [
     "Resolved",
     "resolve",
     "explore",
+    "BlockScale",
+    "BlockView",
+    "block_view",
     "all_settings",
     "format_figures",
     "FIGURE_LABELS",
@@ -93,7 +106,17 @@ SOURCES: dict[str, str] = {
 #: Granularities and their labels.
 GRANULARITIES: dict[str, str] = {"tensor": "per-tensor", "group": "groups of 64"}
 #: Format families and their labels.
-FAMILIES: dict[str, str] = {"int": "integer", "float": "float", "nf4": "NF4"}
+FAMILIES: dict[str, str] = {
+    "int": "integer",
+    "float": "float",
+    "nf4": "NF4",
+    "mxfp4": "MXFP4 (blocks of 32)",
+    "nvfp4": "NVFP4 (blocks of 16)",
+    "q4_k": "Q4_K (llama.cpp)",
+}
+#: The block-scaled families (4 bits only) and their block size: the weights of a row that
+#: share one scale (for ``q4_k`` a sub-block; its super-blocks hold 256 weights).
+BLOCK_FORMATS: dict[str, int] = {"mxfp4": 32, "nvfp4": 16, "q4_k": 32}
 #: Weights per group for ``granularity="group"`` (NF4's usual block size).
 GROUP_SIZE = 64
 #: Float formats of the ``"float"`` family by bit width (16 and 32 are plain casts).
@@ -122,7 +145,8 @@ class Settings:
         bits: one of :data:`BITS`.
         granularity: ``"tensor"`` or ``"group"`` (groups of :data:`GROUP_SIZE`).
         symmetric: zero point 0 (True) or a zero point (False, integer formats only).
-        family: ``"int"``, ``"float"`` or ``"nf4"``.
+        family: ``"int"``, ``"float"``, ``"nf4"``, or a block format of
+            :data:`BLOCK_FORMATS` (``"mxfp4"``, ``"nvfp4"``, ``"q4_k"``).
     """
 
     source: str = "normal"
@@ -159,14 +183,16 @@ class Resolved:
     """What a setting actually computes.
 
     Attributes:
-        fmt: the quantlab format name, or None where the family has no such width.
-        granularity: ``"tensor"`` or ``"group"``; None for an unscaled cast (fp16, fp32).
+        fmt: the quantlab format name (``"q4_k"`` for llama.cpp's GGUF blocks), or None
+            where the family has no such width.
+        granularity: ``"tensor"`` or ``"group"``; ``"block"`` for the block formats (their
+            blocks are fixed); None for an unscaled cast (fp16, fp32).
         symmetric: whether the grid is symmetric (always, except asymmetric integers).
         notes: how the controls were interpreted, in words.
     """
 
     fmt: Optional[str]
-    granularity: Optional[str]  # None for an unscaled cast
+    granularity: Optional[str]  # None for an unscaled cast, "block" for a block format
     symmetric: bool
     notes: tuple[str, ...] = ()
 
@@ -179,6 +205,9 @@ def resolve(settings: Settings) -> Resolved:
     * ``"float"``: ``fp4_e2m1``, ``fp6_e2m3``, ``fp8_e4m3`` with a scale; ``fp16`` is a
       plain cast. Other widths have no float format (``fmt=None``).
     * ``"nf4"``: NF4 at 4 bits only.
+    * ``"mxfp4"``, ``"nvfp4"``, ``"q4_k"``: those block formats at 4 bits only, with
+      ``granularity="block"``: their blocks and scales are fixed by the format, so the
+      granularity and range controls do not apply (a note says so).
     Float and NF4 formats are symmetric (a zero point needs an integer format).
 
     Args:
@@ -193,6 +222,11 @@ def resolve(settings: Settings) -> Resolved:
         return Resolved("fp32", None, True, notes)
     if fam == "int":
         return Resolved(f"int{b}", settings.granularity, bool(settings.symmetric))
+    if fam in BLOCK_FORMATS:
+        name = fam.upper()
+        if b != 4:
+            return Resolved(None, None, True, (f"{name} is a 4-bit format: no {b}-bit {name}",))
+        return Resolved(fam, "block", True, (_BLOCK_NOTES[fam],))
     notes: list[str] = []
     if not settings.symmetric:
         notes.append("float and NF4 formats are symmetric (a zero point needs integers)")
@@ -208,6 +242,18 @@ def resolve(settings: Settings) -> Resolved:
     if b != 4:
         return Resolved(None, None, True, (f"NF4 is a 4-bit format: no {b}-bit NF4",))
     return Resolved("nf4", settings.granularity, True, tuple(notes))
+
+
+_BLOCK_NOTES = {
+    "mxfp4": "MXFP4 fixes its own blocks (32 weights of a row share one power-of-two scale) and "
+             "is symmetric, so the granularity and range controls do not apply",
+    "nvfp4": "NVFP4 fixes its own blocks (16 weights of a row share one fp8 scale, times one fp32 "
+             "scale for the tensor) and is symmetric, so the granularity and range controls do "
+             "not apply",
+    "q4_k": "Q4_K fixes its own blocks (32 weights share a 6-bit scale and min, 256 weights "
+            "their fp16 d and dmin) and sets its own offsets, so the granularity and range "
+            "controls do not apply",
+}
 
 
 def all_settings() -> Iterator[Settings]:
@@ -287,15 +333,18 @@ class ExplorerData:
         settings: the controls.
         available: False where the family has no format of that width.
         fmt: the quantlab format name (``None`` if not available).
-        granularity, symmetric: the options actually used (``granularity=None`` for a cast).
+        granularity, symmetric: the options actually used (``granularity=None`` for a cast,
+            ``"block"`` for a block format).
         bits: the bit width.
         levels: ``2^bits``, the number of codes (``None`` if not available).
-        distinct_values: distinct finite values of the format (floats; else ``levels``).
+        distinct_values: distinct finite values of the format (floats, and mxfp4 / nvfp4
+            whose e2m1 elements have two zeros; else ``levels``).
         compression: ``32 / bits``.
         avg_error_pct: ``100 * mean|x - x_hat| / mean|x|`` over all weights of the source.
         bits_per_weight: storage per weight including scales and zero points.
         zeroed_pct: % of non-zero weights that became exactly 0.
-        step: grid step at the strip's group for integer formats (else ``None``).
+        step: grid step at the strip's group for integer formats (else ``None``; q4_k's
+            step ``d·sc`` is in ``block``).
         regime: a short description of the regime.
         notes: remarks on how the controls were interpreted.
         strip: the 64 original weights on the strip.
@@ -306,6 +355,9 @@ class ExplorerData:
         hist_original: counts of the original weights in the same bins.
         beyond: weights beyond the window (originals), not in any bin.
         n: number of weights.
+        figures: the displayed figures (:func:`format_figures`).
+        block: for a block format, the strip's first block taken apart
+            (:func:`block_view`); else None. The grid is that block's grid.
     """
 
     settings: Settings
@@ -332,6 +384,7 @@ class ExplorerData:
     beyond: int
     n: int
     figures: dict[str, str] = field(default_factory=dict)
+    block: Optional["BlockView"] = None
 
     @property
     def title(self) -> str:
@@ -340,12 +393,15 @@ class ExplorerData:
             return f"{self.bits}-bit {FAMILIES[self.settings.family]}: not available"
         if self.granularity is None:
             return f"{self.fmt} (a cast, no scale)"
+        if self.granularity == "block":
+            return f"{self.fmt}, {_BLOCK_TITLES[self.fmt]}"
         sym = "symmetric" if self.symmetric else "asymmetric"
         return f"{self.fmt}, {GRANULARITIES[self.granularity]}, {sym}"
 
     def to_json(self) -> dict[str, Any]:
-        """The entry as the static page embeds it (positions rounded to 1e-4)."""
-        return {
+        """The entry as the static page embeds it (positions rounded to 1e-4); block
+        formats add ``"block"`` (:meth:`BlockView.to_json`)."""
+        entry = {
             "ok": self.available,
             "fmt": self.fmt,
             "title": self.title,
@@ -357,6 +413,16 @@ class ExplorerData:
             "gridLines": self.grid_lines,
             "hist": None if self.hist is None else [int(v) for v in self.hist],
         }
+        if self.block is not None:
+            entry["block"] = self.block.to_json()
+        return entry
+
+
+_BLOCK_TITLES = {
+    "mxfp4": "blocks of 32 sharing a power-of-two scale",
+    "nvfp4": "blocks of 16 sharing an fp8 scale, one fp32 scale per tensor",
+    "q4_k": "sub-blocks of 32 with a scale and a min, super-blocks of 256",
+}
 
 
 def _rounded(a: np.ndarray) -> list[float]:
@@ -412,6 +478,8 @@ def _regime(res: Resolved, settings: Settings, step: Optional[float], zeroed: Op
         text = "2-bit extreme: 4 codes (3 when symmetric); most weights land on 0 or the ends."
     if res.fmt == "nf4":
         text += " NF4 places its 16 levels at quantiles of a normal distribution: dense near 0."
+    elif res.fmt in _BLOCK_REGIME:
+        text += _BLOCK_REGIME[res.fmt]
     elif res.fmt.startswith("fp"):
         fmt = get_format(res.fmt)
         text += (f" {res.fmt} spaces its {fmt.levels} distinct values (of {1 << fmt.bits} codes)"
@@ -424,6 +492,17 @@ def _regime(res: Resolved, settings: Settings, step: Optional[float], zeroed: Op
                 f" so {_pct_text(zeroed).replace('>', 'more than ')}% of the weights round to 0."
             )
     return text
+
+
+_BLOCK_REGIME = {
+    "mxfp4": " MXFP4: every 32 weights of a row share one power-of-two scale (an 8-bit E8M0 "
+             "exponent), and each weight is an fp4 e2m1 value times that scale.",
+    "nvfp4": " NVFP4: every 16 weights share an fp8 e4m3 scale, on top of one fp32 scale for "
+             "the tensor; each weight is an fp4 e2m1 value times both.",
+    "q4_k": " Q4_K: every 32 weights get a 6-bit scale and a 6-bit min, themselves scaled by "
+            "two fp16 numbers per 256 weights; each weight is a step times an integer 0..15, "
+            "minus an offset.",
+}
 
 
 def histogram(values: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
@@ -477,6 +556,8 @@ def _explore(settings: Settings) -> ExplorerData:
         data.figures = format_figures(data)
         _freeze(data)
         return data
+    if res.granularity == "block":
+        return _explore_block(settings, res, common)
     fmt = get_format(res.fmt)
     if res.granularity is None:  # fp32 / fp16: a plain cast
         q = quantize(x, fmt)
@@ -517,9 +598,45 @@ def _explore(settings: Settings) -> ExplorerData:
     return data
 
 
+def _explore_block(settings: Settings, res: Resolved, common: dict[str, Any]) -> ExplorerData:
+    """:func:`explore` for a block format: quantlab's quantizer and decoder for the whole
+    source; the grid is the strip's first block's (:func:`block_view`)."""
+    x = _weights(settings.source)
+    _, x_hat, bpw = _block_quantized(settings.source, res.fmt)
+    view = _block_view(settings.source, res.fmt)
+    err = 100.0 * metrics.mean_relative_error(x, x_hat)
+    zeroed = 100.0 * int(((x_hat == 0) & (x != 0)).sum()) / x.numel()
+    row, group = strip_location(settings.source)
+    snapped = x_hat[row, group * GROUP_SIZE : (group + 1) * GROUP_SIZE].double().numpy().copy()
+    inside = view.values[np.abs(view.values) <= WINDOW]
+    grid_lines = int(inside.size)
+    k, unit = view.block_size, "sub-block" if res.fmt == "q4_k" else "block"
+    own = "scale and min" if res.fmt == "q4_k" else "scale"
+    others = GROUP_SIZE // k - 1
+    rest = (f"the other {unit} of the strip has its own {own}" if others == 1 else
+            f"the strip's {others} other {unit}s have their own {own}s")
+    common = dict(common, notes=res.notes + (
+        f"the grey lines are the grid of the strip's first {unit} (row {view.row}, weights "
+        f"{view.start}–{view.start + k - 1}): " + rest,))
+    if res.fmt == "q4_k":
+        distinct = 16
+    else:
+        distinct = get_format(res.fmt).levels
+    data = ExplorerData(
+        available=True, fmt=res.fmt, granularity="block", symmetric=True, levels=16,
+        distinct_values=distinct, compression=32 / 4, avg_error_pct=err, bits_per_weight=bpw,
+        zeroed_pct=zeroed, step=None, regime=_regime(res, settings, None, zeroed),
+        snapped=snapped, grid=inside.copy() if grid_lines <= MAX_GRID_LINES else None,
+        grid_lines=grid_lines, hist=histogram(x_hat), block=view, **common,
+    )
+    data.figures = format_figures(data)
+    _freeze(data)
+    return data
+
+
 def _freeze(data: ExplorerData) -> None:
     """Cached results are shared: make their arrays read-only."""
-    for name in ("strip", "snapped", "grid", "hist", "hist_original"):
+    for name in ("strip", "snapped", "grid", "hist", "hist_original"):  # block: read-only already
         a = getattr(data, name)
         if a is not None:
             a.flags.writeable = False
@@ -543,7 +660,13 @@ def explore(
         bits: 2..16 or 32.
         granularity: ``"tensor"`` or ``"group"``.
         symmetric: True for zero point 0, False for a zero point (integers only).
-        family: ``"int"``, ``"float"`` (fp4 / fp6 / fp8 / fp16) or ``"nf4"``.
+        family: ``"int"``, ``"float"`` (fp4 / fp6 / fp8 / fp16), ``"nf4"``, or a block
+            format at 4 bits: ``"mxfp4"``, ``"nvfp4"`` (:func:`quantlab.quantize`) or
+            ``"q4_k"`` (:func:`quantlab.gguf_blocks.quantize_blocks` and
+            ``dequantize_blocks``); their blocks are fixed, so granularity and symmetric
+            do not apply. Their bits per weight count every scale (mxfp4 4.25, nvfp4 4.5
+            plus one fp32 per tensor, q4_k 4.5), their grid is that of the strip's first
+            block, and ``block`` holds that block taken apart (:func:`block_view`).
 
     Returns:
         :class:`ExplorerData` (``available=False`` where the family lacks that width);
@@ -564,6 +687,347 @@ def explore(
 def clear_cache() -> None:
     """Forget computed settings (benchmarks time the computation this way)."""
     _explore.cache_clear()
+    _block_quantized.cache_clear()
+    _block_view.cache_clear()
+
+
+# --------------------------------------------------------------------------- block formats
+
+
+@lru_cache(maxsize=None)
+def _block_quantized(source: str, family: str) -> tuple[Any, torch.Tensor, float]:
+    """A source in a block format: what is stored (the :class:`QTensor` of ``mxfp4`` and
+    ``nvfp4``, the GGUF bytes of ``q4_k``), the decoded weights (float32) and the bits per
+    weight with every scale counted."""
+    x = _weights(source)
+    if family == "q4_k":
+        raw = gguf_blocks.quantize_blocks(x, "q4_k")
+        return raw, gguf_blocks.dequantize_blocks(raw, "q4_k"), 8 * raw.numel() / x.numel()
+    q = quantize(x, family)
+    return q, q.dequantize(), q.bits_per_weight
+
+
+@dataclass(frozen=True)
+class BlockScale:
+    """One scale of a block, as the format stores it.
+
+    Attributes:
+        name: its symbol in the decoding formula: ``"X"`` (mxfp4); ``"s_b"``, ``"g"``
+            (nvfp4); ``"d"``, ``"dmin"``, ``"sc"``, ``"m"`` (q4_k) and the two products
+            ``"d·sc"``, ``"dmin·m"`` that q4_k's decoder computes from them.
+        value: the number it stands for.
+        stored: how it is stored: ``"E8M0"``, ``"fp8 e4m3"``, ``"fp32"``, ``"fp16"``,
+            ``"6-bit integer"``, or ``"computed"`` (not stored).
+        code: the stored integer: the E8M0 code, the bit pattern of a float, the 6-bit
+            integer; None when computed.
+        bits: ``code`` in binary; for a float its sign, exponent and mantissa fields,
+            separated by spaces (``"0 0101 100"``). None when computed.
+        text: ``value`` as displayed: the shortest decimal that reads back to the stored
+            number (for E8M0 also the power of two, ``"2^-5 = 0.03125"``).
+        meaning: what it does, in words.
+    """
+
+    name: str
+    value: float
+    stored: str
+    code: Optional[int]
+    bits: Optional[str]
+    text: str
+    meaning: str
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class BlockView:
+    """One block of a block format, taken apart: the block inspector (:func:`block_view`).
+
+    Attributes:
+        source, family: the weights (:data:`SOURCES`) and the format (:data:`BLOCK_FORMATS`).
+        label: the format's label (:data:`FAMILIES`).
+        block_size: weights in the block: 32 (mxfp4, a q4_k sub-block) or 16 (nvfp4).
+        row, start: the block is ``weights(source)[row, start : start + block_size]``.
+        where: that position in words (for q4_k with its super-block).
+        formula: how a weight is decoded.
+        scales: the block's scales as stored (:class:`BlockScale`), in the formula's order.
+        original: the block's float32 weights (as float64).
+        codes: the stored 4-bit codes (int64, 0..15).
+        code_bits: each code as a 4-character bit string.
+        element: each code's value before the scales: the fp4 e2m1 value (mxfp4, nvfp4)
+            or the integer ``q`` itself (q4_k).
+        element_name: what ``element`` is: ``"e2m1"`` or ``"q"``.
+        x_hat: the decoded weights, as quantlab decodes them (float32 values, as float64).
+        values: every value a weight of this block can take (the 16 codes decoded with
+            the block's scales), unique and ascending: the strip's grid for this format.
+    """
+
+    source: str
+    family: str
+    label: str
+    block_size: int
+    row: int
+    start: int
+    where: str
+    formula: str
+    scales: tuple[BlockScale, ...]
+    original: np.ndarray
+    codes: np.ndarray
+    code_bits: tuple[str, ...]
+    element: np.ndarray
+    element_name: str
+    x_hat: np.ndarray
+    values: np.ndarray
+
+    @property
+    def columns(self) -> range:
+        """The block's columns in its row."""
+        return range(self.start, self.start + self.block_size)
+
+    def scale(self, name: str) -> BlockScale:
+        """The scale called ``name`` (see :attr:`BlockScale.name`).
+
+        Raises:
+            KeyError: the format has no scale of that name.
+        """
+        for s in self.scales:
+            if s.name == name:
+                return s
+        raise KeyError(f"{self.family} has no scale {name!r}: it has {[s.name for s in self.scales]}")
+
+    #: Column titles of the table of scales (:meth:`scale_rows`).
+    SCALE_HEAD = ("scale", "stored as", "code", "bits", "value", "what it does")
+
+    @property
+    def head(self) -> tuple[str, ...]:
+        """Column titles of the element table (:meth:`rows`)."""
+        elem = "e2m1 value" if self.element_name == "e2m1" else "q"
+        return ("weight", "original x", "code", "bits", elem, "decoded x̂")
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """The element table as displayed: positions rounded to 1e-4 (as the static page
+        embeds them), codes as integers and bit strings, element values exactly."""
+        x, xh = _rounded(self.original), _rounded(self.x_hat)
+        return [
+            (str(c), f"{x[i]:.4f}", str(int(self.codes[i])), self.code_bits[i],
+             _element_text(self.element[i]), f"{xh[i]:.4f}")
+            for i, c in enumerate(self.columns)
+        ]
+
+    def scale_rows(self) -> list[tuple[str, ...]]:
+        """The scales as displayed: name, how stored, stored integer, its bits, value, meaning."""
+        return [(s.name, s.stored, "" if s.code is None else str(s.code), s.bits or "", s.text,
+                 s.meaning) for s in self.scales]
+
+    def to_json(self) -> dict[str, Any]:
+        """The inspector as the static page embeds it: texts, codes, and positions rounded
+        to 1e-4 like the rest of the page (its script formats them with 4 decimals)."""
+        return {
+            "label": self.label,
+            "where": self.where,
+            "formula": self.formula,
+            "scaleHead": list(self.SCALE_HEAD),
+            "scales": [list(r) for r in self.scale_rows()],
+            "head": list(self.head),
+            "cols": list(self.columns),
+            "x": _rounded(self.original),
+            "code": [int(c) for c in self.codes],
+            "bits": list(self.code_bits),
+            "elem": [_element_text(v) for v in self.element],
+            "xhat": _rounded(self.x_hat),
+        }
+
+    def to_html(self) -> str:
+        """The inspector as an HTML table with inline styles (the kernel front end and
+        notebooks display this)."""
+        esc = html.escape
+        cell = "padding:1px 8px;border-bottom:1px solid #e3e6ea;text-align:right"
+        left = cell.replace("right", "left")
+        scales = "".join(
+            "<tr>" + "".join(f"<td style='{left}'>{esc(v)}</td>" for v in r) + "</tr>"
+            for r in self.scale_rows()
+        )
+        head = "".join(f"<th style='{cell}'>{esc(h)}</th>" for h in self.head)
+        body = "".join(
+            "<tr>" + "".join(f"<td style='{cell}'>{esc(v)}</td>" for v in r) + "</tr>"
+            for r in self.rows()
+        )
+        shead = "".join(f"<th style='{left}'>{esc(h)}</th>" for h in self.SCALE_HEAD)
+        return (
+            "<div class='qlx-block-inspector' style='max-width:774px;font-size:13px'>"
+            f"<p style='margin:6px 0 2px 0'><b>Block inspector: {esc(self.label)}</b>, "
+            f"{esc(self.where)}. {esc(self.formula)}</p>"
+            f"<table style='border-collapse:collapse;margin:2px 0 6px 0'><tr>{shead}</tr>{scales}</table>"
+            "<table style='border-collapse:collapse;font-variant-numeric:tabular-nums'>"
+            f"<tr>{head}</tr>{body}</table></div>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __repr__(self) -> str:
+        lines = [f"{self.label}: {self.where} of the {SOURCES[self.source]}", self.formula]
+        width = max(len(s.name) for s in self.scales)
+        for s in self.scales:
+            stored = "computed" if s.code is None else f"{s.stored} code {s.code} ({s.bits})"
+            lines.append(f"  {s.name:<{width}} = {s.text:<16} {stored}: {s.meaning}")
+        rows = [self.head] + [tuple(r) for r in self.rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.head))]
+        for r in rows:
+            lines.append("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+        return "\n".join(lines)
+
+
+def _element_text(v: float) -> str:
+    """An element value as displayed: ``"1.5"``, ``"-6"``, ``"-0"`` (e2m1's negative zero)."""
+    v = float(v)
+    if v == 0:
+        return "-0" if math.copysign(1.0, v) < 0 else "0"
+    return f"{v:g}"
+
+
+def _shortest(v: Union[float, torch.Tensor], dtype: type) -> str:
+    """``v`` as ``dtype`` (numpy float32 or float16), in the shortest decimal that reads back."""
+    return np.format_float_positional(dtype(float(v)), unique=True, trim="-")
+
+
+def _float_bits(code: int, ebits: int, mbits: int) -> str:
+    """The bit pattern of a float as ``"sign exponent mantissa"`` (``"0 0101 100"``)."""
+    b = f"{code:0{1 + ebits + mbits}b}"
+    return f"{b[0]} {b[1:1 + ebits]} {b[1 + ebits:]}"
+
+
+def _view_mx(source: str, family: str, row: int, start: int) -> dict[str, Any]:
+    """The fields of an mxfp4 / nvfp4 :class:`BlockView` that depend on the format."""
+    q, _, _ = _block_quantized(source, family)
+    fmt: BlockFormat = q.format
+    el = fmt.element
+    k = fmt.block_size
+    codes = q.codes[row, start : start + k]
+    every = torch.arange(1 << el.bits).to(el.code_dtype)
+    b = start // k
+    sb = q.scale[row, b]  # float32
+    code = int(scale_codes(q)[row, b])
+    if family == "mxfp4":
+        scales = (BlockScale(
+            "X", float(sb), "E8M0", code, f"{code:08b}",
+            f"2^{code - E8M0_BIAS} = {_shortest(sb, np.float32)}",
+            f"the scale the {k} weights share: 2^(c − {E8M0_BIAS}) for the stored code c"),)
+        values = el.decode(every).float() * sb
+        formula = "x̂ = e2m1(code) · X, with X = 2^(c − 127)"
+    else:
+        g = q.tensor_scale  # 0-d float32
+        gcode = int(np.float32(float(g)).view(np.uint32))
+        scales = (
+            BlockScale("s_b", float(sb), "fp8 e4m3", code, _float_bits(code, 4, 3),
+                       _shortest(sb, np.float32), f"the scale of these {k} weights"),
+            BlockScale("g", float(g), "fp32", gcode, _float_bits(gcode, 8, 23),
+                       _shortest(g, np.float32),
+                       "one scale for the whole tensor: max|x| / (448 · 6)"),
+        )
+        values = (el.decode(every).float() * sb) * g
+        formula = "x̂ = (e2m1(code) · s_b) · g"
+    return dict(
+        scales=scales, codes=codes.long().numpy(),
+        element=el.decode(codes).double().numpy(), element_name="e2m1",
+        values=values.double().numpy(), formula=formula,
+    )
+
+
+def _view_q4_k(source: str, row: int, start: int) -> dict[str, Any]:
+    """The fields of a q4_k :class:`BlockView` that depend on the format: the super-block's
+    bytes read as in ``gguf_blocks`` (d, dmin, the 6-bit scales and mins, the nibbles)."""
+    raw, _, _ = _block_quantized(source, "q4_k")
+    size, nbytes = gguf_blocks.QK_K, gguf_blocks.BLOCK_BYTES["q4_k"]
+    s, j = divmod(start, size)[0], (start % size) // 32
+    blk = raw[row, s * nbytes : (s + 1) * nbytes]
+    d_code, dmin_code = int(blk[0]) | int(blk[1]) << 8, int(blk[2]) | int(blk[3]) << 8
+    d, dmin = (np.uint16(c).view(np.float16) for c in (d_code, dmin_code))
+    sc_all, m_all = gguf_blocks._q4_k_scale_min(blk[4:16].reshape(1, 12))
+    sc, m = int(sc_all[0, j]), int(m_all[0, j])
+    c, high = divmod(j, 2)  # byte 16 + 32c + l: weight 64c + l (low nibble), 64c + 32 + l (high)
+    codes = (blk[16 + 32 * c : 16 + 32 * (c + 1)].long() >> (4 * high)) & 15
+    step, offset = np.float32(d) * np.float32(sc), np.float32(dmin) * np.float32(m)
+    first = s * size
+    scales = (
+        BlockScale("d", float(d), "fp16", d_code, _float_bits(d_code, 5, 10), _shortest(d, np.float16),
+                   f"scale of the 8 sub-block scales of the super-block (weights {first}–{first + size - 1})"),
+        BlockScale("dmin", float(dmin), "fp16", dmin_code, _float_bits(dmin_code, 5, 10),
+                   _shortest(dmin, np.float16), "scale of the 8 sub-block mins of the super-block"),
+        BlockScale("sc", float(sc), "6-bit integer", sc, f"{sc:06b}", str(sc),
+                   f"this sub-block's scale, in units of d (sub-block {j} of 8)"),
+        BlockScale("m", float(m), "6-bit integer", m, f"{m:06b}", str(m),
+                   "this sub-block's min, in units of dmin"),
+        BlockScale("d·sc", float(step), "computed", None, None, _shortest(step, np.float32),
+                   "the step between neighbouring codes q"),
+        BlockScale("dmin·m", float(offset), "computed", None, None, _shortest(offset, np.float32),
+                   "the offset subtracted from every weight of the sub-block"),
+    )
+    values = step * np.arange(16, dtype=np.float32) - offset  # float32, as the decoder
+    return dict(
+        scales=scales, codes=codes.numpy(), element=codes.double().numpy(), element_name="q",
+        values=values.astype(np.float64), formula="x̂ = (d · sc) · q − dmin · m",
+        where_extra=f" (sub-block {j} of the super-block of weights {first}–{first + size - 1})",
+    )
+
+
+@lru_cache(maxsize=None)
+def _block_view(source: str, family: str) -> BlockView:
+    row, group = strip_location(source)
+    start, k = group * GROUP_SIZE, BLOCK_FORMATS[family]
+    parts = _view_q4_k(source, row, start) if family == "q4_k" else _view_mx(source, family, row, start)
+    where = f"row {row}, weights {start}–{start + k - 1}" + parts.pop("where_extra", "")
+    _, x_hat, _ = _block_quantized(source, family)
+    view = BlockView(
+        source=source, family=family, label=FAMILIES[family], block_size=k, row=row, start=start,
+        where=where, original=_weights(source)[row, start : start + k].double().numpy(),
+        code_bits=tuple(f"{int(c):04b}" for c in parts["codes"]),
+        x_hat=x_hat[row, start : start + k].double().numpy(),
+        **{**parts, "values": np.unique(parts["values"])},
+    )
+    for name in ("original", "codes", "element", "x_hat", "values"):
+        getattr(view, name).flags.writeable = False
+    return view
+
+
+def block_view(source: str = "normal", family: str = "mxfp4") -> BlockView:
+    """The block inspector: the first block of the strip's 64 weights in a block format.
+
+    The strip (:func:`strip_location`) starts a block in every block format, so its
+    first ``block_size`` weights are one whole block, which this takes apart with the
+    scales as stored:
+
+    * ``"mxfp4"`` (OCP MX, blocks of 32): one E8M0 code ``c`` per block,
+      ``X = 2^(c - 127)``, and fp4 e2m1 elements: ``x_hat = e2m1(code) * X``.
+    * ``"nvfp4"`` (blocks of 16): an fp8 e4m3 block scale ``s_b`` and one fp32 scale ``g``
+      per tensor: ``x_hat = (e2m1(code) * s_b) * g`` in float32.
+    * ``"q4_k"`` (llama.cpp): super-blocks of 256 weights with fp16 ``d`` and ``dmin``,
+      each of their 8 sub-blocks of 32 with a 6-bit scale ``sc`` and a 6-bit min ``m``,
+      and 4-bit codes ``q``: ``x_hat = (d * sc) * q - dmin * m`` in float32.
+
+    The codes and scales come from quantlab's own quantizers (:func:`quantlab.quantize`
+    with ``"mxfp4"`` / ``"nvfp4"``, :func:`quantlab.gguf_blocks.quantize_blocks` with
+    ``"q4_k"``) and ``x_hat`` from their decoders: it equals the explorer's snapped
+    values for these weights. Results are cached; their arrays are read-only.
+
+    Args:
+        source: ``"normal"`` or ``"minilm"``.
+        family: ``"mxfp4"``, ``"nvfp4"`` or ``"q4_k"``.
+
+    Returns:
+        :class:`BlockView` (a table in notebooks).
+
+    Raises:
+        ValueError: an unknown source, or a family that is not a block format (the
+            message names the parameter).
+
+    Example:
+        >>> v = block_view("normal", "mxfp4")
+        >>> v.block_size, v.scale("X").stored, len(v.rows())
+        (32, 'E8M0', 32)
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {tuple(SOURCES)}, got {source!r}")
+    if not isinstance(family, str) or family not in BLOCK_FORMATS:
+        raise ValueError(f"family must be a block format, one of {tuple(BLOCK_FORMATS)}, got {family!r}")
+    return _block_view(source, family)
 
 
 # --------------------------------------------------------------------------- figures
@@ -702,7 +1166,8 @@ def static_html(
     """A self-contained HTML explorer for pages without a kernel.
 
     Every entry is computed by :func:`explore` (through :func:`static_data`) when this
-    runs; the inline script only selects the entry for the controls and draws it as SVG.
+    runs; the inline script only selects the entry for the controls and draws it as SVG
+    (and, for a block format, the block inspector's tables from the entry's ``"block"``).
     Nothing is loaded from anywhere.
 
     Args:
@@ -711,7 +1176,8 @@ def static_html(
         initial: the setting shown first (default 4-bit integers, normal weights).
 
     Returns:
-        An HTML string: a ``<div>`` with controls, figures, two SVGs and two scripts.
+        An HTML string: a ``<div>`` with controls, figures, two SVGs, the block inspector
+        (``data-role="block"``, hidden unless a block format is chosen) and two scripts.
     """
     if data is None:
         data = static_data()
@@ -761,6 +1227,7 @@ def static_html(
         'aria-label="sample weights and their quantized values on a number line"></svg>'
         '<svg data-role="hist" viewBox="0 0 760 270" role="img" '
         'aria-label="histogram of the weights before and after quantization"></svg>'
+        '<div class="qlx-block" data-role="block" hidden></div>'
         '<p class="qlx-foot">Every number and curve here was computed by quantlab in Python when '
         "this page was built; the page's script only picks the precomputed result for your "
         "settings and draws it. No kernel needed.</p>"
@@ -957,7 +1424,8 @@ class Explorer:
 
     # ---- widgets
     def widget(self):
-        """The ipywidgets box: controls, figures, regime text and the figure image."""
+        """The ipywidgets box: controls, figures, regime text, the figure image and, for
+        a block format, the block inspector (:meth:`BlockView.to_html`) under it."""
         if self._widgets is None:
             self._make_widgets()
         return self._widgets["box"]
@@ -977,8 +1445,9 @@ class Explorer:
         w["source"] = W.Dropdown(options=[(v, k) for k, v in SOURCES.items()], value=s.source,
                                  description="Weights", style={"description_width": "80px"},
                                  layout=W.Layout(width="420px"))
-        w["family"] = W.ToggleButtons(options=[(v, k) for k, v in FAMILIES.items()], value=s.family,
-                                      description="Format", style={"description_width": "80px", "button_width": "80px"})
+        w["family"] = W.Dropdown(options=[(v, k) for k, v in FAMILIES.items()], value=s.family,
+                                 description="Format", style={"description_width": "80px"},
+                                 layout=W.Layout(width="300px"))
         w["granularity"] = W.ToggleButtons(options=[(v, k) for k, v in GRANULARITIES.items()],
                                            value=s.granularity, description="Scale per",
                                            style={"description_width": "80px", "button_width": "110px"})
@@ -987,8 +1456,9 @@ class Explorer:
                                          style={"description_width": "80px", "button_width": "110px"})
         w["figs"] = W.HTML()
         w["image"] = W.Image(format="jpeg", layout=W.Layout(width="774px"))
+        w["block"] = W.HTML(layout=W.Layout(display="none"))  # the block inspector
         w["box"] = W.VBox([w["bits"], w["ends"], w["source"], w["family"], w["granularity"],
-                           w["symmetric"], w["figs"], w["image"]])
+                           w["symmetric"], w["figs"], w["image"], w["block"]])
         self._widgets = w
         for name in ("bits", "source", "family", "granularity", "symmetric"):
             w[name].observe(self._on_change, names="value")
@@ -1034,6 +1504,9 @@ class Explorer:
         w = self._widgets
         w["figs"].value = self._figures_html()
         w["image"].value = self.image()
+        block = self.data.block
+        w["block"].value = "" if block is None else block.to_html()
+        w["block"].layout.display = "none" if block is None else None
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -160,6 +160,41 @@
          src.beyond + " weights lie beyond ±" + D.window + " (outliers, not drawn)");
     }
   }
+  // The block inspector (block formats only): the entry's texts and numbers in two tables.
+  function cell(row, tag, text) {
+    var c = document.createElement(tag);
+    c.textContent = text;
+    row.appendChild(c);
+  }
+  function table(parent, role, head, rows) {
+    var t = document.createElement("table"), r = t.createTHead().insertRow();
+    t.setAttribute("data-role", role);
+    head.forEach(function (h) { cell(r, "th", h); });
+    var body = t.createTBody();
+    rows.forEach(function (cells) {
+      var tr = body.insertRow();
+      cells.forEach(function (v) { cell(tr, "td", v); });
+    });
+    parent.appendChild(t);
+  }
+  function drawBlock(e) {
+    var box = $("[data-role=block]"), b = e.ok ? e.block : null;
+    box.textContent = "";
+    box.hidden = !b;
+    if (!b) return;
+    var p = document.createElement("p"), title = document.createElement("strong");
+    title.textContent = "Block inspector: " + b.label;
+    p.appendChild(title);
+    p.appendChild(document.createTextNode(", " + b.where + ". " + b.formula));
+    box.appendChild(p);
+    var wrap = document.createElement("div");
+    wrap.className = "qlx-block-scroll";
+    box.appendChild(wrap);
+    table(wrap, "block-scales", b.scaleHead, b.scales);
+    table(wrap, "block-table", b.head, b.cols.map(function (c, i) {
+      return [String(c), b.x[i].toFixed(4), String(b.code[i]), b.bits[i], b.elem[i], b.xhat[i].toFixed(4)];
+    }));
+  }
   function key() {
     return [ctl.source.value, D.bits[+ctl.bits.value], ctl.granularity.value,
             ctl.symmetric.value, ctl.family.value].join("|");
@@ -181,6 +216,7 @@
     root.classList.toggle("qlx-narrow", W < NARROW);
     drawStrip(src, e);
     drawHist(src, e);
+    drawBlock(e);
   }
   Object.keys(ctl).forEach(function (c) {
     ctl[c].addEventListener("input", render);
