@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make book   build the book into _build/html (creates/refreshes .venv first)
 #   make test   run every test: unit, notebooks (nbval), strict book build, browser
-.PHONY: venv book test unit portability bench clean
+.PHONY: venv book test unit portability bench experiments clean
 venv:
 	@bash scripts/venv.sh
 book: venv
@@ -18,5 +18,10 @@ portability: venv
 	@.venv/bin/python scripts/portability.py --threads 2
 bench: venv
 	@.venv/bin/python benchmarks/run.py
+# The RL study of chapters/05b_rl_training.ipynb (PPO with quantized actors, PTQ/QAT of the
+# trained policies, speed of acting): writes benchmarks/rl_experiments.json (2 processes;
+# about half an hour on 2 cores).
+experiments: venv
+	@.venv/bin/python scripts/rl_experiments.py
 clean:
 	rm -rf _build

@@ -59,6 +59,7 @@ def test_toc_lists_the_chapter_in_order() -> None:
         "chapters/04b_language_model",
         "chapters/04c_speed",
         "chapters/05_rl",
+        "chapters/05b_rl_training",
         "chapters/06_takeaways",
         "chapters/07_real_tools",
         "chapters/08_references",

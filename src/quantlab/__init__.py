@@ -27,7 +27,8 @@ its own (and from numpy, torch and the standard library)::
       deploy/       export: onnx (ONNX Runtime kernels, re-exported as quantlab.deploy),
                     gguf_export (llama.cpp files)
       book/         the chapter's tools: explorer (+ explorer_assets/), plotting, sweeps,
-                    evaluation, exercises, rl, models/ (minilm, smollm, digits)
+                    evaluation, exercises, rl, rl_train, rl_speed, speed,
+                    models/ (minilm, smollm, digits)
       data/         package data (calibration/evaluation sentences, stored RL policies)
 
 ``tests/test_layout.py`` checks the rule. The modules of the former flat layout keep their
@@ -62,8 +63,8 @@ MOVED: dict[str, str] = {
     ),
     "gguf_export": "deploy",
     **dict.fromkeys(
-        ["explorer", "plotting", "sweeps", "evaluation", "exercises", "rl", "rl_train", "speed",
-         "models"],
+        ["explorer", "plotting", "sweeps", "evaluation", "exercises", "rl", "rl_train", "rl_speed",
+         "speed", "models"],
         "book",
     ),
 }

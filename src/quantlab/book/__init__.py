@@ -2,8 +2,10 @@
 
 :mod:`~quantlab.book.explorer` (with its ``explorer_assets/``), :mod:`~quantlab.book.plotting`,
 :mod:`~quantlab.book.sweeps`, :mod:`~quantlab.book.evaluation`,
-:mod:`~quantlab.book.exercises`, :mod:`~quantlab.book.rl` and the model loaders of
-:mod:`quantlab.book.models`. It may import every other layer; its heavy packages
-(matplotlib, transformers, gymnasium, ...) are imported on first use. Package data
+:mod:`~quantlab.book.exercises`, :mod:`~quantlab.book.rl`, :mod:`~quantlab.book.rl_train`
+(PPO with quantized actors), :mod:`~quantlab.book.rl_speed` (how fast they act),
+:mod:`~quantlab.book.speed` and the model loaders of :mod:`quantlab.book.models`. It may
+import every other layer; its heavy packages (matplotlib, transformers, gymnasium, ...) are
+imported on first use. Package data
 (sentences, stored policies) stays in ``quantlab/data``.
 """

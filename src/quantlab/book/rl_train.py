@@ -36,6 +36,14 @@ continuous ones (Pendulum-v1) a Gaussian ``N(m(s), diag(exp(2 log_std)))`` with 
 state-independent ``log_std`` (a parameter, not a Linear weight: it stays fp32), the sampled
 action clipped to the action bounds only when it is sent to the environment.
 
+Quantization-aware training (``qat_format``): the learner's *actor* Linear layers become
+:class:`quantlab.qat.FakeQuantLinear` layers, which compute with ``Q(W)`` (symmetric, one
+scale per output row or per tensor as ``granularity`` says) and pass gradients straight
+through to the float ("latent") weights ``W``; the actors act with the same ``Q(W)``, so
+``mu == pi`` exactly and the policy that is trained is the one that is deployed.
+:func:`finetune_ppo` continues PPO from a trained model (e.g. a short QAT fine-tuning of an
+fp32 policy, as in QuaRL).
+
 Reproducibility: weights come from a seeded ``torch.Generator``, actions and minibatches
 from a seeded ``numpy.random.Generator``, the vector environment is reset with ``seed``.
 Rollouts run the actor's forward pass in numpy with the fixed summation order of
@@ -49,6 +57,8 @@ Block formats (``nvfp4``: blocks of 16, ``mxfp4``: 32) need a layer's input widt
 multiple of the block; the first layer (input = observation, 3..6 wide) is zero-padded to
 one block before rounding, which leaves every block's scale unchanged (zeros do not change
 a block's absmax), i.e. a short block with its own scale.
+
+Taught in: chapters/05b_rl_training.ipynb (Quantized actors inside RL training).
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ import torch
 from torch import nn
 
 from ..algorithms._model_utils import fake_quantized_copy
+from ..algorithms.qat import FakeQuantLinear, convert, prepare_qat
 from ..core.formats import BlockFormat, Format, get_format
 from ..core.quantize import fake_quantize
 from .rl import _check_int, _check_positive, numpy_logits
@@ -79,7 +90,9 @@ __all__ = [
     "mismatch",
     "truncated_weights",
     "train_ppo",
+    "finetune_ppo",
     "evaluate_actor",
+    "weight_spread",
 ]
 
 ACTOR_FORMATS: tuple[str, ...] = ("fp32", "int8", "fp8_e4m3", "int4", "nvfp4", "mxfp4", "int2")
@@ -323,10 +336,21 @@ def _entropy(model: ActorCritic, dist: tuple[np.ndarray, Optional[np.ndarray]]) 
     return float((dist[1] + 0.5 * (1 + math.log(2 * math.pi))).sum())
 
 
+def _check_qat_format(fmt: Any) -> Optional[Format]:
+    if fmt is None:
+        return None
+    f = _check_format(fmt, "qat_format")
+    if isinstance(f, BlockFormat):
+        raise ValueError(f"qat_format must be an element format with one scale per row or tensor "
+                         f"(int2..int8, fp8_e4m3, ...), not the block format {f.name!r}")
+    return f
+
+
 def train_ppo(
     env_id: str = "CartPole-v1",
     *,
-    actor_format: Any = "fp32",
+    actor_format: Any = None,
+    qat_format: Any = None,
     is_correction: Optional[str] = None,
     is_clip: float = 1.0,
     seed: int = 0,
@@ -345,6 +369,7 @@ def train_ppo(
     max_grad_norm: float = 0.5,
     hidden: int = 64,
     granularity: str = "channel",
+    init_model: Optional[ActorCritic] = None,
 ) -> PPOResult:
     """Train an actor-critic with PPO; the rollouts come from ``behaviour_policy(model, actor_format)``.
 
@@ -357,12 +382,22 @@ def train_ppo(
 
     Args:
         env_id: ``"CartPole-v1"``, ``"Acrobot-v1"`` or ``"Pendulum-v1"``.
-        actor_format: the actors' format, e.g. ``"fp32"``, ``"int8"``, ``"nvfp4"``, ``"int2"``.
+        actor_format: the actors' format, e.g. ``"fp32"``, ``"int8"``, ``"nvfp4"``, ``"int2"``;
+            None means ``qat_format`` with QAT, else ``"fp32"``.
+        qat_format: None (the learner computes in fp32), or an element format (``"int8"``,
+            ``"int4"``, ``"int2"``, ...): quantization-aware training, the learner's actor
+            layers compute with ``Q(W)`` (:class:`quantlab.qat.FakeQuantLinear`, straight-through
+            gradients) and the actors act with the same ``Q(W)``. The returned model holds the
+            latent float weights; ``behaviour_policy(model, qat_format, granularity)`` is the
+            trained quantized policy.
         is_correction: None (use ``mu``'s log-probabilities as the old policy's) or
             ``"truncated"`` (weights ``min(pi/mu, is_clip)`` on the loss).
         is_clip: the truncation level ``c`` (> 0; 1 or 2 in V-trace).
         seed: seeds weights, actions, minibatches and the environments.
         granularity: scales of element formats, ``"channel"`` or ``"tensor"``.
+        init_model: start from a copy of this :class:`ActorCritic` (weights only; a fresh
+            optimizer) instead of new weights; ``hidden`` is then the model's. See
+            :func:`finetune_ppo`.
         (the rest: the usual PPO settings; ``clip_eps`` is PPO's epsilon.)
 
     Returns:
@@ -370,13 +405,22 @@ def train_ppo(
 
     Raises:
         TypeError: a setting of the wrong type (named in the message).
-        ValueError: an unknown environment, format or correction, or a setting out of range.
+        ValueError: an unknown environment, format or correction, a setting out of range,
+            ``actor_format`` other than ``qat_format`` with QAT, a block ``qat_format``, or an
+            ``init_model`` whose sizes do not fit the environment.
     """
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
     if env_id not in ENV_DEFAULTS:
         raise ValueError(f"env_id must be one of {sorted(ENV_DEFAULTS)}, got {env_id!r}")
-    fmt = _check_format(actor_format)
+    qat = _check_qat_format(qat_format)
+    fmt = _check_format(actor_format if actor_format is not None
+                        else (qat.name if qat is not None else "fp32"))
+    if qat is not None and fmt.name != qat.name:
+        raise ValueError(f"actor_format must be qat_format ({qat.name!r}) or None with QAT, "
+                         f"got {actor_format!r}")
+    if init_model is not None and not isinstance(init_model, ActorCritic):
+        raise TypeError(f"init_model must be an ActorCritic or None, got {type(init_model).__name__}")
     if is_correction not in IS_CORRECTIONS:
         raise ValueError(f"is_correction must be None or 'truncated', got {is_correction!r}")
     if granularity not in ("tensor", "channel"):
@@ -399,29 +443,101 @@ def train_ppo(
         raise (TypeError if not isinstance(ent_coef, (int, float)) or isinstance(ent_coef, bool)
                else ValueError)(f"ent_coef must be a real number >= 0, got {ent_coef!r}")
     seed, hidden = _check_int(seed, "seed", minimum=0), _check_int(hidden, "hidden")
+    if init_model is not None:
+        hidden = init_model.actor[0].out_features
     batch = d["num_envs"] * d["steps"]
     if d["minibatches"] > batch:
         raise ValueError(f"minibatches must be <= num_envs * steps = {batch}, got {d['minibatches']}")
-    config = dict(env_id=env_id, actor_format=fmt.name, is_correction=is_correction, is_clip=is_clip,
+    config = dict(env_id=env_id, actor_format=fmt.name, qat_format=None if qat is None else qat.name,
+                  is_correction=is_correction, is_clip=is_clip,
                   seed=seed, clip_eps=clip_eps, vf_coef=vf_coef, ent_coef=float(ent_coef),
-                  max_grad_norm=max_grad_norm, hidden=hidden, granularity=granularity, **d)
+                  max_grad_norm=max_grad_norm, hidden=hidden, granularity=granularity,
+                  finetune=init_model is not None, **d)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     envs = make_vec_env(env_id, d["num_envs"])
     try:
-        return _train(envs, config)
+        if init_model is not None:
+            _check_fits(init_model, envs)
+        with torch.random.fork_rng(devices=[]):  # new layers draw from the global RNG: restore it
+            return _train(envs, config, init_model)
     finally:
         envs.close()
         torch.set_num_threads(threads)
 
 
-def _train(envs: Any, cfg: dict[str, Any]) -> PPOResult:
+def finetune_ppo(model: ActorCritic, env_id: str, *, updates: int = 10, **kwargs: Any) -> PPOResult:
+    """Continue PPO for ``updates`` updates from a copy of a trained ``model`` (fresh optimizer).
+
+    ``finetune_ppo(model, env, qat_format="int4")`` is a short quantization-aware fine-tuning
+    of a float policy (QuaRL's QAT recipe); with ``qat_format=None`` (the default) it is the
+    float control with the same budget. ``model`` itself is not modified.
+
+    Args:
+        model: a trained :class:`ActorCritic` whose sizes fit ``env_id``.
+        env_id: the environment it was trained on.
+        updates: PPO updates (>= 1).
+        **kwargs: any other setting of :func:`train_ppo` (``qat_format``, ``seed``, ``lr``, ...),
+            except ``hidden`` (the model's) and ``init_model``.
+
+    Returns:
+        A :class:`PPOResult` whose ``model`` holds the fine-tuned (latent) weights.
+
+    Raises:
+        TypeError: ``model`` is not an :class:`ActorCritic`, or a setting of the wrong type.
+        ValueError: ``model`` does not fit the environment, or a setting :func:`train_ppo`
+            rejects.
+    """
+    if not isinstance(model, ActorCritic):
+        raise TypeError(f"model must be an ActorCritic, got {type(model).__name__}")
+    for k in ("hidden", "init_model"):
+        if k in kwargs:
+            raise TypeError(f"finetune_ppo() takes no {k!r} argument: the model sets it")
+    return train_ppo(env_id, updates=updates, init_model=model, **kwargs)
+
+
+def _check_fits(model: ActorCritic, envs: Any) -> None:
     space = envs.single_action_space
     discrete = hasattr(space, "n")
     obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(space.n) if discrete else int(np.prod(space.shape))
-    model = ActorCritic(obs_dim, act_dim, discrete, cfg["hidden"], cfg["seed"])
+    first, last = model.actor[0], model.actor[len(model.actor) - 1]
+    got = (first.in_features, last.out_features, model.discrete)
+    if got != (obs_dim, act_dim, discrete):
+        raise ValueError(f"model must fit the environment (observations, actions, discrete) = "
+                         f"{(obs_dim, act_dim, discrete)}, got {got}")
+
+
+def _latent(actor: nn.Sequential) -> nn.Sequential:
+    """The actor with each FakeQuantLinear replaced by a plain Linear holding its float weights."""
+    out = copy.deepcopy(actor)
+    for name, m in out.named_children():
+        if isinstance(m, FakeQuantLinear):
+            lin = nn.Linear(m.in_features, m.out_features, m.bias is not None)
+            with torch.no_grad():
+                lin.weight.copy_(m.weight)
+                if m.bias is not None:
+                    lin.bias.copy_(m.bias)
+            setattr(out, name, lin)
+    return out
+
+
+def _train(envs: Any, cfg: dict[str, Any], init: Optional[ActorCritic] = None) -> PPOResult:
+    space = envs.single_action_space
+    discrete = hasattr(space, "n")
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    act_dim = int(space.n) if discrete else int(np.prod(space.shape))
+    if init is None:
+        model = ActorCritic(obs_dim, act_dim, discrete, cfg["hidden"], cfg["seed"])
+    else:
+        model = copy.deepcopy(init)
+        model.actor = _latent(model.actor)
+    qat = cfg["qat_format"]
+    if qat is not None:  # the learner's actor computes with Q(W); gradients pass straight through
+        qkw = ({"granularity": "channel", "axis": 0} if cfg["granularity"] == "channel"
+               else {"granularity": "tensor"})
+        model.actor = prepare_qat(model.actor, qat, symmetric=True, **qkw)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], eps=1e-5)
     rng = np.random.default_rng(cfg["seed"])
     N, T, gamma, lam, eps = cfg["num_envs"], cfg["steps"], cfg["gamma"], cfg["lam"], cfg["clip_eps"]
@@ -433,8 +549,14 @@ def _train(envs: Any, cfg: dict[str, Any]) -> PPOResult:
     low, high = (None, None) if discrete else (space.low, space.high)
 
     for _ in range(cfg["updates"]):
-        mu = behaviour_policy(model, cfg["actor_format"], cfg["granularity"])
-        mu_fn, pi_fn, v_fn = numpy_logits(mu.actor), numpy_logits(model.actor), numpy_logits(model.critic)
+        if qat is None:
+            mu = behaviour_policy(model, cfg["actor_format"], cfg["granularity"])
+            pi_fn = numpy_logits(model.actor)
+        else:  # mu is the learner's own quantized policy: Q(W) as the FakeQuantLinear layers compute it
+            mu = copy.deepcopy(model)
+            mu.actor = convert(model.actor)
+            pi_fn = numpy_logits(mu.actor)
+        mu_fn, v_fn = numpy_logits(mu.actor), numpy_logits(model.critic)
         b_obs = np.zeros((T, N, obs_dim), np.float32)
         b_act = np.zeros((T, N) if discrete else (T, N, act_dim), np.int64 if discrete else np.float32)
         b_out = np.zeros((T, N, act_dim), np.float32)
@@ -509,10 +631,36 @@ def _train(envs: Any, cfg: dict[str, Any]) -> PPOResult:
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), cfg["max_grad_norm"])
                 opt.step()
+    model.actor = _latent(model.actor)
     return PPOResult(model=model, history=hist, config=cfg)
 
 
 # --------------------------------------------------------------------------- evaluation
+
+
+def weight_spread(model: ActorCritic) -> list[dict[str, float]]:
+    """How wide each actor Linear weight is spread relative to its typical size, per layer.
+
+    For a weight ``W`` (float64): ``range_over_std = max|W| / std(W)`` (one scale per tensor
+    must cover ``max|W|``, so a large ratio leaves few levels for the bulk of the weights),
+    ``row_range_over_std`` = the mean over rows ``r`` of ``max|W_r| / std(W_r)`` (the same for
+    per-row scales, as ``granularity="channel"`` uses), ``max_abs`` and ``std`` (standard
+    deviations with Bessel's correction).
+
+    Raises:
+        TypeError: ``model`` is not an :class:`ActorCritic`.
+    """
+    if not isinstance(model, ActorCritic):
+        raise TypeError(f"model must be an ActorCritic, got {type(model).__name__}")
+    out = []
+    for m in model.actor:
+        if isinstance(m, nn.Linear):
+            w = m.weight.detach().double()
+            row = (w.abs().amax(1) / w.std(1).clamp_min(1e-30)).mean()
+            out.append(dict(range_over_std=float(w.abs().max() / w.std()),
+                            row_range_over_std=float(row), max_abs=float(w.abs().max()),
+                            std=float(w.std())))
+    return out
 
 
 def evaluate_actor(model: ActorCritic, env_id: str, actor_format: Any = "fp32", episodes: int = 8,
