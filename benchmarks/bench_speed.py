@@ -1,4 +1,4 @@
-"""Speed of quantized inference in ONNX Runtime: one layer, and SmolLM2 decoding at batch 1.
+"""Speed of quantized inference in ONNX Runtime: one layer, SmolLM2 decoding, control policies.
 
 Rows (all on one thread, ONNX Runtime sessions from ``quantlab.deploy.ort_session``):
 
@@ -6,13 +6,22 @@ Rows (all on one thread, ONNX Runtime sessions from ``quantlab.deploy.ort_sessio
   groups of 32 (``MatMulNBits``, accuracy_level 4) against the float32 layer in ONNX Runtime,
   timed alternately (float, quantized, float, ...), median of the per-pair time ratios;
   goals: int8 at least 2x and int4 at least 3x faster (the weight bytes shrink 3.8x and 6.4x);
-* SmolLM2-135M greedy decoding with a KV cache (``quantlab.speed.export_decoder``), int8 per
-  channel and int4 g32, output head included, against float32: tokens per second, and the
-  fraction of the roofline prediction (bytes read per token / measured bandwidth); goal: at
-  least 2x the float32 tokens/s and at least 70% of the roofline.
+* SmolLM2-135M greedy decoding with a KV cache (``quantlab.speed.export_decoder``), int8 and
+  int4 in groups of 64 (``MatMulNBits``, accuracy_level 4), output head included, against
+  float32: tokens per second, and the fraction of the roofline prediction (bytes read per
+  token, scales included / measured bandwidth); goal: at least 2x the float32 tokens/s and at
+  least 70% of the roofline. int8 per channel (``MatMulInteger``) is timed in the same
+  rounds and reported beside int8;
+* one action at batch 1 of the CartPole policy (``quantlab.rl.load_policies``, 4 -> 64 -> 64
+  -> 2) and of a policy of the same shape with hidden layers of 512 (seeded random weights):
+  float32 in ONNX Runtime against float32 in eager torch, and int8 per channel in ONNX
+  Runtime against float32 in ONNX Runtime, the three timed in turn in one process. These
+  sizes are set by fixed costs per call, not by bytes; the rows report the ratios, with
+  bounds that only a broken setup misses (ONNX Runtime no slower than eager torch, int8
+  within 2x of float32 either way).
 
-``--quick`` uses a 1024 x 1024 layer and a tiny random Llama (2 layers, hidden 64) instead of
-SmolLM2, so that the code runs in seconds; its speeds mean nothing.
+``--quick`` uses a 1024 x 1024 layer, a tiny random Llama (2 layers, hidden 64) instead of
+SmolLM2 and few repeats, so that the code runs in seconds; its speeds mean nothing.
 
 Usage::
 
@@ -66,8 +75,20 @@ def _tiny_llama() -> tuple[torch.nn.Module, list[int]]:
     return LlamaForCausalLM(cfg).eval(), [1, 5, 9, 23]
 
 
+#: The decoders of :func:`decode`: name -> (scheme or None for float32, what ONNX Runtime runs).
+DECODE_VARIANTS: dict[str, tuple[Optional[QuantScheme], str]] = {
+    "fp32": (None, "MatMul, float32"),
+    "int8": (QuantScheme("int8", group_size=64), "MatMulNBits, int8 in groups of 64"),
+    "int8 per channel": (QuantScheme("int8"), "MatMulInteger, int8 per channel"),
+    "int4": (QuantScheme("int4", group_size=64), "MatMulNBits, int4 in groups of 64"),
+}
+
+
 def decode(quick: bool, threads: int = 1, n: int = 32, rounds: int = 3) -> dict[str, Any]:
-    """Tokens/s of fp32, int8 and int4 g32 greedy decoding, bytes per token and bandwidth."""
+    """Tokens/s of the :data:`DECODE_VARIANTS` in greedy decoding, bytes per token and bandwidth.
+
+    Every Linear layer is quantized, the output head included (``skip=None``).
+    """
     torch.set_num_threads(threads)
     if quick:
         model, prompt = _tiny_llama()
@@ -80,13 +101,11 @@ def decode(quick: bool, threads: int = 1, n: int = 32, rounds: int = 3) -> dict[
         prompt = smollm.load_tokenizer()("The capital of France is").input_ids
         fresh = smollm.load_model
         max_len = 128
-    models = {
-        "fp32": model,
-        "int8": quantize_model(fresh(), QuantScheme("int8"), skip=None, progress=False),
-        "int4": quantize_model(fresh(), QuantScheme("int4", group_size=32), skip=None, progress=False),
-    }
+    models = {k: model if scheme is None else quantize_model(fresh(), scheme, skip=None, progress=False)
+              for k, (scheme, _) in DECODE_VARIANTS.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {k: speed.export_decoder(m, Path(tmp) / f"{k}.onnx", max_len) for k, m in models.items()}
+        paths = {k: speed.export_decoder(m, Path(tmp) / f"decoder{i}.onnx", max_len)
+                 for i, (k, m) in enumerate(models.items())}
         decoders = {k: speed.OrtDecoder(p, threads) for k, p in paths.items()}
         cache = decoders["fp32"].cache_bytes
         traffic = {k: speed.onnx_bytes_per_token(p, cache)["total"] for k, p in paths.items()}
@@ -96,6 +115,50 @@ def decode(quick: bool, threads: int = 1, n: int = 32, rounds: int = 3) -> dict[
     return {"tokens_per_s": tok_s, "bytes_per_token": traffic, "bandwidth_gbs": bandwidth,
             "roofline_fraction": {k: tok_s[k] * traffic[k] / (bandwidth * 1e9) for k in tok_s},
             "model": "tiny random Llama (quick mode)" if quick else "SmolLM2-135M"}
+
+
+def policy_latency(quick: bool, threads: int = 1) -> dict[str, dict[str, Any]]:
+    """Seconds per action at batch 1: float32 eager torch, float32 and int8 in ONNX Runtime.
+
+    For the stored CartPole policy (``seed0/fp32``) and a seeded random policy with hidden
+    layers of 512. The three callables of one policy are timed in turn (torch, ONNX Runtime
+    float32, ONNX Runtime int8, torch, ...), each sample ``inner`` calls long; medians.
+
+    Returns:
+        ``{"cartpole": {...}, "mlp512": {...}}``, each with ``seconds`` (name -> seconds per
+        call), ``weights`` (count) and ``shape``.
+    """
+    from quantlab import rl
+
+    torch.set_num_threads(threads)
+    policies = {"cartpole": rl.load_policies().policies["seed0/fp32"], "mlp512": rl.Policy(hidden=512, seed=1)}
+    repeats, inner = (5, 5) if quick else (300, 20)
+    obs_t = torch.zeros(1, 4)
+    feed = {"input": obs_t.numpy()}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, policy in policies.items():
+            policy.eval()
+            q_policy = quantize_model(policy, QuantScheme("int8"), skip=None, inplace=False, progress=False)
+            s32 = ort_session(speed.export_float(policy, obs_t, Path(tmp) / f"{name}_fp32.onnx"), threads)
+            s8 = ort_session(export_onnx(q_policy, obs_t, Path(tmp) / f"{name}_int8.onnx"), threads)
+
+            def loop(fn: Callable[[], Any]) -> Callable[[], None]:
+                def run() -> None:
+                    for _ in range(inner):
+                        fn()
+                return run
+
+            with torch.no_grad():
+                fns = {"fp32 torch": loop(lambda p=policy: p(obs_t)),
+                       "fp32 ORT": loop(lambda s=s32: s.run(None, feed)),
+                       "int8 ORT": loop(lambda s=s8: s.run(None, feed))}
+                t = speed.time_alternating(fns, repeats=repeats, warmup=2)
+            linears = [m for m in policy.modules() if isinstance(m, torch.nn.Linear)]
+            out[name] = {"seconds": {k: v / inner for k, v in t.items()},
+                         "weights": sum(m.weight.numel() for m in linears),
+                         "shape": " -> ".join([str(linears[0].in_features)] + [str(m.out_features) for m in linears])}
+    return out
 
 
 def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] = None) -> list[dict[str, Any]]:
@@ -119,19 +182,47 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
     for name in ("int8", "int4"):
         x = tok[name] / tok["fp32"]
         frac = d["roofline_fraction"][name]
+        extra = ""
+        if name == "int8":
+            extra = (f"; int8 per channel (MatMulInteger): {tok['int8 per channel']:.1f} tokens/s, "
+                     f"{d['roofline_fraction']['int8 per channel']:.0%} of its roofline")
         out.append(make_row(
             f"speed_decode_{name}", f"{d['model']} greedy decoding with a KV cache, batch 1: {name} "
-            f"({'per channel' if name == 'int8' else 'g32'}, head included)",
+            "(g64, MatMulNBits, head included)",
             "the float32 model, same loop, timed alternately", f"{d['bytes_per_token'][name] / 1e6:.1f} MB/token",
             "at least 2x the fp32 tokens/s and at least 70% of the roofline (bytes per token / bandwidth)",
             time_ms=1e3 / tok[name], reference_ms=1e3 / tok["fp32"], ratio=tok["fp32"] / tok[name],
             met=x >= 2.0 and frac >= 0.7,
             result=f"{tok[name]:.1f} vs {tok['fp32']:.1f} tokens/s ({x:.2f}x); {frac:.0%} of its roofline "
-                   f"(fp32: {d['roofline_fraction']['fp32']:.0%})",
+                   f"(fp32: {d['roofline_fraction']['fp32']:.0%}){extra}",
             check={"tokens_per_s": tok, "bytes_per_token": d["bytes_per_token"],
-                   "bandwidth_gbs": d["bandwidth_gbs"], "roofline_fraction": d["roofline_fraction"]},
+                   "bandwidth_gbs": d["bandwidth_gbs"], "roofline_fraction": d["roofline_fraction"],
+                   "kernels": {k: v[1] for k, v in DECODE_VARIANTS.items()}},
             note="medians of all generating steps; bandwidth: the best of a 256 MiB copy and read, "
-                 "same thread count"))
+                 "same thread count; bytes per token count the scales"))
+    pol = policy_latency(quick, threads)
+    titles = {"cartpole": "CartPole policy (stored, seed 0)", "mlp512": "policy with hidden layers of 512 (random)"}
+    for name, p in pol.items():
+        sec = p["seconds"]
+        check = {"us_per_action": {k: 1e6 * v for k, v in sec.items()}, "weights": p["weights"]}
+        size = f"{p['shape']}, {p['weights']:,} weights"
+        ratio = sec["fp32 ORT"] / sec["fp32 torch"]
+        out.append(make_row(
+            f"speed_policy_{name}_ort_vs_torch", f"{titles[name]}, one action at batch 1: float32 in ONNX Runtime",
+            "the same policy in eager torch (float32), timed in turn", size,
+            "report (bound: no slower than eager torch)",
+            time_ms=1e3 * sec["fp32 ORT"], reference_ms=1e3 * sec["fp32 torch"], ratio=ratio, met=ratio <= 1.0,
+            result=f"{1e6 * sec['fp32 ORT']:.1f} vs {1e6 * sec['fp32 torch']:.1f} us ({1 / ratio:.2f}x faster)",
+            check=check, note="medians of samples of repeated calls; the three formats timed in turn"))
+        ratio = sec["int8 ORT"] / sec["fp32 ORT"]
+        word = f"{1 / ratio:.2f}x faster" if ratio <= 1 else f"{ratio:.2f}x slower"
+        out.append(make_row(
+            f"speed_policy_{name}_int8_vs_fp32", f"{titles[name]}, one action at batch 1: int8 per channel "
+            "in ONNX Runtime (MatMulInteger)", "the float32 policy in ONNX Runtime, timed in turn", size,
+            "report (bound: within 2x of float32 either way)",
+            time_ms=1e3 * sec["int8 ORT"], reference_ms=1e3 * sec["fp32 ORT"], ratio=ratio,
+            met=0.5 <= ratio <= 2.0, result=f"{1e6 * sec['int8 ORT']:.1f} vs {1e6 * sec['fp32 ORT']:.1f} us ({word})",
+            check=check, note="medians of samples of repeated calls; the three formats timed in turn"))
     return out
 
 

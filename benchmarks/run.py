@@ -19,13 +19,22 @@ Rows (16M float32 elements, a 4096 x 4096 tensor, unless noted):
   (``benchmarks/bench_explorer.py``; at most 25 ms and at least 2x faster);
 * ONNX Runtime speed (``benchmarks/bench_speed.py``): one 4096 x 4096 layer at batch 1, int8
   and int4 vs float32 (at least 2x / 3x faster); SmolLM2-135M decoding at batch 1, int8 and
-  int4 vs float32 (at least 2x the tokens/s and 70% of the roofline);
+  int4 in groups of 64 vs float32 (at least 2x the tokens/s and 70% of the roofline); one
+  action of the CartPole policy and of a 512-wide policy, ONNX Runtime vs eager torch and
+  int8 vs float32 (reported, with loose bounds);
 * executing every notebook of the book (full mode only; under 5 minutes in total).
+
+The rows come in groups, named after the benchmark that makes them: ``int8``, ``int4``,
+``casts``, ``pack``, ``gptq``, ``explorer``, ``speed`` and ``notebooks`` (:data:`GROUPS`).
+``--only`` runs some groups and merges their rows into the results file already there:
+the other rows keep their values, and every row records when it was measured
+(``measured``, UTC) and its group (``group``).
 
 Usage::
 
     python benchmarks/run.py                # full run: writes benchmarks/results.{json,md}
     python benchmarks/run.py --quick --out /tmp/r.json   # small sizes, few repeats (CI)
+    python benchmarks/run.py --only speed   # re-measure the speed rows, keep the others
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -53,6 +62,13 @@ import quantlab as ql
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SCHEMA_VERSION = 1
+#: The row groups, in the order they run and appear; ``--only`` selects among them.
+GROUPS: tuple[str, ...] = ("int8", "int4", "casts", "pack", "gptq", "explorer", "speed", "notebooks")
+# Rows written before rows carried their group: the group from the start of the key.
+_KEY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("int8_channel", "int8"), ("int4_group", "int4"), ("fp8_", "casts"), ("bf16_", "casts"),
+    ("pack", "pack"), ("gptq", "gptq"), ("explorer", "explorer"), ("speed", "speed"),
+    ("notebooks", "notebooks"))
 
 
 # --------------------------------------------------------------------------- timing
@@ -87,7 +103,7 @@ def compare(candidate: Callable[[], Any], reference: Callable[[], Any], repeats:
 def _row(key: str, title: str, reference: str, size: str, goal: str, **fields: Any) -> dict[str, Any]:
     row = {"key": key, "benchmark": title, "reference": reference, "size": size, "goal": goal,
            "status": "ok", "met": None, "time_ms": None, "reference_ms": None, "ratio": None,
-           "result": "", "check": {}, "note": ""}
+           "result": "", "check": {}, "note": "", "group": None, "measured": None}
     row.update(fields)
     return row
 
@@ -279,7 +295,7 @@ def bench_explorer(quick: bool, threads: int) -> list[dict[str, Any]]:
 def bench_speed(quick: bool, threads: int) -> list[dict[str, Any]]:
     mod = _load("bench_speed")
     if mod is None or not hasattr(mod, "rows"):
-        return [_row("speed", "ONNX Runtime speed (layer, SmolLM2 decoding)", "-", "", "-",
+        return [_row("speed", "ONNX Runtime speed (layer, SmolLM2 decoding, policies)", "-", "", "-",
                      status="not available", note="benchmarks/bench_speed.py is not there")]
     return mod.rows(quick, threads, make_row=_row)
 
@@ -317,19 +333,22 @@ def bench_notebooks(quick: bool) -> list[dict[str, Any]]:
 def _fmt_ms(v: Optional[float]) -> str:
     if v is None:
         return "-"
+    if v < 0.1:
+        return f"{1e3 * v:.1f} us"
     return f"{v / 1e3:.1f} s" if v >= 10_000 else f"{v:.1f} ms"
 
 
 def table(results: dict[str, Any]) -> str:
     """The results as a Markdown table."""
-    lines = ["| benchmark | reference | time | reference time | result | goal | met |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| benchmark | reference | time | reference time | result | goal | met | measured |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
         if r["status"] != "ok":
             met = r["status"]
         lines.append(f"| {r['benchmark']} | {r['reference']} | {_fmt_ms(r['time_ms'])} | "
-                     f"{_fmt_ms(r['reference_ms'])} | {r['result'] or r['note']} | {r['goal']} | {met} |")
+                     f"{_fmt_ms(r['reference_ms'])} | {r['result'] or r['note']} | {r['goal']} | {met} | "
+                     f"{r.get('measured') or results.get('date', '-')} |")
     return "\n".join(lines)
 
 
@@ -364,8 +383,11 @@ def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     cpu = (f"{m['cpu_model']} ({', '.join(m['isa_flags'])}; torch uses {m['torch_cpu_capability']})"
            if "cpu_model" in m else "CPU not recorded")
+    dates = {r.get("measured") or results["date"] for r in results["rows"]}
+    when = (results["date"] if len(dates) <= 1 else
+            f"written {results['date']}, rows measured {min(dates)} to {max(dates)} (last column)")
     head = (f"# quantlab benchmarks ({results['mode']} mode)\n\n"
-            f"{results['date']}; {cpu}; torch {m['torch']}, numpy {m['numpy']}, Python {m['python']}; "
+            f"{when}; {cpu}; torch {m['torch']}, numpy {m['numpy']}, Python {m['python']}; "
             f"{m['cpu_count']} CPUs, {results['threads']} torch thread(s); "
             f"{results['elements']:,} float32 elements per kernel row; "
             f"medians of {results['repeats']} alternating runs.\n\n")
@@ -373,7 +395,17 @@ def markdown(results: dict[str, Any]) -> str:
     return head + table(results) + "\n\nNotes:\n\n" + "\n".join(notes) + "\n"
 
 
-def run(quick: bool, threads: int, repeats: Optional[int] = None) -> dict[str, Any]:
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def run(quick: bool, threads: int, repeats: Optional[int] = None,
+        only: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Run the benchmark groups (all, or those named in ``only``, see :data:`GROUPS`)."""
+    if only is not None:
+        unknown = sorted(set(only) - set(GROUPS))
+        if unknown:
+            raise ValueError(f"unknown group(s) {unknown}; the groups are {list(GROUPS)}")
     torch.set_num_threads(threads)
     rows_, cols_ = (256, 1024) if quick else (4096, 4096)
     reps = repeats or (3 if quick else 15)
@@ -392,7 +424,10 @@ def run(quick: bool, threads: int, repeats: Optional[int] = None) -> dict[str, A
         ("speed", lambda: bench_speed(quick, threads)),
         ("notebooks", lambda: bench_notebooks(quick)),
     ]
+    assert [name for name, _ in steps] == list(GROUPS)
     for name, step in steps:
+        if only is not None and name not in only:
+            continue
         t0 = time.perf_counter()
         try:
             new = step()
@@ -401,12 +436,15 @@ def run(quick: bool, threads: int, repeats: Optional[int] = None) -> dict[str, A
                         note=f"{type(err).__name__}: {err}",
                         check={"traceback": traceback.format_exc(limit=3)})]
         print(f"  {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        measured = _now()
+        for r in new:
+            r["group"], r["measured"] = name, measured
         rows.extend(new)
     torch.set_num_threads(threads)
     return {
         "schema_version": SCHEMA_VERSION,
         "mode": "quick" if quick else "full",
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _now(),
         "threads": threads,
         "repeats": reps,
         "elements": rows_ * cols_,
@@ -414,10 +452,49 @@ def run(quick: bool, threads: int, repeats: Optional[int] = None) -> dict[str, A
                     "numpy": np.__version__, "cpu_count": os.cpu_count(),
                     "platform": platform.platform(terse=True), **cpu_info()},
         "rows": rows,
-        "summary": {"met": sum(r["met"] is True for r in rows),
-                    "not_met": sum(r["met"] is False for r in rows),
-                    "not_run": sum(r["status"] != "ok" for r in rows)},
+        "summary": _summary(rows),
     }
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, int]:
+    return {"met": sum(r["met"] is True for r in rows),
+            "not_met": sum(r["met"] is False for r in rows),
+            "not_run": sum(r["status"] != "ok" for r in rows)}
+
+
+def row_group(row: dict[str, Any]) -> Optional[str]:
+    """The group of a row: its ``group`` field, or for older rows the one its key starts with."""
+    if row.get("group"):
+        return row["group"]
+    return next((g for prefix, g in _KEY_PREFIXES if row["key"].startswith(prefix)), None)
+
+
+def merge(old: dict[str, Any], new: dict[str, Any], groups: Sequence[str]) -> dict[str, Any]:
+    """``old`` results with the rows of ``groups`` replaced by those of ``new``.
+
+    Rows of the other groups keep their values and their ``measured`` date (rows from before
+    rows carried one get ``old``'s date). The rows stay in the order of :data:`GROUPS`. The
+    file's ``date`` becomes ``new``'s (its last write); machine, repeats and sizes are
+    ``new``'s too, so ``mode`` and ``threads`` must agree.
+
+    Raises:
+        ValueError: a different schema version, mode or thread count.
+    """
+    for field in ("schema_version", "mode", "threads"):
+        if old.get(field) != new.get(field):
+            raise ValueError(f"cannot merge rows of {field}={new.get(field)!r} into results with "
+                             f"{field}={old.get(field)!r}; write them to another file (--out)")
+    kept = []
+    for r in old["rows"]:
+        r = dict(r)
+        r["group"] = row_group(r)
+        r.setdefault("measured", None)
+        r["measured"] = r["measured"] or old.get("date")
+        if r["group"] not in groups:
+            kept.append(r)
+    order = {g: i for i, g in enumerate(GROUPS)}
+    rows = sorted(kept + list(new["rows"]), key=lambda r: order.get(r["group"], len(GROUPS)))
+    return {**new, "rows": rows, "summary": _summary(rows)}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -428,10 +505,33 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "results.json", help="JSON results path")
     ap.add_argument("--md", type=Path, default=None,
                     help="Markdown table path (default: next to --out, .md)")
+    ap.add_argument("--only", action="append", default=None, metavar="GROUP[,GROUP...]",
+                    help=f"run only these row groups ({', '.join(GROUPS)}) and merge their rows into "
+                         "the results already in --out (the other rows keep their values and dates)")
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error(f"--threads must be at least 1, got {args.threads}")
-    results = run(args.quick, args.threads, args.repeats)
+    only = None
+    if args.only is not None:
+        only = [g.strip() for item in args.only for g in item.split(",") if g.strip()]
+        unknown = [g for g in only if g not in GROUPS]
+        if unknown or not only:
+            ap.error(f"--only takes group names among {', '.join(GROUPS)}; got {args.only}")
+    old = None
+    if only is not None and args.out.exists():
+        old = json.loads(args.out.read_text())
+        for field, value in (("schema_version", SCHEMA_VERSION), ("mode", "quick" if args.quick else "full"),
+                             ("threads", args.threads)):
+            if old.get(field) != value:  # checked before running anything
+                ap.error(f"{args.out} holds results of {field}={old.get(field)!r}, this run has "
+                         f"{field}={value!r}: give another --out")
+    results = run(args.quick, args.threads, args.repeats, only=only)
+    if old is not None:
+        was = old.get("machine", {}).get("cpu_model")
+        if was is not None and was != results["machine"].get("cpu_model"):
+            print(f"warning: {args.out} was measured on {was!r}, "
+                  f"this run on {results['machine'].get('cpu_model')!r}", file=sys.stderr)
+        results = merge(old, results, only)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     md = args.md or args.out.with_suffix(".md")

@@ -216,6 +216,35 @@ def test_exported_int4_decode_matches_quantlab_perplexity(tiny_llama, tmp_path):
     assert set(rates) == {"exact", "fast"} and min(rates.values()) > 0
 
 
+class _Counter:
+    """A fake decoder: logits that name the next token, and a shared log of its steps."""
+
+    def __init__(self, name, log, vocab=7):
+        self.name, self.log, self.vocab = name, log, vocab
+
+    def reset(self):
+        self.log.append((self.name, "reset"))
+
+    def step(self, token, position):
+        self.log.append((self.name, position))
+        return np.eye(self.vocab)[(token + 1) % self.vocab]
+
+
+@pytest.mark.parametrize("interleave", [True, False])
+def test_decode_speed_alternates_step_by_step_or_run_by_run(interleave):
+    log = []
+    decoders = {"a": _Counter("a", log), "b": _Counter("b", log)}
+    rates = speed.decode_speed(decoders, [3, 4], n=3, rounds=2, interleave=interleave)
+    assert set(rates) == {"a", "b"} and min(rates.values()) > 0
+    if interleave:
+        round_ = [("a", "reset"), ("a", 0), ("b", "reset"), ("b", 0)] + [(x, p) for p in (1, 2, 3) for x in "ab"]
+    else:
+        round_ = [e for x in "ab" for e in [(x, "reset"), (x, 0), (x, 1), (x, 2), (x, 3)]]
+    assert log == round_ * 2  # the prompt's token (position 0) untimed, then 3 generated
+    with pytest.raises(ValueError):
+        speed.decode_speed(decoders, [], n=1)
+
+
 def test_decode_arguments_are_checked(tiny_llama, tmp_path):
     with pytest.raises(TypeError):
         speed.LlamaDecodeStep(torch.nn.Linear(4, 4))

@@ -753,32 +753,54 @@ def greedy_decode(step: Callable[[int, int], Any], prompt: Sequence[int], n: int
 
 
 def decode_speed(decoders: Mapping[str, "OrtDecoder"], prompt: Sequence[int], n: int = 16,
-                 rounds: int = 2) -> dict[str, float]:
+                 rounds: int = 2, interleave: bool = True) -> dict[str, float]:
     """Tokens per second of greedy generation, for several decoders timed in turn.
 
-    Each round runs every decoder's :func:`greedy_decode` of ``n`` tokens after ``prompt``
-    (decoder a, b, c, then a, b, c again, ...); a decoder's speed is one over the median of
-    all its generating steps (the prompt's steps are not timed).
+    Each round feeds ``prompt`` to every decoder (untimed), then generates ``n`` greedy
+    tokens with each. With ``interleave`` (the default) the decoders take turns step by
+    step: every decoder makes its k-th generating step before any makes its (k+1)-th, so a
+    change in the machine's load within a round hits all of them alike. Without it, each
+    decoder generates its ``n`` tokens in one go (:func:`greedy_decode`), in turn. A
+    decoder's speed is one over the median of all its generating steps; the tokens are
+    the same either way.
 
     Args:
         decoders: name -> :class:`OrtDecoder` (or any object with ``step`` and ``reset``).
         prompt: token ids, at least one.
         n: tokens generated per round, >= 1.
         rounds: rounds, >= 1.
+        interleave: alternate the decoders step by step (True) or run after run (False).
 
     Returns:
         name -> tokens per second.
 
     Raises:
-        ValueError: no decoders, ``n`` or ``rounds`` below 1.
+        ValueError: no decoders, an empty prompt, ``n`` or ``rounds`` below 1.
     """
     if not decoders:
         raise ValueError("decoders is empty")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     rounds = _check_repeats(rounds)
+    prompt = [int(t) for t in prompt]
+    if not prompt:
+        raise ValueError("prompt must hold at least one token")
     steps: dict[str, list[float]] = {name: [] for name in decoders}
     for _ in range(rounds):
+        if not interleave:
+            for name, dec in decoders.items():
+                greedy_decode(dec.step, prompt, n, reset=dec.reset, times=steps[name])
+            continue
+        token = {}
         for name, dec in decoders.items():
-            greedy_decode(dec.step, prompt, n, reset=dec.reset, times=steps[name])
+            dec.reset()
+            for pos, tok in enumerate(prompt[:-1]):
+                dec.step(tok, pos)
+            token[name] = prompt[-1]
+        for pos in range(len(prompt) - 1, len(prompt) - 1 + n):
+            for name, dec in decoders.items():
+                t0 = time.perf_counter()
+                logits = dec.step(token[name], pos)
+                token[name] = int(np.argmax(np.asarray(logits)))
+                steps[name].append(time.perf_counter() - t0)
     return {name: 1.0 / statistics.median(t) for name, t in steps.items()}
