@@ -58,6 +58,7 @@ def test_toc_lists_the_chapter_in_order() -> None:
         "chapters/04_in_practice",
         "chapters/04b_language_model",
         "chapters/04c_speed",
+        "chapters/04d_beyond_int4",
         "chapters/05_rl",
         "chapters/05b_rl_training",
         "chapters/06_takeaways",
