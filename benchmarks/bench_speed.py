@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from quantlab import speed
+from quantlab.book.rl_speed import actor_runners
 from quantlab.deploy import export_onnx, ort_session
 from quantlab.nn import QuantizedLinear, QuantScheme, quantize_model
 
@@ -133,27 +134,22 @@ def policy_latency(quick: bool, threads: int = 1) -> dict[str, dict[str, Any]]:
     torch.set_num_threads(threads)
     policies = {"cartpole": rl.load_policies().policies["seed0/fp32"], "mlp512": rl.Policy(hidden=512, seed=1)}
     repeats, inner = (5, 5) if quick else (300, 20)
-    obs_t = torch.zeros(1, 4)
-    feed = {"input": obs_t.numpy()}
+    obs = np.zeros((1, 4), dtype=np.float32)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, policy in policies.items():
             policy.eval()
-            q_policy = quantize_model(policy, QuantScheme("int8"), skip=None, inplace=False, progress=False)
-            s32 = ort_session(speed.export_float(policy, obs_t, Path(tmp) / f"{name}_fp32.onnx"), threads)
-            s8 = ort_session(export_onnx(q_policy, obs_t, Path(tmp) / f"{name}_int8.onnx"), threads)
+            folder = Path(tmp) / name
+            folder.mkdir()
+            runners = actor_runners(policy, folder, threads)  # eager torch, ONNX Runtime fp32 and int8
 
-            def loop(fn: Callable[[], Any]) -> Callable[[], None]:
+            def loop(run_once: Callable[[np.ndarray], Any]) -> Callable[[], None]:
                 def run() -> None:
                     for _ in range(inner):
-                        fn()
+                        run_once(obs)
                 return run
 
-            with torch.no_grad():
-                fns = {"fp32 torch": loop(lambda p=policy: p(obs_t)),
-                       "fp32 ORT": loop(lambda s=s32: s.run(None, feed)),
-                       "int8 ORT": loop(lambda s=s8: s.run(None, feed))}
-                t = speed.time_alternating(fns, repeats=repeats, warmup=2)
+            t = speed.time_alternating({k: loop(r) for k, r in runners.items()}, repeats=repeats, warmup=2)
             linears = [m for m in policy.modules() if isinstance(m, torch.nn.Linear)]
             out[name] = {"seconds": {k: v / inner for k, v in t.items()},
                          "weights": sum(m.weight.numel() for m in linears),
