@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -76,6 +76,7 @@ def test_scale_underflow_raises_but_zero_groups_are_fine():
 @given(arrays(np.float32, st.integers(1, 24), elements=st.floats(-1e5, 1e5, width=32)),
        st.sampled_from(["int4", "int8", "int12", "int16", "uint8"]),
        st.sampled_from(["fp32", "fp16", "bf16"]))
+@example(np.array([1.1754944e-38], dtype=np.float32), "int16", "fp32")  # an fp32 scale among the subnormals
 def test_every_scale_dtype_holds_the_range_or_says_why(a, name, sdt):
     fmt = ql.get_format(name)
     try:
@@ -89,6 +90,8 @@ def test_every_scale_dtype_holds_the_range_or_says_why(a, name, sdt):
     top = fmt.qmax if fmt.signed else fmt.qmax - int(q.zero_point)
     rel = (q.codes.long() - (0 if q.zero_point is None else int(q.zero_point)))[np.abs(a).argmax()]
     ulp = {"fp32": 0.0, "fp16": 2.0**-10, "bf16": 2.0**-7}[sdt]  # a scale rounded up by one ulp
+    info = torch.finfo(ql.core.quantize.SCALE_DTYPES[sdt])
+    ulp = max(ulp, info.tiny * info.eps / float(q.scale))  # one ulp of a subnormal scale is coarser
     assert top * (1 - ulp) - 1 <= abs(int(rel)) <= top  # +-absmax on (or just below) the top code
     err = np.abs(a.astype(np.float64) - q.dequantize())
     assert err.max() <= float(q.scale) / 2 * (1 + 1e-5) + absmax * 1e-6
