@@ -6,12 +6,13 @@ Rows (all on one thread, ONNX Runtime sessions from ``quantlab.deploy.ort_sessio
   groups of 32 (``MatMulNBits``, accuracy_level 4) against the float32 layer in ONNX Runtime,
   timed alternately (float, quantized, float, ...), median of the per-pair time ratios;
   goals: int8 at least 2x and int4 at least 3x faster (the weight bytes shrink 3.8x and 6.4x);
-* SmolLM2-135M greedy decoding with a KV cache (``quantlab.speed.export_decoder``), int8 and
+* SmolLM2-135M greedy decoding with a KV cache (``quantlab.speed.export_decoder``, the fused
+  graph: ten kernels per layer, the cache updated in place), int8 and
   int4 in groups of 64 (``MatMulNBits``, accuracy_level 4), output head included, against
   float32: tokens per second, and the fraction of the roofline prediction (bytes read per
   token, scales included / measured bandwidth); goal: at least 2x the float32 tokens/s and at
-  least 70% of the roofline. int8 per channel (``MatMulInteger``) is timed in the same
-  rounds and reported beside int8;
+  least 70% of the roofline. int8 per channel (``MatMulInteger``) and the int4 model traced op
+  by op (``fused=False``) are timed in the same rounds and reported beside int8 and int4;
 * one action at batch 1 of the CartPole policy (``quantlab.rl.load_policies``, 4 -> 64 -> 64
   -> 2) and of a policy of the same shape with hidden layers of 512 (seeded random weights):
   float32 in ONNX Runtime against float32 in eager torch, and int8 per channel in ONNX
@@ -107,9 +108,13 @@ def decode(quick: bool, threads: int = 1, n: int = 32, rounds: int = 3) -> dict[
     with tempfile.TemporaryDirectory() as tmp:
         paths = {k: speed.export_decoder(m, Path(tmp) / f"decoder{i}.onnx", max_len)
                  for i, (k, m) in enumerate(models.items())}
+        # the same int4 model traced op by op, to show what the fused graph saves
+        paths["int4 traced"] = speed.export_decoder(models["int4"], Path(tmp) / "traced.onnx", max_len, fused=False)
         decoders = {k: speed.OrtDecoder(p, threads) for k, p in paths.items()}
-        cache = decoders["fp32"].cache_bytes
-        traffic = {k: speed.onnx_bytes_per_token(p, cache)["total"] for k, p in paths.items()}
+        # the cache bytes the timed steps read: slots 0..position, at the mean timed position
+        mean_pos = len(prompt) - 1 + (n - 1) / 2
+        cache = {k: d.cache_bytes_read(round(mean_pos)) for k, d in decoders.items()}
+        traffic = {k: speed.onnx_bytes_per_token(p, cache[k])["total"] for k, p in paths.items()}
         bw = speed.measure_bandwidth(64 * 2**20 if quick else 256 * 2**20, repeats=3 if quick else 7)
         tok_s = speed.decode_speed(decoders, prompt, n=n, rounds=rounds)
     bandwidth = max(bw.values())
@@ -182,6 +187,9 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
         if name == "int8":
             extra = (f"; int8 per channel (MatMulInteger): {tok['int8 per channel']:.1f} tokens/s, "
                      f"{d['roofline_fraction']['int8 per channel']:.0%} of its roofline")
+        else:
+            extra = (f"; the same int4 model traced op by op: {tok['int4 traced']:.1f} tokens/s "
+                     f"(the fused graph {tok['int4'] / tok['int4 traced']:.2f}x faster)")
         out.append(make_row(
             f"speed_decode_{name}", f"{d['model']} greedy decoding with a KV cache, batch 1: {name} "
             "(g64, MatMulNBits, head included)",
@@ -194,8 +202,9 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
             check={"tokens_per_s": tok, "bytes_per_token": d["bytes_per_token"],
                    "bandwidth_gbs": d["bandwidth_gbs"], "roofline_fraction": d["roofline_fraction"],
                    "kernels": {k: v[1] for k, v in DECODE_VARIANTS.items()}},
-            note="medians of all generating steps; bandwidth: the best of a 256 MiB copy and read, "
-                 "same thread count; bytes per token count the scales"))
+            note="medians of all generating steps; fused graph (GroupQueryAttention, in-place cache); "
+                 "bandwidth: the best of a 256 MiB copy and read, same thread count; bytes per token count "
+                 "the scales and the cache read at the mean timed position"))
     pol = policy_latency(quick, threads)
     titles = {"cartpole": "CartPole policy (stored, seed 0)", "mlp512": "policy with hidden layers of 512 (random)"}
     for name, p in pol.items():

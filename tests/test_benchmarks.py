@@ -104,10 +104,11 @@ def test_kernel_rows_checked_their_results(quick):
 def test_speed_rows_report_policies_and_decoders(quick):
     rows = {r["key"]: r for r in quick[0]["rows"]}
     decode = rows["speed_decode_int8"]["check"]
-    assert set(decode["tokens_per_s"]) == {"fp32", "int8", "int8 per channel", "int4"}
+    assert set(decode["tokens_per_s"]) == {"fp32", "int8", "int8 per channel", "int4", "int4 traced"}
     assert "MatMulNBits" in decode["kernels"]["int8"] and "MatMulInteger" in decode["kernels"]["int8 per channel"]
     traffic = decode["bytes_per_token"]
     assert traffic["int4"] < traffic["int8"] < traffic["fp32"] and traffic["int8 per channel"] < traffic["fp32"]
+    assert traffic["int4 traced"] > traffic["int4"]  # the traced step reads every cache slot
     for name in ("cartpole", "mlp512"):
         us = rows[f"speed_policy_{name}_ort_vs_torch"]["check"]["us_per_action"]
         assert set(us) == {"fp32 torch", "fp32 ORT", "int8 ORT"} and min(us.values()) > 0

@@ -7,6 +7,7 @@ so the tests run in seconds). Speeds are the benchmark's and the notebook's busi
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -19,7 +20,7 @@ transformers = pytest.importorskip("transformers")
 
 from quantlab import speed  # noqa: E402
 from quantlab.evaluation import perplexity  # noqa: E402
-from quantlab.nn import QuantScheme, quantize_model  # noqa: E402
+from quantlab.nn import QuantizedLinear, QuantScheme, quantize_model  # noqa: E402
 
 
 # --------------------------------------------------------------------------- timing
@@ -178,9 +179,11 @@ def test_decode_step_in_torch_matches_generate(tiny_llama):
     assert speed.greedy_decode(torch_step, PROMPT, 12) == _hf_greedy(tiny_llama, PROMPT, 12)
 
 
-def test_exported_fp32_decode_loop_equals_greedy_generate(tiny_llama, tmp_path):
-    path = speed.export_decoder(tiny_llama, tmp_path / "fp32.onnx", max_len=32)
+@pytest.mark.parametrize("fused", [True, False])
+def test_exported_fp32_decode_loop_equals_greedy_generate(tiny_llama, tmp_path, fused):
+    path = speed.export_decoder(tiny_llama, tmp_path / "fp32.onnx", max_len=32, fused=fused)
     dec = speed.OrtDecoder(path, threads=1)
+    assert dec.fused is fused
     assert dec.cache_shape == (2, 2, 32, 16) and dec.max_len == 32
     assert dec.cache_bytes == 2 * 2 * 2 * 32 * 16 * 4
     times = []
@@ -197,11 +200,11 @@ def test_exported_fp32_decode_loop_equals_greedy_generate(tiny_llama, tmp_path):
     assert traffic["total"] == traffic["weights"] + dec.cache_bytes
     n_params = sum(p.numel() for p in tiny_llama.parameters())  # the tied head counts once here
     assert traffic["weights"] > 4 * (n_params - 256 * 64)
+    # the fused step reads the slots written so far, the traced one all of them
+    assert dec.cache_bytes_read(4) == (2 * 2 * 2 * 5 * 16 * 4 if fused else dec.cache_bytes)
 
 
 def test_exported_int4_decode_matches_quantlab_perplexity(tiny_llama, tmp_path):
-    import copy
-
     q = quantize_model(copy.deepcopy(tiny_llama), QuantScheme("int4", group_size=32), skip=None, progress=False)
     text = PROMPT + list(range(100, 120))
     exact = speed.OrtDecoder(speed.export_decoder(q, tmp_path / "q0.onnx", 32, accuracy_level=0))
@@ -214,6 +217,88 @@ def test_exported_int4_decode_matches_quantlab_perplexity(tiny_llama, tmp_path):
     assert len(fast.generate(PROMPT, 4)) == 4
     rates = speed.decode_speed({"exact": exact, "fast": fast}, PROMPT, n=2, rounds=1)
     assert set(rates) == {"exact", "fast"} and min(rates.values()) > 0
+
+
+def test_fused_graph_has_ten_nodes_per_layer_and_stacks_projections(tiny_llama, tmp_path):
+    fused = speed.graph_ops(speed.export_decoder(tiny_llama, tmp_path / "f.onnx", 32))
+    # per layer: 2 norms, q/k/v stacked, attention, o, gate/up stacked, split, SiLU, mul, down
+    assert fused == {"MatMul": 2 * 4 + 1, "SkipSimplifiedLayerNormalization": 2 * 2 - 1 + 1,
+                     "GroupQueryAttention": 2, "Split": 2, "QuickGelu": 2, "Mul": 2,
+                     "Gather": 1, "SimplifiedLayerNormalization": 1}
+    traced = speed.graph_ops(speed.export_decoder(tiny_llama, tmp_path / "t.onnx", 32, fused=False))
+    assert sum(traced.values()) > 3 * sum(fused.values())
+    q = quantize_model(copy.deepcopy(tiny_llama), QuantScheme("int4", group_size=32), skip=None, progress=False)
+    ops = speed.graph_ops(speed.export_decoder(q, tmp_path / "q.onnx", 32))
+    assert ops["MatMulNBits"] == 2 * 4 + 1 and "MatMul" not in ops
+
+
+def _mixed(model):
+    """q_proj and gate_proj in int4 g32, k/v/up in int4 g64, o_proj and down_proj left float."""
+    def layer_fn(name, linear):
+        g = 32 if name.endswith(("q_proj", "gate_proj", "lm_head")) else 64
+        return QuantizedLinear.from_linear(linear, QuantScheme("int4", group_size=g))
+
+    return quantize_model(copy.deepcopy(model), skip=["*o_proj", "*down_proj"], layer_fn=layer_fn, progress=False)
+
+
+def test_fused_graph_keeps_different_schemes_apart_and_computes_quantlabs_model(tiny_llama, tmp_path):
+    mixed = _mixed(tiny_llama)
+    path = speed.export_decoder(mixed, tmp_path / "m.onnx", 32, accuracy_level=0)
+    ops = speed.graph_ops(path)
+    assert ops["MatMulNBits"] == 2 * 5 + 1 and ops["MatMul"] == 2 * 2  # q | k+v, gate | up: not stacked
+    assert "Split" not in ops
+    text = PROMPT + list(range(100, 120))
+    total, count = speed.OrtDecoder(path).nll(text)
+    assert math.isclose(math.exp(total / count), perplexity(mixed, torch.tensor(text), context=32), rel_tol=1e-4)
+
+
+def test_fused_graph_applies_an_input_scale(tiny_llama, tmp_path):
+    model = copy.deepcopy(tiny_llama)
+    torch.manual_seed(1)
+    for block in model.model.layers:  # AWQ-style 1/s in front of q, k and v (the same vector)
+        s = torch.rand(64) + 0.5
+        for name in ("q_proj", "k_proj", "v_proj"):
+            lin = getattr(block.self_attn, name)
+            qt = QuantScheme("int4", group_size=32).quantize(lin.weight.detach() * s)
+            setattr(block.self_attn, name, QuantizedLinear.from_qtensor(qt, input_scale=1.0 / s))
+    path = speed.export_decoder(model, tmp_path / "s.onnx", 32, accuracy_level=0)
+    assert speed.graph_ops(path)["MatMulNBits"] == 2  # stacked: the same input scale
+    text = PROMPT + list(range(100, 120))
+    total, count = speed.OrtDecoder(path).nll(text)
+    assert math.isclose(math.exp(total / count), perplexity(model, torch.tensor(text), context=32), rel_tol=1e-4)
+
+
+def test_fused_export_rejects_what_it_cannot_run(tiny_llama, tmp_path):
+    from quantlab.deploy.decoder import export_llama_decoder
+
+    with pytest.raises(TypeError, match="Llama-style"):
+        export_llama_decoder(torch.nn.Linear(4, 4), tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="max_len"):
+        export_llama_decoder(tiny_llama, tmp_path / "x.onnx", max_len=0)
+    with pytest.raises(ValueError, match="accuracy_level"):
+        export_llama_decoder(tiny_llama, tmp_path / "x.onnx", accuracy_level=5)
+    with pytest.raises(ValueError, match="folder"):
+        export_llama_decoder(tiny_llama, tmp_path / "missing" / "x.onnx")
+    with pytest.raises(TypeError, match="fused"):
+        speed.export_decoder(tiny_llama, tmp_path / "x.onnx", fused="yes")
+    gelu = copy.deepcopy(tiny_llama)
+    gelu.config.hidden_act = "gelu"
+    with pytest.raises(ValueError, match="hidden_act"):
+        export_llama_decoder(gelu, tmp_path / "x.onnx")
+    nf4 = quantize_model(copy.deepcopy(tiny_llama), QuantScheme("nf4", group_size=32), skip=None, progress=False)
+    with pytest.raises(ValueError, match="model.layers.0.self_attn.q_proj"):
+        export_llama_decoder(nf4, tmp_path / "x.onnx")
+
+
+def test_profile_decoder_counts_the_kernel_calls_of_a_step(tiny_llama, tmp_path):
+    path = speed.export_decoder(tiny_llama, tmp_path / "f.onnx", 32)
+    prof = speed.profile_decoder(path, PROMPT, n=3)
+    assert prof["ops"]["GroupQueryAttention"]["calls"] == 2 and prof["ops"]["MatMul"]["calls"] == 9
+    assert prof["step_ms"] > 0 and sum(o["ms"] for o in prof["ops"].values()) < prof["step_ms"]
+    with pytest.raises(ValueError):
+        speed.profile_decoder(path, PROMPT, n=0)
+    with pytest.raises(ValueError):
+        speed.profile_decoder(path, [], n=1)
 
 
 class _Counter:

@@ -17,6 +17,8 @@ them against the machine's limits:
 * :class:`LlamaDecodeStep`, :func:`export_decoder`, :class:`OrtDecoder` and
   :func:`greedy_decode` run a Llama-style language model (SmolLM2) one token at a time with
   a key/value cache in ONNX Runtime;
+* :func:`profile_decoder` splits a decoding step's time by operator (ONNX Runtime's
+  profiler);
 * :func:`cpu_flags` reads the instruction-set extensions that decide which kernels run.
 
 Timings are medians of wall-clock times, in seconds, on whatever threads the caller set
@@ -61,6 +63,8 @@ __all__ = [
     "greedy_decode",
     "decode_speed",
     "onnx_bytes_per_token",
+    "graph_ops",
+    "profile_decoder",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -569,26 +573,37 @@ class LlamaDecodeStep(nn.Module):
 
 
 def export_decoder(model: nn.Module, path: PathLike, max_len: int = 128,
-                   accuracy_level: int = 4) -> Path:
-    """Export one decoding step of ``model`` (:class:`LlamaDecodeStep`) to ONNX.
+                   accuracy_level: int = 4, fused: bool = True) -> Path:
+    """Export one decoding step of ``model`` to ONNX, for :class:`OrtDecoder`.
 
-    Quantized layers (:class:`~quantlab.nn.QuantizedLinear`) become ONNX Runtime's integer
-    kernels through :func:`quantlab.deploy.export_onnx`; a float model goes through
-    ``torch.onnx.export`` directly. Inputs ``input_ids``, ``position``, ``past_keys``,
-    ``past_values``; outputs ``logits``, ``new_keys``, ``new_values``; all shapes fixed.
+    ``fused=True`` (the default) writes the graph an inference engine runs
+    (:func:`quantlab.deploy.decoder.export_llama_decoder`): about ten nodes per layer, with
+    ONNX Runtime's fused kernels for RMSNorm + residual, attention with rotary embedding and
+    an in-place KV cache, and stacked q/k/v and gate/up projections. ``fused=False`` traces
+    :class:`LlamaDecodeStep` op by op with ``torch.onnx.export`` (about 30 nodes per layer;
+    inputs ``input_ids``, ``position``, ``past_keys``, ``past_values``; outputs ``logits``,
+    ``new_keys``, ``new_values``; attention over all ``max_len`` slots, masked). Both keep
+    quantized layers (:class:`~quantlab.nn.QuantizedLinear`) on ONNX Runtime's integer
+    kernels (:func:`quantlab.deploy.export_onnx`), with the layers' own codes and scales.
 
     Args:
         model: a transformers Llama-style causal LM.
         path: the ``.onnx`` file to write.
         max_len: cache slots.
         accuracy_level: ``MatMulNBits`` accuracy level for grouped layers.
+        fused: the fused graph (True) or the traced one (False).
 
     Returns:
         ``path`` as a Path.
     """
     from ..deploy import export_onnx
+    from ..deploy.decoder import export_llama_decoder
     from ..nn import quantized_layers
 
+    if not isinstance(fused, bool):
+        raise TypeError(f"fused must be a bool, got {fused!r}")
+    if fused:
+        return export_llama_decoder(model, path, max_len=max_len, accuracy_level=accuracy_level)
     step = LlamaDecodeStep(model, max_len).eval()
     cache = torch.zeros(step.cache_shape())
     example = (torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), cache, cache.clone())
@@ -637,8 +652,12 @@ def onnx_bytes_per_token(path: PathLike, cache_bytes: int = 0) -> dict[str, floa
 class OrtDecoder:
     """Greedy decoding with an exported decode step (:func:`export_decoder`) in ONNX Runtime.
 
-    Holds the KV cache as numpy arrays and writes each step's new keys and values into slot
-    ``position``.
+    For a fused graph the KV cache is one ONNX Runtime buffer per layer and kind, bound as
+    both the input and the output of its attention node (``IOBinding``): the kernel writes
+    the new key and value into slot ``position`` in place, and a step copies nothing but
+    the token in and the logits out. For a traced graph (``fused=False``) the cache is held
+    as numpy arrays, passed in whole every step, and each step's new keys and values are
+    written into slot ``position``.
 
     Args:
         path: the exported ``.onnx`` file.
@@ -647,17 +666,25 @@ class OrtDecoder:
     Attributes:
         session: the ``onnxruntime.InferenceSession``.
         cache_shape: ``(layers, kv_heads, max_len, head_dim)``.
+        fused: whether the graph is the fused one.
     """
 
     def __init__(self, path: PathLike, threads: int = 1) -> None:
         from ..deploy import ort_session
 
         self.session = ort_session(path, threads=threads)
-        inputs = self.session.get_inputs()
-        shape = inputs[2].shape if len(inputs) == 4 else []
-        if len(shape) != 4 or not all(isinstance(s, int) for s in shape):
-            raise ValueError(f"{path} is not a decode step from export_decoder (past_keys {shape})")
-        self.cache_shape = tuple(shape)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.fused = "seqlens_k" in inputs
+        if self.fused:
+            layers = sum(1 for n in inputs if n.startswith("past_key."))
+            shape = inputs["past_key.0"].shape if layers else []
+            self.cache_shape = (layers, *shape[1:]) if len(shape) == 4 else ()
+        else:
+            shape = inputs["past_keys"].shape if "past_keys" in inputs else []
+            self.cache_shape = tuple(shape)
+        if len(self.cache_shape) != 4 or not all(isinstance(s, int) for s in self.cache_shape):
+            raise ValueError(f"{path} is not a decode step from export_decoder (inputs {sorted(inputs)})")
+        self.vocab = int(self.session.get_outputs()[0].shape[-1])
         self.reset()
 
     @property
@@ -666,18 +693,60 @@ class OrtDecoder:
 
     @property
     def cache_bytes(self) -> int:
-        """Bytes of keys and values that each step reads."""
+        """Bytes of keys and values the cache holds (float32, all ``max_len`` slots)."""
         return 2 * int(np.prod(self.cache_shape)) * 4
+
+    def cache_bytes_read(self, position: int) -> int:
+        """Bytes of keys and values that the step at ``position`` reads.
+
+        The fused graph's attention reads slots ``0..position``; the traced graph reads all
+        ``max_len`` slots (and masks the unused ones).
+        """
+        slots = position + 1 if self.fused else self.max_len
+        layers, kv, _, hd = self.cache_shape
+        return 2 * layers * kv * slots * hd * 4
 
     def reset(self) -> None:
         """Empty the cache."""
-        self.keys = np.zeros(self.cache_shape, dtype=np.float32)
-        self.values = np.zeros(self.cache_shape, dtype=np.float32)
+        if not self.fused:
+            self.keys = np.zeros(self.cache_shape, dtype=np.float32)
+            self.values = np.zeros(self.cache_shape, dtype=np.float32)
+            return
+        import onnxruntime as ort
+
+        layers, kv, slots, hd = self.cache_shape
+        zeros = np.zeros((1, kv, slots, hd), dtype=np.float32)
+        if not hasattr(self, "_binding"):
+            self._binding = self.session.io_binding()
+            self._ids = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 1), dtype=np.int64))
+            self._seqlens = ort.OrtValue.ortvalue_from_numpy(np.zeros(1, dtype=np.int32))
+            self._total = ort.OrtValue.ortvalue_from_numpy(np.ones((), dtype=np.int32))
+            self._logits = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 1, self.vocab), dtype=np.float32))
+            self._cache = [ort.OrtValue.ortvalue_from_numpy(zeros.copy()) for _ in range(2 * layers)]
+            b = self._binding
+            b.bind_ortvalue_input("input_ids", self._ids)
+            b.bind_ortvalue_input("seqlens_k", self._seqlens)
+            b.bind_ortvalue_input("total_sequence_length", self._total)
+            b.bind_ortvalue_output("logits", self._logits)
+            for i in range(layers):
+                for j, kind in enumerate(("key", "value")):
+                    buf = self._cache[2 * i + j]
+                    b.bind_ortvalue_input(f"past_{kind}.{i}", buf)
+                    b.bind_ortvalue_output(f"present_{kind}.{i}", buf)
+        else:
+            for buf in self._cache:
+                buf.update_inplace(zeros)
 
     def step(self, token: int, position: int) -> np.ndarray:
         """Feed ``token`` at ``position``; returns the logits ``(vocab,)`` for the next token."""
         if not 0 <= position < self.max_len:
             raise ValueError(f"position must be in 0..{self.max_len - 1}, got {position}")
+        if self.fused:
+            self._ids.update_inplace(np.array([[token]], dtype=np.int64))
+            self._seqlens.update_inplace(np.array([position], dtype=np.int32))
+            self._total.update_inplace(np.array(position + 1, dtype=np.int32))
+            self.session.run_with_iobinding(self._binding)
+            return self._logits.numpy()[0, 0]
         logits, k, v = self.session.run(None, {
             "input_ids": np.array([token], dtype=np.int64),
             "position": np.array([position], dtype=np.int64),
@@ -804,3 +873,86 @@ def decode_speed(decoders: Mapping[str, "OrtDecoder"], prompt: Sequence[int], n:
                 token[name] = int(np.argmax(np.asarray(logits)))
                 steps[name].append(time.perf_counter() - t0)
     return {name: 1.0 / statistics.median(t) for name, t in steps.items()}
+
+
+def graph_ops(path: PathLike) -> dict[str, int]:
+    """How many nodes of each operator type an ONNX file holds (op type -> count).
+
+    At batch 1 every node is one kernel call per step, each with a fixed cost.
+    """
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def profile_decoder(path: PathLike, prompt: Sequence[int], n: int = 16, threads: int = 1) -> dict[str, Any]:
+    """Where one decoding step's time goes: ONNX Runtime's own profile, per operator type.
+
+    Runs greedy decoding (``prompt``, then ``n`` tokens) in a session with profiling on,
+    and sums the kernel times that ONNX Runtime records over the ``n`` generating steps.
+    The profiler times each kernel call (about a microsecond of its own cost), so shares
+    are more reliable than absolute times; ONNX Runtime's graph optimizations (fusions)
+    have been applied, so the operator types are those that ran.
+
+    Args:
+        path: a decode step from :func:`export_decoder` (fused or traced).
+        prompt: token ids fed first (untimed).
+        n: generated tokens whose steps are summed, at least 1.
+        threads: ONNX Runtime intra-op threads.
+
+    Returns:
+        ``{"step_ms": mean time of a whole step in the session (ms), "ops": {op type:
+        {"ms": mean ms per step, "calls": kernel calls per step}}}``, ops by time, largest
+        first.
+
+    Raises:
+        ValueError: ``n`` < 1 or an empty prompt (and as :class:`OrtDecoder`).
+    """
+    import json
+
+    import onnxruntime as ort
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    prompt = [int(t) for t in prompt]
+    if not prompt:
+        raise ValueError("prompt is empty")
+    dec = OrtDecoder(path, threads=threads)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.x64quantprecision", "1")
+    with tempfile.TemporaryDirectory(prefix="quantlab_profile_") as tmp:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "step")
+        dec.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        if dec.fused:
+            del dec._binding  # bind the caches to the new session
+        dec.reset()
+        tokens = list(prompt)
+        for pos, tok in enumerate(prompt[:-1]):
+            dec.step(tok, pos)
+        for _ in range(n):
+            logits = dec.step(tokens[-1], len(tokens) - 1)
+            tokens.append(int(np.argmax(logits)))
+        events = json.loads(Path(dec.session.end_profiling()).read_text())
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    timed = runs[-n:]  # the generating steps
+    t0 = timed[0]["ts"]
+    ops: dict[str, dict[str, float]] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < t0:
+            continue
+        op = e["args"]["op_name"]
+        entry = ops.setdefault(op, {"ms": 0.0, "calls": 0})
+        entry["ms"] += e["dur"] / 1e3 / n
+        entry["calls"] += 1
+    for entry in ops.values():
+        entry["calls"] = entry["calls"] // n
+    ops = dict(sorted(ops.items(), key=lambda kv: -kv[1]["ms"]))
+    return {"step_ms": sum(e["dur"] for e in timed) / 1e3 / n, "ops": ops}

@@ -2,6 +2,8 @@
 
 * :mod:`quantlab.deploy.onnx` -- ONNX export onto ONNX Runtime's integer kernels; its
   public names are re-exported here (``quantlab.deploy.export_onnx``, ...);
+* :mod:`quantlab.deploy.decoder` -- a Llama-style decoding step as one fused ONNX graph
+  (``export_llama_decoder``), for fast generation in ONNX Runtime;
 * :mod:`quantlab.deploy.gguf_export` -- GGUF files for llama.cpp and transformers.
 """
 
@@ -26,10 +28,10 @@ __all__ = list(onnx.__all__)
 
 
 def __getattr__(name: str) -> Any:
-    """``quantlab.deploy.gguf_export`` on first use; any other name from
+    """``quantlab.deploy.gguf_export`` and ``quantlab.deploy.decoder`` on first use; any other name from
     :mod:`quantlab.deploy.onnx` (the module ``quantlab.deploy`` used to be)."""
-    if name == "gguf_export":
-        return importlib.import_module(f"{__name__}.gguf_export")
+    if name in ("gguf_export", "decoder"):
+        return importlib.import_module(f"{__name__}.{name}")
     try:
         return getattr(onnx, name)
     except AttributeError:
