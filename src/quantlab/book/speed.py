@@ -17,6 +17,8 @@ them against the machine's limits:
 * :class:`LlamaDecodeStep`, :func:`export_decoder`, :class:`OrtDecoder` and
   :func:`greedy_decode` run a Llama-style language model (SmolLM2) one token at a time with
   a key/value cache in ONNX Runtime;
+* :func:`encoder_speed` measures sentences per second of an encoder (MiniLM) in ONNX
+  Runtime, float32 against int8, at several batch sizes;
 * :func:`profile_decoder` splits a decoding step's time by operator (ONNX Runtime's
   profiler);
 * :func:`cpu_flags` reads the instruction-set extensions that decide which kernels run.
@@ -65,6 +67,7 @@ __all__ = [
     "onnx_bytes_per_token",
     "graph_ops",
     "profile_decoder",
+    "encoder_speed",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -956,3 +959,90 @@ def profile_decoder(path: PathLike, prompt: Sequence[int], n: int = 16, threads:
         entry["calls"] = entry["calls"] // n
     ops = dict(sorted(ops.items(), key=lambda kv: -kv[1]["ms"]))
     return {"step_ms": sum(e["dur"] for e in timed) / 1e3 / n, "ops": ops}
+
+
+class _Encoder(nn.Module):
+    """``(input_ids, attention_mask) -> last hidden state`` of a transformers encoder."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(np.float32)
+    pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+def encoder_speed(model: nn.Module, quantized: nn.Module, tokenizer: Any, sentences: Sequence[str],
+                  batches: Sequence[int] = (1, 32), seq_len: int = 32, repeats: int = 5, threads: int = 1,
+                  folder: Optional[PathLike] = None) -> dict[str, Any]:
+    """Sentences per second of an encoder in ONNX Runtime: float32 against its quantized copy.
+
+    Both models are exported with ``(input_ids, attention_mask)`` inputs padded to
+    ``seq_len`` tokens and a dynamic batch axis (``torch.onnx.export`` for the float model,
+    :func:`quantlab.deploy.export_onnx` for the quantized one: ``MatMulInteger`` for int8
+    per channel). For each batch size, the two sessions are timed alternately on the first
+    ``batch`` sentences (:func:`time_alternating`). Unlike a decoder at batch 1, an encoder
+    multiplies every weight with all ``seq_len`` tokens of a sentence at once, so even one
+    sentence is a matrix product with ``seq_len`` rows.
+
+    Args:
+        model: the float encoder (a transformers ``BertModel``, e.g. MiniLM).
+        quantized: the same model with :class:`~quantlab.nn.QuantizedLinear` layers.
+        tokenizer: its tokenizer.
+        sentences: at least ``max(batches)`` texts.
+        batches: batch sizes (sentences per call).
+        seq_len: tokens per sentence (padded or truncated).
+        repeats: timed rounds per batch size.
+        threads: ONNX Runtime intra-op threads.
+        folder: where the ``.onnx`` files go (a temporary folder if None).
+
+    Returns:
+        ``{"sentences_per_s": {(format, batch): float}, "seconds": {(format, batch): float},
+        "cosine": mean cosine similarity of the int8 and float32 sentence embeddings (mean
+        pooling over real tokens) on the largest batch}``, formats ``"fp32"`` and ``"int8"``.
+
+    Raises:
+        ValueError: too few sentences, an empty ``batches`` or a batch below 1, ``seq_len`` < 2.
+    """
+    from ..deploy import export_onnx, ort_session
+
+    batches = list(batches)
+    if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
+        raise ValueError(f"batches must be positive ints, got {batches!r}")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
+        raise ValueError(f"seq_len must be an int >= 2, got {seq_len!r}")
+    sentences = list(sentences)
+    if len(sentences) < max(batches):
+        raise ValueError(f"need at least {max(batches)} sentences, got {len(sentences)}")
+    repeats = _check_repeats(repeats)
+    enc = tokenizer(sentences[:max(batches)], padding="max_length", truncation=True, max_length=seq_len,
+                    return_tensors="np")
+    ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+    example = (torch.from_numpy(ids[:1]), torch.from_numpy(mask[:1]))
+    names = dict(input_names=["input_ids", "attention_mask"], output_names=["hidden"],
+                 dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "hidden": {0: "batch"}})
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(folder) if folder is not None else Path(tmp)
+        fp32_path = where / "encoder_fp32.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Encoder(model).eval(), example, str(fp32_path), dynamo=False, opset_version=17, **names)
+        int8_path = export_onnx(_Encoder(quantized).eval(), example, where / "encoder_int8.onnx", **names)
+        sessions = {"fp32": ort_session(fp32_path, threads), "int8": ort_session(int8_path, threads)}
+        seconds: dict[tuple[str, int], float] = {}
+        for batch in batches:
+            feed = {"input_ids": ids[:batch], "attention_mask": mask[:batch]}
+            fns = {name: (lambda s=sess, f=feed: s.run(None, f)) for name, sess in sessions.items()}
+            for name, t in time_alternating(fns, repeats).items():
+                seconds[name, batch] = t
+        big = max(batches)
+        feed = {"input_ids": ids[:big], "attention_mask": mask[:big]}
+        emb = {name: _mean_pool(sess.run(None, feed)[0], mask[:big]) for name, sess in sessions.items()}
+    cosine = float((emb["fp32"] * emb["int8"]).sum(axis=1).mean())
+    return {"sentences_per_s": {k: k[1] / t for k, t in seconds.items()}, "seconds": seconds, "cosine": cosine}
