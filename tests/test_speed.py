@@ -352,3 +352,27 @@ def test_decode_arguments_are_checked(tiny_llama, tmp_path):
     path = speed.export_float(torch.nn.Linear(4, 4), torch.zeros(1, 4), tmp_path / "lin.onnx")
     with pytest.raises(ValueError):
         speed.OrtDecoder(path)
+
+
+def test_encoder_speed_times_both_formats_and_compares_embeddings():
+    from transformers import BertConfig, BertModel
+
+    minilm = pytest.importorskip("quantlab.models.minilm")
+    cfg = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = BertModel(cfg).eval()
+    q = quantize_model(copy.deepcopy(model), QuantScheme("int8"), skip=None, progress=False)
+    sentences = ["a short sentence", "another one, a little longer than the first", "third"]
+    r = speed.encoder_speed(model, q, minilm.load_tokenizer(), sentences, batches=(1, 3), seq_len=16, repeats=1)
+    assert set(r["sentences_per_s"]) == {("fp32", 1), ("int8", 1), ("fp32", 3), ("int8", 3)}
+    for (fmt, b), rate in r["sentences_per_s"].items():
+        assert rate > 0 and math.isclose(rate, b / r["seconds"][fmt, b])
+    assert 0.95 < r["cosine"] <= 1.0 + 1e-6  # int8 weights and activations: nearly the same embeddings
+    tok = minilm.load_tokenizer()
+    with pytest.raises(ValueError, match="sentences"):
+        speed.encoder_speed(model, q, tok, sentences, batches=(4,))
+    with pytest.raises(ValueError, match="batches"):
+        speed.encoder_speed(model, q, tok, sentences, batches=())
+    with pytest.raises(ValueError, match="seq_len"):
+        speed.encoder_speed(model, q, tok, sentences, seq_len=1)
