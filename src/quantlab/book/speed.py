@@ -930,6 +930,7 @@ def profile_decoder(path: PathLike, prompt: Sequence[int], n: int = 16, threads:
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.x64quantprecision", "1")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with tempfile.TemporaryDirectory(prefix="quantlab_profile_") as tmp:
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "step")

@@ -89,9 +89,16 @@ def load_model() -> torch.nn.Module:
     """The transformers ``BertModel`` in eval mode, loaded from the package folder offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import transformers
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(model_path()), local_files_only=True)
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" would print to stderr
+    try:
+        model = AutoModel.from_pretrained(str(model_path()), local_files_only=True)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     return model.eval()
 
 
