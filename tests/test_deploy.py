@@ -392,6 +392,7 @@ def test_ort_session(tmp_path):
     assert opts.intra_op_num_threads == 2
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert opts.get_session_config_entry("session.x64quantprecision") == "1"
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # idle threads sleep
     with pytest.raises(ValueError, match="threads"):
         ort_session(path, threads=0)
     with pytest.raises(TypeError, match="threads"):
