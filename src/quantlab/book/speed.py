@@ -665,6 +665,8 @@ class OrtDecoder:
     Args:
         path: the exported ``.onnx`` file.
         threads: ONNX Runtime intra-op threads.
+        profile_prefix: turn on ONNX Runtime's profiler (see
+            :func:`quantlab.deploy.ort_session`).
 
     Attributes:
         session: the ``onnxruntime.InferenceSession``.
@@ -672,10 +674,10 @@ class OrtDecoder:
         fused: whether the graph is the fused one.
     """
 
-    def __init__(self, path: PathLike, threads: int = 1) -> None:
+    def __init__(self, path: PathLike, threads: int = 1, profile_prefix: Optional[PathLike] = None) -> None:
         from ..deploy import ort_session
 
-        self.session = ort_session(path, threads=threads)
+        self.session = ort_session(path, threads=threads, profile_prefix=profile_prefix)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.fused = "seqlens_k" in inputs
         if self.fused:
@@ -917,33 +919,11 @@ def profile_decoder(path: PathLike, prompt: Sequence[int], n: int = 16, threads:
     """
     import json
 
-    import onnxruntime as ort
-
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
-    prompt = [int(t) for t in prompt]
-    if not prompt:
-        raise ValueError("prompt is empty")
-    dec = OrtDecoder(path, threads=threads)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.x64quantprecision", "1")
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with tempfile.TemporaryDirectory(prefix="quantlab_profile_") as tmp:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "step")
-        dec.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        if dec.fused:
-            del dec._binding  # bind the caches to the new session
-        dec.reset()
-        tokens = list(prompt)
-        for pos, tok in enumerate(prompt[:-1]):
-            dec.step(tok, pos)
-        for _ in range(n):
-            logits = dec.step(tokens[-1], len(tokens) - 1)
-            tokens.append(int(np.argmax(logits)))
+        dec = OrtDecoder(path, threads=threads, profile_prefix=Path(tmp) / "step")
+        greedy_decode(dec.step, prompt, n)  # raises ValueError for an empty prompt
         events = json.loads(Path(dec.session.end_profiling()).read_text())
     runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     timed = runs[-n:]  # the generating steps

@@ -134,7 +134,7 @@ def _linear(g: _Graph, names: list[str], layers: list[nn.Module], x: str, y: str
     """
     keys = [_stack_key(n, layer) for n, layer in zip(names, layers)]
     if len(layers) > 1 and keys[0] is not None and all(k == keys[0] for k in keys):
-        groups = [(names[0] if len(layers) == 1 else names[0] + "+", layers, y)]
+        groups = [(names[0] + "+", layers, y)]
         outputs = [y]
     else:
         groups = [(n, [layer], f"{y}.{i}" if len(layers) > 1 else y)

@@ -567,7 +567,7 @@ def export_onnx(
 # --------------------------------------------------------------------------- running
 
 
-def ort_session(path: PathLike, threads: int = 1):
+def ort_session(path: PathLike, threads: int = 1, profile_prefix: Optional[PathLike] = None):
     """An ONNX Runtime CPU ``InferenceSession`` for an exported file.
 
     Graph optimizations are all on (``ORT_ENABLE_ALL``: ONNX Runtime fuses
@@ -580,6 +580,8 @@ def ort_session(path: PathLike, threads: int = 1):
     Args:
         path: an ``.onnx`` file (e.g. from :func:`export_onnx`).
         threads: intra-op threads, a positive int.
+        profile_prefix: if given, ONNX Runtime's profiler records every kernel call and
+            ``session.end_profiling()`` writes them to a JSON file starting with this path.
 
     Returns:
         ``onnxruntime.InferenceSession``.
@@ -607,6 +609,9 @@ def ort_session(path: PathLike, threads: int = 1):
     # after its run, taking it from the next session timed in turn (or from other work on a
     # shared machine); measured on 2 cores, 2-thread decoding was 2x slower with spinning.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
