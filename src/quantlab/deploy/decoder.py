@@ -45,21 +45,14 @@ import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..nn import QuantizedLinear
-from .onnx import (
-    _MS_DOMAIN,
-    _PROTOBUF_LIMIT,
-    _f32,
-    _matmul_integer_nodes,
-    _matmul_nbits_nodes,
-    _plan_layer,
-)
+from .onnx import _MS_DOMAIN, _PROTOBUF_LIMIT, _f32, _kernel_nodes, _plan_layer
 
 __all__ = ["export_llama_decoder", "DECODER_INPUTS"]
 
@@ -115,15 +108,18 @@ def _stacked(layers: list[QuantizedLinear]) -> tuple[SimpleNamespace, SimpleName
     zps = None
     if qts[0].zero_point is not None:
         zps = torch.cat([qt.zero_point.reshape(layer.out_features, -1) for qt, layer in zip(qts, layers)])
-    if any(layer.bias is not None for layer in layers):
-        bias = torch.cat([layer.bias.detach().float() if layer.bias is not None
-                          else torch.zeros(layer.out_features) for layer in layers])
-    else:
-        bias = None
     qt = SimpleNamespace(codes=torch.cat([qt.codes for qt in qts]), scale=torch.cat(rows), zero_point=zps,
                          format=qts[0].format, granularity=qts[0].granularity, group_size=qts[0].group_size)
-    layer = SimpleNamespace(in_features=layers[0].in_features, out_features=n_out, bias=bias)
+    layer = SimpleNamespace(in_features=layers[0].in_features, out_features=n_out, bias=_stacked_bias(layers))
     return layer, qt
+
+
+def _stacked_bias(layers: list[nn.Module]) -> Optional[torch.Tensor]:
+    """The layers' biases one after the other (zeros for a layer without), or None if none has one."""
+    if all(layer.bias is None for layer in layers):
+        return None
+    return torch.cat([layer.bias.detach().float() if layer.bias is not None else torch.zeros(layer.out_features)
+                      for layer in layers])
 
 
 def _linear(g: _Graph, names: list[str], layers: list[nn.Module], x: str, y: str, accuracy_level: int) -> list[str]:
@@ -145,26 +141,16 @@ def _linear(g: _Graph, names: list[str], layers: list[nn.Module], x: str, y: str
         if not isinstance(members[0], QuantizedLinear):
             weight = torch.cat([m.weight.detach().float() for m in members]).T.numpy()
             g.const(f"{w}.weight", weight)
-            if any(m.bias is not None for m in members):
-                b = torch.cat([m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_features)
-                               for m in members]).numpy()
+            bias = _stacked_bias(members)
+            if bias is not None:
                 g.node("MatMul", [x, f"{w}.weight"], [f"{out}/nobias"], name=f"{w}/MatMul")
-                g.node("Add", [f"{out}/nobias", g.const(f"{w}.bias", b)], [out], name=f"{w}/Add")
+                g.node("Add", [f"{out}/nobias", g.const(f"{w}.bias", bias.numpy())], [out], name=f"{w}/Add")
             else:
                 g.node("MatMul", [x, f"{w}.weight"], [out], name=f"{w}/MatMul")
             continue
         layer, qt = (members[0], members[0].to_qtensor()) if len(members) == 1 else _stacked(members)
-        xin = x
-        input_scale = getattr(members[0], "input_scale", None)
-        if input_scale is not None:
-            g.node("Mul", [x, g.const(f"{w}.input_scale", _f32(input_scale))], [f"{w}/x_scaled"],
-                   name=f"{w}/InputScale")
-            xin = f"{w}/x_scaled"
-        plan = _plan_layer(name, members[0])
-        if plan.op_type == "MatMulInteger":
-            nodes, inits = _matmul_integer_nodes(w, w, xin, out, layer, qt)
-        else:
-            nodes, inits = _matmul_nbits_nodes(w, w, xin, out, layer, qt, accuracy_level)
+        nodes, inits = _kernel_nodes(w, w, x, out, layer, qt, _plan_layer(name, members[0]).op_type,
+                                     getattr(members[0], "input_scale", None), accuracy_level)
         g.nodes.extend(nodes)
         g.inits.extend(inits)
     return outputs

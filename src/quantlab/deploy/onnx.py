@@ -354,6 +354,24 @@ def _matmul_nbits_nodes(w: str, p: str, x: str, y: str, layer: QuantizedLinear, 
     return [node], inits
 
 
+def _kernel_nodes(w: str, p: str, x: str, y: str, layer, qt, op_type: str, input_scale, accuracy_level: int):
+    """The nodes of one quantized layer: a ``Mul`` by its input scale if it has one (AWQ's
+    ``1/s``), then its kernel (``op_type`` from :func:`_plan_layer`). ``w`` prefixes the
+    initializers, ``p`` the node and value names."""
+    from onnx import helper, numpy_helper
+
+    nodes, inits = [], []
+    if input_scale is not None:
+        inits.append(numpy_helper.from_array(_f32(input_scale), f"{w}.input_scale"))
+        nodes.append(helper.make_node("Mul", [x, f"{w}.input_scale"], [f"{p}/x_scaled"], name=f"{p}/InputScale"))
+        x = f"{p}/x_scaled"
+    if op_type == "MatMulInteger":
+        more_nodes, more = _matmul_integer_nodes(w, p, x, y, layer, qt)
+    else:
+        more_nodes, more = _matmul_nbits_nodes(w, p, x, y, layer, qt, accuracy_level)
+    return nodes + more_nodes, inits + more
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -447,7 +465,7 @@ def export_onnx(
     Taught in: chapters/ (Where the speed comes from).
     """
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
@@ -532,23 +550,12 @@ def export_onnx(
         w = prefixes[index]  # initializers: one set per layer, however often it is called
         calls[index] = calls.get(index, 0) + 1
         p = w if calls[index] == 1 else f"{w}/call{calls[index]}"  # node and value names
-        qt = layer.to_qtensor()
-        x, y = node.input[0], node.output[0]
-        inits = []
-        input_scale = getattr(layer, "input_scale", None)
-        if input_scale is not None:
-            inits.append(numpy_helper.from_array(_f32(input_scale), f"{w}.input_scale"))
-            new_nodes.append(helper.make_node("Mul", [x, f"{w}.input_scale"], [f"{p}/x_scaled"],
-                                              name=f"{p}/InputScale"))
-            x = f"{p}/x_scaled"
-        if plan[index].op_type == "MatMulInteger":
-            nodes, more = _matmul_integer_nodes(w, p, x, y, layer, qt)
-        else:
-            nodes, more = _matmul_nbits_nodes(w, p, x, y, layer, qt, accuracy_level)
+        nodes, inits = _kernel_nodes(w, p, node.input[0], node.output[0], layer, layer.to_qtensor(),
+                                     plan[index].op_type, getattr(layer, "input_scale", None), accuracy_level)
         new_nodes.extend(nodes)
         if first:
-            graph.initializer.extend(inits + more)
-            taken.update(t.name for t in inits + more)
+            graph.initializer.extend(inits)
+            taken.update(t.name for t in inits)
     del graph.node[:]
     graph.node.extend(new_nodes)
     keep = [o for o in proto.opset_import if o.domain != _DOMAIN]
