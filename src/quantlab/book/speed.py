@@ -51,6 +51,7 @@ __all__ = [
     "measure_bandwidth",
     "measure_fp32_peak",
     "measure_int8_peak",
+    "measure_ort_peak",
     "cpu_flags",
     "ISA_FLAGS",
     "LinearCost",
@@ -254,6 +255,46 @@ def measure_int8_peak(n: int = 1024, repeats: int = 5, threads: int = 1) -> floa
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "int8_peak.onnx"
+        onnx.save(model, str(path))
+        sess = ort_session(path, threads=threads)
+    return 2 * n**3 / time_call(lambda: sess.run(None, {"a": a}), repeats, best=True) / 1e9
+
+
+def measure_ort_peak(dtype: str = "int8", n: int = 1024, repeats: int = 5, threads: int = 1) -> float:
+    """Matrix-product speed of ONNX Runtime on this CPU, GFLOP/s (float32) or GOP/s (int8).
+
+    One ``n x n x n`` product (``2 n^3`` operations): ``MatMul`` on float32 for ``"fp32"``,
+    ``MatMulInteger`` (uint8 x int8, int32 sums) for ``"int8"``, in a session from
+    :func:`quantlab.deploy.ort_session` with ``threads`` threads; the best of ``repeats``.
+    Both peaks come from the same engine, so their ratio measures the CPU's integer and float
+    units, not two libraries (torch's sgemm is MKL; ONNX Runtime's kernels are its own, MLAS).
+
+    Raises:
+        ValueError: ``dtype`` not ``"fp32"`` or ``"int8"``; ``n`` < 16; ``repeats`` or ``threads`` < 1.
+    """
+    if dtype == "int8":
+        return measure_int8_peak(n, repeats, threads)
+    if dtype != "fp32":
+        raise ValueError(f"dtype must be 'fp32' or 'int8', got {dtype!r}")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ..deploy import ort_session
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 16:
+        raise ValueError(f"n must be an int >= 16, got {n!r}")
+    repeats = _check_repeats(repeats)
+    rng = np.random.default_rng(0)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])], "fp32_peak",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+        [numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fp32_peak.onnx"
         onnx.save(model, str(path))
         sess = ort_session(path, threads=threads)
     return 2 * n**3 / time_call(lambda: sess.run(None, {"a": a}), repeats, best=True) / 1e9
