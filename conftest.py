@@ -13,3 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 import nbval_tolerance  # noqa: E402
 
 nbval_tolerance.install()
+
+# tests/nbval_modes.py: --nbval-modes native,avx2 runs each notebook once per instruction-set mode.
+pytest_plugins = ["nbval_modes"]

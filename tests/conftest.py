@@ -115,6 +115,18 @@ def _isolated_random_state() -> Iterator[None]:
         random.setstate(saved[2])
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist a worker hands its summary lines to the controller (workeroutput).
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["quantlab_summary"] = dict(book_browser.SUMMARY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    book_browser.SUMMARY.update(getattr(node, "workeroutput", {}).get("quantlab_summary", {}))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for name, line in book_browser.SUMMARY.items():
         terminalreporter.write_line(f"{name}: {line}")

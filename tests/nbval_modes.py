@@ -1,0 +1,127 @@
+"""Run every notebook under several instruction-set modes in one pytest session.
+
+``make book`` executes the notebooks natively: with every kernel the CPU has. ``make test`` must
+fail wherever ``make book`` would, so it runs each notebook natively too; and because the stored
+outputs were computed on one machine, it also runs each notebook as an AVX2-only CPU would
+(``ATEN_CPU_CAPABILITY=avx2``, oneDNN, MKL, OpenBLAS and numpy restricted alike), which checks
+that the comparisons of ``nbval_tolerance`` hold on another instruction set.
+
+With ``--nbval-modes native,avx2`` (``scripts/test.sh`` sets it) nbval's collector of each
+notebook is replaced by one collector per mode, with node ids ``chapters/NAME.ipynb::native::Cell 3``
+and ``chapters/NAME.ipynb::avx2::Cell 3``. Each mode starts its own kernel with the mode's
+environment, so both can run at once in two pytest-xdist workers (``--dist loadscope`` keeps the
+cells of one notebook and mode together, in order). On a CPU without AVX-512 the two modes are
+the same machine, and only ``native`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+#: Environment of each mode (added to the kernel's environment while it starts).
+MODES: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+    },
+}
+
+
+def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    try:
+        return any(line.startswith("flags") and " avx512f" in line for line in Path(cpuinfo).read_text().splitlines())
+    except OSError:
+        return False
+
+
+def requested_modes(value: str | None, avx512: bool | None = None) -> list[str]:
+    """Parse ``--nbval-modes`` (comma-separated names of :data:`MODES`). ``avx2`` is dropped on a CPU
+    without AVX-512, where it would repeat ``native``."""
+    if not value:
+        return []
+    modes = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise pytest.UsageError(f"--nbval-modes: unknown mode(s) {unknown}; choose from {sorted(MODES)}")
+    if avx512 is None:
+        avx512 = cpu_has_avx512()
+    if not avx512 and "native" in modes:
+        modes = [m for m in modes if m != "avx2"]
+    return list(dict.fromkeys(modes))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--nbval-modes", default=None,
+                     help="run each notebook once per mode: comma-separated from " + ", ".join(MODES))
+
+
+def _mode_class(base: type) -> type:
+    class ModeNotebook(base):  # type: ignore[misc, valid-type]
+        """nbval's notebook collector whose kernel starts with one mode's environment."""
+
+        mode: str = "native"
+
+        def setup(self) -> None:
+            saved = {k: os.environ.get(k) for k in MODES[self.mode]}
+            os.environ.update(MODES[self.mode])
+            try:
+                super().setup()
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+
+    return ModeNotebook
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[list]:
+    results = yield
+    modes = requested_modes(parent.config.getoption("--nbval-modes"))
+    if not modes or file_path.suffix != ".ipynb":
+        return results
+    from nbval.plugin import IPyNbFile
+
+    out = []
+    for res in results:
+        if isinstance(res, IPyNbFile) and not getattr(res, "mode", None):
+            cls = _mode_class(type(res))
+            for mode in modes:
+                node = cls.from_parent(parent, path=file_path, name=f"{res.name}::{mode}",
+                                       nodeid=f"{res.nodeid}::{mode}")
+                node.mode = mode
+                out.append(node)
+        else:
+            out.append(res)
+    return out
+
+
+def xdist_group_of(item: pytest.Item) -> str:
+    """The pytest-xdist group an item runs in (``--dist loadgroup``): the cells of one notebook
+    in one mode together and in order; the strict book build and the browser tests that reuse
+    it together, build first; every other test with the rest of its module (module fixtures,
+    such as a loaded model, are set up once)."""
+    path = Path(str(item.path))
+    name = path.name
+    if name == "test_book.py" or (name.startswith("test_") and "browser" in name and path.suffix == ".py"):
+        return "book"
+    if path.suffix == ".ipynb":
+        return item.nodeid.rsplit("::", 1)[0]
+    return item.nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(name=xdist_group_of(item)))
