@@ -5,7 +5,9 @@
 #      so the built book works offline;
 #   2. drop cached notebook outputs when the library or the pinned environment
 #      changed (jupyter-cache keys a notebook on its own cells only, so an edit of
-#      src/quantlab would otherwise not re-execute an unchanged notebook);
+#      src/quantlab would otherwise not re-execute an unchanged notebook), then execute
+#      every notebook not in the cache, two at a time (scripts/execute_notebooks.py;
+#      QUANTLAB_BOOK_JOBS sets how many), natively, into the cache the build reads;
 #   3. jupyter-book build . --all -W -n --keep-going: every page is re-rendered and
 #      any warning (a notebook that fails to execute, a broken reference, a page that
 #      would load a script from another host) fails the build.
@@ -36,7 +38,15 @@ else
     rm -rf _build/.jupyter_cache
   fi
   echo "$want" > "$stamp"
-  echo "==> building the book, executing the notebooks (execution: $execution; the first build takes several minutes)"
+  if [ "$execution" = cache ]; then
+    # Execute the notebooks that are not cached yet, two at a time, into the cache the build
+    # reads (scripts/execute_notebooks.py); a notebook that fails fails the build here.
+    if ! python scripts/execute_notebooks.py --jobs "${QUANTLAB_BOOK_JOBS:-2}"; then
+      echo "==> the book build FAILED: a notebook did not execute (traceback above)" >&2
+      exit 1
+    fi
+  fi
+  echo "==> building the book (execution: $execution; notebooks not in the cache are executed now)"
 fi
 start=$(date +%s)
 set +e
