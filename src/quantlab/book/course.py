@@ -33,7 +33,7 @@ PathLike = Union[str, os.PathLike]
 WORDS_PER_MINUTE = 180
 
 _FENCE = re.compile(r"^(\s*)(`{3,}|~{3,}|:{3,})\s*(\{?[\w:-]*\}?)?(.*)$")
-_ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
+_ROLE = re.compile(r"\{([\w:-]+)\}`([^`\n]*)`")
 _INLINE_MATH = re.compile(r"\$[^$\n]+\$")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'’.,:/×%+-]*")
 
@@ -112,7 +112,7 @@ def prose_words(markdown: str) -> int:
     text = "\n".join(kept)
     text = _ROLE.sub(_role_text, text)
     text = _INLINE_MATH.sub(" x ", text)
-    text = re.sub(r"`[^`]*`", " code ", text)
+    text = re.sub(r"`[^`\n]*`", " code ", text)
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
     return len(_WORD.findall(text))
 
