@@ -18,9 +18,9 @@ how the stored outputs are shown to hold on machines other than the one that sto
   ``torch.set_num_threads(...)`` call replaced by ``torch.set_num_threads(N)``, and tests the
   copies against the stored outputs.
 
-``make test`` itself runs the notebooks under ``--isa avx2`` settings on a CPU that has AVX2
-(scripts/test.sh), so that on an AVX-512 machine every test run is also a check across
-instruction sets. Extra arguments after ``--`` go to pytest.
+``make test`` itself runs every notebook natively and under the ``--isa avx2`` settings
+(scripts/test.sh, tests/nbval_modes.py), so that on an AVX-512 machine every test run is also a
+check across instruction sets. Extra arguments after ``--`` go to pytest.
 """
 
 from __future__ import annotations
