@@ -253,6 +253,7 @@ ctl.bits.addEventListener("click", function (ev) {
 ctl.format.addEventListener("change", function () {
   var old = decode(st.f, st.code).value;
   st.f = FMT[ctl.format.value];
+  st.code = 0;  // a valid pattern of the new format, should nothing be storable in it
   buildBits();
   facts();
   if (st.typed) { storeText(st.typed.text); return; }

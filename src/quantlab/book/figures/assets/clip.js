@@ -44,10 +44,9 @@ function alphaLine(svg, x, y1, y2) {
 function drawHist(W) {
   var svg = $("svg[data-role=hist]"), desc = svg.querySelector("desc"), h = src().hist, c = cur();
   while (svg.lastChild !== desc) svg.removeChild(svg.lastChild);
-  var H = 200, top = 30, bottom = 160;
-  svg.setAttribute("viewBox", "0 0 " + W + " " + H);
-  svgEl(svg, "text", {x: 4, y: 16, "font-weight": 600},
-        "How the " + thousands(h.n) + " values |x| are spread (share per bin)");
+  var lines = svgWrapped(svg, 4, 16, "How the " + thousands(h.n) + " values |x| are spread (share per bin)",
+                         {"font-weight": 600}, W - 8, 17);
+  var top = 30 + 17 * (lines - 1), bottom = top + 130;
   var lo = Math.floor(Math.log10(1 / h.n)), y = yLog(svg, top, bottom, lo, 0, W);
   var ratio = c.threshold[st.index] / h.absmax, half = c.threshold[st.index] / c.qmax / 2 / h.absmax;
   var inside = "", outside = "";
@@ -72,8 +71,9 @@ function drawHist(W) {
     svgEl(svg, "text", {x: left ? xh - 4 : xh + 4, y: top + 24, "text-anchor": left ? "end" : "start",
                         "class": "qlf-sub"}, left ? "s/2: 0 below" : "← 0 below s/2");
   }
-  svgEl(svg, "text", {x: W - R, y: bottom + 36, "text-anchor": "end", "class": "qlf-sub"},
-        "|x| / max|x| (max|x| = " + sig(h.absmax, 3) + ")" + (h.below ? "; " + thousands(h.below) + " values below 0.001" : ""));
+  var cap = svgWrapped(svg, L, bottom + 36, "|x| / max|x| (max|x| = " + sig(h.absmax, 3) + ")" +
+                       (h.below ? "; " + thousands(h.below) + " values below 0.001" : ""), {"class": "qlf-sub"}, W - L - R, 16);
+  svg.setAttribute("viewBox", "0 0 " + W + " " + (bottom + 44 + 16 * (cap - 1)));
 }
 function marker(svg, shape, x, y) {
   var a = {"data-role": "marker", fill: "var(--qlf-panel)", stroke: "var(--qlf-fg)", "stroke-width": 2};
@@ -86,9 +86,10 @@ function marker(svg, shape, x, y) {
 function drawCurves(W) {
   var svg = $("svg[data-role=curves]"), desc = svg.querySelector("desc"), c = cur(), s = src();
   while (svg.lastChild !== desc) svg.removeChild(svg.lastChild);
-  var H = 270, top = 30, bottom = 210, absmax = s.hist.absmax;
-  svg.setAttribute("viewBox", "0 0 " + W + " " + H);
-  svgEl(svg, "text", {x: 4, y: 16, "font-weight": 600}, "Mean squared error against the clip threshold, int" + st.bits);
+  var lines = svgWrapped(svg, 4, 16, "Mean squared error against the clip threshold, int" + st.bits,
+                         {"font-weight": 600}, W - 8, 17);
+  var top = 30 + 17 * (lines - 1), bottom = top + 180, absmax = s.hist.absmax;
+  svg.setAttribute("viewBox", "0 0 " + W + " " + (bottom + 44));
   var all = c.rounding.concat(c.clipping, c.total).filter(function (v) { return v > 0; });
   var lo = Math.floor(Math.log10(Math.min.apply(null, all))), hi = Math.ceil(Math.log10(Math.max.apply(null, all)));
   lo = Math.max(lo, hi - 8);

@@ -22,6 +22,22 @@ function htmlEl(parent, tag, attrs, text) {
   if (parent) parent.appendChild(e);
   return e;
 }
+// SVG text that wraps at maxW (measured by the browser); returns the number of lines.
+function svgWrapped(svg, x, y, text, attrs, maxW, lineH) {
+  var a = {x: x, y: y};
+  for (var k in attrs) a[k] = attrs[k];
+  var t = svgEl(svg, "text", a), line = svgEl(t, "tspan", {x: x}), n = 1;
+  text.split(" ").forEach(function (word) {
+    var before = line.textContent;
+    line.textContent = before ? before + " " + word : word;
+    if (before && line.getComputedTextLength() > maxW) {
+      line.textContent = before;
+      line = svgEl(t, "tspan", {x: x, dy: lineH}, word);
+      n++;
+    }
+  });
+  return n;
+}
 function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
 // Python's f"{x:.{d}f}": JavaScript's toFixed rounds an exact tie (x * 10^d ending in .5)
 // up, Python to the even neighbour. A tie needs x * 2^(d+1) to be an integer, and then
@@ -87,3 +103,5 @@ function onKeys(handler) {
     if (handler(ev)) ev.preventDefault();
   });
 }
+// The formatting helpers, for the book's tests (they compare them with Python's formatting).
+root.qlfFormat = {fixed: fixed, thousands: thousands, sig: sig};
