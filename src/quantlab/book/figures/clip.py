@@ -381,7 +381,7 @@ def static_html(root_id: str = "ql-clip", initial: tuple[str, int] = ("weights",
         '<span class="qlf-m"><svg viewBox="0 0 14 14"><rect x="2" y="2" width="10" height="10"/></svg>absmax</span>'
         "</div>"
         '<table class="qlf-table" data-role="choices"><caption>Four ways to choose the threshold</caption>'
-        "<thead><tr><th>choice</th><th>α</th><th>clipped</th><th>total MSE</th><th>vs absmax</th></tr></thead>"
+        "<thead><tr><th>choice</th><th>α</th><th>clipped</th><th>total MSE</th></tr></thead>"
         "<tbody></tbody></table>"
         '<p class="qlf-foot">Symmetric integers, one scale for all values (<code>ql.choose_qparams</code>, '
         "<code>ql.fake_quantize</code>, <code>ql.mse</code>), computed by quantlab when this page was built "

@@ -297,7 +297,7 @@ def static_html(root_id: str = "ql-policy", initial: tuple[str, str] = ("int2", 
                          ("first", "First different action"), ("agreement", "Same action on float32's states")))
     panel = (
         '<div class="qlf-panel" data-panel="{p}"><p class="qlf-ptitle" data-out="title-{p}"></p>'
-        '<svg data-role="cart-{p}" viewBox="0 0 360 170" role="img" aria-label="{alt}"></svg>'
+        '<svg data-role="cart-{p}" viewBox="0 0 200 92" role="img" aria-label="{alt}"></svg>'
         '<p class="qlf-pstate" data-out="state-{p}" aria-live="off"></p></div>'
     )
     body = (
@@ -326,6 +326,9 @@ def static_html(root_id: str = "ql-policy", initial: tuple[str, str] = ("int2", 
         + panel.format(p="fp32", alt="the float32 policy's cart and pole")
         + panel.format(p="q", alt="the rounded policy's cart and pole")
         + "</div>"
+        '<p class="qlf-note">The track runs from −2.4 m to +2.4 m: an episode ends when the cart leaves it, '
+        "when the pole leans past 12°, or after 500 steps (the best return). Arrows: the push chosen at this "
+        "step, red where the two policies choose differently.</p>"
         f'<div class="qlf-cards">{cards}</div>'
         '<p class="qlf-foot">Computed by quantlab when this page was built (<code>rl.rollout</code>, '
         "<code>rl.quantize_policy</code>, <code>rl.action_agreement</code>), exact on every CPU. Keys while "

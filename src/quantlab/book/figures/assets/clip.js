@@ -129,10 +129,11 @@ function choices() {
     var p = c.markers[m[0]], tr = htmlEl(body, "tr", {"data-marker": m[0]});
     htmlEl(tr, "th", {scope: "row"}, m[0] === "mse" ? "MSE-optimal (grid search)" : m[0] === "absmax" ? "absmax"
       : m[1].replace("pct", "percentile"));
-    putText(htmlEl(tr, "td", {"data-value": raw(p.threshold)}), sig(p.threshold, 3) + " (" + sig(p.ratio, 3) + " × max)");
+    var a = htmlEl(tr, "td", {"data-value": raw(p.threshold)}, sig(p.threshold, 3));
+    htmlEl(a, "small", {}, sig(p.ratio, 3) + " × max");
     htmlEl(tr, "td", {"data-value": raw(p.clipped)}, pct(p.clipped));
-    putText(htmlEl(tr, "td", {"data-value": raw(p.total)}), sig(p.total, 3));
-    htmlEl(tr, "td", {}, sig(p.total / ref, 3) + "×");
+    var t = putText(htmlEl(tr, "td", {"data-value": raw(p.total)}), sig(p.total, 3));
+    htmlEl(t, "small", {}, sig(p.total / ref, 3) + "× absmax");
   });
 }
 function render() {

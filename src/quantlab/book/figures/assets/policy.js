@@ -33,32 +33,29 @@ var st = {t: 0, playing: false, last: 0, carry: 0};
 function q() { return trajectory(ctl.format.value + "-" + ctl.granularity.value); }
 function steps() { return Math.max(FP.x.length, q().x.length); }
 
-var TRACK = 2.4, W = 360, PX = (W - 40) / (2 * TRACK), GROUND = 132;
+var TRACK = 2.4, W = 200, PX = (W - 16) / (2 * TRACK), GROUND = 80;
 function drawCart(svg, tr, t, differs) {
   clear(svg);
   var n = tr.x.length, i = Math.min(t, n - 1), over = t >= n;
   var x = tr.x[i], th = tr.theta[i];
   if (over && tr.end) { x = tr.end.x; th = tr.end.theta; }
-  var cx = 20 + (x + TRACK) * PX;
-  svgEl(svg, "line", {x1: 20, x2: W - 20, y1: GROUND, y2: GROUND, "class": "qlf-axis", "stroke-width": 2});
+  var cx = 8 + (x + TRACK) * PX;
+  svgEl(svg, "line", {x1: 8, x2: W - 8, y1: GROUND, y2: GROUND, "class": "qlf-axis", "stroke-width": 1.5});
   [-TRACK, 0, TRACK].forEach(function (v) {
-    var x = 20 + (v + TRACK) * PX;
-    svgEl(svg, "line", {x1: x, x2: x, y1: GROUND, y2: GROUND + (v ? 10 : 5), "class": "qlf-axis", "stroke-width": 2});
+    var tx = 8 + (v + TRACK) * PX;
+    svgEl(svg, "line", {x1: tx, x2: tx, y1: GROUND, y2: GROUND + (v ? 7 : 4), "class": "qlf-axis", "stroke-width": 1.5});
   });
-  svgEl(svg, "text", {x: 20, y: GROUND + 26, "class": "qlf-sub", "font-size": "12px"}, "−2.4 m");
-  svgEl(svg, "text", {x: W - 20, y: GROUND + 26, "text-anchor": "end", "class": "qlf-sub", "font-size": "12px"}, "+2.4 m");
   var g = svgEl(svg, "g", {"data-role": "cart", "data-x": raw(x), "data-theta": raw(th), opacity: over ? 0.6 : 1});
-  svgEl(g, "rect", {x: cx - 0.25 * PX, y: GROUND - 24, width: 0.5 * PX, height: 18, rx: 3,
-                    fill: "var(--qlf-muted)"});
-  svgEl(g, "circle", {cx: cx - 0.15 * PX, cy: GROUND - 4, r: 4, fill: "var(--qlf-fg)"});
-  svgEl(g, "circle", {cx: cx + 0.15 * PX, cy: GROUND - 4, r: 4, fill: "var(--qlf-fg)"});
-  var base = GROUND - 24, len = 1.0 * PX;
+  svgEl(g, "rect", {x: cx - 0.25 * PX, y: GROUND - 13, width: 0.5 * PX, height: 10, rx: 2, fill: "var(--qlf-muted)"});
+  svgEl(g, "circle", {cx: cx - 0.15 * PX, cy: GROUND - 2.5, r: 2.5, fill: "var(--qlf-fg)"});
+  svgEl(g, "circle", {cx: cx + 0.15 * PX, cy: GROUND - 2.5, r: 2.5, fill: "var(--qlf-fg)"});
+  var base = GROUND - 13, len = 1.0 * PX;
   svgEl(g, "line", {x1: cx, y1: base, x2: cx + len * Math.sin(th), y2: base - len * Math.cos(th),
-                    stroke: "var(--qlf-b)", "stroke-width": 7, "stroke-linecap": "round", "data-role": "pole"});
-  svgEl(g, "circle", {cx: cx, cy: base, r: 3.5, fill: "var(--qlf-fg)"});
+                    stroke: "var(--qlf-b)", "stroke-width": 4.5, "stroke-linecap": "round", "data-role": "pole"});
+  svgEl(g, "circle", {cx: cx, cy: base, r: 2, fill: "var(--qlf-fg)"});
   if (!over) {
-    var dir = tr.actions.charAt(i) === "1" ? 1 : -1, ax = cx + dir * (0.25 * PX + 4), ay = GROUND - 15;
-    svgEl(svg, "path", {d: "M" + ax + "," + (ay - 7) + "L" + (ax + dir * 16) + "," + ay + "L" + ax + "," + (ay + 7) + "Z",
+    var dir = tr.actions.charAt(i) === "1" ? 1 : -1, ax = cx + dir * (0.25 * PX + 2), ay = GROUND - 8;
+    svgEl(svg, "path", {d: "M" + ax + "," + (ay - 4.5) + "L" + (ax + dir * 10) + "," + ay + "L" + ax + "," + (ay + 4.5) + "Z",
                         fill: differs ? "var(--qlf-bad)" : "var(--qlf-a)", "data-role": "push",
                         "data-action": tr.actions.charAt(i)});
   }
@@ -72,9 +69,8 @@ function stateText(tr, t) {
       : "the pole fell past 12° (" + fixed(Math.abs(tr.end.theta) * 180 / Math.PI, 1) + "°).");
   }
   var deg = tr.theta[t] * 180 / Math.PI;
-  return "x = " + fixed(tr.x[t], 2) + " m, pole " + fixed(Math.abs(deg), 1) + "° " +
-    (deg > 0 ? "right" : deg < 0 ? "left" : "") + "; pushes " + (tr.actions.charAt(t) === "1" ? "right" : "left") +
-    "; return so far " + (t + 1);
+  return "cart at " + fixed(tr.x[t], 2) + " m, pole " + fixed(Math.abs(deg), 1) + "° " +
+    (deg > 0 ? "right" : deg < 0 ? "left" : "") + "; pushes " + (tr.actions.charAt(t) === "1" ? "right" : "left");
 }
 function timeline(tr) {
   var svg = $("svg[data-role=timeline]");
