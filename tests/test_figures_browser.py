@@ -54,7 +54,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     sizes = {name: len(f.encode()) for name, f in fragments.items()}
     book_browser.SUMMARY["figures"] = ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items())
     with book_browser.serve(folder) as url:
-        yield {"url": url, "sizes": sizes}
+        yield {"url": url, "sizes": sizes, "fragments": fragments}
 
 
 def _run(site: dict[str, Any], path: str, actions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -95,25 +95,24 @@ LAYOUT = r"""(async () => {
   document.body.appendChild(f);
   await loaded;
   await new Promise((ok) => setTimeout(ok, 400));
-  const doc = f.contentDocument, fig = doc.querySelector('.qlf'), width = doc.documentElement.clientWidth;
-  const wide = [...fig.querySelectorAll('*')].filter((e) => {
+  const doc = f.contentDocument, figs = [...doc.querySelectorAll('.qlf')], width = doc.documentElement.clientWidth;
+  const wide = figs.flatMap((fig) => [...fig.querySelectorAll('*')]).filter((e) => {
     const r = e.getBoundingClientRect();
     return r.width > 0 && r.right > width + 0.5 && !e.closest('.qlf-sr');
   }).map((e) => e.tagName + ' ' + (e.getAttribute('class') || '') + ' "' + e.textContent.slice(0, 40) + '" ' +
            Math.round(e.getBoundingClientRect().right));
   let minPx = Infinity;
-  fig.querySelectorAll('svg').forEach((svg) => {
+  figs.flatMap((fig) => [...fig.querySelectorAll('svg')]).forEach((svg) => {
     const vb = svg.viewBox.baseVal, scale = vb && vb.width ? svg.getBoundingClientRect().width / vb.width : 1;
     svg.querySelectorAll('text').forEach((t) => {
       minPx = Math.min(minPx, parseFloat(getComputedStyle(t).fontSize) * scale);
     });
   });
-  return {width, scrollWidth: doc.documentElement.scrollWidth, figureRight: fig.getBoundingClientRect().right,
-          wide, minPx};
+  return {width, scrollWidth: doc.documentElement.scrollWidth, figures: figs.length,
+          figureRight: Math.max(...figs.map((fig) => fig.getBoundingClientRect().right)), wide, minPx};
 })()"""
 
-CONTRAST = r"""(() => {
-  const fig = document.querySelector('.qlf');
+CONTRAST = r"""(() => [...document.querySelectorAll('.qlf')].map((fig) => {
   function rgba(c) {
     const m = c.match(/rgba?\(([^)]+)\)/);
     if (!m) return null;
@@ -145,8 +144,8 @@ CONTRAST = r"""(() => {
     if (ratio < 4.5) low.push([e.tagName, e.textContent.slice(0, 40), ratio.toFixed(2)]);
   });
   const panel = lum(background(fig));
-  return {min, low, n, panel};
-})()"""
+  return {id: fig.id, min, low, n, panel, frame: lum(background(fig.parentElement))};
+}))()"""
 
 
 @pytest.fixture(scope="module")
@@ -172,11 +171,14 @@ def test_no_request_leaves_the_machine_and_no_errors(layout):
 @pytest.mark.parametrize("theme", _page.THEMES)
 def test_text_is_legible_in_both_themes(layout, name, theme):
     (page,) = [p for p in layout["pages"] if p["path"] == f"{name}-{theme}.html"]
-    contrast = page["actions"][1]["value"]
+    (contrast,) = page["actions"][1]["value"]
     assert contrast["n"] > 20  # the figure's texts were found
     assert contrast["low"] == [] and contrast["min"] >= 4.5, contrast
-    # the figure's own panel follows the theme
-    assert contrast["panel"] < 0.05 if theme == "dark" else contrast["panel"] > 0.9
+    # the figure's own panel and the page around it follow the theme
+    if theme == "dark":
+        assert contrast["panel"] < 0.05 and contrast["frame"] < 0.05
+    else:
+        assert contrast["panel"] > 0.9 and contrast["frame"] > 0.9
 
 
 @pytest.mark.parametrize("name", FIGURES)
@@ -194,6 +196,65 @@ def test_page_weight(site):
     """What each figure adds to its page (a budget, not a target)."""
     assert site["sizes"]["bits"] < 40_000 and site["sizes"]["fit"] < 40_000
     assert site["sizes"]["clip"] < 80_000 and site["sizes"]["policy"] < 80_000
+
+
+# ---- the four figures inside a page of the built book, with the theme's own styles
+
+BOOK_PAGE = book_browser.BUILD_HTML / "chapters" / "01_why_quantization.html"
+
+
+@pytest.fixture(scope="module")
+def in_book(site: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The four figures as cell outputs of a copy of a built page (its scripts and styles
+    linked from _build/html), read in the theme's light and dark modes."""
+    if not BOOK_PAGE.is_file():
+        pytest.skip(f"needs the built book ({BOOK_PAGE} is missing): run `make book`, or `make test`, "
+                    "which builds it before the browser tests")
+    folder = tmp_path_factory.mktemp("book")
+    for entry in book_browser.BUILD_HTML.iterdir():
+        if entry.name != "chapters":
+            (folder / entry.name).symlink_to(entry.resolve())
+    (folder / "chapters").mkdir()
+    page = BOOK_PAGE.read_text("utf-8")
+    at = page.index(">", page.index('<section class="tex2jax_ignore mathjax_ignore"')) + 1
+    cells = "".join('<div class="cell docutils container"><div class="cell_output docutils container">'
+                    f'<div class="output text_html">{site["fragments"][name]}</div></div></div>' for name in FIGURES)
+    (folder / "chapters" / "figures.html").write_text(page[:at] + cells + page[at:], "utf-8")
+    dark = "document.documentElement.dataset.theme = 'dark'; document.documentElement.dataset.theme"
+    with book_browser.serve(folder) as url:
+        report = book_browser.run_pages(url, [{"path": "chapters/figures.html", "actions": [
+            {"type": "waitFor", "selector": ".qlf"},
+            {"type": "eval", "expression": "document.documentElement.dataset.theme = 'light'"},
+            {"type": "eval", "expression": CONTRAST},
+            {"type": "eval", "expression": dark}, {"type": "wait", "ms": 200},
+            {"type": "eval", "expression": CONTRAST},
+            {"type": "eval", "expression": LAYOUT, "timeoutMs": 30000}]}])
+    (page_report,) = report["pages"]
+    return {"report": report, "page": page_report, "reads": _evals(page_report)}
+
+
+def test_in_the_book_no_error_and_no_request(in_book):
+    assert in_book["report"]["externalRequestCount"] == 0, in_book["report"]["externalRequests"]
+    assert book_browser.page_problems(in_book["page"]) == []
+    assert all(a["ok"] for a in in_book["page"]["actions"]), in_book["page"]["actions"]
+
+
+@pytest.mark.parametrize("theme", _page.THEMES)
+def test_in_the_book_text_is_legible(in_book, theme):
+    shown = in_book["reads"][1] if theme == "light" else in_book["reads"][3]
+    assert [f["id"] for f in shown] == [ROOTS[n] for n in FIGURES]
+    for f in shown:
+        assert f["low"] == [] and f["min"] >= 4.5, (theme, f)
+        # dark figures on the dark page: the theme's light frame of HTML outputs is lifted
+        if theme == "dark":
+            assert f["panel"] < 0.05 and f["frame"] < 0.05
+        else:
+            assert f["panel"] > 0.9
+
+
+def test_in_the_book_figures_fit_390_px(in_book):
+    shown = in_book["reads"][4]
+    assert shown["figures"] == 4 and shown["figureRight"] <= shown["width"] and shown["wide"] == [], shown
 
 
 FORMATTING = r"""(() => {
