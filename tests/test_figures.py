@@ -44,7 +44,7 @@ def _self_contained(page: str, root_id: str) -> None:
     assert "<script src" not in page and "<link" not in page and "import(" not in page
     assert "<img" not in page and "url(" not in page and "@import" not in page
     assert page.count("<script") == 2 and page.count("</script>") == 2
-    assert page.startswith(f'<div class="qlf ') and f'id="{root_id}"' in page
+    assert page.startswith('<div class="qlf ') and f'id="{root_id}"' in page
     assert f'getElementById("{root_id}")' in page and "__ROOT__" not in page
     assert 'html[data-theme="dark"] .qlf' in page  # the theme's dark mode has its own colours
     # every control has a label or an aria-label
@@ -343,7 +343,8 @@ def test_fit_page_embeds_the_catalogs():
         assert mem.kv_cache_bytes(1, 1, 1, 1, 1, spec) == 2 * k["bits"] / 8
     assert data["overhead"] == mem.DEFAULT_OVERHEAD and data["gib"] == mem.GiB
     assert data["contexts"] == [2**k for k in range(9, 18)]
-    assert data["expected"]["gib"] == fit.breakdown(fit.Setting()).gib
+    assert data["initial"] == {"model": "Llama-2-7B", "n_params": 6.74e9, "weights": "int4_g128", "context": 4096,
+                               "batch": 1, "kv": "fp16", "gpu": "RTX 4090"}
     with pytest.raises(ValueError, match="initial.context must be one of"):
         fit.static_html(initial=fit.Setting(context=1000))
     with pytest.raises(TypeError, match="initial must be a Setting"):

@@ -804,6 +804,11 @@ def policy_report(site: dict[str, Any]) -> dict[str, Any]:
         {"type": "wait", "ms": 600}, read,
         {"type": "press", "selector": "#ql-policy button[data-role=forward]", "key": "k"}, read,
         {"type": "wait", "ms": 300}, read,
+        sel("speed", "0.1"),
+        {"type": "click", "selector": "#ql-policy button[data-role=restart]"},
+        {"type": "click", "selector": "#ql-policy button[data-role=play]"},
+        {"type": "wait", "ms": 1000}, read,
+        {"type": "click", "selector": "#ql-policy button[data-role=play]"},
         {"type": "eval", "expression": POLICY_ROUTINE.replace("__KEYS__", json.dumps(keys)), "timeoutMs": 30000},
     ]
     reads = _evals(_run(site, "policy-dark.html", actions))
@@ -835,7 +840,7 @@ def test_policy_routine_rebuilds_every_episode(policy_report):
 def test_policy_display_follows_the_controls(policy_report):
     r = policy_report["reads"]
     ref, q2 = policy.episode(), policy.episode("int2", "tensor")
-    first, at120, to_first, fwd, key_fwd, at400, int8, int8c, restart, playing, paused, still = r
+    first, at120, to_first, fwd, key_fwd, at400, int8, int8c, restart, playing, paused, still, slow = r
     assert (first["step"], first["policy"], first["playing"]) == (0, "int2-tensor", "0")
     assert (float(first["retF"]), float(first["retQ"])) == (ref.ret, q2.ret)
     assert first["first"] == str(q2.first_difference) and first["agreement"] == q2.agreement
@@ -852,3 +857,5 @@ def test_policy_display_follows_the_controls(policy_report):
     assert restart["step"] == 0
     assert playing["playing"] == "1" and playing["step"] > 5  # about 30 steps in 0.6 s
     assert paused["playing"] == "0" and still["step"] == paused["step"]  # K paused it
+    # at 1/10 speed (5 steps/s) one second plays a few steps, not the 50 of real time
+    assert slow["playing"] == "1" and 1 <= slow["step"] <= 20

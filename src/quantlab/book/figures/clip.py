@@ -31,7 +31,6 @@ and "Percentile and MSE-optimal ranges".
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Optional

@@ -230,8 +230,7 @@ def static_data(initial: Optional[Setting] = None) -> dict[str, Any]:
         ``{"models": [{"name", "n_params", "n_layers", "n_kv_heads", "head_dim"}],
         "weights": [{"key", "label", "group", "bpw", "gguf"}], "kv": [{"key", "label", "bits"}],
         "gpus": [{"name", "memory_gib", "memory_bytes", "kind"}], "contexts", "max_batch",
-        "overhead", "gib", "initial": {...}, "expected": {...}}`` where ``expected`` is
-        :func:`breakdown` of the first setting.
+        "overhead", "gib", "initial": {...}}``.
     """
     if initial is None:
         initial = Setting()
@@ -239,7 +238,6 @@ def static_data(initial: Optional[Setting] = None) -> dict[str, Any]:
         raise TypeError(f"initial must be a Setting, got {type(initial).__name__}")
     if initial.context not in CONTEXTS:
         raise ValueError(f"initial.context must be one of {CONTEXTS}, got {initial.context}")
-    first = breakdown(initial)
     return {
         "models": [{"name": m.name, "n_params": m.n_params, "n_layers": m.n_layers,
                     "n_kv_heads": m.n_kv_heads, "head_dim": m.head_dim} for m in mem.MODELS],
@@ -255,7 +253,6 @@ def static_data(initial: Optional[Setting] = None) -> dict[str, Any]:
         "gib": mem.GiB,
         "initial": {"model": initial.model, "n_params": initial.n_params, "weights": initial.weights,
                     "context": initial.context, "batch": initial.batch, "kv": initial.kv, "gpu": initial.gpu},
-        "expected": {"needed": first.needed, "fits": first.fits, "gib": first.gib},
     }
 
 

@@ -208,7 +208,7 @@ def ending(ep: Episode) -> Optional[dict[str, Any]]:
         cart = env.unwrapped
         cart.state = np.asarray(ep.states[-1], dtype=np.float64)
         obs, _, terminated, _, _ = env.step(int(ep.actions[-1]))
-        x_limit, theta_limit = cart.x_threshold, cart.theta_threshold_radians
+        x_limit = cart.x_threshold
     finally:
         env.close()
     if not terminated:
