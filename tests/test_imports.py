@@ -24,7 +24,8 @@ HEAVY = [
 LAZY = [
     "quantlab.explorer", "quantlab.plotting", "quantlab.sweeps", "quantlab.evaluation",
     "quantlab.models", "quantlab.models.digits", "quantlab.models.minilm",
-    "quantlab.models.smollm", "quantlab.rl",
+    "quantlab.models.smollm", "quantlab.rl", "quantlab.book.figures.bits", "quantlab.book.figures.fit",
+    "quantlab.book.figures.clip", "quantlab.book.figures.policy",
 ]
 
 

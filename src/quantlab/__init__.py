@@ -28,7 +28,7 @@ its own (and from numpy, torch and the standard library)::
                     gguf_export (llama.cpp files)
       book/         the chapter's tools: explorer (+ explorer_assets/), plotting, sweeps,
                     evaluation, exercises, rl, rl_train, rl_speed, speed,
-                    models/ (minilm, smollm, digits)
+                    figures/ (bits, fit, clip, policy, + assets/), models/ (minilm, smollm, digits)
       data/         package data (calibration/evaluation sentences, stored RL policies)
 
 ``tests/test_layout.py`` checks the rule. The modules of the former flat layout keep their
