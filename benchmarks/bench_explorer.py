@@ -138,7 +138,7 @@ def bench_explorer(repeats: int = 32, threads: int = 1, static: bool = True) -> 
             t0 = time.perf_counter()
             data = E.static_data()
             out["static_data_s"] = round(time.perf_counter() - t0, 2)
-            out["static_settings"] = len(data["keys"])
+            out["static_settings"] = len(data["index"])
             out["static_entries"] = len(data["entries"])
             out["static_data_bytes"] = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
             out["static_html_bytes"] = len(E.static_html(data).encode())
