@@ -244,10 +244,8 @@ def format_figures(data: ExplorerData) -> dict[str, str]:
 def _finish(data: ExplorerData) -> ExplorerData:
     """Fill the figures and make the arrays read-only (cached results are shared)."""
     data.figures = format_figures(data)
-    for name in ("strip", "snapped", "grid", "hist", "hist_original"):  # block: read-only already
-        a = getattr(data, name)
-        if a is not None:
-            a.flags.writeable = False
+    for name in ("strip", "hist_original"):  # the others are read-only already
+        _frozen(getattr(data, name))
     return data
 
 
@@ -256,36 +254,51 @@ def _snapped(source: str, x_hat: torch.Tensor) -> np.ndarray:
     return x_hat[row, group * GROUP_SIZE : (group + 1) * GROUP_SIZE].double().numpy().copy()
 
 
-@lru_cache(maxsize=None)
-def _explore(settings: Settings) -> ExplorerData:
-    source = settings.source
-    x = weights(source)
-    hist_original, beyond = source_histogram(source)
-    res = resolve(settings)
-    common: dict[str, Any] = dict(
-        settings=settings, bits=settings.bits, strip=strip(source), hist_original=hist_original.copy(),
-        beyond=beyond, n=int(x.numel()), notes=res.notes,
-    )
-    if res.fmt is None:
-        return _finish(ExplorerData(
-            available=False, fmt=None, granularity=None, symmetric=True, levels=None,
-            distinct_values=None, compression=None, avg_error_pct=None, bits_per_weight=None,
-            zeroed_pct=None, step=None, regime=_regime(res, settings, None, None),
-            snapped=None, grid=None, grid_lines=0, hist=None, **common,
-        ))
-    if res.granularity == "block":
-        return _explore_block(settings, res, common)
-    fmt = get_format(res.fmt)
-    if res.granularity is None:  # fp32 / fp16: a plain cast
-        q = quantize(x, fmt)
-    else:
-        q = quantize(
-            x, fmt, granularity=res.granularity, symmetric=res.symmetric,
-            group_size=GROUP_SIZE if res.granularity == "group" else None,
-        )
-    x_hat = q.dequantize()
+@dataclass(frozen=True)
+class _Measured:
+    """What one quantlab call gives, shared by every setting that stands for it."""
+
+    levels: int
+    distinct: Optional[int]
+    bits_per_weight: float
+    err: float
+    zeroed: float
+    step: Optional[float]
+    snapped: np.ndarray
+    grid: Optional[np.ndarray]
+    grid_lines: int
+    hist: np.ndarray
+    block: Optional[BlockView] = None
+    notes: tuple[str, ...] = ()
+
+
+def _errors(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[float, float]:
+    """The average error in % and the % of non-zero weights that became 0."""
     err = 100.0 * metrics.mean_relative_error(x, x_hat)
     zeroed = 100.0 * int(((x_hat == 0) & (x != 0)).sum()) / x.numel()
+    return err, zeroed
+
+
+def _frozen(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    if a is not None:
+        a.flags.writeable = False
+    return a
+
+
+@lru_cache(maxsize=None)
+def _measure(source: str, fmt_name: str, granularity: Optional[str], symmetric: bool) -> _Measured:
+    """Quantize a source as ``resolve`` says, once per distinct call (cached)."""
+    x = weights(source)
+    if granularity == "block":
+        return _measure_block(source, fmt_name)
+    fmt = get_format(fmt_name)
+    if granularity is None:  # fp32 / fp16: a plain cast
+        q = quantize(x, fmt)
+    else:
+        q = quantize(x, fmt, granularity=granularity, symmetric=symmetric,
+                     group_size=GROUP_SIZE if granularity == "group" else None)
+    x_hat = q.dequantize()
+    err, zeroed = _errors(x, x_hat)
     row, group = strip_location(source)
     grid, grid_lines, step = None, 0, None
     if q.scale is not None:
@@ -300,25 +313,17 @@ def _explore(settings: Settings) -> ExplorerData:
     else:
         grid_lines = int(fmt.levels) if fmt.bits <= 16 else 1 << fmt.bits  # dense everywhere
     distinct = (fmt.levels if fmt.bits <= 16 else None) if isinstance(fmt, FloatFormat) else fmt.levels
-    bpw = q.bits_per_weight
-    return _finish(ExplorerData(
-        available=True, fmt=fmt.name, granularity=res.granularity, symmetric=res.symmetric,
-        levels=1 << fmt.bits, distinct_values=distinct, compression=32 / bpw,
-        avg_error_pct=err, bits_per_weight=bpw, zeroed_pct=zeroed, step=step,
-        regime=_regime(res, settings, step, zeroed), snapped=_snapped(source, x_hat), grid=grid,
-        grid_lines=grid_lines, hist=histogram(x_hat), **common,
-    ))
+    return _Measured(levels=1 << fmt.bits, distinct=distinct, bits_per_weight=q.bits_per_weight,
+                     err=err, zeroed=zeroed, step=step, snapped=_frozen(_snapped(source, x_hat)),
+                     grid=_frozen(grid), grid_lines=grid_lines, hist=_frozen(histogram(x_hat)))
 
 
-def _explore_block(settings: Settings, res: Resolved, common: dict[str, Any]) -> ExplorerData:
-    """:func:`explore` for a block format: quantlab's quantizer and decoder for the whole
+def _measure_block(source: str, fam: str) -> _Measured:
+    """:func:`_measure` for a block format: quantlab's quantizer and decoder for the whole
     source; the grid is the strip's first block's (:func:`.blocks.block_view`)."""
-    source, fam = settings.source, res.fmt
-    x = weights(source)
     _, x_hat, bpw = blocks.block_quantized(source, fam)
     view = blocks.block_view(source, fam)
-    err = 100.0 * metrics.mean_relative_error(x, x_hat)
-    zeroed = 100.0 * int(((x_hat == 0) & (x != 0)).sum()) / x.numel()
+    err, zeroed = _errors(weights(source), x_hat)
     inside = view.values[np.abs(view.values) <= WINDOW]
     grid_lines = int(inside.size)
     k, unit = view.block_size, "sub-block" if fam == "q4_k" else "block"
@@ -326,16 +331,38 @@ def _explore_block(settings: Settings, res: Resolved, common: dict[str, Any]) ->
     others = GROUP_SIZE // k - 1
     rest = (f"the other {unit} of the strip has its own {own}" if others == 1 else
             f"the strip's {others} other {unit}s have their own {own}s")
-    common = dict(common, notes=res.notes + (
-        f"the grey lines are the grid of the strip's first {unit} (row {view.row}, weights "
-        f"{view.start}–{view.start + k - 1}): " + rest,))
-    distinct = 16 if fam in ("q4_0", "q4_k") else get_format(fam).levels
+    note = (f"the grey lines are the grid of the strip's first {unit} (row {view.row}, weights "
+            f"{view.start}–{view.start + k - 1}): " + rest)
+    return _Measured(levels=16, distinct=16 if fam in ("q4_0", "q4_k") else get_format(fam).levels,
+                     bits_per_weight=bpw, err=err, zeroed=zeroed, step=None,
+                     snapped=_frozen(_snapped(source, x_hat)),
+                     grid=_frozen(inside.copy()) if grid_lines <= MAX_GRID_LINES else None,
+                     grid_lines=grid_lines, hist=_frozen(histogram(x_hat)), block=view, notes=(note,))
+
+
+@lru_cache(maxsize=None)
+def _explore(settings: Settings) -> ExplorerData:
+    source = settings.source
+    hist_original, beyond = source_histogram(source)
+    res = resolve(settings)
+    common: dict[str, Any] = dict(
+        settings=settings, bits=settings.bits, strip=strip(source), hist_original=hist_original.copy(),
+        beyond=beyond, n=int(weights(source).numel()),
+    )
+    if res.fmt is None:
+        return _finish(ExplorerData(
+            available=False, fmt=None, granularity=None, symmetric=True, levels=None,
+            distinct_values=None, compression=None, avg_error_pct=None, bits_per_weight=None,
+            zeroed_pct=None, step=None, regime=_regime(res, settings, None, None), notes=res.notes,
+            snapped=None, grid=None, grid_lines=0, hist=None, **common,
+        ))
+    m = _measure(source, res.fmt, res.granularity, res.symmetric)
     return _finish(ExplorerData(
-        available=True, fmt=fam, granularity="block", symmetric=True, levels=16,
-        distinct_values=distinct, compression=32 / bpw, avg_error_pct=err, bits_per_weight=bpw,
-        zeroed_pct=zeroed, step=None, regime=_regime(res, settings, None, zeroed),
-        snapped=_snapped(source, x_hat), grid=inside.copy() if grid_lines <= MAX_GRID_LINES else None,
-        grid_lines=grid_lines, hist=histogram(x_hat), block=view, **common,
+        available=True, fmt=res.fmt, granularity=res.granularity, symmetric=res.symmetric,
+        levels=m.levels, distinct_values=m.distinct, compression=32 / m.bits_per_weight,
+        avg_error_pct=m.err, bits_per_weight=m.bits_per_weight, zeroed_pct=m.zeroed, step=m.step,
+        regime=_regime(res, settings, m.step, m.zeroed), notes=res.notes + m.notes,
+        snapped=m.snapped, grid=m.grid, grid_lines=m.grid_lines, hist=m.hist, block=m.block, **common,
     ))
 
 
@@ -386,4 +413,5 @@ def explore(
 def clear_cache() -> None:
     """Forget computed settings (benchmarks time the computation this way)."""
     _explore.cache_clear()
+    _measure.cache_clear()
     blocks.clear_cache()

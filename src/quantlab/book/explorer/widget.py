@@ -190,13 +190,14 @@ class Explorer:
         from PIL import Image
 
         w, h = self.fig.canvas.get_width_height(physical=True)
-        head = Figure(figsize=(w / self.dpi, 0.62), dpi=self.dpi)
+        head = Figure(figsize=(w / self.dpi, 0.8), dpi=self.dpi)
         FigureCanvasAgg(head)
         d = self.data
-        head.text(0.01, 0.7, TEXT["still_widget"].format(setting=d.title), fontsize=10, weight="bold",
+        head.text(0.01, 0.78, TEXT["still_widget"].format(setting=d.title), fontsize=10, weight="bold",
                   color=COLORS["fg"], va="center")
-        cards = "   ".join(f"{FIGURE_LABELS[k]}: {d.figures[k]}" for k in FIGURE_LABELS)
-        head.text(0.01, 0.25, cards, fontsize=9, color=COLORS["muted"], va="center")
+        cards = [f"{FIGURE_LABELS[k]}: {d.figures[k]}" for k in FIGURE_LABELS]
+        for line, y in ((cards[:3], 0.45), (cards[3:], 0.15)):
+            head.text(0.01, y, "     ".join(line), fontsize=9, color=COLORS["muted"], va="center")
         head.canvas.draw()
         top = np.asarray(head.canvas.buffer_rgba())[..., :3]
         self._draw(self.data)  # the figure's canvas holds the current setting
@@ -272,10 +273,10 @@ class Explorer:
                                  description=TEXT["format"], style=style, layout=W.Layout(width="300px"))
         w["granularity"] = W.ToggleButtons(options=[(v, k) for k, v in GRANULARITIES.items()],
                                            value=s.granularity, description=TEXT["scale_per"],
-                                           style={**style, "button_width": "130px"})
+                                           style={**style, "button_width": "150px"})
         w["symmetric"] = W.ToggleButtons(options=[(TEXT["symmetric"], True), (TEXT["asymmetric"], False)],
                                          value=s.symmetric, description=TEXT["range"],
-                                         style={**style, "button_width": "170px"})
+                                         style={**style, "button_width": "190px"})
         w["figs"] = W.HTML()
         w["image"] = W.Image(format="jpeg", layout=W.Layout(width="774px"))
         w["block"] = W.HTML(layout=W.Layout(display="none"))  # the block inspector
