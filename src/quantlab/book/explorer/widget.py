@@ -256,7 +256,7 @@ class Explorer:
         import ipywidgets as W
 
         s = self.settings
-        labels = [f"{b}-bit" + (" (extreme)" if b == 2 else " (baseline, fp32)" if b == 32 else "") for b in BITS]
+        labels = [f"{b}-bit" + (TEXT["stop_low"] if b == 2 else TEXT["stop_high"] if b == 32 else "") for b in BITS]
         style = {"description_width": "80px"}
         w: dict[str, Any] = {}
         w["bits"] = W.SelectionSlider(options=list(zip(labels, BITS)), value=s.bits, description=TEXT["precision"],
@@ -307,7 +307,7 @@ class Explorer:
         notes = "; ".join(d.notes)
         box = el("div", {"class": "qlx-widget", "style": "max-width:774px"}, *about, figure_cards(d.figures),
                  el("p", {"class": "qlx-regime"}, d.regime),
-                 el("p", {"class": "qlx-notes"}, d.caption + (f" Note: {notes}." if notes else "")))
+                 el("p", {"class": "qlx-notes"}, d.caption + (" " + TEXT["note"].format(notes=notes) if notes else "")))
         return render(box, inline=True)
 
     def _sync_widgets(self) -> None:

@@ -264,7 +264,7 @@
     root.querySelectorAll(".qlx-ticks span").forEach(function (s, i) {
       s.className = i === +ctl.bits.value ? "qlx-on" : "";
     });
-    ctl.bits.setAttribute("aria-valuetext", D.bits[+ctl.bits.value] + " bits");
+    ctl.bits.setAttribute("aria-valuetext", T.bits_value.replace("{bits}", D.bits[+ctl.bits.value]));
     W = drawWidth();
     root.classList.toggle("qlx-narrow", W < NARROW);
     drawStrip(src, e);
