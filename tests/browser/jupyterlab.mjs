@@ -29,7 +29,6 @@
 //   stderr: texts of error and stderr outputs.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 
 const [specPath, reportPath] = process.argv.slice(2);
@@ -47,21 +46,25 @@ const isLocal = (u) => {
   } catch { return true; }
 };
 
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "ql-jlab-chromium-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
+const browser = await chromium.launch({
   executablePath: spec.chromium ?? "/usr/bin/chromium",
   headless: true,
   args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-  viewport: { width: 1280, height: 1000 },
 });
 const external = [];
 const pageErrors = [];
-await context.route("**/*", (route) => {
-  const url = route.request().url();
-  if (!isLocal(url)) { external.push(url); return route.abort("blockedbyclient"); }
-  return route.continue();
-});
+// One browser context per notebook (JupyterLab windows in one context negotiate their names
+// through shared storage); every request that would leave the machine is recorded and aborted.
+async function newContext() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+  await context.route("**/*", (route) => {
+    const url = route.request().url();
+    if (!isLocal(url)) { external.push(url); return route.abort("blockedbyclient"); }
+    return route.continue();
+  });
+  return context;
+}
 
 // What the open notebook shows now (run inside the page).
 const LOOK = (liveCell) => {
@@ -121,14 +124,17 @@ async function shot(page, name) {
   if (spec.screenshots) await page.screenshot({ path: path.join(spec.screenshots, name), fullPage: false });
 }
 
-const reports = [];
-for (const name of spec.notebooks) {
+// The notebooks are opened side by side, each in its own page and workspace, and run at the
+// same time (each kernel on its own core where there are several).
+async function visit(name, index) {
   const rep = { name, ok: false, error: null, timings: {} };
+  const context = await newContext();
   const page = await context.newPage();
   page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message || e}`));
   try {
     const t0 = Date.now();
-    await page.goto(`${spec.baseUrl}lab/tree/${name}?reset&token=${spec.token}`, { waitUntil: "load" });
+    await page.goto(`${spec.baseUrl}lab/workspaces/ql${index}/tree/${name}?reset&token=${spec.token}`,
+                    { waitUntil: "load" });
     await page.locator(".jp-Notebook .jp-Cell").first().waitFor({ timeout: 60000 });
     await page.locator(".jp-Notebook-ExecutionIndicator[data-status=idle]").first().waitFor({ timeout: 60000 });
     for (const sel of (spec.firstOpenWait || {})[name] || []) {  // large outputs render late
@@ -194,10 +200,10 @@ for (const name of spec.notebooks) {
     rep.error = String(e && e.message ? e.message : e).split("\n").slice(0, 3).join(" ");
     await shot(page, `${name}.error.png`).catch(() => {});
   }
-  await page.close();
-  reports.push(rep);
+  await context.close();
+  return rep;
 }
+const reports = await Promise.all(spec.notebooks.map(visit));
 
-await context.close();
-fs.rmSync(userDataDir, { recursive: true, force: true });
+await browser.close();
 fs.writeFileSync(reportPath, JSON.stringify({ notebooks: reports, external: [...new Set(external)], pageErrors }, null, 1));
