@@ -410,7 +410,16 @@ def test_static_data_is_compact(page_data):
     assert len(set(blobs)) == len(blobs) < len(page_data["index"]) / 4
     assert len(set(page_data["strings"])) == len(page_data["strings"])
     size = len(json.dumps(page_data, separators=(",", ":"), ensure_ascii=False).encode())
-    assert size < 800_000, size
+    assert size < 650_000, size
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0, 0, 0, 1, -2, 37]), max_size=40))
+def test_runs_of_zeros_round_trip(values):
+    packed = page.runs_of_zeros(values)
+    assert page.expand_zeros(packed) == values
+    assert all(not isinstance(v, str) or int(v[1:]) >= 3 for v in packed)
+    assert page.runs_of_zeros([5, 0, 0, 0, 0, 2, 0, 0]) == [5, "z4", 2, 0, 0]
 
 
 def test_kernel_explorer_shows_the_same_as_the_static_page(page_data):

@@ -31,14 +31,44 @@ from .settings import BITS, FAMILIES, GRANULARITIES, GROUP_SIZE, PRESETS, SOURCE
 from .sources import HIST_EDGES, WINDOW, strip_location
 from .text import FIGURE_LABELS, TEXT
 
-__all__ = ["UNIT", "entry", "static_data", "decode", "static_html"]
+__all__ = ["UNIT", "FIGURE_KEYS", "runs_of_zeros", "expand_zeros", "entry", "static_data", "decode",
+           "static_html", "still"]
 
 #: Positions are embedded as integers in units of ``1 / UNIT`` (1e-4, :data:`.blocks.DECIMALS`).
 UNIT = 10**DECIMALS
 
 
+#: The order of the figures in an entry's ``figs`` list: the bit width, then the cards.
+FIGURE_KEYS: tuple[str, ...] = ("bits",) + tuple(FIGURE_LABELS)
+
+
 def _ints(values: Any) -> list[int]:
     return [int(v) for v in np.round(np.asarray(values, dtype=np.float64) * UNIT)]
+
+
+def runs_of_zeros(values: list[int]) -> list[Any]:
+    """A list of integers with every run of 3 or more zeros written as the string ``"z<n>"``
+    (``[5, 0, 0, 0, 0, 2]`` becomes ``[5, "z4", 2]``): histograms and differences of
+    histograms are mostly zeros."""
+    out: list[Any] = []
+    run = 0
+    for v in list(values) + [None]:
+        if v == 0:
+            run += 1
+            continue
+        out += [0] * run if run < 3 else [f"z{run}"]
+        run = 0
+        if v is not None:
+            out.append(int(v))
+    return out
+
+
+def expand_zeros(values: list[Any]) -> list[int]:
+    """Undo :func:`runs_of_zeros`."""
+    out: list[int] = []
+    for v in values:
+        out += [0] * int(v[1:]) if isinstance(v, str) else [v]
+    return out
 
 
 class _Strings:
@@ -58,18 +88,21 @@ class _Strings:
 def entry(data: ExplorerData, strings: Optional[_Strings] = None) -> dict[str, Any]:
     """One setting as the static page embeds it.
 
-    Fields: ``ok``, ``fmt``, ``figs`` (the displayed figures), ``title``, ``regime``,
+    Fields: ``ok``, ``fmt``, ``figs`` (the displayed figures, in the order of
+    :data:`FIGURE_KEYS`), ``title``, ``regime``,
     ``gridText`` and ``notes`` (texts, or their indices in the shared list when ``strings``
     is given), and where available: ``snap`` (the 64 snapped values minus the strip's, in
     units of 1e-4), ``grid`` (the grid values in units of 1e-4: the first, then the steps
     between neighbours; None when too fine to draw), ``hist`` (the quantized histogram) or
-    ``histDiff`` (its difference from the original histogram, whichever is shorter), and
+    ``histDiff`` (its difference from the original histogram, whichever is shorter; both
+    with runs of zeros shortened, :func:`runs_of_zeros`), and
     ``block`` for a block format (:meth:`.blocks.BlockView.describe`). :func:`decode`
     undoes the encoding.
     """
     text = (lambda s: s) if strings is None else strings.add
     out: dict[str, Any] = {
-        "ok": data.available, "fmt": data.fmt, "figs": dict(data.figures), "title": text(data.title),
+        "ok": data.available, "fmt": data.fmt, "figs": [data.figures[k] for k in FIGURE_KEYS],
+        "title": text(data.title),
         "regime": text(data.regime), "gridText": text(data.grid_text),
         "notes": [text(n) for n in data.notes],
     }
@@ -82,8 +115,8 @@ def entry(data: ExplorerData, strings: Optional[_Strings] = None) -> dict[str, A
         out["grid"] = g[:1] + [b - a for a, b in zip(g, g[1:])]
     else:
         out["grid"] = None
-    dense = [int(v) for v in data.hist]
-    diff = [int(a) - int(b) for a, b in zip(data.hist, data.hist_original)]
+    dense = runs_of_zeros([int(v) for v in data.hist])
+    diff = runs_of_zeros([int(a) - int(b) for a, b in zip(data.hist, data.hist_original)])
     if len(json.dumps(diff)) < len(json.dumps(dense)):
         out["histDiff"] = diff
     else:
@@ -108,7 +141,7 @@ def static_data() -> dict[str, Any]:
     """Every setting's entry, deduplicated, as the static page embeds it.
 
     Returns:
-        ``{"bits", "edges", "window", "unit", "labels", "text", "axes", "presets",
+        ``{"bits", "edges", "window", "unit", "labels", "figKeys", "text", "axes", "presets",
         "sources": {name: {...}}, "strings": [...], "index": [...], "entries": [...]}``:
         ``index[i]`` is the entry of the i-th setting of :func:`.settings.all_settings`
         (:func:`.settings.settings_index`), ``axes`` the order of the choices that index
@@ -131,6 +164,7 @@ def static_data() -> dict[str, Any]:
         "window": WINDOW,
         "unit": UNIT,
         "labels": dict(FIGURE_LABELS),
+        "figKeys": list(FIGURE_KEYS),
         "text": dict(TEXT),
         "axes": {"source": list(SOURCES), "family": list(FAMILIES), "granularity": list(GRANULARITIES),
                  "symmetric": ["s", "a"]},
@@ -148,6 +182,7 @@ def decode(data: dict[str, Any], i: int) -> dict[str, Any]:
     """The entry of the i-th setting of :func:`static_data`'s ``data``, decoded as the
     page's script decodes it: texts, and ``snap``, ``grid`` as floats, ``hist`` as counts."""
     e = dict(data["entries"][data["index"][i]])
+    e["figs"] = dict(zip(data["figKeys"], e["figs"]))
     s = data["strings"]
     for k in ("title", "regime", "gridText"):
         e[k] = s[e[k]]
@@ -159,7 +194,9 @@ def decode(data: dict[str, Any], i: int) -> dict[str, Any]:
     if e["grid"] is not None:
         e["grid"] = [v / UNIT for v in np.cumsum(e["grid"]).tolist()]
     if "histDiff" in e:
-        e["hist"] = [a + b for a, b in zip(src["hist"], e.pop("histDiff"))]
+        e["hist"] = [a + b for a, b in zip(src["hist"], expand_zeros(e.pop("histDiff")))]
+    else:
+        e["hist"] = expand_zeros(e["hist"])
     return e
 
 

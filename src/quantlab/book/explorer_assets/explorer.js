@@ -197,12 +197,23 @@
       });
     });
   }
+  // A list of integers whose runs of zeros were written as "z<n>" (runs_of_zeros in Python).
+  function zeros(list) {
+    var out = [];
+    list.forEach(function (v) {
+      if (typeof v === "string") for (var n = +v.slice(1); n > 0; n--) out.push(0);
+      else out.push(v);
+    });
+    return out;
+  }
   // An entry as Python made it: texts from the shared list, positions back to numbers
   // (integers in units of 1/D.unit; the snapped values relative to the strip, the grid as
-  // its first value and the steps between neighbours), the histogram whole.
+  // its first value and the steps between neighbours), the figures by name, the histogram whole.
   function decode(i, src) {
     var raw = D.entries[D.index[i]], e = {}, S = D.strings, u = D.unit;
     for (var k in raw) e[k] = raw[k];
+    e.figs = {};
+    D.figKeys.forEach(function (f, j) { e.figs[f] = raw.figs[j]; });
     e.title = S[raw.title]; e.regime = S[raw.regime]; e.gridText = S[raw.gridText];
     e.notes = raw.notes.map(function (n) { return S[n]; });
     if (!e.ok) return e;
@@ -211,7 +222,8 @@
       var acc = 0;
       e.grid = raw.grid.map(function (d) { acc += d; return acc / u; });
     }
-    if (raw.histDiff) e.hist = raw.histDiff.map(function (d, j) { return src.hist[j] + d; });
+    if (raw.histDiff) e.hist = zeros(raw.histDiff).map(function (d, j) { return src.hist[j] + d; });
+    else e.hist = zeros(raw.hist);
     return e;
   }
   // The position of the controls' setting in quantlab's all_settings(): a mixed-radix
