@@ -1,11 +1,13 @@
 """The static Quantization Explorer in the built book, driven in headless Chromium.
 
 Opens _build/html/chapters/02_explorer.html (no kernel, no network), moves the bit-width
-slider to 2, 3, 4, 8, 16 and 32 bits and changes the other controls (the block formats
-included), reads the displayed figures back, and checks them against quantlab's numbers
-for the same settings (``quantlab.explorer.explore``). The quantized histogram must change
-with every move, the block inspector must show MXFP4's 32 weights (and be hidden for the
-other formats), and no request may leave the machine.
+slider to 2, 3, 4, 8, 16 and 32 bits and changes the other controls (the weight sources,
+granularities, block formats and presets included), reads the displayed figures back, and
+checks them against quantlab's numbers for the same settings (``quantlab.explorer.explore``).
+The quantized histogram must change with every move, the block inspector must show the
+first block of a block format (and be hidden for the other formats), the preset control
+must follow the other controls, the still picture rendered in Python must be gone once the
+script runs, and no request may leave the machine.
 
 Uses the ``browse`` fixture of tests/conftest.py (the built book served on 127.0.0.1 and
 tests/browser/check_pages.mjs driving /usr/bin/chromium).
