@@ -1,11 +1,13 @@
 """The static Quantization Explorer in the built book, driven in headless Chromium.
 
 Opens _build/html/chapters/02_explorer.html (no kernel, no network), moves the bit-width
-slider to 2, 3, 4, 8, 16 and 32 bits and changes the other controls (the block formats
-included), reads the displayed figures back, and checks them against quantlab's numbers
-for the same settings (``quantlab.explorer.explore``). The quantized histogram must change
-with every move, the block inspector must show MXFP4's 32 weights (and be hidden for the
-other formats), and no request may leave the machine.
+slider to 2, 3, 4, 8, 16 and 32 bits and changes the other controls (the weight sources,
+granularities, block formats and presets included), reads the displayed figures back, and
+checks them against quantlab's numbers for the same settings (``quantlab.explorer.explore``).
+The quantized histogram must change with every move, the block inspector must show the
+first block of a block format (and be hidden for the other formats), the preset control
+must follow the other controls, the still picture rendered in Python must be gone once the
+script runs, and no request may leave the machine.
 
 Uses the ``browse`` fixture of tests/conftest.py (the built book served on 127.0.0.1 and
 tests/browser/check_pages.mjs driving /usr/bin/chromium).
@@ -29,7 +31,10 @@ ROOT = "#ql-explorer"
 READ_BACK = f"""(() => {{
   const r = document.querySelector('{ROOT}');
   if (!r) return null;
-  const out = {{key: r.dataset.key, figs: {{}}}};
+  const out = {{key: r.dataset.key, figs: {{}},
+    preset: r.querySelector('select[data-role=preset]').value,
+    about: r.querySelector('[data-role=about]').textContent,
+    still: r.querySelectorAll('[data-role=still]').length, styled: r.querySelectorAll('[style]').length}};
   r.querySelectorAll('[data-fig]').forEach((n) => {{ out.figs[n.dataset.fig] = n.textContent; }});
   const h = r.querySelector('[data-role=hist-quantized]');
   out.hist = h ? h.getAttribute('d') : null;
@@ -38,6 +43,7 @@ READ_BACK = f"""(() => {{
   const b = r.querySelector('[data-role=block]');
   out.block = b && {{
     visible: !b.hidden && b.getBoundingClientRect().height > 0,
+    title: (b.querySelector('strong') || {{}}).textContent || null,
     rows: [...b.querySelectorAll('table[data-role=block-table] tbody tr')]
       .map((tr) => [...tr.cells].map((c) => c.textContent)),
     scales: [...b.querySelectorAll('table[data-role=block-scales] tbody tr')]
@@ -76,6 +82,23 @@ STEPS += [
                                                          "value": "normal"}]),
     (E.Settings("normal", 4, "group", False, "q4_k"), [{"type": "select", "selector": f"{ROOT} select[data-role=family]",
                                                         "value": "q4_k"}]),
+    (E.Settings("laplace", 4, "group", False, "q4_k"), [{"type": "select", "selector": f"{ROOT} select[data-role=source]",
+                                                         "value": "laplace"}]),
+    (E.Settings("laplace", 8, "channel", True, "int"), [{"type": "select", "selector": f"{ROOT} select[data-role=preset]",
+                                                          "value": "int8 per channel"}]),
+    (E.Settings("outlier", 8, "channel", True, "int"), [{"type": "select", "selector": f"{ROOT} select[data-role=source]",
+                                                          "value": "outlier"}]),
+    (E.Settings("outlier", 4, "channel", True, "q4_0"), [{"type": "select", "selector": f"{ROOT} select[data-role=preset]",
+                                                           "value": "Q4_0"}]),
+    (E.Settings("uniform", 4, "channel", True, "q4_0"), [{"type": "select", "selector": f"{ROOT} select[data-role=source]",
+                                                           "value": "uniform"}]),
+    (E.Settings("uniform", 4, "channel", True, "nvfp4"), [{"type": "select", "selector": f"{ROOT} select[data-role=preset]",
+                                                            "value": "NVFP4"}]),
+    (E.Settings("bimodal", 4, "tensor", True, "nvfp4"), [
+        {"type": "select", "selector": f"{ROOT} select[data-role=source]", "value": "bimodal"},
+        {"type": "select", "selector": f"{ROOT} select[data-role=granularity]", "value": "tensor"}]),
+    (E.Settings("bimodal", 3, "tensor", True, "nvfp4"), [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]",
+                                                          "value": E.BITS.index(3)}]),
 ]
 
 
@@ -116,10 +139,16 @@ def test_displayed_figures_equal_quantlab(explorer_report, step):
                      settings.family)
     expected = dict(data.figures, regime=data.regime)
     assert {k: shown["figs"][k] for k in expected} == expected
+    preset = E.preset_of(settings)
+    assert shown["preset"] == (preset or "")  # the preset control follows the other controls
+    assert shown["about"] == (E.PRESETS[preset].about if preset else "")
+    assert shown["still"] == 0 and shown["styled"] == 0  # the script took over from the still picture
     if data.available:
         # the numbers behind the strings, straight from quantlab
         assert float(shown["figs"]["levels"].replace(",", "")) == 2 ** data.bits
-        assert float(shown["figs"]["compression"].rstrip("×")) == pytest.approx(32 / data.bits, abs=0.005)
+        bpw = float(shown["figs"]["bpw"])
+        assert bpw == pytest.approx(data.bits_per_weight, abs=0.00501)  # 8.125 shows as 8.12
+        assert float(shown["figs"]["compression"].rstrip("×")) == pytest.approx(32 / data.bits_per_weight, abs=0.005)
         assert float(shown["figs"]["error"].rstrip(" %")) == pytest.approx(data.avg_error_pct, rel=5e-3, abs=1e-12)
         assert shown["snapped"] == 2 * 64  # blue and orange dots
         assert shown["gridLines"] == (0 if data.grid is None else len(data.grid))
@@ -139,12 +168,22 @@ def test_block_inspector_shows_the_first_block(explorer_report):
             assert block["visible"], settings.key
             assert block["rows"] == [list(r) for r in view.rows()]
             assert block["scales"] == [list(r) for r in view.scale_rows()]
+            assert block["title"] == view.describe()["title"]
             if settings.family == "mxfp4":
                 assert len(block["rows"]) == 32
                 shown_mxfp4 += 1
         else:
             assert not block["visible"] and block["rows"] == [], settings.key
     assert shown_mxfp4 == 2
+
+
+def test_initial_page_matches_its_still_rendering(explorer_report):
+    """Before the script ran, the page held the initial setting's figures (rendered in Python);
+    the script shows the same ones."""
+    first = explorer_report["reads"][0]["value"]
+    d = E.explore("normal", 4)
+    assert {k: first["figs"][k] for k in d.figures} == d.figures
+    assert first["still"] == 0 and first["preset"] == ""
 
 
 def test_histogram_changes_with_the_slider(explorer_report):

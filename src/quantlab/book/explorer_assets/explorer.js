@@ -2,19 +2,33 @@
    The page inlines this file after this comment, with __ROOT__ replaced by the id of
    the explorer's outer element. It picks the precomputed entry for the controls and
    draws it: it maps values to pixels and counts to heights; it never quantizes anything.
-   Colours come from the CSS custom properties of explorer.css (var(--qlx-...)). */
+   Every word it shows comes with the data (D.text, D.strings, the entries' texts).
+   Colours come from the CSS custom properties of explorer.css (var(--qlx-...)).
+   The page arrives with the initial setting rendered in Python (a still picture and
+   inline styles, for viewers that drop scripts and styles); the script removes those and
+   draws the live figures instead. */
 (function () {
   var root = document.getElementById("__ROOT__");
   if (!root || root.dataset.ready) return;
   root.dataset.ready = "1";
   var D = JSON.parse(root.querySelector("script[data-role=data]").textContent);
-  var NS = "http://www.w3.org/2000/svg";
+  var T = D.text, NS = "http://www.w3.org/2000/svg";
   var $ = function (sel) { return root.querySelector(sel); };
+  var still = $("[data-role=still]");
+  if (still) still.parentNode.removeChild(still);
+  [root].concat([].slice.call(root.querySelectorAll("[style]"))).forEach(function (n) {
+    n.removeAttribute("style");
+  });
   var ctl = {
     bits: $("input[data-role=bits]"), source: $("select[data-role=source]"),
     granularity: $("select[data-role=granularity]"), symmetric: $("select[data-role=symmetric]"),
     family: $("select[data-role=family]")
   };
+  var preset = $("select[data-role=preset]");
+  Object.keys(D.sources).forEach(function (k) {  // the strip's weights, as numbers
+    var src = D.sources[k];
+    src.values = src.strip.map(function (v) { return v / D.unit; });
+  });
   function el(parent, tag, attrs, text) {
     var e = document.createElementNS(NS, tag);
     for (var k in attrs) e.setAttribute(k, attrs[k]);
@@ -69,13 +83,9 @@
   function drawStrip(src, e) {
     var svg = $("svg[data-role=strip]"); clear(svg);
     var lh = W < NARROW ? 17 : 16;
-    var nt = wrapped(svg, 4, 16, "64 sample weights and where each one lands: " + (e.ok ? e.fmt : "not available"),
+    var nt = wrapped(svg, 4, 16, T.strip_title + ": " + (e.ok ? e.fmt : T.not_available),
                      "qlx-title", W - 8, lh);
-    var note;
-    if (!e.ok) note = "no format of this kind at this bit width";
-    else if (!e.grid) note = "grid: " + e.gridLines.toLocaleString("en-US") + " levels here, too fine to draw";
-    else note = "grid: " + e.gridLines + " levels in this window (grey lines)";
-    var ns = wrapped(svg, 4, 34 + (nt - 1) * lh, e.title + " · " + src.where + " · " + note, "qlx-sub", W - 8, lh);
+    var ns = wrapped(svg, 4, 34 + (nt - 1) * lh, e.title + " · " + src.where + " · " + e.gridText, "qlx-sub", W - 8, lh);
     var dy = (nt + ns - 2) * lh;
     svg.setAttribute("viewBox", "0 0 " + W + " " + (194 + dy));
     var yO = 62 + dy, yQ = 120 + dy, yA = 148 + dy;
@@ -90,7 +100,7 @@
       });
     }
     if (e.ok) {
-      src.strip.forEach(function (v, i) {
+      src.values.forEach(function (v, i) {
         el(g, "line", {x1: px(v), y1: yO, x2: px(e.snap[i]), y2: yQ,
                        stroke: "var(--qlx-muted)", "stroke-width": 0.7, opacity: 0.6});
       });
@@ -99,14 +109,14 @@
                          stroke: "var(--qlx-quant)"});
       });
     }
-    src.strip.forEach(function (v) {
+    src.values.forEach(function (v) {
       el(g, "circle", {cx: px(v), cy: yO, r: 3.5, fill: "var(--qlx-orig)", "fill-opacity": 0.6,
                        stroke: "var(--qlx-orig)"});
     });
-    el(svg, "text", {x: ML - 8, y: yO + 4, "text-anchor": "end"}, "float32");
+    el(svg, "text", {x: ML - 8, y: yO + 4, "text-anchor": "end"}, T.float32);
     el(svg, "text", {x: ML - 8, y: yQ + 4, "text-anchor": "end"}, e.ok ? e.fmt : "—");
     xTicks(svg, yA);
-    el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value");
+    el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, T.weight_value);
   }
   var H = 270, MT = 30, MB = 52, YMIN = -3, YMAX = 2;  // log10 of % of weights (H, MT: set by drawHist)
   function py(pct) {
@@ -126,8 +136,7 @@
   function drawHist(src, e) {
     var svg = $("svg[data-role=hist]"); clear(svg);
     var narrow = W < NARROW, lh = narrow ? 17 : 16;
-    var nt = wrapped(svg, 4, 16, "All " + src.n.toLocaleString("en-US") + " weights of the tensor, before and after quantization",
-                     "qlx-title", W - 8, lh);
+    var nt = wrapped(svg, 4, 16, src.histTitle, "qlx-title", W - 8, lh);
     MT = 30 + (nt - 1) * lh;
     H = (narrow ? 340 : 270) + (nt - 1) * lh;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
@@ -147,77 +156,134 @@
     if (e.ok) el(g, "path", {d: stepPath(e.hist, src.n, false), fill: "none", stroke: "var(--qlx-quant)",
                              "stroke-width": 1.8, "data-role": "hist-quantized"});
     xTicks(svg, yA);
-    el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, "weight value (bins of 0.01)");
+    el(svg, "text", {x: (ML + W - MR) / 2, y: yA + 34, "text-anchor": "middle"}, T.hist_x);
     el(svg, "text", {x: 14, y: (MT + yA) / 2, "text-anchor": "middle",
-                     transform: "rotate(-90 14 " + (MT + yA) / 2 + ")"}, "% of weights per bin (log scale)");
+                     transform: "rotate(-90 14 " + (MT + yA) / 2 + ")"}, T.hist_y);
     var lx = narrow ? ML + 8 : W - MR - 230, ly = MT + 8;
     el(svg, "rect", {x: lx, y: ly, width: 12, height: 10, fill: "var(--qlx-orig)", "fill-opacity": 0.35, stroke: "var(--qlx-orig)"});
-    el(svg, "text", {x: lx + 18, y: ly + 9}, "float32 weights");
+    el(svg, "text", {x: lx + 18, y: ly + 9}, T.legend_orig);
     el(svg, "line", {x1: lx, x2: lx + 12, y1: ly + 24, y2: ly + 24, stroke: "var(--qlx-quant)", "stroke-width": 2});
-    el(svg, "text", {x: lx + 18, y: ly + 28}, "after quantization" + (e.ok ? " (" + e.fmt + ")" : ""));
-    if (src.beyond > 0) {
+    el(svg, "text", {x: lx + 18, y: ly + 28}, T.legend_quant + (e.ok ? " (" + e.fmt + ")" : ""));
+    if (src.beyond) {
       el(svg, "text", narrow ? {x: ML + 8, y: ly + 50, "class": "qlx-sub"} : {x: ML + 6, y: MT + 14, "class": "qlx-sub"},
-         src.beyond + " weights lie beyond ±" + D.window + " (outliers, not drawn)");
+         src.beyond);
     }
   }
-  // The block inspector (block formats only): the entry's texts and numbers in two tables.
-  function cell(row, tag, text) {
+  // A panel (the block inspector of a block format) from its description, the same one
+  // quantlab renders in Python (quantlab.explorer.markup.panel): a title and a sentence,
+  // then tables of strings.
+  function node(parent, tag, text) {
     var c = document.createElement(tag);
-    c.textContent = text;
-    row.appendChild(c);
+    if (text !== undefined) c.textContent = text;
+    parent.appendChild(c);
+    return c;
   }
-  function table(parent, role, head, rows) {
-    var t = document.createElement("table"), r = t.createTHead().insertRow();
-    t.setAttribute("data-role", role);
-    head.forEach(function (h) { cell(r, "th", h); });
-    var body = t.createTBody();
-    rows.forEach(function (cells) {
-      var tr = body.insertRow();
-      cells.forEach(function (v) { cell(tr, "td", v); });
-    });
-    parent.appendChild(t);
-  }
-  function drawBlock(e) {
-    var box = $("[data-role=block]"), b = e.ok ? e.block : null;
+  function drawPanel(box, desc) {
     box.textContent = "";
-    box.hidden = !b;
-    if (!b) return;
-    var p = document.createElement("p"), title = document.createElement("strong");
-    title.textContent = "Block inspector: " + b.label;
-    p.appendChild(title);
-    p.appendChild(document.createTextNode(", " + b.where + ". " + b.formula));
-    box.appendChild(p);
-    var wrap = document.createElement("div");
+    box.hidden = !desc;
+    if (!desc) return;
+    var p = node(box, "p");
+    node(p, "strong", desc.title);
+    p.appendChild(document.createTextNode(", " + desc.text));
+    var wrap = node(box, "div");
     wrap.className = "qlx-block-scroll";
-    box.appendChild(wrap);
-    table(wrap, "block-scales", b.scaleHead, b.scales);
-    table(wrap, "block-table", b.head, b.cols.map(function (c, i) {
-      return [String(c), b.x[i].toFixed(4), String(b.code[i]), b.bits[i], b.elem[i], b.xhat[i].toFixed(4)];
-    }));
+    desc.tables.forEach(function (t) {
+      var table = node(wrap, "table"), r = node(node(table, "thead"), "tr"), body = node(table, "tbody");
+      table.setAttribute("data-role", t.role);
+      t.head.forEach(function (h) { node(r, "th", h); });
+      t.rows.forEach(function (cells) {
+        var tr = node(body, "tr");
+        cells.forEach(function (v) { node(tr, "td", v); });
+      });
+    });
+  }
+  // A list of integers whose runs of zeros were written as "z<n>" (runs_of_zeros in Python).
+  function zeros(list) {
+    var out = [];
+    list.forEach(function (v) {
+      if (typeof v === "string") for (var n = +v.slice(1); n > 0; n--) out.push(0);
+      else out.push(v);
+    });
+    return out;
+  }
+  // An entry as Python made it: texts from the shared list, positions back to numbers
+  // (integers in units of 1/D.unit; the snapped values relative to the strip, the grid as
+  // its first value and the steps between neighbours), the figures by name, the histogram whole.
+  function decode(i, src) {
+    var raw = D.entries[D.index[i]], e = {}, S = D.strings, u = D.unit;
+    for (var k in raw) e[k] = raw[k];
+    e.figs = {};
+    D.figKeys.forEach(function (f, j) { e.figs[f] = raw.figs[j]; });
+    e.title = S[raw.title]; e.regime = S[raw.regime]; e.gridText = S[raw.gridText];
+    e.notes = raw.notes.map(function (n) { return S[n]; });
+    if (!e.ok) return e;
+    e.snap = raw.snap.map(function (d, j) { return (src.strip[j] + d) / u; });
+    if (raw.grid) {
+      var acc = 0;
+      e.grid = raw.grid.map(function (d) { acc += d; return acc / u; });
+    }
+    if (raw.histDiff) e.hist = zeros(raw.histDiff).map(function (d, j) { return src.hist[j] + d; });
+    else e.hist = zeros(raw.hist);
+    return e;
+  }
+  // The position of the controls' setting in quantlab's all_settings(): a mixed-radix
+  // number over D.axes (quantlab.explorer.settings_index).
+  function index() {
+    var value = {source: ctl.source.value, family: ctl.family.value,
+                 granularity: ctl.granularity.value, symmetric: ctl.symmetric.value};
+    var i = 0;
+    ["source", "family", "granularity", "symmetric"].forEach(function (a) {
+      i = i * D.axes[a].length + D.axes[a].indexOf(value[a]);
+    });
+    return i * D.bits.length + (+ctl.bits.value);
+  }
+  // A preset sets some controls; the preset control shows the first preset whose controls
+  // all have their values (quantlab.explorer.preset_of).
+  function control(name) {
+    return name === "bits" ? D.bits[+ctl.bits.value] : ctl[name].value;
+  }
+  function matching() {
+    for (var name in D.presets) {
+      var c = D.presets[name].controls, ok = true;
+      for (var k in c) if (String(control(k)) !== String(c[k])) ok = false;
+      if (ok) return name;
+    }
+    return "";
+  }
+  function applyPreset() {
+    var c = (D.presets[preset.value] || {}).controls || {};
+    for (var k in c) {
+      if (k === "bits") ctl.bits.value = String(D.bits.indexOf(c[k]));
+      else ctl[k].value = c[k];
+    }
+    render();
   }
   function key() {
     return [ctl.source.value, D.bits[+ctl.bits.value], ctl.granularity.value,
             ctl.symmetric.value, ctl.family.value].join("|");
   }
   function render() {
-    var k = key(), e = D.entries[D.keys[k]], src = D.sources[ctl.source.value];
-    root.dataset.key = k;
+    var src = D.sources[ctl.source.value], e = decode(index(), src), name = matching();
+    root.dataset.key = key();
     root.querySelectorAll("[data-fig]").forEach(function (n) {
       var f = n.getAttribute("data-fig");
       if (f === "regime") n.textContent = e.regime;
       else setFig(n, e.figs[f] !== undefined ? e.figs[f] : "");
     });
     $("[data-role=notes]").textContent = e.notes.join("; ");
+    preset.value = name;
+    $("[data-role=about]").textContent = name ? D.presets[name].about : "";
     root.querySelectorAll(".qlx-ticks span").forEach(function (s, i) {
       s.className = i === +ctl.bits.value ? "qlx-on" : "";
     });
-    ctl.bits.setAttribute("aria-valuetext", D.bits[+ctl.bits.value] + " bits");
+    ctl.bits.setAttribute("aria-valuetext", T.bits_value.replace("{bits}", D.bits[+ctl.bits.value]));
     W = drawWidth();
     root.classList.toggle("qlx-narrow", W < NARROW);
     drawStrip(src, e);
     drawHist(src, e);
-    drawBlock(e);
+    drawPanel($("[data-role=block]"), e.ok ? e.block : null);
   }
+  preset.addEventListener("change", applyPreset);
   Object.keys(ctl).forEach(function (c) {
     ctl[c].addEventListener("input", render);
     ctl[c].addEventListener("change", render);
