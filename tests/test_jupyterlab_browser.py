@@ -13,7 +13,7 @@ it as it opens, clears its outputs, runs all cells and checks:
 * once run, the kernel-free explorer's own script draws it;
 * a checker on 02b prints its feedback (a mark and a sentence).
 
-Skips, saying why, where Chromium, Node.js or playwright-core is missing.
+Fails with the install hint where Chromium, Node.js or playwright-core is missing, as the book's other browser tests do.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def lab() -> dict[str, Any]:
     try:
         book_browser.check_browser_tools()
     except book_browser.BrowserUnavailable as exc:
-        pytest.skip(f"JupyterLab in Chromium not tested: {exc}")
-    pytest.importorskip("jupyterlab", reason="JupyterLab is not installed in this environment")
+        pytest.fail(f"JupyterLab in Chromium cannot be tested: {exc}", pytrace=False)
+    import jupyterlab  # noqa: F401  (pinned in requirements.txt: its absence is a broken environment)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ql-jupyterlab-") as tmp:
         tmp = Path(tmp)
