@@ -51,6 +51,6 @@ exec "$PY" -m pytest \
   "${notebooks[@]}" \
   tests/test_book.py "${browser[@]}" \
   --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=600 \
-  --nbval-modes "$modes" -n "$workers" --dist loadgroup \
+  --nbval-modes "$modes" -n "$workers" --dist loadscope \
   --durations=15 \
   "$@"

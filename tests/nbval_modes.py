@@ -106,22 +106,30 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[l
     return out
 
 
-def xdist_group_of(item: pytest.Item) -> str:
-    """The pytest-xdist group an item runs in (``--dist loadgroup``): the cells of one notebook
-    in one mode together and in order; the strict book build and the browser tests that reuse
-    it together, build first; every other test with the rest of its module (module fixtures,
-    such as a loaded model, are set up once)."""
-    path = Path(str(item.path))
-    name = path.name
-    if name == "test_book.py" or (name.startswith("test_") and "browser" in name and path.suffix == ".py"):
+def scope_of(nodeid: str) -> str:
+    """The unit of work a pytest-xdist worker takes whole (``--dist loadscope``): the cells of one
+    notebook in one mode together and in order; the strict book build and the browser tests that
+    reuse it together, build first; every other test with the rest of its module (module
+    fixtures, such as a loaded model, are set up once)."""
+    path = nodeid.split("::", 1)[0]
+    name = path.rsplit("/", 1)[-1]
+    if name == "test_book.py" or (name.startswith("test_") and "browser" in name and name.endswith(".py")):
         return "book"
-    if path.suffix == ".ipynb":
-        return item.nodeid.rsplit("::", 1)[0]
-    return item.nodeid.split("::", 1)[0]
+    if path.endswith(".ipynb"):
+        return nodeid.rsplit("::", 1)[0]
+    return path
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if getattr(config.option, "dist", "no") != "loadgroup":
-        return
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(name=xdist_group_of(item)))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201 - xdist's scheduler type
+    """With ``--dist loadscope``, schedule by :func:`scope_of` (pytest-xdist's own ``loadgroup``
+    marks do not reach the node ids under pytest 9, so the grouping is done here)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ScopeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return ScopeScheduling(config, log)

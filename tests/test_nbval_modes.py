@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -32,12 +31,13 @@ def test_avx2_mode_matches_make_portability():
     assert nbval_modes.MODES["native"] == {}
 
 
-@pytest.mark.parametrize("path, nodeid, group", [
-    ("chapters/04c_speed.ipynb", "chapters/04c_speed.ipynb::avx2::Cell 3", "chapters/04c_speed.ipynb::avx2"),
-    ("tests/test_book.py", "tests/test_book.py::test_x", "book"),
-    ("tests/test_explorer_browser.py", "tests/test_explorer_browser.py::test_y[a]", "book"),
-    ("tests/test_formats.py", "tests/test_formats.py::TestX::test_z", "tests/test_formats.py"),
+@pytest.mark.parametrize("nodeid, scope", [
+    ("chapters/04c_speed.ipynb::avx2::Cell 3", "chapters/04c_speed.ipynb::avx2"),
+    ("chapters/04c_speed.ipynb::native::Cell 12", "chapters/04c_speed.ipynb::native"),
+    ("tests/test_book.py::test_x", "book"),
+    ("tests/test_explorer_browser.py::test_y[a::b]", "book"),
+    ("tests/test_formats.py::TestX::test_z", "tests/test_formats.py"),
+    ("tests/test_formats.py::test_z[x::y]", "tests/test_formats.py"),
 ])
-def test_xdist_groups(path, nodeid, group):
-    item = SimpleNamespace(path=ROOT / path, nodeid=nodeid)
-    assert nbval_modes.xdist_group_of(item) == group
+def test_xdist_scopes(nodeid, scope):
+    assert nbval_modes.scope_of(nodeid) == scope
