@@ -111,23 +111,26 @@ def test_glossary_is_large_and_sorted():
 
 #: Glossary terms that are also ordinary words in this chapter's prose ("the code beside it",
 #: "return to", "scale up"): not required to be linked at their first occurrence.
-ORDINARY_WORDS = {"code", "return", "scale", "weight", "kernel", "grid", "activation", "policy", "quantization",
+ORDINARY_WORDS = {"code", "return", "scale", "weight", "kernel", "grid", "activation", "policy", "quantization", "advantage",
                   "embedding", "rotation", "clipping", "outlier", "calibration", "sign bit"}
 
 
 def _prose_for_terms(markdown: str) -> str:
     """Prose with code, math and roles other than {term} reduced to plain text; each {term} role
     becomes a marker ``\x00target\x00``."""
-    lines, out, fence = markdown.splitlines(), [], None
-    for line in lines:
+    out: list[str] = []
+    stack: list[tuple[str, bool]] = []  # open fences: (fence, is a code block)
+    for line in markdown.splitlines():
         s = line.strip()
-        m = re.match(r"^(`{3,}|~{3,})(.*)$", s)
-        if fence:
-            if s.startswith(fence) and set(s) == {fence[0]}:
-                fence = None
+        m = re.match(r"^(`{3,}|~{3,}|:{3,})(.*)$", s)
+        if m and stack and not m.group(2).strip() and m.group(1)[0] == stack[-1][0][0] \
+                and len(m.group(1)) >= len(stack[-1][0]):
+            stack.pop()  # a closing fence
             continue
-        if m and not m.group(2).startswith("{"):
-            fence = m.group(1)
+        if stack and stack[-1][1]:
+            continue  # inside a code block
+        if m:
+            stack.append((m.group(1), not m.group(2).strip().startswith("{")))
             continue
         out.append(line)
     text = "\n".join(out)
@@ -140,8 +143,9 @@ def _prose_for_terms(markdown: str) -> str:
         return f"\x00{(t.group(2) if t else body).strip().lower()}\x00"
 
     text = re.sub(r"\{term\}`([^`]*)`", term, text)
-    text = re.sub(r"\{[\w:-]+\}`[^`]*`", " ", text)  # other roles: refs, glue, cite
-    text = re.sub(r"`[^`]*`", " ", text)  # inline code
+    text = re.sub(r"^\s*(`{3,}|~{3,}|:{3,}).*$", " ", text, flags=re.M)  # directive fences
+    text = re.sub(r"\{[\w:-]+\}`[^`\n]*`", " ", text)  # other roles: refs, glue, cite
+    text = re.sub(r"`[^`\n]*`", " ", text)  # inline code
     text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets
     text = re.sub(r"^\(.+\)=$", " ", text, flags=re.M)  # targets
     text = re.sub(r"^#+ .*$", " ", text, flags=re.M)  # headings: the body's first use carries the link
