@@ -64,8 +64,8 @@ def test_toc_lists_the_chapter_in_order() -> None:
             "chapters/06_takeaways",
         ],
         "Deep dives": [
-            "chapters/04c_speed",
             "chapters/02c_gptq_derivation",
+            "chapters/04c_speed",
             "chapters/04d_beyond_int4",
             "chapters/05b_rl_training",
             "chapters/07_real_tools",
