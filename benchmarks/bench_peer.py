@@ -63,6 +63,9 @@ KINDS: dict[str, tuple[str, bool, Optional[tuple[str, int]], Optional[tuple[str,
              "int4 g64, float32 scales (MatMulNBits); head int8 g64 like the file's Q8_0 embeddings"),
 }
 BITS_PER_WEIGHT = {"F32": 32.0, "Q8_0": 8.5, "Q4_0": 4.5}
+#: Seconds of rest after each sample (one llama-bench call and the quantlab runs of one kind):
+#: on a shared machine the other work gets the cores between samples.
+PAUSE_S = 3.0
 
 
 class PeerUnavailable(RuntimeError):
@@ -199,6 +202,21 @@ def cpu_record() -> dict[str, Any]:
             "platform": platform.platform(terse=True)}
 
 
+def scheduling() -> dict[str, Any]:
+    """This process's scheduler priority: its nice value and, on Linux, its autogroup's.
+
+    On a shared machine a benchmark run may be given a higher priority (a negative nice
+    value, or ``echo -20 > /proc/self/autogroup`` where autogroups are on) so that other work
+    takes less of its time slices; the record says so.
+    """
+    out: dict[str, Any] = {"nice": os.nice(0) if hasattr(os, "nice") else None}
+    try:
+        out["autogroup"] = Path("/proc/self/autogroup").read_text().strip()
+    except OSError:
+        out["autogroup"] = None
+    return out
+
+
 def load_average() -> Optional[list[float]]:
     """The 1, 5 and 15 minute load averages (None where the OS does not say)."""
     try:
@@ -256,7 +274,7 @@ def quantlab_tokens_per_s(decoder, prompt: Sequence[int], n: int) -> float:
 
 def measure(binary: Path, models: Mapping[str, Mapping[str, Path]], threads: Sequence[int] = THREADS,
             rounds: int = 3, n: int = 32, repeats: int = 3,
-            decoder_options: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+            decoder_options: Optional[Mapping[str, Any]] = None, pause: float = PAUSE_S) -> dict[str, Any]:
     """Tokens/s of both engines for every kind and thread count, timed alternately.
 
     Per thread count: for ``rounds`` rounds, for each kind, one ``llama-bench`` call
@@ -285,6 +303,7 @@ def measure(binary: Path, models: Mapping[str, Mapping[str, Path]], threads: Seq
                 samples[kind][t]["llama.cpp"].extend(record["samples_ts"] or [record["tokens_per_s"]])
                 for _ in range(repeats):
                     samples[kind][t]["quantlab"].append(quantlab_tokens_per_s(decoders[kind], prompt, n))
+                time.sleep(pause)
         del decoders
     table = {}
     for kind, per in samples.items():
@@ -311,10 +330,13 @@ def record(result: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, 
                                   "cpu_info": lb.get("cpu_info")},
                     "quantlab": {"version": quantlab.__version__, "onnxruntime": onnxruntime.__version__}},
         "load_average": result["load_average"],
+        "scheduling": scheduling(),
         "settings": dict(settings),
         "kinds": {k: {"bits_per_weight": BITS_PER_WEIGHT[k], "quantlab": KINDS[k][4]} for k in result["tokens_per_s"]},
         "tokens_per_s": {k: {str(t): {e: round(v, 2) for e, v in per.items()} for t, per in d.items()}
                          for k, d in result["tokens_per_s"].items()},
+        "samples_tokens_per_s": {k: {str(t): {e: [round(x, 2) for x in v] for e, v in per.items()}
+                                     for t, per in d.items()} for k, d in result.get("samples", {}).items()},
     }
 
 
@@ -343,13 +365,18 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
     repeats = 1 if quick else 3
     with tempfile.TemporaryDirectory(prefix="quantlab_peer_") as tmp:
         models = write_models(Path(tmp), kinds)
-        result = measure(binary, models, THREADS, rounds=rounds, n=n, repeats=repeats)
-    settings = {"llama-bench": f"-p 0 -n {n} -r {repeats}", "quantlab": f"fused graph, {n} greedy tokens after "
-                "a 6-token prompt, runs of n tokens", "rounds": rounds, "alternation": "llama.cpp, quantlab per kind"}
+        result = measure(binary, models, THREADS, rounds=rounds, n=n, repeats=repeats, pause=0.0 if quick else PAUSE_S)
+    settings = {"llama-bench": f"-p 0 -n {n} -r {repeats} (its default thread waiting: OpenMP, polling)",
+                "quantlab": f"fused ONNX graph (quantlab.speed.OrtDecoder, default options: worker threads spin "
+                            f"within a step when threads > 1), {n} greedy tokens after a 6-token prompt, "
+                            f"{repeats} runs per round",
+                "rounds": rounds, "alternation": "per thread count and round: llama.cpp then quantlab, kind by kind",
+                "tokens_per_s": "median over all runs of (tokens / seconds of the run)"}
     if record_path is not None and not quick:
         Path(record_path).write_text(json.dumps(record(result, settings), indent=1) + "\n")
     out = []
     load = result["load_average"]
+    cpu = cpu_record()
     for kind in kinds:
         for t in THREADS:
             v = result["tokens_per_s"][kind][t]
@@ -362,9 +389,10 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
                 result=f"{ours:.1f} vs {peer:.1f} tokens/s (quantlab {word})",
                 check={"tokens_per_s": {"quantlab": ours, "llama.cpp": peer}, "threads": t,
                        "samples_ts": result["samples"][kind][t], "load_average": load,
-                       "llama_cpp_build": (result["llama_bench"] or {}).get("build_commit")},
-                note="medians of runs of 32 tokens, the engines timed in turn; llama.cpp built from "
-                     f"llama-cpp-python {LLAMA_CPP_PYTHON} (GGML_NATIVE); GGUF written by quantlab"))
+                       "llama_cpp_build": (result["llama_bench"] or {}).get("build_commit"), "cpu": cpu},
+                note=f"{cpu['model']}, {cpu['cores']} cores; medians of runs of {n} tokens, the engines timed in "
+                     f"turn; llama.cpp built from llama-cpp-python {LLAMA_CPP_PYTHON} (GGML_NATIVE); GGUF written "
+                     "by quantlab"))
     return out
 
 

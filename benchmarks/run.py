@@ -411,6 +411,11 @@ def markdown(results: dict[str, Any]) -> str:
             f"{m['cpu_count']} CPUs, {results['threads']} torch thread(s); "
             f"{results['elements']:,} float32 elements per kernel row; "
             f"medians of {results['repeats']} alternating runs.\n\n")
+    by_cpu: dict[str, list[str]] = {}
+    for g, machine in results.get("machines_by_group", {}).items():
+        by_cpu.setdefault(machine.get("cpu_model", "another CPU"), []).append(g)
+    for other, groups in by_cpu.items():
+        head += (f"Rows of the group(s) {', '.join(groups)} were measured on another CPU: {other}.\n\n")
     notes = [f"- {r['benchmark']}: {r['note']}" for r in results["rows"] if r["note"]]
     return head + table(results) + "\n\nNotes:\n\n" + "\n".join(notes) + "\n"
 
@@ -497,7 +502,8 @@ def merge(old: dict[str, Any], new: dict[str, Any], groups: Sequence[str]) -> di
     Rows of the other groups keep their values and their ``measured`` date (rows from before
     rows carried one get ``old``'s date). The rows stay in the order of :data:`GROUPS`. The
     file's ``date`` becomes ``new``'s (its last write); machine, repeats and sizes are
-    ``new``'s too, so ``mode`` and ``threads`` must agree.
+    ``new``'s too, so ``mode`` and ``threads`` must agree. Kept groups measured on another
+    CPU than ``new``'s are listed with their machine in ``machines_by_group``.
 
     Raises:
         ValueError: a different schema version, mode or thread count.
@@ -516,7 +522,17 @@ def merge(old: dict[str, Any], new: dict[str, Any], groups: Sequence[str]) -> di
             kept.append(r)
     order = {g: i for i, g in enumerate(GROUPS)}
     rows = sorted(kept + list(new["rows"]), key=lambda r: order.get(r["group"], len(GROUPS)))
-    return {**new, "rows": rows, "summary": _summary(rows)}
+    cpu = new.get("machine", {}).get("cpu_model")
+    elsewhere = {}
+    for g in sorted({r["group"] for r in kept}, key=lambda g: order.get(g, len(GROUPS))):
+        machine = old.get("machines_by_group", {}).get(g, old.get("machine", {}))
+        if machine.get("cpu_model", cpu) != cpu:
+            elsewhere[g] = machine
+    merged = {**new, "rows": rows, "summary": _summary(rows)}
+    merged.pop("machines_by_group", None)
+    if elsewhere:
+        merged["machines_by_group"] = elsewhere
+    return merged
 
 
 def main(argv: Optional[list[str]] = None) -> int:

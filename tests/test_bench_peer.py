@@ -160,6 +160,7 @@ def test_a_run_without_only_leaves_out_the_peer_and_keeps_its_rows(run_module, t
     assert run.GROUPS.index("peer") < run.GROUPS.index("notebooks") and run.OPT_IN_GROUPS == ("peer",)
     out = tmp_path / "results.json"
     old = {"schema_version": 1, "mode": "quick", "threads": 1, "date": "2000-01-01 00:00 UTC",
+           "machine": {"cpu_model": "Another CPU 9000"},
            "rows": [run._row("peer_q4_0_2t", "peer row", "-", "", "-", group="peer", met=False, result="old",
                              measured="2000-01-01 00:00 UTC"),
                     run._row("pack_row", "pack", "-", "", "-", group="pack", met=True, result="old",
@@ -171,8 +172,30 @@ def test_a_run_without_only_leaves_out_the_peer_and_keeps_its_rows(run_module, t
     assert rows["peer_q4_0_2t"]["result"] == "old" and rows["pack_row"]["result"] == "new"
     keys = list(rows)
     assert keys.index("peer_q4_0_2t") < keys.index("notebooks_row")  # rows in the order of their groups
+    written = json.loads(out.read_text())
+    assert written["machines_by_group"] == {"peer": {"cpu_model": "Another CPU 9000"}}  # kept, measured elsewhere
+    assert "Rows of the group(s) peer were measured on another CPU: Another CPU 9000." in \
+        out.with_suffix(".md").read_text()
     ran.clear()
     assert run.main(["--quick", "--only", "peer", "--out", str(out)]) == 0
     assert ran == ["peer"]
-    rows = {r["key"]: r for r in json.loads(out.read_text())["rows"]}
+    written = json.loads(out.read_text())
+    rows = {r["key"]: r for r in written["rows"]}
     assert "peer_q4_0_2t" not in rows and rows["peer_row"]["result"] == "new"
+    assert "machines_by_group" not in written  # every row now from this machine
+
+
+def test_the_stored_reference_names_the_machine_and_every_kind(peer):
+    table = {k: {t: {"llama.cpp": 100.0 / (i + 1), "quantlab": 80.0 / (i + 1), "ratio": 1.25} for t in (1, 2)}
+             for i, k in enumerate(peer.KINDS)}
+    result = {"tokens_per_s": table, "llama_bench": peer.parse_llama_bench(SAMPLE.read_text())[0],
+              "load_average": {"before": [1.0, 1.0, 1.0], "after": [2.0, 1.0, 1.0]}}
+    rec = peer.record(result, {"rounds": 3})
+    assert rec["cpu"]["cores"] == os.cpu_count() and rec["cpu"]["model"]
+    assert rec["engines"]["llama.cpp"]["build_commit"] == json.loads(SAMPLE.read_text())[0]["build_commit"]
+    assert "0.3.36" in rec["engines"]["llama.cpp"]["source"]
+    assert set(rec["tokens_per_s"]) == {"F32", "Q8_0", "Q4_0"} and set(rec["tokens_per_s"]["Q4_0"]) == {"1", "2"}
+    assert rec["tokens_per_s"]["Q8_0"]["2"] == {"llama.cpp": 50.0, "quantlab": 40.0, "ratio": 1.25}
+    assert rec["kinds"]["Q4_0"]["bits_per_weight"] == 4.5 and rec["settings"] == {"rounds": 3}
+    assert rec["scheduling"]["nice"] == os.nice(0)
+    json.dumps(rec)  # stored as JSON
