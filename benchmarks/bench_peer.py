@@ -283,7 +283,7 @@ def measure(binary: Path, models: Mapping[str, Mapping[str, Path]], threads: Seq
     Returns:
         ``{"tokens_per_s": {kind: {threads: {"llama.cpp": median, "quantlab": median,
         "ratio": llama.cpp / quantlab}}}, "samples": {...}, "llama_bench": one test record,
-        "load_average": {"before", "after"}}``.
+        "prompt_tokens": int, "load_average": {"before", "after"}}``.
     """
     from quantlab import speed
     from quantlab.book.models import smollm
@@ -311,7 +311,7 @@ def measure(binary: Path, models: Mapping[str, Mapping[str, Path]], threads: Seq
         for t, s in per.items():
             peer, ours = statistics.median(s["llama.cpp"]), statistics.median(s["quantlab"])
             table[kind][t] = {"llama.cpp": peer, "quantlab": ours, "ratio": peer / ours}
-    return {"tokens_per_s": table, "samples": samples, "llama_bench": record,
+    return {"tokens_per_s": table, "samples": samples, "llama_bench": record, "prompt_tokens": len(prompt),
             "load_average": {"before": before, "after": load_average()}}
 
 
@@ -368,8 +368,8 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
         result = measure(binary, models, THREADS, rounds=rounds, n=n, repeats=repeats, pause=0.0 if quick else PAUSE_S)
     settings = {"llama-bench": f"-p 0 -n {n} -r {repeats} (its default thread waiting: OpenMP, polling)",
                 "quantlab": f"fused ONNX graph (quantlab.speed.OrtDecoder, default options: worker threads spin "
-                            f"within a step when threads > 1), {n} greedy tokens after a 6-token prompt, "
-                            f"{repeats} runs per round",
+                            f"within a step when threads > 1), {n} greedy tokens after a "
+                            f"{result['prompt_tokens']}-token prompt, {repeats} runs per round",
                 "rounds": rounds, "alternation": "per thread count and round: llama.cpp then quantlab, kind by kind",
                 "tokens_per_s": "median over all runs of (tokens / seconds of the run)"}
     if record_path is not None and not quick:
