@@ -18,6 +18,13 @@ portability: venv
 	@.venv/bin/python scripts/portability.py --threads 2
 bench: venv
 	@.venv/bin/python benchmarks/run.py
+# The peer engine: SmolLM2 decoding in llama.cpp (llama-bench, built once from the pinned
+# llama-cpp-python source distribution into ~/.cache/quantlab) beside quantlab's ONNX Runtime
+# decoder, at 1 and 2 threads; writes the peer rows of benchmarks/results.{json,md} and
+# benchmarks/peer_results.json. Needs cmake, ninja or make, and a C++ compiler (else skipped).
+.PHONY: bench-peer
+bench-peer: venv
+	@.venv/bin/python benchmarks/run.py --only peer
 # The RL study of chapters/05b_rl_training.ipynb (PPO with quantized actors, PTQ/QAT of the
 # trained policies, speed of acting): writes benchmarks/rl_experiments.json (2 processes;
 # about half an hour on 2 cores).

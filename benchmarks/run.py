@@ -22,19 +22,29 @@ Rows (16M float32 elements, a 4096 x 4096 tensor, unless noted):
   int4 in groups of 64 vs float32 (at least 2x the tokens/s and 70% of the roofline); one
   action of the CartPole policy and of a 512-wide policy, ONNX Runtime vs eager torch and
   int8 vs float32 (reported, with loose bounds);
+* the peer engine (``benchmarks/bench_peer.py``, group ``peer``, only when named:
+  ``--only peer`` or ``make bench-peer``): SmolLM2-135M decoding in llama.cpp's
+  ``llama-bench`` against quantlab's ONNX Runtime decoder at the same bits per weight
+  (F32, Q8_0, Q4_0), at 1 and 2 threads, timed in turn (goal: at least llama.cpp's
+  tokens/s); llama-bench is built once into a cache folder by ``scripts/build_llamacpp.sh``
+  (skipped, with the reason, where no compiler or cmake is present); it also writes the
+  stored reference ``peer_results.json`` next to the results file (full mode);
 * executing every notebook of the book (full mode only; under 5 minutes in total).
 
 The rows come in groups, named after the benchmark that makes them: ``int8``, ``int4``,
-``casts``, ``pack``, ``gptq``, ``explorer``, ``speed`` and ``notebooks`` (:data:`GROUPS`).
-``--only`` runs some groups and merges their rows into the results file already there:
-the other rows keep their values, and every row records when it was measured
-(``measured``, UTC) and its group (``group``).
+``casts``, ``pack``, ``gptq``, ``explorer``, ``speed``, ``peer`` and ``notebooks``
+(:data:`GROUPS`). ``--only`` runs some groups and merges their rows into the results file
+already there: the other rows keep their values, and every row records when it was measured
+(``measured``, UTC) and its group (``group``). A run without ``--only`` runs every group
+but those of :data:`OPT_IN_GROUPS` (``peer`` downloads and builds llama.cpp), and keeps
+their rows from the results file already there.
 
 Usage::
 
     python benchmarks/run.py                # full run: writes benchmarks/results.{json,md}
     python benchmarks/run.py --quick --out /tmp/r.json   # small sizes, few repeats (CI)
     python benchmarks/run.py --only speed   # re-measure the speed rows, keep the others
+    python benchmarks/run.py --only peer    # llama.cpp vs quantlab (make bench-peer)
 """
 
 from __future__ import annotations
@@ -63,12 +73,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SCHEMA_VERSION = 1
 #: The row groups, in the order they run and appear; ``--only`` selects among them.
-GROUPS: tuple[str, ...] = ("int8", "int4", "casts", "pack", "gptq", "explorer", "speed", "notebooks")
+GROUPS: tuple[str, ...] = ("int8", "int4", "casts", "pack", "gptq", "explorer", "speed", "peer", "notebooks")
+#: Groups that run only when ``--only`` names them (their rows are kept by a run without ``--only``).
+OPT_IN_GROUPS: tuple[str, ...] = ("peer",)
 # Rows written before rows carried their group: the group from the start of the key.
 _KEY_PREFIXES: tuple[tuple[str, str], ...] = (
     ("int8_channel", "int8"), ("int4_group", "int4"), ("fp8_", "casts"), ("bf16_", "casts"),
     ("pack", "pack"), ("gptq", "gptq"), ("explorer", "explorer"), ("speed", "speed"),
-    ("notebooks", "notebooks"))
+    ("peer", "peer"), ("notebooks", "notebooks"))
 
 
 # --------------------------------------------------------------------------- timing
@@ -300,6 +312,14 @@ def bench_speed(quick: bool, threads: int) -> list[dict[str, Any]]:
     return mod.rows(quick, threads, make_row=_row)
 
 
+def bench_peer(quick: bool, threads: int, record_path: Optional[Path] = None) -> list[dict[str, Any]]:
+    mod = _load("bench_peer")
+    if mod is None or not hasattr(mod, "rows"):
+        return [_row("peer", "SmolLM2-135M decoding: quantlab + ONNX Runtime vs llama.cpp", "-", "", "-",
+                     status="not available", note="benchmarks/bench_peer.py is not there")]
+    return mod.rows(quick, threads, make_row=_row, record_path=record_path)
+
+
 def bench_notebooks(quick: bool) -> list[dict[str, Any]]:
     title = "execute every notebook of the book (jupyter nbconvert --execute)"
     goal = "under 5 minutes in total"
@@ -391,6 +411,11 @@ def markdown(results: dict[str, Any]) -> str:
             f"{m['cpu_count']} CPUs, {results['threads']} torch thread(s); "
             f"{results['elements']:,} float32 elements per kernel row; "
             f"medians of {results['repeats']} alternating runs.\n\n")
+    by_cpu: dict[str, list[str]] = {}
+    for g, machine in results.get("machines_by_group", {}).items():
+        by_cpu.setdefault(machine.get("cpu_model", "another CPU"), []).append(g)
+    for other, groups in by_cpu.items():
+        head += (f"Rows of the group(s) {', '.join(groups)} were measured on another CPU: {other}.\n\n")
     notes = [f"- {r['benchmark']}: {r['note']}" for r in results["rows"] if r["note"]]
     return head + table(results) + "\n\nNotes:\n\n" + "\n".join(notes) + "\n"
 
@@ -400,8 +425,9 @@ def _now() -> str:
 
 
 def run(quick: bool, threads: int, repeats: Optional[int] = None,
-        only: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Run the benchmark groups (all, or those named in ``only``, see :data:`GROUPS`)."""
+        only: Optional[Sequence[str]] = None, peer_record: Optional[Path] = None) -> dict[str, Any]:
+    """Run the benchmark groups (all but :data:`OPT_IN_GROUPS`, or those named in ``only``,
+    see :data:`GROUPS`). ``peer_record``: where the ``peer`` group writes its stored reference."""
     if only is not None:
         unknown = sorted(set(only) - set(GROUPS))
         if unknown:
@@ -422,11 +448,12 @@ def run(quick: bool, threads: int, repeats: Optional[int] = None,
         ("gptq", lambda: bench_gptq(quick, threads)),
         ("explorer", lambda: bench_explorer(quick, threads)),
         ("speed", lambda: bench_speed(quick, threads)),
+        ("peer", lambda: bench_peer(quick, threads, peer_record)),
         ("notebooks", lambda: bench_notebooks(quick)),
     ]
     assert [name for name, _ in steps] == list(GROUPS)
     for name, step in steps:
-        if only is not None and name not in only:
+        if (only is None and name in OPT_IN_GROUPS) or (only is not None and name not in only):
             continue
         t0 = time.perf_counter()
         try:
@@ -475,7 +502,8 @@ def merge(old: dict[str, Any], new: dict[str, Any], groups: Sequence[str]) -> di
     Rows of the other groups keep their values and their ``measured`` date (rows from before
     rows carried one get ``old``'s date). The rows stay in the order of :data:`GROUPS`. The
     file's ``date`` becomes ``new``'s (its last write); machine, repeats and sizes are
-    ``new``'s too, so ``mode`` and ``threads`` must agree.
+    ``new``'s too, so ``mode`` and ``threads`` must agree. Kept groups measured on another
+    CPU than ``new``'s are listed with their machine in ``machines_by_group``.
 
     Raises:
         ValueError: a different schema version, mode or thread count.
@@ -494,7 +522,17 @@ def merge(old: dict[str, Any], new: dict[str, Any], groups: Sequence[str]) -> di
             kept.append(r)
     order = {g: i for i, g in enumerate(GROUPS)}
     rows = sorted(kept + list(new["rows"]), key=lambda r: order.get(r["group"], len(GROUPS)))
-    return {**new, "rows": rows, "summary": _summary(rows)}
+    cpu = new.get("machine", {}).get("cpu_model")
+    elsewhere = {}
+    for g in sorted({r["group"] for r in kept}, key=lambda g: order.get(g, len(GROUPS))):
+        machine = old.get("machines_by_group", {}).get(g, old.get("machine", {}))
+        if machine.get("cpu_model", cpu) != cpu:
+            elsewhere[g] = machine
+    merged = {**new, "rows": rows, "summary": _summary(rows)}
+    merged.pop("machines_by_group", None)
+    if elsewhere:
+        merged["machines_by_group"] = elsewhere
+    return merged
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -525,8 +563,17 @@ def main(argv: Optional[list[str]] = None) -> int:
             if old.get(field) != value:  # checked before running anything
                 ap.error(f"{args.out} holds results of {field}={old.get(field)!r}, this run has "
                          f"{field}={value!r}: give another --out")
-    results = run(args.quick, args.threads, args.repeats, only=only)
-    if old is not None:
+    elif only is None and args.out.exists():
+        old = json.loads(args.out.read_text())
+        if any(old.get(f) != v for f, v in (("schema_version", SCHEMA_VERSION), ("threads", args.threads),
+                                           ("mode", "quick" if args.quick else "full"))):
+            old = None  # another kind of results: written anew, without its opt-in rows
+    peer_record = None if args.quick else args.out.parent / "peer_results.json"
+    results = run(args.quick, args.threads, args.repeats, only=only, peer_record=peer_record)
+    if old is not None and only is None:  # every group ran but the opt-in ones: keep their rows
+        old = {**old, "rows": [r for r in old["rows"] if row_group(r) in OPT_IN_GROUPS]}
+        results = merge(old, results, [g for g in GROUPS if g not in OPT_IN_GROUPS])
+    elif old is not None:
         was = old.get("machine", {}).get("cpu_model")
         if was is not None and was != results["machine"].get("cpu_model"):
             print(f"warning: {args.out} was measured on {was!r}, "

@@ -29,7 +29,7 @@ SPEED_ROWS = {
 }
 ROW_KEYS = {"key", "benchmark", "reference", "size", "goal", "status", "met", "time_ms",
             "reference_ms", "ratio", "result", "check", "note", "group", "measured"}
-GROUPS = ("int8", "int4", "casts", "pack", "gptq", "explorer", "speed", "notebooks")
+GROUPS = ("int8", "int4", "casts", "pack", "gptq", "explorer", "speed", "peer", "notebooks")
 
 
 def _committed() -> bytes | None:

@@ -301,6 +301,59 @@ def test_profile_decoder_counts_the_kernel_calls_of_a_step(tiny_llama, tmp_path)
         speed.profile_decoder(path, [], n=1)
 
 
+def test_decoder_session_spins_only_with_workers_and_stops_when_a_step_returns(tiny_llama, tmp_path):
+    from quantlab.deploy import ort_session
+    from quantlab.deploy.decoder import decoder_session
+
+    path = speed.export_decoder(tiny_llama, tmp_path / "f.onnx", 32)
+
+    def entries(sess):
+        opts = sess.get_session_options()
+        return (opts.intra_op_num_threads, opts.get_session_config_entry("session.intra_op.allow_spinning"),
+                opts.get_session_config_entry("session.force_spinning_stop"))
+
+    assert entries(decoder_session(path, 1)) == (1, "0", "1")  # one thread: no workers to wait for
+    assert entries(decoder_session(path, 2)) == (2, "1", "1")  # workers spin within a step only
+    assert entries(decoder_session(path, 2, spinning=False)) == (2, "0", "1")
+    assert entries(decoder_session(path, 1, spinning=True)) == (1, "1", "1")
+    base, ours = ort_session(path, 2).get_session_options(), decoder_session(path, 2).get_session_options()
+    assert ours.graph_optimization_level == base.graph_optimization_level
+    assert ours.get_session_config_entry("session.x64quantprecision") == \
+        base.get_session_config_entry("session.x64quantprecision")
+    assert entries(speed.OrtDecoder(path, threads=2).session) == (2, "1", "1")
+    assert entries(speed.OrtDecoder(path, threads=2, spinning=False).session) == (2, "0", "1")
+    with pytest.raises(TypeError, match="spinning"):
+        decoder_session(path, 2, spinning="yes")
+    with pytest.raises(TypeError, match="threads"):
+        decoder_session(path, 2.0)
+    with pytest.raises(ValueError, match="threads"):
+        decoder_session(path, 0)
+    with pytest.raises(ValueError, match="not a file"):
+        decoder_session(tmp_path / "missing.onnx")
+
+
+def test_how_workers_wait_does_not_change_a_logit(tiny_llama, tmp_path):
+    path = speed.export_decoder(tiny_llama, tmp_path / "f.onnx", 32)
+    spin, sleep = speed.OrtDecoder(path, threads=2, spinning=True), speed.OrtDecoder(path, threads=2, spinning=False)
+    for dec in (spin, sleep):
+        dec.reset()
+    for pos, tok in enumerate(PROMPT):
+        assert np.array_equal(spin.step(tok, pos), sleep.step(tok, pos))
+    assert spin.generate(PROMPT, 8) == sleep.generate(PROMPT, 8) == _hf_greedy(tiny_llama, PROMPT, 8)
+
+
+def test_step_returns_logits_that_the_next_step_leaves_alone(tiny_llama, tmp_path):
+    dec = speed.OrtDecoder(speed.export_decoder(tiny_llama, tmp_path / "f.onnx", 32))
+    dec.reset()
+    first = dec.step(PROMPT[0], 0)
+    kept = first.copy()
+    second = dec.step(PROMPT[1], 1)
+    assert first.shape == second.shape == (256,) and first.dtype == np.float32
+    assert np.array_equal(first, kept) and not np.array_equal(first, second)
+    dec.reset()  # the same token at the same position after a reset: the same logits
+    assert np.array_equal(dec.step(PROMPT[0], 0), kept)
+
+
 class _Counter:
     """A fake decoder: logits that name the next token, and a shared log of its steps."""
 

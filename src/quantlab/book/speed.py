@@ -706,11 +706,18 @@ class OrtDecoder:
     as numpy arrays, passed in whole every step, and each step's new keys and values are
     written into slot ``position``.
 
+    The token, position and logits are numpy arrays that share their memory with the bound
+    ONNX Runtime values, so a step writes three numbers and copies the logits out; nothing
+    else crosses between Python and ONNX Runtime.
+
     Args:
         path: the exported ``.onnx`` file.
         threads: ONNX Runtime intra-op threads.
         profile_prefix: turn on ONNX Runtime's profiler (see
             :func:`quantlab.deploy.ort_session`).
+        spinning: whether worker threads spin between the kernels of a step (and stop when
+            it returns) instead of sleeping; None: when ``threads > 1``. See
+            :func:`quantlab.deploy.decoder.decoder_session`.
 
     Attributes:
         session: the ``onnxruntime.InferenceSession``.
@@ -718,10 +725,11 @@ class OrtDecoder:
         fused: whether the graph is the fused one.
     """
 
-    def __init__(self, path: PathLike, threads: int = 1, profile_prefix: Optional[PathLike] = None) -> None:
-        from ..deploy import ort_session
+    def __init__(self, path: PathLike, threads: int = 1, profile_prefix: Optional[PathLike] = None, *,
+                 spinning: Optional[bool] = None) -> None:
+        from ..deploy.decoder import decoder_session
 
-        self.session = ort_session(path, threads=threads, profile_prefix=profile_prefix)
+        self.session = decoder_session(path, threads=threads, spinning=spinning, profile_prefix=profile_prefix)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.fused = "seqlens_k" in inputs
         if self.fused:
@@ -767,10 +775,15 @@ class OrtDecoder:
         zeros = np.zeros((1, kv, slots, hd), dtype=np.float32)
         if not hasattr(self, "_binding"):
             self._binding = self.session.io_binding()
-            self._ids = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 1), dtype=np.int64))
-            self._seqlens = ort.OrtValue.ortvalue_from_numpy(np.zeros(1, dtype=np.int32))
-            self._total = ort.OrtValue.ortvalue_from_numpy(np.ones((), dtype=np.int32))
-            self._logits = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 1, self.vocab), dtype=np.float32))
+            # numpy arrays and the OrtValues bound to the graph share one buffer each
+            self._ids_np = np.zeros((1, 1), dtype=np.int64)
+            self._seqlens_np = np.zeros(1, dtype=np.int32)
+            self._total_np = np.ones((), dtype=np.int32)
+            self._logits_np = np.zeros((1, 1, self.vocab), dtype=np.float32)
+            self._ids = ort.OrtValue.ortvalue_from_numpy(self._ids_np)
+            self._seqlens = ort.OrtValue.ortvalue_from_numpy(self._seqlens_np)
+            self._total = ort.OrtValue.ortvalue_from_numpy(self._total_np)
+            self._logits = ort.OrtValue.ortvalue_from_numpy(self._logits_np)
             self._cache = [ort.OrtValue.ortvalue_from_numpy(zeros.copy()) for _ in range(2 * layers)]
             b = self._binding
             b.bind_ortvalue_input("input_ids", self._ids)
@@ -791,11 +804,11 @@ class OrtDecoder:
         if not 0 <= position < self.max_len:
             raise ValueError(f"position must be in 0..{self.max_len - 1}, got {position}")
         if self.fused:
-            self._ids.update_inplace(np.array([[token]], dtype=np.int64))
-            self._seqlens.update_inplace(np.array([position], dtype=np.int32))
-            self._total.update_inplace(np.array(position + 1, dtype=np.int32))
+            self._ids_np[0, 0] = token  # the bound inputs read these buffers
+            self._seqlens_np[0] = position
+            self._total_np[()] = position + 1
             self.session.run_with_iobinding(self._binding)
-            return self._logits.numpy()[0, 0]
+            return self._logits_np[0, 0].copy()  # the next step overwrites the buffer
         logits, k, v = self.session.run(None, {
             "input_ids": np.array([token], dtype=np.int64),
             "position": np.array([position], dtype=np.int64),

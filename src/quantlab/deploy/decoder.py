@@ -54,7 +54,7 @@ from torch import nn
 from ..nn import QuantizedLinear
 from .onnx import _MS_DOMAIN, _PROTOBUF_LIMIT, _f32, _kernel_nodes, _plan_layer
 
-__all__ = ["export_llama_decoder", "DECODER_INPUTS"]
+__all__ = ["export_llama_decoder", "decoder_session", "DECODER_INPUTS"]
 
 #: The graph inputs besides the caches, in order.
 DECODER_INPUTS: tuple[str, ...] = ("input_ids", "seqlens_k", "total_sequence_length")
@@ -290,3 +290,61 @@ def export_llama_decoder(model: nn.Module, path: PathLike, max_len: int = 128, a
     else:
         onnx.save(proto, str(path))
     return path
+
+
+def decoder_session(path: PathLike, threads: int = 1, *, spinning: Optional[bool] = None,
+                    profile_prefix: Optional[PathLike] = None):
+    """An ONNX Runtime CPU session for a decode step, with its worker threads set for one token.
+
+    The settings of :func:`quantlab.deploy.ort_session` (all graph optimizations,
+    ``intra_op_num_threads = threads``, ``session.x64quantprecision = 1``), and a choice of
+    how the worker threads wait between kernels. A decode step of SmolLM2 is about 300
+    kernel calls of 5-150 us each; with ``threads > 1`` every call hands part of its work to
+    the workers and waits for them. A sleeping worker is woken by the kernel (a futex), which
+    costs tens of microseconds per call; a spinning worker picks its part up at once.
+
+    * ``spinning=True``: workers spin while a step runs (``session.intra_op.allow_spinning =
+      1``) and stop when it returns (``session.force_spinning_stop = 1``), so that an idle
+      decoder takes no core from the next one timed in turn or from the caller's own work.
+    * ``spinning=False``: workers always sleep (``allow_spinning = 0``), as in
+      :func:`~quantlab.deploy.ort_session`. Better where other processes hold the cores: a
+      spinning worker then waits for a descheduled thread and burns its own time slice.
+    * ``None`` (default): spin when ``threads > 1`` (one thread has no workers).
+
+    Args:
+        path: an ``.onnx`` decode step (:func:`export_llama_decoder`).
+        threads: intra-op threads, a positive int.
+        spinning: see above.
+        profile_prefix: turn on ONNX Runtime's profiler (see ``ort_session``).
+
+    Returns:
+        ``onnxruntime.InferenceSession``.
+
+    Raises:
+        TypeError: ``threads`` is not an int, ``spinning`` neither a bool nor None.
+        ValueError: ``threads`` < 1, or ``path`` is not a file.
+
+    Taught in: chapters/04c_speed.ipynb (Where the speed comes from).
+    """
+    import onnxruntime as ort
+
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError(f"threads must be a positive int, got {threads!r}")
+    if threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads}")
+    if spinning is not None and not isinstance(spinning, bool):
+        raise TypeError(f"spinning must be True, False or None, got {spinning!r}")
+    if not Path(path).is_file():
+        raise ValueError(f"path is not a file: {str(path)!r}")
+    spin = threads > 1 if spinning is None else spinning
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.x64quantprecision", "1")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_prefix)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
