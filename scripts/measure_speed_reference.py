@@ -28,6 +28,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def peer_values(peer: dict) -> dict:
+    """``benchmarks/peer_results.json``'s tokens/s as a record's ``peer`` value:
+    ``{engine: {kind: {threads: tokens/s}}}``."""
+    out: dict = {"llama.cpp": {}, "quantlab": {}}
+    for kind, per_threads in peer["tokens_per_s"].items():
+        for threads, row in per_threads.items():
+            for engine in out:
+                out[engine].setdefault(kind, {})[str(threads)] = float(row[engine])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from quantlab.book import speed_facts, speed_run
     from quantlab.book.models import smollm
@@ -59,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     peer_file = ROOT / "benchmarks" / "peer_results.json"
     if peer_file.is_file():
         peer = json.loads(peer_file.read_text())
-        if peer.get("machine", {}).get("cpu") == record.machine["cpu"] and "tokens_per_s" in peer:
-            record.put("peer", peer["tokens_per_s"])
-            record.note += f"; llama.cpp from {peer_file.name} ({peer['machine'].get('date', '?')})"
+        if peer.get("cpu", {}).get("model") == record.machine["cpu"] and "tokens_per_s" in peer:
+            record.put("peer", peer_values(peer))
+            record.note += (f"; llama.cpp and quantlab's decoder side by side from benchmarks/{peer_file.name} "
+                            f"({peer.get('date', '?')})")
     problems = speed_facts.sanity_problems(record)
     print(f"==> measured in {time.perf_counter() - start:.0f} s; sanity problems: {problems or 'none'}")
     if args.dry_run:
