@@ -188,7 +188,7 @@ class Study:
     def __init__(self, reference: torch.nn.Module, calibration: torch.Tensor, evaluation: torch.Tensor,
                  context: int = 256, layers: Optional[Iterable[str]] = None, reference_bits: float = 5.0,
                  config: Optional[dict[str, Any]] = None) -> None:
-        from quantlab.evaluation import next_token_logprobs
+        from quantlab.book.evaluation import next_token_logprobs
         from quantlab.nn import linear_layers
 
         if not isinstance(reference, torch.nn.Module):
@@ -214,7 +214,7 @@ class Study:
     def stats(self) -> dict:
         """Calibration statistics of every chosen layer of the reference (computed once)."""
         if self._stats is None:
-            from quantlab.calibration import collect_layer_stats
+            from quantlab.algorithms.calibration import collect_layer_stats
 
             self._stats = collect_layer_stats(self.reference, self._calibrate, self.layers)
         return self._stats
@@ -223,7 +223,7 @@ class Study:
     def rotated(self) -> torch.nn.Module:
         """The reference with a block-Hadamard rotation of its residual stream folded in."""
         if self._rotated is None:
-            from quantlab.rotations import fold_rotation
+            from quantlab.algorithms.rotations import fold_rotation
 
             self._rotated = copy.deepcopy(self.reference)
             fold_rotation(self._rotated, kind=self.config["rotation"]["kind"], seed=self.config["rotation"]["seed"])
@@ -233,7 +233,7 @@ class Study:
     def rotated_stats(self) -> dict:
         """Calibration statistics of the rotated model (computed once)."""
         if self._rot_stats is None:
-            from quantlab.calibration import collect_layer_stats
+            from quantlab.algorithms.calibration import collect_layer_stats
 
             self._rot_stats = collect_layer_stats(self.rotated, self._calibrate, self.layers)
         return self._rot_stats
@@ -285,7 +285,7 @@ class Study:
 
             return self._copy_with(base, rtn_layer)
         if s.method == "gptq":
-            from quantlab.gptq import gptq_quantize_model
+            from quantlab.algorithms.gptq import gptq_quantize_model
 
             model = copy.deepcopy(base)
             g = cfg["gptq"]
@@ -295,7 +295,7 @@ class Study:
                                       layers=self.layers, progress=False)
             return model, 8 * sum(r.qtensor.nbytes for r in res.values()) / self.n_weights
         if s.method == "imatrix":
-            from quantlab.imatrix import imatrix_quantize
+            from quantlab.algorithms.imatrix import imatrix_quantize
 
             stats = self.stats
 
@@ -306,7 +306,7 @@ class Study:
 
             return self._copy_with(base, imatrix_layer)
         if s.method == "awq":
-            from quantlab.awq import awq_quantize_model
+            from quantlab.algorithms.awq import awq_quantize_model
 
             a = cfg["awq"]
             model = copy.deepcopy(base)
@@ -316,7 +316,7 @@ class Study:
             unique = {id(r): r for r in res.values()}.values()  # layers sharing an input share a result
             return model, 8 * sum(qt.nbytes for r in unique for qt in r.qtensors) / self.n_weights
         if s.method == "hqq":
-            from quantlab.hqq import hqq_quantize
+            from quantlab.algorithms.hqq import hqq_quantize
 
             def hqq_layer(n, w):
                 qt = hqq_quantize(w, f"uint{s.bits}", s.group_size, iters=cfg["hqq"]["iters"], scale_dtype=sd)
@@ -324,7 +324,7 @@ class Study:
 
             return self._copy_with(base, hqq_layer)
         if s.method in ("mxfp4", "nvfp4"):
-            from quantlab import quantize
+            from quantlab.core.quantize import quantize
 
             def block_layer(n, w):
                 qt = quantize(w, s.method)
@@ -333,7 +333,7 @@ class Study:
             return self._copy_with(base, block_layer)
         # llama.cpp's rule: a K-quant or ternary block spans 256 weights of a row; rows that 256
         # does not divide get FALLBACK[kind] (q4_k -> q5_0, tq2_0 -> q4_0)
-        from quantlab.gguf_blocks import FALLBACK, dequantize_blocks, quantize_blocks
+        from quantlab.core.gguf_blocks import FALLBACK, dequantize_blocks, quantize_blocks
 
         def gguf_layer(n, w):
             k = s.method if w.shape[1] % 256 == 0 else FALLBACK.get(s.method, s.method)
@@ -344,7 +344,7 @@ class Study:
 
     def measure(self, model: torch.nn.Module) -> dict[str, float]:
         """``{"ppl", "kl", "agree"}`` of ``model`` against the reference on the evaluation tokens."""
-        from quantlab.evaluation import compare_to_reference
+        from quantlab.book.evaluation import compare_to_reference
 
         c = compare_to_reference(self.ref_logprobs, model, self.evaluation, self.context)
         return {"ppl": c.perplexity, "kl": c.kl, "agree": c.agreement}
