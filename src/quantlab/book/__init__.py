@@ -4,7 +4,8 @@
 :mod:`~quantlab.book.sweeps`, :mod:`~quantlab.book.evaluation`,
 :mod:`~quantlab.book.exercises`, :mod:`~quantlab.book.rl`, :mod:`~quantlab.book.rl_train`
 (PPO with quantized actors), :mod:`~quantlab.book.rl_speed` (how fast they act),
-:mod:`~quantlab.book.speed`, the kernel-free figures of :mod:`quantlab.book.figures` (with
+:mod:`~quantlab.book.speed`, :mod:`~quantlab.book.smollm_study` (the SmolLM2 settings of the
+deep dive beyond int4), the kernel-free figures of :mod:`quantlab.book.figures` (with
 their ``assets/``) and the model loaders of :mod:`quantlab.book.models`. It may
 import every other layer; its heavy packages (matplotlib, transformers, gymnasium, ...) are
 imported on first use. Package data

@@ -326,6 +326,8 @@ def compare_to_reference(
 
     KL sees the whole distribution, not only the probability of the token that came: a
     model can keep the perplexity and still move probability around among wrong tokens.
+    The perplexity is computed with the same operations as :func:`perplexity` and equals it
+    bit for bit, so a page may report either.
 
     Args:
         ref: the reference model, or its :func:`next_token_logprobs` for the same
@@ -351,7 +353,8 @@ def compare_to_reference(
         r = ref_lp[n : n + lp.shape[0]].float()
         if r.shape[1] != lp.shape[1]:
             raise ValueError(f"ref has {r.shape[1]} classes but the model predicts {lp.shape[1]}")
-        nll -= float(lp.gather(1, window[1:].cpu().unsqueeze(1)).sum())
+        # nll_loss of log_softmax is what cross_entropy computes: the perplexity is perplexity()'s, bit for bit
+        nll += float(torch.nn.functional.nll_loss(lp, window[1:].cpu(), reduction="sum"))
         kl += float((r.exp() * (r - lp)).sum())
         same += int((r.argmax(1) == lp.argmax(1)).sum())
         n += lp.shape[0]
