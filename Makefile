@@ -25,10 +25,12 @@ bench: venv
 .PHONY: bench-peer
 bench-peer: venv
 	@.venv/bin/python benchmarks/run.py --only peer
-# The RL study of chapters/05b_rl_training.ipynb (PPO with quantized actors, PTQ/QAT of the
-# trained policies, speed of acting): writes benchmarks/rl_experiments.json (2 processes;
-# about half an hour on 2 cores).
+# The stored studies the deep dives read: the RL study of chapters/05b_rl_training.ipynb (PPO
+# with quantized actors, PTQ/QAT of the trained policies, speed of acting; 2 processes, about
+# half an hour on 2 cores) into benchmarks/rl_experiments.json, and the 24 SmolLM2 settings of
+# chapters/04d_beyond_int4.ipynb (about 10 minutes) into benchmarks/smollm_experiments.json.
 experiments: venv
 	@.venv/bin/python scripts/rl_experiments.py
+	@.venv/bin/python scripts/smollm_experiments.py
 clean:
 	rm -rf _build
