@@ -301,7 +301,7 @@ def test_profile_decoder_counts_the_kernel_calls_of_a_step(tiny_llama, tmp_path)
         speed.profile_decoder(path, [], n=1)
 
 
-def test_decoder_session_spins_only_with_workers_and_stops_when_a_step_returns(tiny_llama, tmp_path):
+def test_decoder_session_sleeps_by_default_and_spins_only_within_a_step(tiny_llama, tmp_path):
     from quantlab.deploy import ort_session
     from quantlab.deploy.decoder import decoder_session
 
@@ -313,14 +313,16 @@ def test_decoder_session_spins_only_with_workers_and_stops_when_a_step_returns(t
                 opts.get_session_config_entry("session.force_spinning_stop"))
 
     assert entries(decoder_session(path, 1)) == (1, "0", "1")  # one thread: no workers to wait for
-    assert entries(decoder_session(path, 2)) == (2, "1", "1")  # workers spin within a step only
+    assert entries(decoder_session(path, 2)) == (2, "0", "1")  # workers sleep unless asked to spin
+    assert entries(decoder_session(path, 2, spinning=True)) == (2, "1", "1")  # then within a step only
     assert entries(decoder_session(path, 2, spinning=False)) == (2, "0", "1")
     assert entries(decoder_session(path, 1, spinning=True)) == (1, "1", "1")
     base, ours = ort_session(path, 2).get_session_options(), decoder_session(path, 2).get_session_options()
     assert ours.graph_optimization_level == base.graph_optimization_level
     assert ours.get_session_config_entry("session.x64quantprecision") == \
         base.get_session_config_entry("session.x64quantprecision")
-    assert entries(speed.OrtDecoder(path, threads=2).session) == (2, "1", "1")
+    assert entries(speed.OrtDecoder(path, threads=2).session) == (2, "0", "1")
+    assert entries(speed.OrtDecoder(path, threads=2, spinning=True).session) == (2, "1", "1")
     assert entries(speed.OrtDecoder(path, threads=2, spinning=False).session) == (2, "0", "1")
     with pytest.raises(TypeError, match="spinning"):
         decoder_session(path, 2, spinning="yes")

@@ -716,7 +716,7 @@ class OrtDecoder:
         profile_prefix: turn on ONNX Runtime's profiler (see
             :func:`quantlab.deploy.ort_session`).
         spinning: whether worker threads spin between the kernels of a step (and stop when
-            it returns) instead of sleeping; None: when ``threads > 1``. See
+            it returns) instead of sleeping; None (default): they sleep. See
             :func:`quantlab.deploy.decoder.decoder_session`.
 
     Attributes:
