@@ -22,7 +22,10 @@ import torch
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-__all__ = ["ArrayLike", "as_tensor", "like_input", "require_float", "check_out", "dtype_name"]
+__all__ = [
+    "ArrayLike", "as_tensor", "like_input", "require_float", "check_out", "dtype_name",
+    "memory_span", "overlaps",
+]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -148,3 +151,27 @@ def check_out(
     if not o.is_contiguous():
         raise ValueError(f"{name} must be contiguous, got a strided view")
     return o
+
+
+def memory_span(t: torch.Tensor) -> tuple[int, int]:
+    """The bytes ``[first, end)`` of memory that the elements of ``t`` lie in (strides and
+    storage offset included); ``(0, 0)`` for a tensor without elements."""
+    if t.numel() == 0:
+        return (0, 0)
+    size = t.element_size()
+    start = t.data_ptr() + sum(min(0, st) * (n - 1) for st, n in zip(t.stride(), t.shape)) * size
+    end = t.data_ptr() + (1 + sum(max(0, st) * (n - 1) for st, n in zip(t.stride(), t.shape))) * size
+    return start, end
+
+
+def overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the memory spans of ``a`` and ``b`` (on one device) intersect.
+
+    Conservative: two interleaved views that share no element (``x[::2]`` and ``x[1::2]``)
+    count as overlapping, since their spans do.
+    """
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device or a.is_meta or b.is_meta:
+        return False
+    a0, a1 = memory_span(a)
+    b0, b1 = memory_span(b)
+    return a0 < b1 and b0 < a1

@@ -128,7 +128,7 @@ QUANTIZED_BY = "quantlab"
 _QUANT_VERSION = 2  # GGML_QNT_VERSION: the block layouts of gguf_blocks
 _SKIPPED_KEYS = ("general.architecture",)  # written by GGUFWriter itself, first
 _PATTERN_CHARS = re.compile(r"[*?\[]")
-_BLOCK = re.compile(r"^blk\.(\d+)\.")
+_BLOCK = re.compile(r"^blk\.(\d+)\.", re.ASCII)
 
 PathLike = Union[str, "os.PathLike[str]"]
 Template = Union[str, "os.PathLike[str]", "gguf.GGUFReader", None]
@@ -153,8 +153,8 @@ _LLAMA_LAYER = {
     "input_layernorm.weight": "attn_norm.weight",
     "post_attention_layernorm.weight": "ffn_norm.weight",
 }
-_HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-_GGUF_LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
+_HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$", re.ASCII)
+_GGUF_LAYER = re.compile(r"^blk\.(\d+)\.(.+)$", re.ASCII)
 
 
 def hf_name_to_gguf(name: str) -> str:

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core._backend import ArrayLike, as_tensor, like_input
+from ..core._readonly import read_only
 from ..core.formats import CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format
 from ..core.packing import pack, unpack
 from ..core.quantize import SCALE_DTYPES, QParams, QTensor, dequantize, quantize
@@ -359,12 +360,15 @@ def unpack_codes(packed: ArrayLike, bits: int, n: int, signed: bool) -> ArrayLik
     if t.numel() < need:
         raise ValueError(f"packed holds {t.numel()} bytes, but {n} codes of {bits} bits need {need}")
     t = t.reshape(-1)
-    if bits == 32:
-        v = t[: 4 * n].view(torch.int32)
-        res = v if signed else v.to(torch.int64) & 0xFFFFFFFF
-    elif bits == 16:
-        v = t[: 2 * n].view(torch.int16)
-        res = v if signed else v.to(torch.int32) & 0xFFFF
+    if bits in (16, 32):
+        seg = t[: bits // 8 * n]
+        if not seg.is_contiguous() or seg.storage_offset() % (bits // 8):
+            seg = seg.clone()  # a strided or misaligned view cannot be read as wider integers
+        v = seg.view(torch.int32 if bits == 32 else torch.int16)
+        if signed:
+            res = v
+        else:
+            res = v.to(torch.int64) & 0xFFFFFFFF if bits == 32 else v.to(torch.int32) & 0xFFFF
     elif bits == 8:
         res = t[:n].view(torch.int8) if signed else t[:n]
     elif t.is_meta:
@@ -429,7 +433,7 @@ def _decoder_class(cls: type) -> type:
             view = self.__dict__["_view_dtype"]
             if view is not None:  # fp16 / bf16 / fp32: the codes are that dtype's bits
                 return codes.view(view).to(torch.float32, copy=True)
-            return self.__dict__["_table"][codes.long()]
+            return self.__dict__["_table"].take(codes.long())  # a copy, never a view
 
         _DECODER_CLASSES[cls] = type(f"{cls.__name__}OnDevice", (cls,), {"decode": decode})
     return _DECODER_CLASSES[cls]
@@ -451,7 +455,7 @@ def _decoder(fmt: Format, device: torch.device) -> Format:
         table = None
         if view is None:
             n = len(fmt.table) if isinstance(fmt, CodebookFormat) else 1 << fmt.bits
-            table = fmt.decode(torch.arange(n)).to(torch.float32).to(device)
+            table = read_only(fmt.decode(torch.arange(n)).to(torch.float32).to(device))
         object.__setattr__(dec, "_view_dtype", view)
         object.__setattr__(dec, "_table", table)
         _DECODERS[key] = dec
