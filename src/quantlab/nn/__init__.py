@@ -746,6 +746,12 @@ class QuantizedLinear(nn.Module):
         if not isinstance(qt.codes, torch.Tensor):
             raise TypeError(f"qt.codes must be a torch.Tensor, got {type(qt.codes).__name__}")
         _check_dense(qt.codes, "qt.codes")
+        if qt.zero_point is not None and qt.zero_point.is_floating_point():
+            raise ValueError(
+                "qt has real-valued zero points (HQQ's), which QuantizedLinear does not store: "
+                "it packs integer zero points like the codes; use qt.dequantize() as a float "
+                "weight instead"
+            )
         fmt = qt.format
         out_f, in_f = (int(s) for s in qt.shape)
         scaled = qt.scale is not None
