@@ -322,6 +322,17 @@ def test_pack_and_unpack_take_any_view(bits, n, offset, step, dtype, as_numpy):
     np.testing.assert_array_equal(back, view.astype(np.int64))
 
 
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64])
+def test_pack_of_strided_and_odd_offset_views(dtype):
+    # the report's cases: c[::2] and c[1:9] of an int8 tensor failed in torch's view()
+    c = torch.randint(-8, 8, (40,), generator=torch.Generator().manual_seed(0)).to(dtype)
+    for view in (c[::2], c[1:9], c[1:], c.reshape(4, 10)[:, 1:8], c.reshape(4, 10).T):
+        packed = pack(view, 4)
+        assert torch.equal(packed, pack(view.contiguous().clone(), 4))
+        back = unpack(packed, 4, view.numel(), signed=True)
+        assert torch.equal(back, view.reshape(-1).to(torch.int32))
+
+
 @pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
 def test_unpack_refuses_an_out_that_overlaps_packed(bits):
     n = 400
