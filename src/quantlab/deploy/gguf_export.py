@@ -508,8 +508,8 @@ def _as_float_tensor(name: str, t: Any) -> torch.Tensor:
     t = t.detach().cpu()
     bad = ~torch.isfinite(t)
     if bool(bad.any()):
-        raise ValueError(f"tensors[{name!r}] holds NaN or infinity ({int(bad.sum())} of "
-                         f"{t.numel()} values); a GGUF file of them would compute NaN")
+        raise ValueError(f"tensor {name!r} holds NaN or infinity ({int(bad.sum())} of "
+                         f"{t.numel()} values); a GGUF file needs finite values")
     return t
 
 
