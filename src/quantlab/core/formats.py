@@ -41,9 +41,8 @@ from typing import Any, Callable, Iterable, Optional, Union
 import numpy as np
 import torch
 
-from ._backend import as_tensor, like_input
+from ._backend import as_tensor, like_input, read_only
 from ._fast import CAST_CHUNK_ELEMENTS, CHUNK_ELEMENTS, chunk_elements, row_chunks
-from ._readonly import read_only
 from ._validate import check_bool, check_int
 
 __all__ = [
@@ -433,7 +432,7 @@ class FloatFormat(Format):
         """float32 value of every code 0 .. 2^bits - 1 (formats of at most 16 bits).
 
         A new tensor on every access: the table the format decodes with is cached once,
-        read-only (``quantlab.core._readonly``), and never handed out.
+        read-only (``quantlab.core._backend.read_only``), and never handed out.
         """
         return self._decode_table.clone()
 

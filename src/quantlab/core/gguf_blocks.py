@@ -144,8 +144,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, like_input, require_float
-from ._readonly import read_only
+from ._backend import ArrayLike, as_tensor, like_input, read_only, require_float
 from .formats import get_format
 from .packing import pack, unpack
 from .quantize import QTensor

@@ -58,8 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core._backend import ArrayLike, as_tensor, like_input
-from ..core._readonly import read_only
+from ..core._backend import ArrayLike, as_tensor, like_input, read_only
 from ..core.formats import (
     BlockFormat, CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format,
 )
