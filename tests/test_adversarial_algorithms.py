@@ -265,11 +265,11 @@ def test_hqq_constant_groups_keep_finite_zero_points(c):
     w = torch.full((2, 8), c)
     q = hqq_quantize(w, "int4", 8, scale_dtype="fp32")
     assert bool(torch.isfinite(q.zero_point).all())
-    torch.testing.assert_close(q.dequantize(), w, rtol=1e-5, atol=0)
+    assert torch.allclose(q.dequantize(), w, rtol=1e-5, atol=0)
     if abs(c) <= 65504 * 15 / 2:  # s = |c| / 15 fits fp16 too
         q16 = hqq_quantize(w, "int4", 8)
         assert bool(torch.isfinite(q16.dequantize()).all())
-        torch.testing.assert_close(q16.dequantize(), w, rtol=2e-3, atol=0)
+        assert torch.allclose(q16.dequantize(), w, rtol=2e-3, atol=0)
 
 
 def test_hqq_groups_far_from_zero_need_fp32_zero_points():
@@ -384,7 +384,7 @@ def test_rotated_pairs_compute_the_same_function(n, m, d, seed, numpy_be):
     n1, n2, nb = R.rotate_linear_pair(*args)
     n1, n2, nb = (torch.as_tensor(np.asarray(t)) for t in (n1, n2, nb))
     x = torch.randn(3, n, generator=g, dtype=torch.float64)
-    torch.testing.assert_close((x @ n1.T + nb) @ n2.T, (x @ w1.T + b1) @ w2.T, rtol=1e-10, atol=1e-10)
+    assert torch.allclose((x @ n1.T + nb) @ n2.T, (x @ w1.T + b1) @ w2.T, rtol=1e-10, atol=1e-10)
 
 
 def test_rotations_refuse_what_is_not_orthogonal_and_take_empty_pairs():

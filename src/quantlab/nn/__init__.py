@@ -1601,7 +1601,16 @@ def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module
     may live on the ``meta`` device (the new layers are then on the CPU); otherwise each
     new layer is put on its Linear's device.
 
-    Everything is checked before the model is changed.
+    Everything is checked before the model is changed: every field of each layer's record
+    (format, shape, granularity, axis, group size, scale dtype and shape, zero points,
+    symmetry, bias, input scale) against the others and against the tensors found, and
+    what the tensors hold -- scales finite and positive, bias and input scale finite,
+    codebook codes inside the table, no code of a scaled float layer that decodes to NaN or
+    infinity, mid-range zero points for symmetric unsigned layers. A custom format must be
+    consistent with its bits (``1 + ebits + mbits`` for floats, ``ceil(log2(entries))``
+    for codebooks). A record edited by hand is refused unless the codes it describes could
+    have come from it (an edit that changes one 8-bit format into another can only be
+    seen where the codes contradict it).
 
     Args:
         model: a model of the architecture that was saved, with ``nn.Linear`` (or
@@ -1616,10 +1625,11 @@ def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module
         TypeError: ``model`` is not an ``nn.Module``; ``path`` is not a path.
         FileNotFoundError: no file at ``path``.
         ValueError: a file that is not safetensors, not written by
-            :func:`save_quantized` or of another :data:`FILE_VERSION`; a layer of the file
-            missing from the model, not a Linear there, of another shape, with or without
-            a bias where the file differs, or not shared where the file's is; missing or
-            malformed tensors. Each message names the layer and what differs.
+            :func:`save_quantized` or of another :data:`FILE_VERSION`; a ``path`` that names
+            a directory, FIFO or device; a layer of the file missing from the model, not a
+            Linear there, of another shape, with or without a bias where the file differs,
+            or not shared where the file's is; a record or tensor that fails the checks
+            above. Each message names the layer and the field or tensor.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
