@@ -399,3 +399,38 @@ def test_rotations_refuse_what_is_not_orthogonal_and_take_empty_pairs():
         R.hadamard(12)
     with pytest.raises(ValueError, match=">= 1"):
         R.random_orthogonal(0)
+
+
+def test_a_refused_rotation_leaves_the_model_unchanged():
+    from tiny_models import tiny_llama
+
+    model = tiny_llama(random_norms=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    d = model.model.embed_tokens.weight.shape[1]
+    for q, kw, match in [(np.ones((d, d)), {}, "orthogonal"), (np.eye(d - 1), {}, f"{d} x {d}"),
+                         (None, {"kind": "spiral"}, "kind"), (None, {"block": 3}, "power of two"),
+                         (np.full((d, d), np.nan), {}, "orthogonal")]:
+        with pytest.raises(ValueError, match=match):
+            R.fold_rotation(model, q, **kw)
+        after = model.state_dict()
+        assert all(torch.equal(after[k], v) for k, v in before.items())
+    q = R.random_orthogonal(d, 1).astype(">f8")  # a big-endian rotation works
+    ids = torch.tensor([[1, 5, 9, 2]])
+    with torch.no_grad():
+        ref = model(ids).logits
+        R.fold_rotation(model, q)
+        assert torch.allclose(model(ids).logits, ref, atol=1e-4)
+
+
+def test_awq_and_hqq_take_numpy_arrays_in_any_layout():
+    g = _gen(4)
+    W, X = torch.randn(6, 16, generator=g), torch.randn(20, 16, generator=g)
+    ref = awq_quantize_weight(W, X, "int4", group_size=8, n_grid=4)
+    for w, x in [(W.numpy().astype(">f4"), X.numpy().astype(">f4")),
+                 (np.asfortranarray(W.numpy()), np.repeat(X.numpy(), 2, axis=1)[:, ::2])]:
+        out = awq_quantize_weight(w, x, "int4", group_size=8, n_grid=4)
+        assert out.alpha == ref.alpha
+        np.testing.assert_array_equal(out.weight, ref.weight.numpy())
+    h = hqq_quantize(W, "int4", 8)
+    for w in (W.numpy().astype(">f4"), W.numpy()[::-1][::-1], np.asfortranarray(W.numpy())):
+        np.testing.assert_array_equal(hqq_quantize(w, "int4", 8).dequantize(), h.dequantize().numpy())
