@@ -215,6 +215,7 @@ class ReadOnlyTensor(torch.Tensor):
         writes = isinstance(first, ReadOnlyTensor) and (
             name in _INPLACE_DUNDERS
             or (name.endswith("_") and not name.startswith("__") and name not in _HARMLESS)
+            or kwargs.get("inplace") is True  # F.relu(t, inplace=True) and the like
         )
         out = kwargs.get("out")
         outs = out if isinstance(out, (tuple, list)) else (out,)

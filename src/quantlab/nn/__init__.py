@@ -441,7 +441,8 @@ def _format_problem(fmt: Format) -> Optional[str]:
             return f"a float format {fmt.name!r} whose NaN code {fmt._nan_code} has more than {fmt.bits} bits"
     if isinstance(fmt, CodebookFormat):
         t = fmt.table
-        if not all(isinstance(v, float) and math.isfinite(v) for v in t) or len(t) < 2:
+        if len(t) < 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 and math.isfinite(v) for v in t):
             return f"a codebook {fmt.name!r} that is not 2 or more finite values"
         if any(b <= a for a, b in zip(t, t[1:])):
             return f"a codebook {fmt.name!r} whose table is not strictly ascending"
