@@ -379,8 +379,8 @@ def test_argument_errors(tmp_path):
         export_onnx(model, x, tmp_path / "m.onnx", accuracy_level=5)
     with pytest.raises(ValueError, match="folder"):
         export_onnx(model, x, tmp_path / "missing" / "m.onnx")
-    with pytest.raises(ValueError, match="no QuantizedLinear"):
-        export_onnx(nn.Linear(32, 8), x, tmp_path / "m.onnx")
+    with pytest.raises(TypeError, match="path"):
+        export_onnx(model, x, 3)
 
 
 def test_ort_session(tmp_path):

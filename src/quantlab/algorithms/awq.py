@@ -150,7 +150,13 @@ def awq_scales(act_abs_mean: ArrayLike, alpha: float) -> ArrayLike:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     dtype = torch.float64 if m.dtype == torch.float64 else torch.float32
     s = m.to(dtype).clamp(min=1e-4).pow(float(alpha))
-    s = s / (s.max() * s.min()).sqrt()
+    if s.numel():
+        hi, lo = s.max(), s.min()
+        prod = hi * lo
+        if bool(torch.isfinite(prod)) and float(prod) > 0:
+            s = s / prod.sqrt()
+        else:  # max * min overflows (activations beyond ~1e34 in float32): the same, apart
+            s = s / (hi.sqrt() * lo.sqrt())
     return like_input(s, was_numpy)
 
 
@@ -259,7 +265,7 @@ def awq_quantize_weight(
         for yr, we in zip(y_ref, eff):
             diff = torch.addmm(yr, x, we.T, alpha=-1)
             loss += float(diff.square().sum())
-        losses[k] = loss / (x.shape[0] * n_out)
+        losses[k] = loss / max(1, x.shape[0] * n_out)  # weights without rows: loss 0
         if best is None or losses[k] < best[0]:
             best = (float(losses[k]), a, s, qts, eff)
     _, a, s, qts, eff = best

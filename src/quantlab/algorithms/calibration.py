@@ -20,6 +20,7 @@ Taught in: chapters/04b_language_model.ipynb, "Perplexity" (sec-llm-perplexity).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -84,15 +85,17 @@ class LayerStats:
 
         Raises:
             TypeError: ``x`` is not a float array or tensor.
-            ValueError: ``x`` is 0-d, has no rows, or its width differs from earlier batches.
+            ValueError: ``x`` is 0-d, has no rows, its width differs from earlier batches,
+                it holds NaN or infinity, or its squares would overflow the sums' dtype.
         """
         t, _ = as_tensor(x)
         require_float(t)
         if t.dim() == 0:
             raise ValueError("x must have at least one axis (..., in_features), got a 0-d value")
-        t = t.detach().reshape(-1, t.shape[-1])
+        shape = tuple(t.shape)
+        t = t.detach().reshape(math.prod(shape[:-1]), shape[-1])  # (-1, 0) is ambiguous
         if t.shape[0] == 0:
-            raise ValueError(f"x must hold at least one row, got shape {tuple(t.shape)}")
+            raise ValueError(f"x must hold at least one row, got shape {shape}")
         dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
         if self.xtx is None:
             d = t.shape[1]
@@ -104,6 +107,17 @@ class LayerStats:
                 f"x must have {self.xtx.shape[0]} features like the earlier batches, got {t.shape[1]}"
             )
         t = t.to(device=self.xtx.device, dtype=self.xtx.dtype)
+        if t.numel():
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"x contains NaN or infinity ({int((~torch.isfinite(t)).sum())} "
+                                 f"of {t.numel()} values): the statistics would be NaN")
+            big = float(t.abs().max())
+            if big * big * (self.n + t.shape[0]) > torch.finfo(t.dtype).max:
+                raise ValueError(
+                    f"x holds values up to {big:.4g}: sums of their squares over "
+                    f"{self.n + t.shape[0]} rows overflow {str(t.dtype).replace('torch.', '')}"
+                    + ("; pass float64 inputs" if t.dtype != torch.float64 else "")
+                )
         self.xtx.addmm_(t.T, t)
         a = t.abs()
         self.abs_sum += a.sum(0)

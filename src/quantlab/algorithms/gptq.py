@@ -50,7 +50,7 @@ import torch
 
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
 from .calibration import LayerStats, collect_layer_stats, hessian, linear_layer_names
-from ..core.formats import FormatLike, IntFormat, get_format
+from ..core.formats import BlockFormat, FormatLike, IntFormat, get_format
 from ..core.quantize import QParams, QTensor, choose_qparams, quantize
 
 __all__ = [
@@ -116,6 +116,12 @@ def _check_damp(damp, act_order) -> None:
 def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype,
              factor=None):
     fmt = get_format(fmt)
+    if isinstance(fmt, BlockFormat):
+        raise ValueError(
+            f"fmt {fmt.name!r} is block-scaled and chooses its own block scales; GPTQ chooses "
+            "one scale per row and group: use an integer, float or codebook format such as "
+            "'int4', 'fp4_e2m1' or 'nf4'"
+        )
     w, was_numpy = as_tensor(W, "W")
     h, _ = as_tensor(H, "H")
     require_float(w, "W")
@@ -139,22 +145,52 @@ def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scal
     work = torch.float64 if w.dtype == torch.float64 else torch.float32
     if factor is None:  # computed where the weight lives
         factor = _factor(h.to(w.device), damp, act_order, work)
-    U, perm, dead = factor
+    U, perm, dead, loss_scale = factor
     Wk = w.detach().to(work, copy=True)
     Wk[:, dead] = 0.0
     if perm is not None:
         Wk = Wk[:, perm]
-    return fmt, w, was_numpy, Wk, U, perm, group_size, block_size
+    return fmt, w, was_numpy, Wk, U, perm, group_size, block_size, loss_scale
+
+
+#: Largest ``max |H - H^T|`` accepted, relative to ``max |H|`` (float32 sums of ``X^T X``
+#: are symmetric up to rounding; a larger difference is not a Hessian).
+_SYMMETRY_TOL = 1e-4
 
 
 def _factor(h: torch.Tensor, damp: float, act_order: bool, work: torch.dtype):
     """The part of GPTQ that depends only on ``H``: dead inputs, the act-order permutation
-    and the upper Cholesky factor ``U`` of the damped ``H^-1``. Returns ``(U, perm, dead)``."""
+    and the upper Cholesky factor ``U`` of the damped ``H^-1``. Returns
+    ``(U, perm, dead, loss_scale)``.
+
+    GPTQ's codes do not change when ``H`` is multiplied by a constant (every update uses
+    ratios of entries of ``U``), so ``H`` is first multiplied by an even power of two
+    ``4^-j`` that brings its mean diagonal near 1. That is exact (every value, square
+    root and product scales by a power of two), so the codes are bit for bit those of
+    the unscaled ``H`` wherever that one factors, and Hessians of very large or very
+    small inputs (``1e38``, ``1e-40``) factor too instead of overflowing or underflowing.
+    The errors then come out scaled by ``2^-j``: ``loss_scale = 4^j`` restores the loss.
+    """
     if not bool(torch.isfinite(h).all()):
         raise ValueError("H contains NaN or infinity")
     Hk = h.detach().to(work, copy=True)
+    if Hk.numel():
+        top = float(Hk.abs().max())
+        asym = float((Hk - Hk.T).abs().max())
+        if asym > _SYMMETRY_TOL * top:
+            raise ValueError(
+                f"H must be symmetric (a Hessian 2 X^T X / n), got max |H - H^T| = {asym:.3g} "
+                f"with max |H| = {top:.3g}"
+            )
     dead = torch.diagonal(Hk) == 0
     Hk[dead, dead] = 1.0
+    loss_scale = 1.0
+    mean_diag = float(torch.diagonal(Hk).double().mean()) if Hk.numel() else 1.0
+    if mean_diag > 0 and math.isfinite(mean_diag):
+        j = round(math.log2(mean_diag) / 2)  # H * 4^-j: mean diagonal within [1/2, 2]
+        if j:
+            Hk.mul_(2.0 ** -j).mul_(2.0 ** -j)  # two steps: 4^-j alone may overflow the dtype
+            loss_scale = 4.0 ** j
     perm = None
     if act_order:
         perm = torch.argsort(torch.diagonal(Hk), descending=True, stable=True)
@@ -169,7 +205,10 @@ def _factor(h: torch.Tensor, damp: float, act_order: bool, work: torch.dtype):
             f"H (plus damping {damp} * mean diagonal) is not positive definite; "
             "pass a larger damp or more calibration rows"
         ) from err
-    return U, perm, dead
+    if not bool(torch.isfinite(U).all()):
+        raise ValueError(f"H (plus damping {damp} * mean diagonal) is too ill-conditioned to "
+                         "invert in its dtype; pass a larger damp or more calibration rows")
+    return U, perm, dead, loss_scale
 
 
 class _Groups:
@@ -325,7 +364,7 @@ def gptq_quantize_weight(
 def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype,
                   factor=None) -> GPTQResult:
     """The blocked algorithm; ``factor`` reuses :func:`_factor`'s output for this ``H``."""
-    fmt, w, was_numpy, Wk, U, perm, group_size, block_size = _prepare(
+    fmt, w, was_numpy, Wk, U, perm, group_size, block_size, loss_scale = _prepare(
         W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype, factor)
     rows, cols = Wk.shape
     groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
@@ -419,7 +458,7 @@ def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric,
     codes_t = Qt.to(fmt.code_dtype)
     codes = codes_t.T
     qt = groups.build(codes, w, was_numpy)
-    return GPTQResult(qt, qt.dequantize(), _perm_out(perm, was_numpy), loss)
+    return GPTQResult(qt, qt.dequantize(), _perm_out(perm, was_numpy), loss * loss_scale)
 
 
 def _perm_out(perm: Optional[torch.Tensor], was_numpy: bool) -> Optional[ArrayLike]:
@@ -449,7 +488,7 @@ def gptq_reference(
 def _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype,
                   factor=None) -> GPTQResult:
     """The column loop; ``factor`` reuses :func:`_factor`'s output for this ``H``."""
-    fmt, w, was_numpy, Wk, U, perm, group_size, _ = _prepare(
+    fmt, w, was_numpy, Wk, U, perm, group_size, _, loss_scale = _prepare(
         W, H, fmt, group_size, 1, damp, act_order, symmetric, scale_dtype, factor)
     rows, cols = Wk.shape
     groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
@@ -466,7 +505,7 @@ def _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype
         loss += float((err * err).sum()) / 2
         Wk[:, p:] -= err @ U[p:p + 1, p:]  # spread the error over all later columns
     qt = groups.build(codes, w, was_numpy)
-    return GPTQResult(qt, qt.dequantize(), _perm_out(perm, was_numpy), loss)
+    return GPTQResult(qt, qt.dequantize(), _perm_out(perm, was_numpy), loss * loss_scale)
 
 
 def output_error(W: ArrayLike, W_hat: ArrayLike, H: ArrayLike) -> float:

@@ -120,7 +120,8 @@ def hqq_quantize(
     Raises:
         TypeError: ``w`` not a float array/tensor, a parameter of the wrong type.
         ValueError: a non-integer ``fmt``, ``group_size`` not dividing the last axis,
-            parameters out of range, NaN or infinity in ``w``.
+            parameters out of range, NaN or infinity in ``w``; scales or zero points that
+            ``scale_dtype`` cannot hold (e.g. fp16 zero points of groups far from 0).
 
     Example:
         >>> import numpy as np
@@ -141,7 +142,7 @@ def hqq_quantize(
         raise ValueError("w must be at least 1-d (groups along the last axis), got a 0-d tensor")
     n = t.shape[-1]
     if group_size is None:
-        group_size = n
+        group_size = max(n, 1)
     group_size = check_int(group_size, "group_size", minimum=1)
     if n % group_size != 0:
         raise ValueError(f"group_size must divide the last dimension {n}, got {group_size}")
@@ -163,7 +164,9 @@ def hqq_quantize(
     else:
         lo = hi = g.new_zeros((*g.shape[:-1], 1))
     s = (hi - lo) / span
-    s = torch.where(s > 0, s, torch.ones_like(s))  # constant group: any scale, z maps it exactly
+    # a constant group c: any scale works, z maps it exactly; s = |c| / span keeps z within
+    # [qmin - span, qmin + span] (s = 1 would give z = qmin - c, beyond fp16 for |c| > 65504)
+    s = torch.where(s > 0, s, torch.where(lo != 0, lo.abs() / span, torch.ones_like(s)))
     z = f.qmin - lo / s
     best_err = (g - (_grid(g, s, z, f) - z) * s).abs().mean(-1, keepdim=True)
     best_s, best_z = s.clone(), z.clone()
@@ -193,6 +196,13 @@ def hqq_quantize(
     # store scales and zero points as scale_dtype values, then encode with those
     s_st = _store(best_s, scale_dtype).double()
     z_st = best_z.to(SCALE_DTYPES[scale_dtype]).double()
+    if not bool(torch.isfinite(z_st).all()):
+        worst = float(best_z[~torch.isfinite(z_st)].abs().max())
+        raise ValueError(
+            f"scale_dtype={scale_dtype!r} cannot hold a zero point of magnitude {worst:.4g} that a "
+            "group needs (its values lie far from 0 compared with their spread): use "
+            "scale_dtype='fp32', or center w"
+        )
     codes = _grid(g, s_st, z_st, f).to(f.code_dtype).reshape(t.shape)
     return QTensor(codes, s_st.squeeze(-1).float(), z_st.squeeze(-1).float(), f, tuple(t.shape),
                    "group", 0, group_size, scale_dtype, t.dtype, was_numpy)

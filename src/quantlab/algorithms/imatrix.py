@@ -29,6 +29,7 @@ Taught in: chapters/ (Beyond int4).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
@@ -65,9 +66,13 @@ def importance_from_activations(x: ArrayLike) -> ArrayLike:
     require_float(t, "x")
     if t.dim() == 0:
         raise ValueError("x must be at least 1-d (..., in_features), got a 0-d tensor")
-    t = t.detach().double().reshape(-1, t.shape[-1])
+    t = t.detach().double().reshape(math.prod(t.shape[:-1]), t.shape[-1])
     _require_finite(t)
-    return like_input((t * t).sum(0), was_numpy)
+    imp = (t * t).sum(0)
+    if not bool(torch.isfinite(imp).all()):
+        raise ValueError(f"x holds values up to {float(t.abs().max()):.4g}, whose sums of squares "
+                         "overflow float64")
+    return like_input(imp, was_numpy)
 
 
 def collect_importance(
@@ -100,7 +105,9 @@ def weighted_error(w: ArrayLike, w_hat: ArrayLike, importance: ArrayLike) -> flo
     """
     a, _ = as_tensor(w, "w")
     b, _ = as_tensor(w_hat, "w_hat")
-    imp = _importance(importance, a.shape[-1] if a.dim() else 0)
+    if a.dim() == 0:
+        raise ValueError("w must be at least 1-d (..., in_features), got a 0-d tensor")
+    imp = _importance(importance, a.shape[-1])
     if a.shape != b.shape:
         raise ValueError(f"w_hat must have the shape of w {tuple(a.shape)}, got {tuple(b.shape)}")
     d = a.double() - b.double()
@@ -189,6 +196,10 @@ def imatrix_quantize(
     x = t.double()
     _require_finite(x)
     g = x.reshape(*t.shape[:-1], n // group_size, group_size)
+    if n and float(imp.max()) > 0:
+        # the search only compares ratios and sums weighted by imp: dividing imp by a power
+        # of two near its maximum changes no result (exactly) and keeps imp * w * q finite
+        imp = imp * 2.0 ** -math.frexp(float(imp.max()))[1]
     wi = imp.reshape(n // group_size, group_size)
     amax = g.abs().amax(-1, keepdim=True) if g.numel() else g.new_zeros((*g.shape[:-1], 1))
     base = torch.where(amax > 0, amax / f.qmax, torch.ones_like(amax))

@@ -35,6 +35,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from ..core._validate import check_int
+
 __all__ = [
     "KV_FORMATS",
     "kv_bits_per_element",
@@ -48,6 +50,7 @@ KV_FORMATS = ("int8", "int4", "int2", "fp8")
 with an fp16 scale per group."""
 
 _FP8_MAX = 448.0  # largest finite e4m3 value
+_FP16_MAX = 65504.0  # the steps, minimums and scales are stored in fp16
 
 
 def _check_fmt(fmt: str) -> str:
@@ -57,11 +60,7 @@ def _check_fmt(fmt: str) -> str:
 
 
 def _check_group(group_size: int) -> int:
-    if isinstance(group_size, bool) or not isinstance(group_size, int):
-        raise TypeError(f"group_size must be an int, got {group_size!r}")
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
-    return group_size
+    return check_int(group_size, "group_size", minimum=1, what="an int")
 
 
 def kv_bits_per_element(fmt: str, group_size: int = 32) -> float:
@@ -112,11 +111,17 @@ def fake_quantize_kv(x: torch.Tensor, fmt: str, axis: str, group_size: int = 32)
         group_size: elements per scale, >= 1.
 
     Returns:
-        A tensor of the shape and dtype of ``x`` holding the rounded values.
+        A tensor of the shape and dtype of ``x`` holding the rounded values (a copy of an
+        empty ``x``). The minimum, step and scale of each group are fp16 values, so a group
+        whose range is below fp16's smallest step (about ``6e-8``) comes back as its fp16
+        minimum, and fp8 values below about ``2^-9`` times an fp16-representable scale
+        round to zero, as in a real fp16 cache.
 
     Raises:
-        ValueError: unknown ``fmt`` or ``axis``, ``x`` below 2-d.
-        TypeError: ``x`` not a float tensor.
+        ValueError: unknown ``fmt`` or ``axis``, ``x`` below 2-d, NaN or infinity in ``x``,
+            values whose fp16 minimum (integers: beyond 65504 in magnitude) or scale
+            (fp8: beyond about 2.9e7) would overflow.
+        TypeError: ``x`` not a float tensor, ``group_size`` not an int.
 
     Taught in: chapters/04d_beyond_int4.ipynb.
     """
@@ -126,9 +131,22 @@ def fake_quantize_kv(x: torch.Tensor, fmt: str, axis: str, group_size: int = 32)
         raise TypeError(f"x must be a float torch tensor, got {type(x).__name__}")
     if x.dim() < 2:
         raise ValueError(f"x must be at least 2-d (..., tokens, channels), got shape {tuple(x.shape)}")
-    if axis not in ("channel", "token"):
+    if not isinstance(axis, str) or axis not in ("channel", "token"):
         raise ValueError(f"axis must be 'channel' or 'token', got {axis!r}")
-    t = x.float()
+    if x.numel() == 0:  # no token or no channel yet: nothing to round
+        return x.detach().clone()
+    t = x.detach().float()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"x contains NaN or infinity ({int((~torch.isfinite(t)).sum())} of "
+                         f"{t.numel()} values): one would poison the scale of its whole group")
+    big = float(t.abs().max())
+    limit = _FP16_MAX * (_FP8_MAX if fmt == "fp8" else 1.0)  # fp8: the scale is amax / 448
+    if big > limit:
+        raise ValueError(
+            f"x holds values up to {big:.4g}: the cache stores its "
+            + ("scales" if fmt == "fp8" else "minimums and steps")
+            + f" in fp16, which holds them only up to {limit:.4g} in magnitude"
+        )
     if axis == "channel":
         t = t.transpose(-1, -2)  # groups run over tokens, one row per channel
     n = t.shape[-1]

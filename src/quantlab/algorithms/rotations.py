@@ -143,6 +143,8 @@ def block_hadamard(n: int, block: Optional[int] = None) -> np.ndarray:
 def _check_orthogonal(q: torch.Tensor, n: int, name: str = "q") -> None:
     if q.dim() != 2 or q.shape != (n, n):
         raise ValueError(f"{name} must be a {n} x {n} matrix, got shape {tuple(q.shape)}")
+    if n == 0:
+        return  # the empty matrix is orthogonal
     err = float((q.double().T @ q.double() - torch.eye(n, dtype=torch.float64)).abs().max())
     if not err < 1e-4:
         raise ValueError(f"{name} must be orthogonal (Q^T Q = I), got max |Q^T Q - I| = {err:.3g}")

@@ -132,15 +132,78 @@ def _run(body: Callable[[], str]) -> CheckResult:
     except _Fail as fail:
         return CheckResult(False, str(fail))
     except Exception as err:  # a return value the checks below could not even look at
-        return CheckResult(False, f"could not check the returned values: {type(err).__name__}: {err}")
+        return CheckResult(False, f"could not check the returned values: {type(err).__name__}: "
+                                  f"{_text(err)}")
 
 
 def _call(func: Callable, text: str, *args: Any, hint: str = "") -> Any:
-    """``func(*args)``; an exception becomes a diagnosis naming the call, type and text."""
+    """``func(*args)``; an exception becomes a diagnosis naming the call, type and text
+    (``sys.exit()`` inside the reader's code too: it would end the checker, not the cell)."""
     try:
         return func(*args)
-    except Exception as err:
-        raise _Fail(f"{text} raised {type(err).__name__}: {err}{hint}") from None
+    except (Exception, SystemExit) as err:
+        more = " (sys.exit() and exit() stop the program: return a value instead)" if isinstance(
+            err, SystemExit) else ""
+        raise _Fail(f"{text} raised {type(err).__name__}: {_text(err)}{more}{hint}") from None
+
+
+def _text(err: BaseException, limit: int = 300) -> str:
+    """``str(err)``, cut to ``limit`` characters, or a placeholder if even that fails."""
+    try:
+        text = str(err)
+    except Exception:  # an exception whose __str__ raises
+        return "(its message could not be shown)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _dtype(value: Any) -> Optional[np.dtype]:
+    """The numpy dtype ``value`` would have as an array, or None."""
+    try:
+        return np.asarray(value).dtype
+    except Exception:
+        return None
+
+
+def _wrapped(dtype: Optional[np.dtype], got: np.ndarray, ref: np.ndarray, bits: int) -> Optional[str]:
+    """A diagnosis if ``got`` is ``ref`` stored in an integer type too narrow for it (the
+    codes wrapped around), else None."""
+    if dtype is None or dtype.kind not in "iu" or dtype.itemsize >= 8 or np.array_equal(got, ref):
+        return None
+    with np.errstate(over="ignore"):
+        as_stored = ref.astype(np.int64).astype(dtype).astype(np.float64)
+    if got.shape != ref.shape or not np.array_equal(got, as_stored):
+        return None
+    k = _first_diff(got, ref)
+    lo, hi = int(ref.min()), int(ref.max())
+    if dtype.kind == "u" and lo < 0:
+        need = f"signed codes ({lo}..{hi}) need a signed type such as np.int8"
+    else:
+        need = f"codes {lo}..{hi} need a type that holds them, such as np.uint8 (0..255) or np.int16"
+    return (f"the codes are right, but stored as {dtype.name}, which cannot hold {int(ref.ravel()[k])}: "
+            f"it wrapped around to {int(got.ravel()[k])}; {need} (or keep the float array "
+            "np.round returns)")
+
+
+def _integer_values(dtype: Optional[np.dtype], got: np.ndarray, expected: np.ndarray, where: str) -> None:
+    """A diagnosis if dequantize returned the right values cut to integers."""
+    if (dtype is not None and dtype.kind in "iub" and not np.allclose(got, expected, rtol=1e-6, atol=1e-12)
+            and np.array_equal(got, np.trunc(expected))):
+        raise _Fail(f"dequantize returned integers (dtype {dtype.name}): the values codes * scale "
+                    f"have fractions, e.g. {_show(expected, 3)} came back as {_show(got, 3)}; keep "
+                    f"them float (no .astype(int)){where}")
+
+
+def _precision(dtype: Optional[np.dtype], value: float, ref: float, what: str) -> Optional[str]:
+    """A diagnosis if ``value`` is ``ref`` rounded to a low-precision float (float16, or
+    float32 beyond this checker's tolerance), else None."""
+    if dtype is None or dtype.kind != "f" or dtype.itemsize >= 8 or _close(value, ref):
+        return None
+    eps = float(np.finfo(dtype).eps)
+    if not math.isclose(value, ref, rel_tol=2 * eps):
+        return None
+    return (f"{what} is {value:.7g}, {ref:.7g} rounded to {dtype.name} (about "
+            f"{int(round(-math.log10(eps)))} digits): compute and return it in float64, "
+            "numpy's default")
 
 
 def _describe(value: Any) -> str:
@@ -177,7 +240,7 @@ def _numeric(value: Any, what: str) -> np.ndarray:
         raise _Fail(f"{what} must be a numeric array, got {_describe(value)}")
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
-        raise _Fail(f"{what} contains NaN or infinity: {_show(arr)}")
+        raise _Fail(f"found NaN or infinity in {what}: {_show(arr)}")
     return arr
 
 
@@ -306,6 +369,7 @@ def _check_symmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarra
 
     out = _call(quantize, f"quantize(x, {bits})", x.copy(), bits, hint=where)
     codes, scale = _items(out, 2, "quantize", "(codes, scale)")
+    code_dtype, scale_dtype = _dtype(codes), _dtype(scale)
     codes = _shaped(codes, "the codes returned by quantize", x.shape,
                     ": return one code per element of x" + where)
     scale = _scalar(scale, "the scale returned by quantize",
@@ -314,6 +378,12 @@ def _check_symmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarra
     if i is not None:
         raise _Fail(f"the codes are not integers (e.g. {codes.ravel()[i]:.4g}): round x / scale "
                     f"to the nearest integer with np.round, then clip{where}")
+    wrapped = _wrapped(code_dtype, codes, ref_codes, bits)
+    if wrapped:
+        raise _Fail(wrapped + where)
+    rounded = _precision(scale_dtype, scale, ref_scale, "the scale")
+    if rounded:
+        raise _Fail(rounded + where)
     hi, lo = int(codes.max()), int(codes.min())
     if hi == half:
         raise _Fail(f"codes reach {half} at {bits} bits: qmax for signed {bits}-bit is {qmax} "
@@ -357,8 +427,10 @@ def _check_symmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarra
     # dequantize, on the reference codes
     int_codes = ref_codes.astype(np.int64)
     xh = _call(dequantize, f"dequantize(codes, {ref_scale:.4g})", int_codes.copy(), ref_scale, hint=where)
+    xh_dtype = _dtype(xh)
     xh = _shaped(xh, "the values returned by dequantize", x.shape, ": one value per code" + where)
     expected = ref_codes * ref_scale
+    _integer_values(xh_dtype, xh, expected, where)
     if not np.allclose(xh, expected, rtol=1e-6, atol=1e-12):
         k = int(np.argmax(np.abs(xh - expected)))
         ex = (f"(code {int(ref_codes.ravel()[k])} with scale {ref_scale:.4g} should give "
@@ -494,11 +566,18 @@ def _check_asymmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarr
 
     out = _call(quantize, f"quantize(x, {bits})", x.copy(), bits, hint=where)
     codes, scale, zp = _items(out, 3, "quantize", "(codes, scale, zero_point)")
+    code_dtype, scale_dtype = _dtype(codes), _dtype(scale)
     codes = _shaped(codes, "the codes returned by quantize", x.shape,
                     ": return one code per element of x" + where)
     one = "this exercise uses one scale and one zero point for the whole tensor" + where
     scale = _scalar(scale, "the scale returned by quantize", one)
     zp = _scalar(zp, "the zero_point returned by quantize", one)
+    rounded = _precision(scale_dtype, scale, ref_scale, "the scale")
+    if rounded:
+        raise _Fail(rounded + where)
+    wrapped = _wrapped(code_dtype, codes, ref_codes, bits)
+    if wrapped and zp == ref_zp and _close(scale, ref_scale):
+        raise _Fail(wrapped + where)
     problem = _asymmetric_scale_problem(scale, x, bits)
     if problem:
         raise _Fail(problem + where)
@@ -568,8 +647,10 @@ def _check_asymmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarr
     int_codes = ref_codes.astype(np.int64)
     xh = _call(dequantize, f"dequantize(codes, {ref_scale:.4g}, {ref_zp})", int_codes.copy(),
                ref_scale, ref_zp, hint=where)
+    xh_dtype = _dtype(xh)
     xh = _shaped(xh, "the values returned by dequantize", x.shape, ": one value per code" + where)
     expected = (ref_codes - ref_zp) * ref_scale
+    _integer_values(xh_dtype, xh, expected, where)
     if not np.allclose(xh, expected, rtol=1e-6, atol=1e-12):
         k = int(np.argmax(np.abs(xh - expected)))
         ex = (f"(code {int(ref_codes.ravel()[k])} with zero_point {ref_zp} and scale "

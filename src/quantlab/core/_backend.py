@@ -10,6 +10,14 @@ memory map is a fine input. A numpy array in non-native byte order (e.g. big-end
 ``">f4"`` data read from a file) is converted to native order first (a copy). Tensors
 must be dense (strided layout) and hold data: sparse tensors and tensors on the
 ``meta`` device are refused with a clear error.
+
+Tables computed once and shared (decode tables, codebooks) are wrapped by
+:func:`read_only`: an in-place operation on them, or on a view of them, raises
+``RuntimeError`` *before* anything is written (torch's inference tensors are no substitute:
+an in-place update of one outside ``inference_mode`` raises only after the kernel has
+written), and their ``numpy()`` is a read-only array. Every other operation returns an
+ordinary tensor. Lookups into such tables copy (``torch.take``): indexing with a 0-d index
+would return a view.
 """
 
 from __future__ import annotations
@@ -22,7 +30,10 @@ import torch
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-__all__ = ["ArrayLike", "as_tensor", "like_input", "require_float", "check_out", "dtype_name"]
+__all__ = [
+    "ArrayLike", "as_tensor", "like_input", "require_float", "check_out", "dtype_name",
+    "memory_span", "overlaps", "read_only", "ReadOnlyTensor",
+]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -148,3 +159,100 @@ def check_out(
     if not o.is_contiguous():
         raise ValueError(f"{name} must be contiguous, got a strided view")
     return o
+
+
+def memory_span(t: torch.Tensor) -> tuple[int, int]:
+    """The bytes ``[first, end)`` of memory that the elements of ``t`` lie in (strides and
+    storage offset included); ``(0, 0)`` for a tensor without elements."""
+    if t.numel() == 0:
+        return (0, 0)
+    size = t.element_size()
+    start = t.data_ptr() + sum(min(0, st) * (n - 1) for st, n in zip(t.stride(), t.shape)) * size
+    end = t.data_ptr() + (1 + sum(max(0, st) * (n - 1) for st, n in zip(t.stride(), t.shape))) * size
+    return start, end
+
+
+def overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the memory spans of ``a`` and ``b`` (on one device) intersect.
+
+    Conservative: two interleaved views that share no element (``x[::2]`` and ``x[1::2]``)
+    count as overlapping, since their spans do.
+    """
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device or a.is_meta or b.is_meta:
+        return False
+    a0, a1 = memory_span(a)
+    b0, b1 = memory_span(b)
+    return a0 < b1 and b0 < a1
+
+
+# --------------------------------------------------------------------------- read-only tables
+
+# in-place dunders: their names start and end with "__", unlike the methods ending in "_"
+_INPLACE_DUNDERS = frozenset(
+    f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and",
+                           "or", "xor", "lshift", "rshift", "matmul", "div")
+) | {"__setitem__", "__set__"}
+# methods ending in "_" that do not write the tensor's values
+_HARMLESS = frozenset({"requires_grad_", "share_memory_", "retain_grad"})
+
+
+def _storage(t: torch.Tensor) -> Any:
+    try:
+        with torch._C.DisableTorchFunctionSubclass():
+            return (t.device, t.untyped_storage().data_ptr())
+    except Exception:  # meta tensors and the like have no storage to share
+        return None
+
+
+class ReadOnlyTensor(torch.Tensor):
+    """A tensor that refuses every in-place operation (see the module docstring)."""
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        first = args[0] if args else None
+        writes = isinstance(first, ReadOnlyTensor) and (
+            name in _INPLACE_DUNDERS
+            or (name.endswith("_") and not name.startswith("__") and name not in _HARMLESS)
+            or kwargs.get("inplace") is True  # F.relu(t, inplace=True) and the like
+        )
+        out = kwargs.get("out")
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        if writes or any(isinstance(o, ReadOnlyTensor) for o in outs):
+            raise RuntimeError(
+                f"this tensor is a shared, read-only table: {name or func} would write into it; "
+                "make a copy first (t.clone())"
+            )
+        with torch._C.DisableTorchFunctionSubclass():
+            result = func(*args, **kwargs)
+        if name in ("numpy", "__array__") and isinstance(result, np.ndarray):
+            result.flags.writeable = False
+            return result
+        shared = {_storage(a) for a in args if isinstance(a, ReadOnlyTensor)}
+        shared.discard(None)
+        return _wrap_views(result, shared)
+
+    def __deepcopy__(self, memo: dict) -> "ReadOnlyTensor":
+        return read_only(self.clone())  # clone() returns an ordinary tensor
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        return (read_only, (self.clone(),))
+
+
+def _wrap_views(result: Any, shared: set) -> Any:
+    """Wrap every tensor in ``result`` that shares storage with a read-only input."""
+    if isinstance(result, torch.Tensor) and not isinstance(result, ReadOnlyTensor):
+        if shared and _storage(result) in shared:
+            return result.as_subclass(ReadOnlyTensor)
+        return result
+    if isinstance(result, tuple) and not hasattr(result, "_fields"):
+        return tuple(_wrap_views(r, shared) for r in result)
+    if isinstance(result, list):
+        return [_wrap_views(r, shared) for r in result]
+    return result
+
+
+def read_only(t: torch.Tensor) -> ReadOnlyTensor:
+    """A read-only copy of ``t`` (same values, dtype and device; see the module docstring)."""
+    return t.detach().clone().as_subclass(ReadOnlyTensor)

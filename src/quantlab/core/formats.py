@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import numpy as np
 import torch
 
-from ._backend import as_tensor, like_input
+from ._backend import as_tensor, like_input, read_only
 from ._fast import CAST_CHUNK_ELEMENTS, CHUNK_ELEMENTS, chunk_elements, row_chunks
 from ._validate import check_bool, check_int
 
@@ -245,7 +245,7 @@ class FloatFormat(Format):
         """All distinct finite values, ascending (float64). Only for formats of <= 16 bits."""
         if self.bits > 16:
             raise ValueError(f"values() lists formats of at most 16 bits, got {self.name}")
-        table = self.decode_table.double()
+        table = self._decode_table.double()
         return torch.unique(table[torch.isfinite(table)])
 
     # ---- rounding
@@ -427,21 +427,30 @@ class FloatFormat(Format):
         code = torch.where(nan_mask, (sign << (self.bits - 1)) | self._nan_code, code)
         return code.to(self.code_dtype)
 
-    @cached_property
+    @property
     def decode_table(self) -> torch.Tensor:
-        """float32 value of every code 0 .. 2^bits - 1 (formats of at most 16 bits)."""
+        """float32 value of every code 0 .. 2^bits - 1 (formats of at most 16 bits).
+
+        A new tensor on every access: the table the format decodes with is cached once,
+        read-only (``quantlab.core._backend.read_only``), and never handed out.
+        """
+        return self._decode_table.clone()
+
+    @cached_property
+    def _decode_table(self) -> torch.Tensor:
         if self.bits > 16:
             raise ValueError(f"decode_table exists for formats of at most 16 bits, got {self.name}")
-        return torch.tensor(
+        return read_only(torch.tensor(
             [self._decode_one(c) for c in range(1 << self.bits)], dtype=torch.float64
-        ).float()
+        ).float())
 
     @_numpy_in_out
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Bit patterns -> float32 values (exact)."""
+        """Bit patterns -> float32 values (exact), a new tensor of the shape of ``codes``."""
         if self.bits == 32:
-            return codes.to(torch.int32).view(torch.float32)
-        return self.decode_table[codes.long() & ((1 << self.bits) - 1)]
+            return codes.to(torch.int32, copy=True).view(torch.float32)
+        # take() always copies: indexing with a 0-d index would return a view of the table
+        return self._decode_table.take(codes.long() & ((1 << self.bits) - 1))
 
     def _decode_one(self, code: int) -> float:
         sign = -1.0 if (code >> (self.bits - 1)) & 1 else 1.0
@@ -555,25 +564,36 @@ class CodebookFormat(Format):
 
     @cached_property
     def _table32(self) -> torch.Tensor:
-        return torch.tensor(self.table, dtype=torch.float32)
+        return read_only(torch.tensor(self.table, dtype=torch.float32))
 
     @cached_property
     def _midpoints(self) -> torch.Tensor:
         t = torch.tensor(self.table, dtype=torch.float64)
-        return ((t[1:] + t[:-1]) / 2).float()
+        return read_only(((t[1:] + t[:-1]) / 2).float())
 
     @_numpy_in_out
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Index of the nearest table value for each element (ties to the lower index)."""
         mids = self._midpoints.to(x.dtype) if x.dtype == torch.float64 else self._midpoints
-        return torch.bucketize(x if x.dtype == torch.float64 else x.float(), mids).to(
-            self.code_dtype
-        )
+        x = x if x.dtype == torch.float64 else x.float()
+        return torch.bucketize(x.contiguous(), mids).to(self.code_dtype)
 
     @_numpy_in_out
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Indices -> float32 table values."""
-        return self._table32[codes.long()]
+        """Indices -> float32 table values, a new tensor of the shape of ``codes``.
+
+        Raises:
+            ValueError: an index outside ``0 .. len(table) - 1``.
+        """
+        idx = codes.long()
+        if idx.numel():
+            lo, hi = (int(v) for v in torch.aminmax(idx))
+            if lo < 0 or hi >= len(self.table):
+                raise ValueError(
+                    f"codes of {self.name} must be indices 0..{len(self.table) - 1} into its "
+                    f"table, got values in [{lo}, {hi}]"
+                )
+        return self._table32.take(idx)
 
 
 def codebook(values: Iterable[float], name: str = "codebook") -> CodebookFormat:
@@ -769,7 +789,7 @@ FORMAT_NAMES: tuple[str, ...] = tuple(_FLOATS) + tuple(_CODEBOOKS)
 #: The block-scaled formats :func:`get_format` knows (see :class:`BlockFormat`).
 BLOCK_FORMAT_NAMES: tuple[str, ...] = tuple(_BLOCKS)
 
-_INT_RE = re.compile(r"^(u?)int(\d+)$")
+_INT_RE = re.compile(r"^(u?)int([0-9]+)$")  # ASCII digits only: "int٤" is no name
 
 #: A format or its name: what :func:`get_format` accepts. The one name for this type in
 #: quantlab (recipes that add a scale layout are :class:`quantlab.nn.QuantScheme` and

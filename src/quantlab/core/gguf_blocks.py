@@ -144,7 +144,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, like_input, require_float
+from ._backend import ArrayLike, as_tensor, like_input, read_only, require_float
 from .formats import get_format
 from .packing import pack, unpack
 from .quantize import QTensor
@@ -372,9 +372,10 @@ def _enc_q5_1(b: torch.Tensor) -> torch.Tensor:
     return _cat(_fp16_bytes(d), _fp16_bytes(lo), _high_bits(q), _nibbles(q))
 
 
-_MXFP4_K = torch.tensor([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12],
-                        dtype=torch.float32)
-"""MXFP4's ``kvalues``: twice the E2M1 values, indexed by the 4-bit code (sign in bit 3)."""
+_MXFP4_K = read_only(torch.tensor([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12],
+                                  dtype=torch.float32))
+"""MXFP4's ``kvalues``: twice the E2M1 values, indexed by the 4-bit code (sign in bit 3);
+read-only, looked up with ``take`` (a copy)."""
 
 
 def _e8m0_half(e: torch.Tensor) -> torch.Tensor:
@@ -642,7 +643,7 @@ def _dec_q5_1(r: torch.Tensor) -> torch.Tensor:
 
 
 def _dec_mxfp4(r: torch.Tensor) -> torch.Tensor:
-    return _e8m0_half(r[:, :1]) * _MXFP4_K[_from_nibbles(r[:, 1:]).long()]
+    return _e8m0_half(r[:, :1]) * _MXFP4_K.take(_from_nibbles(r[:, 1:]).long())
 
 
 def _trit_digits(qs: torch.Tensor, n_digits: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, check_out, dtype_name, like_input
+from ._backend import ArrayLike, as_tensor, check_out, dtype_name, like_input, overlaps
 from ._fast import chunk_elements
 from ._validate import check_bool, check_int
 
@@ -85,12 +85,14 @@ def pack(codes: ArrayLike, bits: int, *, out: Optional[ArrayLike] = None) -> Arr
     """Pack integer codes into a flat uint8 array.
 
     Args:
-        codes: integer array/tensor of any shape (flattened in C order); each value must
-            fit in ``bits`` bits, as unsigned (``0 .. 2^bits-1``) or two's complement
-            signed (``-2^(bits-1) .. 2^(bits-1)-1``).
+        codes: integer array/tensor of any shape and layout (flattened in C order; strided
+            views and views at any offset are copied where the fast path needs it); each
+            value must fit in ``bits`` bits, as unsigned (``0 .. 2^bits-1``) or two's
+            complement signed (``-2^(bits-1) .. 2^(bits-1)-1``).
         bits: code width, 1 to 16.
         out: optional flat uint8 array/tensor of the same kind as ``codes`` with exactly
-            ``ceil(codes.size * bits / 8)`` elements to write into (reuses a buffer).
+            ``ceil(codes.size * bits / 8)`` elements to write into (reuses a buffer); it
+            must not share memory with ``codes``.
 
     Returns:
         uint8 array of ``ceil(codes.size * bits / 8)`` bytes (same kind as ``codes``),
@@ -101,12 +103,12 @@ def pack(codes: ArrayLike, bits: int, *, out: Optional[ArrayLike] = None) -> Arr
             or byte order.
         ValueError: ``bits`` outside 1..16, a code that does not fit in ``bits`` bits
             (checked on the codes' own integer type, before any narrowing), or an ``out``
-            of the wrong size, read-only or on another device.
+            of the wrong size, read-only, on another device or overlapping ``codes``.
     """
     bits = _check_bits(bits)
     t, was_numpy = _int_codes(codes)
     n = t.numel()
-    o = _check_out(out, packed_nbytes(n, bits), torch.uint8, was_numpy, t.device)
+    o = _check_out(out, packed_nbytes(n, bits), torch.uint8, was_numpy, t.device, t, "codes")
     if 8 % bits == 0 and n:
         res = o if o is not None else torch.empty(packed_nbytes(n, bits), dtype=torch.uint8)
         _pack_fast(t.reshape(-1), bits, res)
@@ -145,17 +147,23 @@ def _check_range(lo: int, hi: int, bits: int) -> None:
 
 
 def _check_out(
-    out: Optional[ArrayLike], n: int, dtype: torch.dtype, was_numpy: bool, device: torch.device
+    out: Optional[ArrayLike], n: int, dtype: torch.dtype, was_numpy: bool, device: torch.device,
+    source: torch.Tensor, source_name: str,
 ) -> Optional[torch.Tensor]:
-    """``out`` as a tensor after every check, before anything is written."""
+    """``out`` as a tensor after every check, before anything is written: among them, that
+    it shares no memory with ``source`` (the input, read while ``out`` is written)."""
     if out is None:
         return None
     name = dtype_name(dtype)
     if isinstance(out, (np.ndarray, torch.Tensor)) and tuple(out.shape) != (n,):
         raise ValueError(f"out must be a contiguous 1-d {name} array of {n} elements, "
                          f"got shape {tuple(out.shape)}")
-    return check_out(out, was_numpy=was_numpy, dtype=dtype, shape=(n,), device=device,
-                     like="the input")
+    o = check_out(out, was_numpy=was_numpy, dtype=dtype, shape=(n,), device=device,
+                  like="the input")
+    if overlaps(o, source):
+        raise ValueError(f"out must not share memory with {source_name}: it is written while "
+                         f"{source_name} is read, got an out that overlaps {source_name}")
+    return o
 
 
 _WIDER = {1: torch.int16, 2: torch.int32, 4: torch.int64}  # code bytes -> type of a pair
@@ -186,6 +194,9 @@ def _pack_fast(flat: torch.Tensor, bits: int, res: torch.Tensor) -> None:
         check(flat[whole:])
     # (the pair trick reads memory in little-endian order, as x86 and ARM store it)
     wide = _WIDER.get(flat.element_size()) if per == 2 and sys.byteorder == "little" else None
+    if wide is not None and (not flat.is_contiguous() or flat.storage_offset() % 2):
+        # a strided view, or one starting at an odd element, cannot be read as pairs: copy it
+        flat = flat.clone(memory_format=torch.contiguous_format)
     if wide is not None:  # two codes side by side are one integer twice as wide
         w = 8 * flat.element_size()
         acc, tmp = torch.empty(step // per, dtype=wide), torch.empty(step // per, dtype=wide)
@@ -225,12 +236,14 @@ def unpack(
     """Inverse of :func:`pack`: the first ``n`` codes from a packed uint8 array.
 
     Args:
-        packed: flat uint8 array/tensor produced by :func:`pack`.
+        packed: uint8 array/tensor produced by :func:`pack` (any shape, flattened in C
+            order; strided views are read as they are).
         bits: code width, 1 to 16.
         n: number of codes to read.
         signed: sign-extend two's complement codes.
         out: optional contiguous int32 array/tensor of ``n`` elements, of the same kind as
-            ``packed``, to write into (reuses a buffer).
+            ``packed``, to write into (reuses a buffer); it must not share memory with
+            ``packed``.
 
     Returns:
         int32 array of shape ``(n,)`` (same kind as ``packed``), ``out`` if given.
@@ -239,7 +252,7 @@ def unpack(
         TypeError: ``packed`` is not uint8, ``n`` not an int, ``signed`` not a bool, or an
             ``out`` of the wrong kind/dtype or byte order.
         ValueError: ``n`` negative, more codes than ``packed`` holds, or an ``out`` of the
-            wrong size, read-only or on another device.
+            wrong size, read-only, on another device or overlapping ``packed``.
     """
     bits = _check_bits(bits)
     t, was_numpy = as_tensor(packed, "packed")
@@ -254,7 +267,7 @@ def unpack(
     need = packed_nbytes(n, bits)
     if t.numel() < need:
         raise ValueError(f"packed holds {t.numel()} bytes, but {n} codes of {bits} bits need {need}")
-    o = _check_out(out, n, torch.int32, was_numpy, t.device)
+    o = _check_out(out, n, torch.int32, was_numpy, t.device, t, "packed")
     if 8 % bits == 0 and n:
         res = o if o is not None else torch.empty(n, dtype=torch.int32)
         _unpack_fast(t.reshape(-1)[:need], bits, n, signed, res)

@@ -23,9 +23,13 @@ fp32, fp16 and bf16 are *cast* without a scale by default (``scaled=None``).
 Granularity decides which elements share one scale:
 
 * ``"tensor"``: one scale for everything; ``scale.shape == ()``.
-* ``"channel"``: one per index along ``axis``; ``scale.shape == (x.shape[axis],)``.
+* ``"channel"``: one per index along ``axis``; ``scale.shape == (x.shape[axis],)``. On a
+  1-d tensor that is one scale per element (each element lands on its format's top code).
 * ``"group"``: consecutive blocks of ``group_size`` along the last axis;
   ``scale.shape == (*x.shape[:-1], x.shape[-1] // group_size)``.
+
+Every granularity works on 1-d tensors; ``"channel"`` and ``"group"`` refuse a 0-d tensor
+with a ``ValueError`` naming the granularity.
 
 Calibration hooks shrink the range before the scale is computed: ``clip_ratio`` (a fixed
 fraction of absmax, or of the min/max range) and ``percentile`` (use that percentile of
@@ -174,7 +178,10 @@ def _check_args(
     ndim = t.dim()
     if granularity == "channel":
         axis = check_int(axis, "axis", what="an int")
-        if ndim == 0 or not -ndim <= axis < ndim:
+        if ndim == 0:
+            raise ValueError("granularity='channel' needs at least a 1-d tensor (one scale per "
+                             "index along axis), got a 0-d tensor")
+        if not -ndim <= axis < ndim:
             raise ValueError(f"axis must be in [-{ndim}, {ndim - 1}] for a {ndim}-d tensor, got {axis}")
         axis = int(axis) % ndim
     if granularity == "group":
@@ -321,6 +328,8 @@ def _choose(
         else:
             hi = _kth(g, dims, percentile / 100, largest=True)
             lo = _kth(g, dims, percentile / 100, largest=False)
+    elif not dims:  # one parameter per element (per channel on a 1-d tensor): amax(dim=())
+        hi, lo = g.clone(), g.clone()  # would reduce over everything instead of nothing
     else:
         hi = g.amax(dim=dims, keepdim=True)
         lo = g.amin(dim=dims, keepdim=True)
@@ -514,9 +523,12 @@ class QTensor:
             vals = fmt.decode(self.codes)
         if self.scale is None:
             return vals.to(self.dtype)
-        if self.dtype == torch.float64 and _grid_overflow(fmt, self.scale, self.zero_point,
-                                                          torch.float32) is not None:
-            vals = vals.double()  # grid points beyond float32's range: compute in float64
+        if self.dtype == torch.float64 and (
+                _grid_overflow(fmt, self.scale, self.zero_point, torch.float32) is not None
+                or _grid_underflow(fmt, self.scale)):
+            # grid points beyond float32's range, or below its normal range (where a float32
+            # product would keep fewer bits): compute in float64, exactly on the grid
+            vals = vals.double()
         if self.granularity == "group":
             vals = vals.reshape(*self.shape[:-1], self.shape[-1] // self.group_size, self.group_size)
         if self.zero_point is not None:
@@ -533,6 +545,21 @@ class QTensor:
             f"granularity={self.granularity!r}, bits_per_weight={self.bits_per_weight:.4g}, "
             f"nbytes={self.nbytes})"
         )
+
+
+def _grid_underflow(fmt: Format, scale: torch.Tensor) -> bool:
+    """Whether a grid point ``value * scale`` with the smallest non-zero ``value`` of ``fmt``
+    (1 for integers, the smallest subnormal for floats, the smallest non-zero magnitude of a
+    codebook) falls below float32's smallest normal number for some scale."""
+    if scale.numel() == 0:
+        return False
+    if isinstance(fmt, IntFormat):
+        step = 1.0
+    elif isinstance(fmt, FloatFormat):
+        step = fmt.min_subnormal
+    else:
+        step = min((abs(v) for v in getattr(fmt, "table", ()) if v != 0), default=1.0)
+    return float(scale.min()) * step < torch.finfo(torch.float32).tiny
 
 
 def _grid_overflow(

@@ -70,6 +70,7 @@ import numpy as np
 import torch
 
 from ..core import gguf_blocks
+from ..core._backend import as_tensor
 
 if TYPE_CHECKING:
     import gguf
@@ -128,7 +129,7 @@ QUANTIZED_BY = "quantlab"
 _QUANT_VERSION = 2  # GGML_QNT_VERSION: the block layouts of gguf_blocks
 _SKIPPED_KEYS = ("general.architecture",)  # written by GGUFWriter itself, first
 _PATTERN_CHARS = re.compile(r"[*?\[]")
-_BLOCK = re.compile(r"^blk\.(\d+)\.")
+_BLOCK = re.compile(r"^blk\.(\d+)\.", re.ASCII)
 
 PathLike = Union[str, "os.PathLike[str]"]
 Template = Union[str, "os.PathLike[str]", "gguf.GGUFReader", None]
@@ -153,8 +154,8 @@ _LLAMA_LAYER = {
     "input_layernorm.weight": "attn_norm.weight",
     "post_attention_layernorm.weight": "ffn_norm.weight",
 }
-_HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-_GGUF_LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
+_HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$", re.ASCII)
+_GGUF_LAYER = re.compile(r"^blk\.(\d+)\.(.+)$", re.ASCII)
 
 
 def hf_name_to_gguf(name: str) -> str:
@@ -342,7 +343,9 @@ def llama_tensors_to_hf(tensors: Mapping[str, Any], n_heads: int, n_kv_heads: in
     out = {}
     for name, t in tensors.items():
         hf = gguf_name_to_hf(name)
-        t = torch.as_tensor(np.asarray(t) if not isinstance(t, torch.Tensor) else t).to(torch.float32)
+        if not isinstance(t, torch.Tensor):
+            t, _ = as_tensor(np.asarray(t), f"tensors[{name!r}]")  # any byte order and strides
+        t = t.to(torch.float32)
         if name.endswith(".attn_q.weight"):
             t = unpermute_qk(t, n_heads)
         elif name.endswith(".attn_k.weight"):
@@ -468,6 +471,25 @@ class GGUFExport:
         return "\n".join(lines)
 
 
+def _check_target(path: Path) -> None:
+    """Refuse, before any work, a path the file cannot replace: one that names a directory,
+    FIFO, device or socket (the file is renamed over its target), or one in a folder that
+    does not exist (FileNotFoundError)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
+        raise ValueError(f"path {str(path)!r} names {kind}; write_gguf writes a new file or "
+                         "replaces a regular one")
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {str(path)!r}: no directory {str(folder)!r}")
+
+
 def _check_kind(kind: Any, what: str) -> str:
     if not isinstance(kind, str):
         raise TypeError(f"{what} must be a str such as 'q4_0', got {type(kind).__name__}")
@@ -477,13 +499,18 @@ def _check_kind(kind: Any, what: str) -> str:
 
 
 def _as_float_tensor(name: str, t: Any) -> torch.Tensor:
-    if isinstance(t, np.ndarray):
-        t = torch.from_numpy(t)
-    if not isinstance(t, torch.Tensor):
+    """``t`` as a float CPU tensor (numpy arrays in any byte order and layout), finite."""
+    if not isinstance(t, (np.ndarray, torch.Tensor)):
         raise TypeError(f"tensors[{name!r}] must be a torch tensor or numpy array, got {type(t).__name__}")
+    t, _ = as_tensor(t, f"tensors[{name!r}]")  # big-endian or reversed arrays: a native copy
     if not t.is_floating_point():
         raise TypeError(f"tensors[{name!r}] must be a float tensor, got dtype {t.dtype}")
-    return t.detach().cpu()
+    t = t.detach().cpu()
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        raise ValueError(f"tensor {name!r} holds NaN or infinity ({int(bad.sum())} of "
+                         f"{t.numel()} values); a GGUF file needs finite values")
+    return t
 
 
 def _resolve_kinds(names_2d: list[str], kinds: Mapping[str, Any], default: str,
@@ -537,15 +564,38 @@ def _fit(name: str, kind: str, row: int, fallback: bool) -> str:
     )
 
 
+_F16_MAX = 65504.0
+
+
 def _encode(name: str, t: torch.Tensor, kind: str) -> np.ndarray:
+    """The bytes (or values) of ``t`` in ``kind``; a ValueError naming the tensor where they
+    would not decode to finite values (f16 beyond 65504, block scales that overflow fp16)."""
     if kind == "f32":
-        return t.to(torch.float32).contiguous().numpy()
+        out = t.to(torch.float32).contiguous().numpy()
+        if not np.isfinite(out).all():  # float64 values beyond float32's range
+            raise ValueError(f"tensor {name!r} holds values beyond float32's range "
+                             f"(largest magnitude {float(t.abs().max()):.4g})")
+        return out
+    amax = float(t.abs().max()) if t.numel() else 0.0
     if kind == "f16":
+        if amax > _F16_MAX:
+            raise ValueError(f"tensor {name!r} holds values up to {amax:.4g} in magnitude, beyond "
+                             f"f16's largest value {_F16_MAX:g}; write it as 'f32' (kinds) or "
+                             "rescale it")
         return t.to(torch.float32).numpy().astype(np.float16)
     try:
-        return np.ascontiguousarray(gguf_blocks.quantize_blocks(t, kind).numpy())
+        out = np.ascontiguousarray(gguf_blocks.quantize_blocks(t, kind).numpy())
     except ValueError as e:
         raise ValueError(f"tensor {name!r}: {e}") from e
+    if amax > _F16_MAX:  # block scales and minimums are fp16: they may have overflowed
+        back = gguf_blocks.dequantize_blocks(torch.from_numpy(out), kind)
+        if not bool(torch.isfinite(back).all()):
+            raise ValueError(
+                f"tensor {name!r} holds values up to {amax:.4g} in magnitude: {kind}'s fp16 block "
+                f"scales overflow (fp16 ends at {_F16_MAX:g}), so the file would decode to "
+                "infinity or NaN; write it as 'f32' (kinds) or rescale it"
+            )
+    return out
 
 
 def _block_count(arch: str, fields: dict, template_names: list[str], present: set[str]) -> Optional[int]:
@@ -613,7 +663,10 @@ def write_gguf(
             template does not hold, or missing tensors other than whole trailing blocks; a
             shape other than the template's; a row that is not a whole number of blocks for a
             32-weight kind (or any kind with ``fallback=False``), naming the tensor; NaN or
-            infinity in a tensor (naming it).
+            infinity in a tensor (naming it), or values the kind cannot hold (beyond 65504
+            for f16, or so large that a kind's fp16 block scales overflow); a ``path`` that
+            names a directory, FIFO or device.
+        FileNotFoundError: the folder of ``path`` does not exist.
         TypeError: ``tensors``/``kinds`` not mappings; a tensor that is not a float
             tensor/array; ``fallback`` not a bool.
     """
@@ -631,6 +684,7 @@ def write_gguf(
         raise TypeError(f"fallback must be a bool, got {fallback!r}")
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    _check_target(Path(path))
     default_kind = _check_kind(default_kind, "default_kind")
     reader = _reader(template)
 

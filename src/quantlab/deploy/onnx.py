@@ -27,7 +27,9 @@ with the layer's *own* codes and scales (nothing is quantized again):
   of ``g`` and use integer dot products; ``accuracy_level=0`` multiplies in float.
 
 * Everything else (float ``nn.Linear`` layers, norms, activations, attention) is traced
-  by ``torch.onnx.export`` and stays float.
+  by ``torch.onnx.export`` and stays float: ``MatMul``/``Gemm``. A model without any
+  quantized layer is therefore exported whole in float -- the float baseline comes from
+  the same function.
 
 How close ONNX Runtime comes to the quantized torch model. The weights are identical, so
 the only differences are the activation rounding of the integer kernels and float
@@ -375,7 +377,7 @@ def _kernel_nodes(w: str, p: str, x: str, y: str, layer, qt, op_type: str, input
 # --------------------------------------------------------------------------- export
 
 
-def _as_inputs(example_input) -> tuple[torch.Tensor, ...]:
+def _as_inputs(example_input, float32: bool = True) -> tuple[torch.Tensor, ...]:
     if isinstance(example_input, torch.Tensor):
         inputs = (example_input,)
     elif isinstance(example_input, (tuple, list)) and example_input and all(
@@ -388,7 +390,7 @@ def _as_inputs(example_input) -> tuple[torch.Tensor, ...]:
             f"{type(example_input).__name__}"
         )
     for i, t in enumerate(inputs):
-        if t.is_floating_point() and t.dtype != torch.float32:
+        if float32 and t.is_floating_point() and t.dtype != torch.float32:
             raise ValueError(
                 f"example_input[{i}] has dtype {t.dtype}; the integer kernels take float32 "
                 "activations, so export a float32 model with float32 inputs"
@@ -436,11 +438,14 @@ def export_onnx(
     activation steps on inputs with outliers (see the module docstring).
 
     Args:
-        model: a torch module with :class:`~quantlab.nn.QuantizedLinear` layers (and
-            possibly float ``nn.Linear`` layers, left float). float32 weights.
-        example_input: a float32 tensor, or a tuple of tensors, to trace ``model`` with, e.g.
-            ``(batch, in_features)`` for an MLP or ``(batch, seq, d_model)``.
-        path: the ``.onnx`` file to write (its folder must exist).
+        model: a torch module with :class:`~quantlab.nn.QuantizedLinear` layers and/or float
+            ``nn.Linear`` layers (left float; a model without quantized layers is the float
+            baseline). float32 weights where there are quantized layers.
+        example_input: a tensor, or a tuple of tensors, to trace ``model`` with, e.g.
+            ``(batch, in_features)`` for an MLP or ``(batch, seq, d_model)``; float inputs
+            must be float32 when the model has quantized layers.
+        path: the ``.onnx`` file to write (its folder must exist; a new file or a regular
+            file to replace).
         opset: ONNX opset of the default domain, at least 11 (``DynamicQuantizeLinear``);
             None means :data:`DEFAULT_OPSET`.
         accuracy_level: ``MatMulNBits`` ``accuracy_level``: 0 (unset: float arithmetic) or 1 to
@@ -458,9 +463,10 @@ def export_onnx(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, ``example_input`` is not a tensor (or
             tuple of tensors), or ``opset`` / ``accuracy_level`` is not an int.
-        ValueError: ``model`` has no quantized layer; a layer's scheme has no kernel (see
-            :func:`export_plan`; the message names the layer); ``opset`` below 11,
-            ``accuracy_level`` outside 0..4, or a non-float32 floating input.
+        ValueError: a layer's scheme has no kernel (see :func:`export_plan`; the message
+            names the layer); ``opset`` below 11, ``accuracy_level`` outside 0..4, a
+            non-float32 floating input to a model with quantized layers; a ``path`` whose
+            folder does not exist or that names a directory, FIFO or device.
 
     Taught in: chapters/ (Where the speed comes from).
     """
@@ -479,14 +485,15 @@ def export_onnx(
         raise TypeError(f"accuracy_level must be an int, got {accuracy_level!r}")
     if not 0 <= accuracy_level <= 4:
         raise ValueError(f"accuracy_level must be 0, 1, 2, 3 or 4, got {accuracy_level}")
-    inputs = _as_inputs(example_input)
+    layers = quantized_layers(model)
+    inputs = _as_inputs(example_input, float32=bool(layers))
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"path's folder does not exist: {str(path.parent)!r}")
-
-    layers = quantized_layers(model)
-    if not layers:
-        raise ValueError("model has no QuantizedLinear layer (quantize it with quantlab.nn.quantize_model)")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"path {str(path)!r} names a directory, FIFO or device, not a file to write")
     plan = [_plan_layer(name, layer) for name, layer in layers]
 
     n_in = len(inputs)
@@ -521,7 +528,7 @@ def export_onnx(
             torch.onnx.export(
                 wrapped, inputs, traced, dynamo=False, opset_version=opset,
                 input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
-                custom_opsets={_DOMAIN: 1}, do_constant_folding=True,
+                custom_opsets={_DOMAIN: 1} if layers else None, do_constant_folding=True,
             )
     finally:
         for name, layer in layers:

@@ -49,6 +49,7 @@ import fnmatch
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -57,8 +58,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core._backend import ArrayLike, as_tensor, like_input
-from ..core.formats import CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format
+from ..core._backend import ArrayLike, as_tensor, like_input, read_only
+from ..core.formats import (
+    BlockFormat, CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format,
+)
 from ..core.packing import pack, unpack
 from ..core.quantize import SCALE_DTYPES, QParams, QTensor, dequantize, quantize
 
@@ -359,12 +362,15 @@ def unpack_codes(packed: ArrayLike, bits: int, n: int, signed: bool) -> ArrayLik
     if t.numel() < need:
         raise ValueError(f"packed holds {t.numel()} bytes, but {n} codes of {bits} bits need {need}")
     t = t.reshape(-1)
-    if bits == 32:
-        v = t[: 4 * n].view(torch.int32)
-        res = v if signed else v.to(torch.int64) & 0xFFFFFFFF
-    elif bits == 16:
-        v = t[: 2 * n].view(torch.int16)
-        res = v if signed else v.to(torch.int32) & 0xFFFF
+    if bits in (16, 32):
+        seg = t[: bits // 8 * n]
+        if not seg.is_contiguous() or seg.storage_offset() % (bits // 8):
+            seg = seg.clone()  # a strided or misaligned view cannot be read as wider integers
+        v = seg.view(torch.int32 if bits == 32 else torch.int16)
+        if signed:
+            res = v
+        else:
+            res = v.to(torch.int64) & 0xFFFFFFFF if bits == 32 else v.to(torch.int32) & 0xFFFF
     elif bits == 8:
         res = t[:n].view(torch.int8) if signed else t[:n]
     elif t.is_meta:
@@ -401,17 +407,50 @@ def _format_record(fmt: Format) -> dict:
 
 def _format_from_record(rec: Any, where: str) -> Format:
     if not isinstance(rec, dict):
-        raise ValueError(f"{where}: format must be a JSON object, got {rec!r}")
+        raise ValueError(f"{where}: field 'format' must be a JSON object, got {rec!r}")
     try:
         if set(rec) == {"name"}:
-            return get_format(rec["name"])
-        cls = {"int": IntFormat, "float": FloatFormat, "codebook": CodebookFormat}[rec["kind"]]
-        kw = {k: v for k, v in rec.items() if k != "kind"}
-        if "table" in kw:
-            kw["table"] = tuple(float(v) for v in kw["table"])
-        return cls(**kw)
+            fmt = get_format(rec["name"])
+        else:
+            cls = {"int": IntFormat, "float": FloatFormat, "codebook": CodebookFormat}[rec["kind"]]
+            kw = {k: v for k, v in rec.items() if k != "kind"}
+            if "table" in kw:
+                kw["table"] = tuple(float(v) for v in kw["table"])
+            fmt = cls(**kw)
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{where}: unreadable format record {rec!r} ({err})") from err
+        raise ValueError(f"{where}: field 'format' is unreadable: {rec!r} ({err})") from err
+    problem = _format_problem(fmt)
+    if problem:
+        raise ValueError(f"{where}: field 'format' describes {problem}")
+    return fmt
+
+
+def _format_problem(fmt: Format) -> Optional[str]:
+    """Why ``fmt`` cannot describe stored codes (its bits against its layout), or None."""
+    if isinstance(fmt, BlockFormat):
+        return f"the block-scaled format {fmt.name!r}, which QuantizedLinear does not store"
+    if not isinstance(fmt.name, str) or not isinstance(fmt.bits, int) or isinstance(fmt.bits, bool):
+        return f"a format with name {fmt.name!r} and bits {fmt.bits!r}"
+    if isinstance(fmt, FloatFormat):
+        if fmt.bits != 1 + fmt.ebits + fmt.mbits:
+            return (f"a float format {fmt.name!r} of {fmt.bits} bits whose layout has "
+                    f"1 + {fmt.ebits} + {fmt.mbits} = {1 + fmt.ebits + fmt.mbits} bits")
+        if not (fmt.bits <= 16 or fmt.bits == 32):
+            return f"a float format {fmt.name!r} of {fmt.bits} bits (stored: 1 to 16, or 32)"
+        if not 0 <= fmt._nan_code < (1 << fmt.bits):
+            return f"a float format {fmt.name!r} whose NaN code {fmt._nan_code} has more than {fmt.bits} bits"
+    if isinstance(fmt, CodebookFormat):
+        t = fmt.table
+        if len(t) < 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 and math.isfinite(v) for v in t):
+            return f"a codebook {fmt.name!r} that is not 2 or more finite values"
+        if any(b <= a for a, b in zip(t, t[1:])):
+            return f"a codebook {fmt.name!r} whose table is not strictly ascending"
+        need = max(1, math.ceil(math.log2(len(t))))
+        if fmt.bits != need:
+            return (f"a codebook {fmt.name!r} of {len(t)} entries stored in {fmt.bits}-bit codes "
+                    f"({len(t)} entries take {need} bits)")
+    return None
 
 
 # --------------------------------------------------------------------------- decoding on device
@@ -429,7 +468,7 @@ def _decoder_class(cls: type) -> type:
             view = self.__dict__["_view_dtype"]
             if view is not None:  # fp16 / bf16 / fp32: the codes are that dtype's bits
                 return codes.view(view).to(torch.float32, copy=True)
-            return self.__dict__["_table"][codes.long()]
+            return self.__dict__["_table"].take(codes.long())  # a copy, never a view
 
         _DECODER_CLASSES[cls] = type(f"{cls.__name__}OnDevice", (cls,), {"decode": decode})
     return _DECODER_CLASSES[cls]
@@ -451,7 +490,7 @@ def _decoder(fmt: Format, device: torch.device) -> Format:
         table = None
         if view is None:
             n = len(fmt.table) if isinstance(fmt, CodebookFormat) else 1 << fmt.bits
-            table = fmt.decode(torch.arange(n)).to(torch.float32).to(device)
+            table = read_only(fmt.decode(torch.arange(n)).to(torch.float32).to(device))
         object.__setattr__(dec, "_view_dtype", view)
         object.__setattr__(dec, "_table", table)
         _DECODERS[key] = dec
@@ -537,28 +576,65 @@ class _Layout:
         shape = rec["shape"]
         if (not isinstance(shape, list) or len(shape) != 2
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
-            raise ValueError(f"{where}: shape must be two non-negative ints, got {shape!r}")
-        gs = rec["group_size"]
-        ok = (
-            rec["granularity"] in ("tensor", "channel", "group")
-            and rec["axis"] in (0, 1) and not isinstance(rec["axis"], bool)
-            and rec["scale_dtype"] in SCALE_DTYPES
-            and all(isinstance(rec[k], bool) for k in ("scaled", "zero_point", "symmetric"))
-            and rec["weight_dtype"] in _DTYPE_NAMES
-            and (gs is None if rec["granularity"] != "group"
-                 else isinstance(gs, int) and not isinstance(gs, bool) and gs > 0
-                 and shape[1] % gs == 0)
-        )
-        if not ok:
-            raise ValueError(f"{where}: inconsistent layer record {rec!r}")
-        layout = cls(fmt, (shape[0], shape[1]), rec["granularity"], rec["axis"], gs,
+            raise ValueError(f"{where}: field 'shape' must be two non-negative ints, got {shape!r}")
+        gran, gs = rec["granularity"], rec["group_size"]
+
+        def bad(field: str, expected: str) -> ValueError:
+            return ValueError(f"{where}: field {field!r} must be {expected}, got {rec[field]!r}")
+
+        if not isinstance(gran, str) or gran not in ("tensor", "channel", "group"):
+            raise bad("granularity", "'tensor', 'channel' or 'group'")
+        if isinstance(rec["axis"], bool) or rec["axis"] not in (0, 1):
+            raise bad("axis", "0 or 1")
+        if not isinstance(rec["scale_dtype"], str) or rec["scale_dtype"] not in SCALE_DTYPES:
+            raise bad("scale_dtype", f"one of {tuple(SCALE_DTYPES)}")
+        for k in ("scaled", "zero_point", "symmetric"):
+            if not isinstance(rec[k], bool):
+                raise bad(k, "true or false")
+        if not isinstance(rec["weight_dtype"], str) or rec["weight_dtype"] not in _DTYPE_NAMES:
+            raise bad("weight_dtype", f"one of {tuple(_DTYPE_NAMES)}")
+        if gran != "group" and gs is not None:
+            raise bad("group_size", f"null for granularity {gran!r}")
+        if gran == "group" and not (isinstance(gs, int) and not isinstance(gs, bool) and gs > 0
+                                    and shape[1] % gs == 0):
+            raise bad("group_size", f"a positive int dividing in_features {shape[1]} (shape {shape})")
+        layout = cls(fmt, (shape[0], shape[1]), gran, rec["axis"], gs,
                      rec["scale_dtype"], rec["scaled"], rec["zero_point"], rec["symmetric"],
                      _DTYPE_NAMES[rec["weight_dtype"]])
+        problem = layout._problem()
+        if problem:
+            raise ValueError(f"{where}: {problem}")
         want = None if layout.scale_shape is None else list(layout.scale_shape)
         if rec["scale_shape"] != want:
-            raise ValueError(f"{where}: scale_shape {rec['scale_shape']!r} does not match the "
-                             f"record's granularity (expected {want!r})")
+            raise ValueError(f"{where}: field 'scale_shape' is {rec['scale_shape']!r}, which does "
+                             f"not match the record's shape and granularity (expected {want!r})")
         return layout
+
+    def _problem(self) -> Optional[str]:
+        """What contradicts itself in this layout (fields named), or None.
+
+        The rules are those of the layers quantize and GPTQ/AWQ build: a cast (``scaled``
+        false) is a float format, per tensor, without zero points; zero points belong to
+        integer formats; signed integers have zero points exactly when not symmetric;
+        unsigned integers always have them (mid-range ones when symmetric).
+        """
+        fmt = self.format
+        if not self.scaled and not isinstance(fmt, FloatFormat):
+            return f"field 'scaled' is false (a plain cast), but field 'format' is {fmt.name!r}, not a float format"
+        if not self.scaled and (self.granularity != "tensor" or self.zero_point):
+            return "field 'scaled' is false (a plain cast), which has no granularity and no zero points"
+        if self.zero_point and not isinstance(fmt, IntFormat):
+            return f"field 'zero_point' is true, but format {fmt.name!r} has no integer codes"
+        if not self.symmetric and not self.zero_point:
+            return "field 'symmetric' is false, but field 'zero_point' is false: min/max scaling stores zero points"
+        if isinstance(fmt, IntFormat) and self.scaled:
+            if fmt.signed and self.symmetric and self.zero_point:
+                return (f"fields 'symmetric' and 'zero_point' are both true for signed {fmt.name}: "
+                        "symmetric signed codes have no zero points")
+            if not fmt.signed and not self.zero_point:
+                return (f"field 'zero_point' is false for unsigned {fmt.name}: unsigned codes are "
+                        "stored with zero points (mid-range ones when symmetric)")
+        return None
 
     def describe(self) -> str:
         if not self.scaled:
@@ -670,6 +746,12 @@ class QuantizedLinear(nn.Module):
         if not isinstance(qt.codes, torch.Tensor):
             raise TypeError(f"qt.codes must be a torch.Tensor, got {type(qt.codes).__name__}")
         _check_dense(qt.codes, "qt.codes")
+        if qt.zero_point is not None and qt.zero_point.is_floating_point():
+            raise ValueError(
+                "qt has real-valued zero points (HQQ's), which QuantizedLinear does not store: "
+                "it packs integer zero points like the codes; use qt.dequantize() as a float "
+                "weight instead"
+            )
         fmt = qt.format
         out_f, in_f = (int(s) for s in qt.shape)
         scaled = qt.scale is not None
@@ -683,6 +765,9 @@ class QuantizedLinear(nn.Module):
         layout = _Layout(fmt, (out_f, in_f), granularity, axis,
                          qt.group_size if granularity == "group" else None, qt.scale_dtype,
                          scaled, qt.zero_point is not None, symmetric, qt.dtype)
+        problem = _format_problem(fmt) or layout._problem()
+        if problem:
+            raise ValueError(f"qt cannot be stored: {problem}")
         packed = pack_codes(qt.codes, fmt.bits)
         scale = None if qt.scale is None else qt.scale.to(SCALE_DTYPES[qt.scale_dtype]).contiguous()
         zp = None if qt.zero_point is None else pack_codes(qt.zero_point, fmt.bits)
@@ -977,9 +1062,15 @@ class QuantizedLinear(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
         key = prefix + "_extra_state"
+        where = f"layer {prefix[:-1]!r}" if prefix else "QuantizedLinear"
         if key in state_dict:  # check the layout before any buffer is overwritten
-            where = f"layer {prefix[:-1]!r}" if prefix else "QuantizedLinear"
             self._check_record(_decode_record(state_dict[key], where), where)
+        scale = state_dict.get(prefix + "scale")
+        if isinstance(scale, torch.Tensor) and not scale.is_meta and scale.numel():
+            s = scale.float()
+            if not bool((torch.isfinite(s) & (s > 0)).all()):
+                raise ValueError(f"{where}: the state dict's 'scale' must hold finite positive "
+                                 f"scales, got {s[~(torch.isfinite(s) & (s > 0))][:4].tolist()}")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
@@ -993,10 +1084,23 @@ class QuantizedLinear(nn.Module):
 
         Returns:
             ``(..., out_features)`` in ``x``'s dtype and kind.
+
+        Raises:
+            ValueError: ``x`` whose last dimension is not ``in_features`` (the message
+                names the layer's shape and format). TypeError: a non-float ``x``.
         """
         was_numpy = False
         if not isinstance(x, torch.Tensor):
             x, was_numpy = as_tensor(x)
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"QuantizedLinear(in_features={self.in_features}, out_features="
+                f"{self.out_features}, format={self.format.name}) takes x of shape "
+                f"(..., {self.in_features}), got shape {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"QuantizedLinear takes a float x, got dtype "
+                            f"{str(x.dtype).replace('torch.', '')}")
         w = self.dequantize_weight(x.dtype)
         b = None if self.bias is None else self.bias.to(x.dtype)
         if self.input_scale is not None:
@@ -1327,7 +1431,62 @@ def _key(name: str, buffer: str) -> str:
 def _check_path(path: Any) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
-    return os.fspath(path)
+    path = os.fspath(path)
+    if not isinstance(path, str):
+        raise TypeError(f"path must be a str or os.PathLike of a str, got {type(path).__name__} {path!r}")
+    return path
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    return next((what for test, what in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def _save_target(path: str) -> tuple[str, Optional[int]]:
+    """Where :func:`save_quantized` writes for ``path`` (a symbolic link is written through,
+    so the link stays a link) and the permission bits of the file it replaces (None: new).
+
+    Raises:
+        ValueError: ``path`` names something other than a regular file (a directory, a
+            FIFO, a device, a socket): the writer replaces its target by renaming a new
+            file over it, which would turn a device node into a file.
+        FileNotFoundError: the directory to write into does not exist.
+    """
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ValueError(
+            f"path {path!r} names {_kind(st.st_mode)}; save_quantized writes a new file or "
+            "replaces a regular one, nothing else (choose a file name)"
+        )
+    folder = os.path.dirname(real)
+    if not os.path.isdir(folder):
+        import errno
+
+        raise FileNotFoundError(errno.ENOENT, f"cannot save to {path!r}: no directory "
+                                f"{folder!r} to write into", path)
+    return real, None if st is None else stat.S_IMODE(st.st_mode)
+
+
+def _umask() -> int:
+    """The process's file creation mask (read without changing it where Linux allows)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> None:
@@ -1350,19 +1509,30 @@ def save_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> None:
     Nothing else of the model is written: :func:`load_quantized` takes the rest from the
     float model it is given.
 
+    The file is written next to its target and renamed over it, so a save that is
+    interrupted leaves any old file intact. A symbolic link is written through (the link
+    stays, its target is replaced); a replaced file keeps its permission bits, a new one
+    gets the usual ``0o666`` minus the umask.
+
     Args:
         model: a model holding at least one :class:`QuantizedLinear` (or one itself).
-        path: file to write (overwritten).
+        path: file to write: a new file, or a regular file to replace.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; ``path`` is not a path.
-        ValueError: no quantized layer, or a layer on the meta device.
+        ValueError: no quantized layer, or a layer on the meta device; ``path`` names
+            something that is not a regular file (a directory, FIFO, device or socket).
+            Checked before anything is written.
+        FileNotFoundError: the directory of ``path`` does not exist.
+        OSError: the file could not be written (e.g. no permission, disk full).
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
     path = _check_path(path)
+    _save_target(path)  # refuse a bad target before any work
     layers = list(_names_by_module(model, QuantizedLinear).values())
     if not layers:
         raise ValueError("model has no QuantizedLinear layer to save (quantize it first)")
@@ -1385,7 +1555,12 @@ def save_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> None:
         "quantlab.version": str(FILE_VERSION),
         "quantlab.layers": json.dumps(records, sort_keys=True),
     }
-    save_file(tensors, path, metadata=metadata)
+    target, mode = _save_target(path)  # again, just before writing
+    try:
+        save_file(tensors, target, metadata=metadata)
+    except SafetensorError as err:
+        raise OSError(f"could not write {path!r}: {err}") from err
+    os.chmod(target, mode if mode is not None else 0o666 & ~_umask())
 
 
 def _read_file(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -1427,7 +1602,16 @@ def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module
     may live on the ``meta`` device (the new layers are then on the CPU); otherwise each
     new layer is put on its Linear's device.
 
-    Everything is checked before the model is changed.
+    Everything is checked before the model is changed: every field of each layer's record
+    (format, shape, granularity, axis, group size, scale dtype and shape, zero points,
+    symmetry, bias, input scale) against the others and against the tensors found, and
+    what the tensors hold -- scales finite and positive, bias and input scale finite,
+    codebook codes inside the table, no code of a scaled float layer that decodes to NaN or
+    infinity, mid-range zero points for symmetric unsigned layers. A custom format must be
+    consistent with its bits (``1 + ebits + mbits`` for floats, ``ceil(log2(entries))``
+    for codebooks). A record edited by hand is refused unless the codes it describes could
+    have come from it (an edit that changes one 8-bit format into another can only be
+    seen where the codes contradict it).
 
     Args:
         model: a model of the architecture that was saved, with ``nn.Linear`` (or
@@ -1442,16 +1626,20 @@ def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module
         TypeError: ``model`` is not an ``nn.Module``; ``path`` is not a path.
         FileNotFoundError: no file at ``path``.
         ValueError: a file that is not safetensors, not written by
-            :func:`save_quantized` or of another :data:`FILE_VERSION`; a layer of the file
-            missing from the model, not a Linear there, of another shape, with or without
-            a bias where the file differs, or not shared where the file's is; missing or
-            malformed tensors. Each message names the layer and what differs.
+            :func:`save_quantized` or of another :data:`FILE_VERSION`; a ``path`` that names
+            a directory, FIFO or device; a layer of the file missing from the model, not a
+            Linear there, of another shape, with or without a bias where the file differs,
+            or not shared where the file's is; a record or tensor that fails the checks
+            above. Each message names the layer and the field or tensor.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
     path = _check_path(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no file at path {path!r}")
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):  # reading a FIFO would block, a device never end
+        raise ValueError(f"path {path!r} names {_kind(mode)}, not a file written by save_quantized")
     records, tensors = _read_file(path)
     modules = {}
     for m, names in _names_by_module(model, nn.Module).values():
@@ -1477,6 +1665,10 @@ def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module
         if (out_f, in_f) != layout.shape:
             raise ValueError(f"{where}: the file's weight has shape {layout.shape}, the model's "
                              f"is {(out_f, in_f)} (architecture mismatch)")
+        for field in ("bias", "input_scale"):
+            if not isinstance(rec.get(field), bool):
+                raise ValueError(f"{path!r}: {where}: field {field!r} must be true or false, got "
+                                 f"{rec.get(field)!r}")
         has_bias = target.bias is not None
         if has_bias != rec.get("bias"):
             raise ValueError(f"{where}: the file's layer has {'a' if rec.get('bias') else 'no'} "
@@ -1496,7 +1688,8 @@ def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module
             parts[buf] = tensors.get(key)
             if present:
                 expected.add(key)
-        _check_parts(layout, parts, where)
+        _check_parts(layout, parts, f"{path!r}: {where}")
+        _check_values(layout, parts, f"{path!r}: {where}")
         device = target.bias.device if has_bias else (
             target.weight.device if isinstance(target, nn.Linear) else target.packed.device)
         if device.type == "meta":
@@ -1535,3 +1728,51 @@ def _check_parts(layout: _Layout, parts: dict, where: str) -> None:
                              f"{'a float dtype' if dtype is None else _dtype_name(dtype)}")
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"{where}: tensor {buf!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+
+
+def _check_values(layout: _Layout, parts: dict, where: str) -> None:
+    """Check what a layer's tensors hold against its layout, before the layer is built.
+
+    Scales must be finite and positive (quantize stores a tiny positive scale even for a
+    group of zeros); bias and input scale finite; codebook codes must index the table;
+    the codes of a scaled float layer must decode to finite values (scaled floats
+    saturate, so such a layer never stores a NaN or infinity code: finding one means the
+    record's format does not describe the codes); the zero points of a symmetric unsigned
+    layer must be the mid-range one.
+    """
+    fmt = layout.format
+    scale = parts.get("scale")
+    if scale is not None and scale.numel():
+        s = scale.float()
+        bad = ~(torch.isfinite(s) & (s > 0))
+        if bool(bad.any()):
+            raise ValueError(f"{where}: tensor 'scale' must hold finite positive scales, got "
+                             f"{s[bad][:4].tolist()} ({int(bad.sum())} of {s.numel()} scales)")
+    for name in ("bias", "input_scale"):
+        t = parts.get(name)
+        if t is not None and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{where}: tensor {name!r} holds NaN or infinity "
+                             f"({int((~torch.isfinite(t)).sum())} of {t.numel()} values)")
+    zp = parts.get("zero_point")
+    if zp is not None and isinstance(fmt, IntFormat) and layout.symmetric and not fmt.signed:
+        z = unpack_codes(zp, fmt.bits, layout.n_scales, False)
+        mid = (fmt.qmax + fmt.qmin + 1) // 2
+        if z.numel() and bool((z != mid).any()):
+            raise ValueError(f"{where}: tensor 'zero_point' of a symmetric {fmt.name} layer must "
+                             f"hold its mid-range zero point {mid}, got values in "
+                             f"[{int(z.min())}, {int(z.max())}]")
+    packed = parts["packed"]
+    if isinstance(fmt, CodebookFormat) and layout.numel:
+        codes = unpack_codes(packed, fmt.bits, layout.numel, False)
+        top = int(codes.max())
+        if top >= len(fmt.table):
+            raise ValueError(f"{where}: tensor 'packed' holds code {top}, beyond the "
+                             f"{len(fmt.table)} entries of codebook {fmt.name!r}")
+    if isinstance(fmt, FloatFormat) and layout.scaled and fmt.bits <= 16 and layout.numel:
+        vals = fmt.decode(unpack_codes(packed, fmt.bits, layout.numel, False))
+        bad = ~torch.isfinite(vals)
+        if bool(bad.any()):
+            raise ValueError(f"{where}: tensor 'packed' holds {int(bad.sum())} codes that "
+                             f"decode to NaN or infinity in {fmt.name}, which a scaled "
+                             f"{fmt.name} layer never stores (values saturate): the record's "
+                             "field 'format' does not describe these codes")
