@@ -100,7 +100,8 @@ def test_every_profile_passes_the_page(name):
     others = [p() for n, p in PROFILES.items() if n != name]
     assert sf.sanity_problems(rec) == []
     text = sf.describe(rec, others)
-    assert set(text) == {"peaks", "batch1", "int4_vs_int8", "batch64", "decode", "threads", "encoder", "policy"}
+    assert set(text) == {"peaks", "batch1", "int4_vs_int8", "batch64", "decode", "threads", "encoder", "policy",
+                         "reference"}
     for key, sentence in text.items():
         assert sentence.endswith("."), (key, sentence)
         assert "nan" not in sentence.lower() and "inf" not in sentence.lower(), sentence
@@ -128,21 +129,30 @@ def test_sentences_follow_the_measurements():
     assert "little" in t_amd["threads"]
 
 
+def test_a_run_on_a_reference_cpu_is_told_so():
+    run = intel_profile()  # the same CPU, measured the same day, other numbers
+    run.values["bandwidth"]["read"] = 10.0
+    text = sf.describe(run, [amd_profile(), intel_profile()])["reference"]
+    assert "same CPU as the reference Intel Xeon" in text and "2026-12-07" in text
+
+
 def test_bytes_ratio_wording():
     rec = amd_profile()
     text = sf.describe(rec)["batch1"]
     # 1.93x for int8 is less than 32/8.008 = 4.0; 4.93x for int4 less than 6.4
     assert "int8 is 1.9× faster (less than the 4.0× fewer bytes" in text
     assert "int4 is 4.9× faster (less than the 6.4× fewer bytes" in text
-    assert "caches" not in text
+    assert "caches" not in text and "more per byte" in text
     rec.values["layer"]["4096x4096"]["int4 ORT"]["1"] = rec.values["layer"]["4096x4096"]["fp32 ORT"]["1"] / 8
-    assert "caches" in sf.describe(rec)["batch1"]
+    text = sf.describe(rec)["batch1"]
+    assert "Beyond it (int4)" in text and "caches" in text and "Below the ratio of bytes (int8)" in text
 
 
 def test_missing_measurements_leave_sentences_out():
     rec = SpeedRecord(machine={"cpu": "x", "flags": []}, values={"peaks": {"fp32 ORT": 10.0, "int8 ORT": 5.0}})
     text = sf.describe(rec)
-    assert set(text) == {"peaks"} and "neither AVX2 nor VNNI" in text["peaks"]
+    assert set(text) == {"peaks", "reference"} and "neither AVX2 nor VNNI" in text["peaks"]
+    assert text["reference"].startswith("No reference machine has this run's CPU")
     assert all(v is None for v in sf.general_claims(rec).values())
 
 

@@ -276,8 +276,8 @@ def _times(ratio: float, than: str = "") -> str:
 
 
 def _others(record: SpeedRecord, references: Sequence[SpeedRecord]) -> list[SpeedRecord]:
-    me = (record.machine.get("cpu"), record.machine.get("cores"), record.machine.get("date"))
-    return [r for r in references if (r.machine.get("cpu"), r.machine.get("cores"), r.machine.get("date")) != me]
+    """The references other than ``record`` itself (the same object, or the same measurements)."""
+    return [r for r in references if r is not record and (r.machine, r.values) != (record.machine, record.values)]
 
 
 def _vnni(record: SpeedRecord) -> bool:
@@ -360,7 +360,9 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
     * ``"encoder"``: MiniLM int8 against float32 at 1 and 32 sentences per call;
     * ``"policy"``: the CartPole policy, ONNX Runtime against eager torch and int8 against
       float32, and the 2048-wide policy;
-    * ``"peer"``: llama.cpp against quantlab's decoder per kind and thread count.
+    * ``"peer"``: llama.cpp against quantlab's decoder per kind and thread count;
+    * ``"reference"``: whether a reference machine has this record's CPU, and what a difference
+      from it means.
 
     Args:
         record: the run described.
@@ -395,9 +397,14 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
             rel = ("more than" if s > 1.05 * ratio else "less than" if s < 0.95 * ratio else "about")
             parts.append(f"{name} is {_times(s)} ({rel} the {ratio:.1f}× fewer bytes it reads)")
         text = "At batch 1, against float32, " + " and ".join(parts) + "."
-        if s8 > 1.05 * BYTE_RATIOS["int8 ORT"] or s4 > 1.05 * BYTE_RATIOS["int4 ORT"]:
-            text += (" A speed-up beyond the ratio of bytes means part of the smaller weight stayed in the CPU's "
-                     "caches between calls.")
+        below = [n for n, sp in (("int8", s8), ("int4", s4)) if sp < 0.95 * BYTE_RATIOS[f"{n} ORT"]]
+        beyond = [n for n, sp in (("int8", s8), ("int4", s4)) if sp > 1.05 * BYTE_RATIOS[f"{n} ORT"]]
+        if below:
+            text += (f" Below the ratio of bytes ({' and '.join(below)}): an integer kernel does more per byte than a "
+                     "float product, quantizing the activations and unpacking and scaling the codes.")
+        if beyond:
+            text += (f" Beyond it ({' and '.join(beyond)}): part of the smaller weight stayed in the CPU's caches "
+                     "between calls, so fewer of its bytes came from memory.")
         out["batch1"] = text
         r = i8 / i4
         v = verdict(r)
@@ -426,8 +433,9 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
                      "bytes a step reads, the larger the share of the unpacking, scaling and per-kernel costs the "
                      "roofline does not count.")
             if roof[0] > 1:
-                text += (" (More than 100% means the bandwidth measured beside the steps was lower than what the "
-                         "steps themselves streamed: the machine was busy with other work.)")
+                text += (" (More than 100%: the steps streamed faster than the 256 MiB read and copy measured "
+                         "beside them, which on a shared machine vary with the load of the moment; the roofline is a "
+                         "bound from one measurement, not a stopwatch.)")
             fast = [r for r in _others(record, references) if (_bandwidth(r) or 0) >= 1.25 * (_bandwidth(record) or 0)
                     and _roof_shares(r)]
             if "bandwidth" in why and fast and all(roof[1] > _roof_shares(r)[1] for r in fast):
@@ -475,6 +483,18 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
             text += (f" With hidden layers of 2048 (17 MB of float32 weights) int8 is "
                      f"{_times(p2k['fp32 ORT'] / p2k['int8 ORT'], 'float32')}.")
         out["policy"] = text
+
+    same = [r for r in _others(record, references)
+            if r.machine.get("cpu") == record.machine.get("cpu") and r.machine.get("cores") == record.machine.get("cores")]
+    if same:
+        r = same[-1]
+        out["reference"] = (f"This run's machine has the same CPU as the reference {r.label} (measured on "
+                            f"{r.machine.get('date', '?')} on a quiet machine). Where their numbers differ, the "
+                            "difference is this machine's load while the page was built and the spread between runs "
+                            "of a shared machine, not the CPU.")
+    else:
+        out["reference"] = ("No reference machine has this run's CPU, so its numbers show one more machine beside "
+                            "the references.")
 
     peer = record.get("peer")
     if isinstance(peer, Mapping) and "llama.cpp" in peer and "quantlab" in peer:
