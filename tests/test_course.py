@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quantlab.book.course import glossary_terms, markdown_of, page_words, prose_words, reading_minutes
+from quantlab.book.course import (
+    glossary_terms,
+    markdown_of,
+    page_elements,
+    page_words,
+    prose_words,
+    reading_minutes,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CHAPTERS = REPO / "chapters"
@@ -80,6 +87,27 @@ The answer, collapsed.
         reading_minutes(-1)
     with pytest.raises(TypeError, match="markdown"):
         prose_words(None)
+
+
+def test_page_elements_and_reading_time(tmp_path):
+    nb = {"cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": "Text.\n\n$$\ny = x\n$$\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+                                                           "\n```{glue:figure} fig\nCaption.\n```"},
+        {"cell_type": "code", "metadata": {}, "outputs": [
+            {"output_type": "display_data", "data": {"image/png": "...", "text/plain": "<Figure>"}},
+            {"output_type": "display_data", "data": {"text/html": "<table><tr><td>1</td></tr></table>"}},
+            {"output_type": "display_data", "data": {"text/html": "<div id=x></div><script>draw()</script>"}}],
+         "source": "show()"},
+        {"cell_type": "code", "metadata": {"tags": ["remove-cell"]}, "outputs": [
+            {"output_type": "display_data", "data": {"image/png": "..."}}], "source": "hidden()"},
+    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "page.ipynb"
+    path.write_text(json.dumps(nb))
+    assert page_elements(path) == {"figures": 3, "tables": 2, "formulas": 1}
+    # 360 words (2 min) + 3 figures (2.25) + 2 tables (1) + 1 formula (0.25) = 5.5 -> 6
+    assert reading_minutes(360, figures=3, tables=2, formulas=1) == 6
+    with pytest.raises(ValueError, match="tables"):
+        reading_minutes(10, tables=-1)
 
 
 def test_word_budgets():

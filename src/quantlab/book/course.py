@@ -10,7 +10,9 @@ the tests that hold every page to its word budget (``tests/test_course.py``):
   a ``solution`` with ``:class: dropdown``), MyST targets and comments. A role such as
   ``{glue:text}`x`` or ``{term}`scale``` counts as the words it shows (one for a glued value).
 * :func:`page_words` applies it to the Markdown cells of a notebook or to a Markdown page.
-* :func:`reading_minutes` turns words into minutes at :data:`WORDS_PER_MINUTE`.
+* :func:`page_elements` counts the figures, tables and displayed formulas of a page, and
+  :func:`reading_minutes` turns words and those into minutes (:data:`WORDS_PER_MINUTE`,
+  :data:`MINUTES_PER`).
 * :func:`glossary_terms` reads the terms of the glossary page.
 
 Taught in: chapters/index.md (the roadmap and its reading times).
@@ -25,12 +27,18 @@ import re
 from pathlib import Path
 from typing import Union
 
-__all__ = ["prose_words", "page_words", "reading_minutes", "WORDS_PER_MINUTE", "glossary_terms", "markdown_of"]
+__all__ = ["prose_words", "page_words", "page_elements", "reading_minutes", "WORDS_PER_MINUTE", "MINUTES_PER",
+           "glossary_terms", "markdown_of"]
 
 PathLike = Union[str, os.PathLike]
 
-#: Reading speed of technical prose with formulas, words per minute.
+#: Reading speed of technical prose, words per minute.
 WORDS_PER_MINUTE = 180
+
+#: Minutes a reader spends on each element besides the prose: reading a figure or a table of
+#: numbers, and following a displayed formula. Set so that the dense pages (the core tradeoff,
+#: the speed page) come out near what a student new to the subject took to read them.
+MINUTES_PER: dict[str, float] = {"figures": 0.75, "tables": 0.5, "formulas": 0.25}
 
 _FENCE = re.compile(r"^(\s*)(`{3,}|~{3,}|:{3,})\s*(\{?[\w:-]*\}?)?(.*)$")
 _ROLE = re.compile(r"\{([\w:-]+)\}`([^`\n]*)`")
@@ -134,11 +142,52 @@ def page_words(path: PathLike) -> int:
     return prose_words(markdown_of(path))
 
 
-def reading_minutes(words: int) -> int:
-    """Minutes to read ``words`` words at :data:`WORDS_PER_MINUTE`, rounded up (at least 1)."""
-    if isinstance(words, bool) or not isinstance(words, int) or words < 0:
-        raise ValueError(f"words must be an int >= 0, got {words!r}")
-    return max(1, math.ceil(words / WORDS_PER_MINUTE))
+def page_elements(path: PathLike) -> dict[str, int]:
+    """Figures, tables and displayed formulas a reader meets on a page (besides its prose).
+
+    Figures: ``{glue:figure}`` directives, image outputs and interactive HTML outputs of code
+    cells not removed from the book; tables: HTML tables in such outputs and Markdown tables in
+    the prose; formulas: ``$$`` blocks. Outputs of cells tagged ``remove-cell``/``remove-output``
+    are not shown, and do not count.
+    """
+    p = Path(path)
+    md = markdown_of(p)
+    counts = {"figures": md.count("{glue:figure}"), "tables": 0, "formulas": 0}
+    counts["tables"] += len(re.findall(r"^\s*\|[\s:|-]*-{3,}[\s:|-]*\|?\s*$", md, flags=re.M))
+    counts["formulas"] += len(re.findall(r"^\s*\$\$", md, flags=re.M)) // 2
+    if p.suffix == ".ipynb":
+        nb = json.loads(p.read_text())
+        for cell in nb.get("cells", []):
+            tags = set(cell.get("metadata", {}).get("tags", []))
+            if cell.get("cell_type") != "code" or tags & {"remove-cell", "remove-output"}:
+                continue
+            for out in cell.get("outputs", []):
+                data = out.get("data", {})
+                if any(k.startswith("image/") for k in data):
+                    counts["figures"] += 1
+                html = data.get("text/html")
+                if html:
+                    html = "".join(html) if isinstance(html, list) else html
+                    n = html.count("<table")
+                    counts["tables"] += n
+                    if not n and "<script" in html:
+                        counts["figures"] += 1  # an interactive figure
+                text = data.get("text/markdown")
+                if text:
+                    text = "".join(text) if isinstance(text, list) else text
+                    counts["tables"] += len(re.findall(r"^\s*\|[\s:|-]*-{3,}", text, flags=re.M))
+    return counts
+
+
+def reading_minutes(words: int, figures: int = 0, tables: int = 0, formulas: int = 0) -> int:
+    """Minutes to read a page: ``words`` at :data:`WORDS_PER_MINUTE` plus :data:`MINUTES_PER`
+    figure, table and displayed formula, rounded up (at least 1)."""
+    for name, v in (("words", words), ("figures", figures), ("tables", tables), ("formulas", formulas)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    minutes = (words / WORDS_PER_MINUTE + MINUTES_PER["figures"] * figures + MINUTES_PER["tables"] * tables
+               + MINUTES_PER["formulas"] * formulas)
+    return max(1, math.ceil(minutes))
 
 
 def glossary_terms(path: PathLike) -> list[str]:
