@@ -201,7 +201,8 @@ def test_page_weight(site):
 
 # ---- the four figures inside a page of the built book, with the theme's own styles
 
-BOOK_PAGE = book_browser.BUILD_HTML / "chapters" / "01_why_quantization.html"
+# a built page that shows none of the figures itself (the core pages embed them once each)
+BOOK_PAGE = book_browser.BUILD_HTML / "chapters" / "06_takeaways.html"
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +216,7 @@ def in_book(site: dict[str, Any], book_html: Path, tmp_path_factory: pytest.Temp
             (folder / entry.name).symlink_to(entry.resolve())
     (folder / "chapters").mkdir()
     page = BOOK_PAGE.read_text("utf-8")
+    assert 'class="qlf' not in page, f"{BOOK_PAGE.name} already shows a figure: the copy would hold it twice"
     at = page.index(">", page.index('<section class="tex2jax_ignore mathjax_ignore"')) + 1
     cells = "".join('<div class="cell docutils container"><div class="cell_output docutils container">'
                     f'<div class="output text_html">{site["fragments"][name]}</div></div></div>' for name in FIGURES)
