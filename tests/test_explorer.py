@@ -117,7 +117,8 @@ def test_known_answers_8_bits():
     assert d.compression == 32 / (8 + 32 / d.n)  # one fp32 scale for the tensor
     assert d.figures["levels"] == "256"
     assert d.figures["compression"] == "4×"
-    assert "256 levels" in d.regime
+    assert "256 codes (a symmetric grid uses 255)" in d.regime
+    assert "256 codes;" in E.explore("normal", 8, symmetric=False).regime  # all of them
 
 
 def test_compression_counts_the_scales():

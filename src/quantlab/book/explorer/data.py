@@ -1,7 +1,7 @@
 """Everything the explorer shows for one setting, computed with quantlab's quantizers.
 
 :func:`explore` quantizes the weights of a source as a setting says (:func:`.settings.resolve`)
-and returns :class:`ExplorerData`: the number of levels ``2^bits``, the bits per weight
+and returns :class:`ExplorerData`: the number of codes ``2^bits``, the bits per weight
 with every scale counted, the compression ``32 / bits_per_weight``, the average error
 ``100 * mean|x - x_hat| / mean|x|`` in %, the share of weights rounded to 0, a short
 description of the regime, one group of 64 sample weights with the values they snap to,
@@ -131,7 +131,8 @@ class ExplorerData:
 
     @property
     def grid_text(self) -> str:
-        """What the grey lines on the strip are: ``"grid: 16 levels in this window (grey lines)"``."""
+        """What the grey lines on the strip are: ``"grid: 15 levels in this window (grey lines)"``
+        (a symmetric 4-bit grid uses 15 of the 16 codes)."""
         if not self.available:
             return "no format of this kind at this bit width"
         if self.grid is None:
@@ -181,22 +182,25 @@ def _regime(res: Resolved, settings: Settings, step: Optional[float], zeroed: Op
     b = settings.bits
     if res.fmt is None:
         return "Not available: " + res.notes[0] + "."
+    # a b-bit format has 2^b codes; a symmetric integer grid leaves the lowest one unused
+    sym_int = res.fmt.startswith("int") and res.symmetric and res.granularity is not None
+    codes = f"{1 << b:,} codes" + (f" (a symmetric grid uses {(1 << b) - 1:,})" if sym_int else "")
     if b == 32:
         return "32-bit baseline: float32 itself, full precision, no error."
     if res.fmt == "fp16":
         return "16-bit float cast: 65,536 codes; the error is far below anything a network notices."
     if b == 16:
-        text = "16-bit: 65,536 levels; the error is far below anything a network notices."
+        text = f"16-bit: {codes}; the error is far below anything a network notices."
     elif b > 8:
         text = f"{b}-bit: finer than 8 bits; the error keeps halving with every bit, but 8 bits already suffice for most weights."
     elif b == 8:
-        text = "8-bit: 256 levels; for well-behaved weights the error is tiny. The standard choice for inference."
+        text = f"8-bit: {codes}; for well-behaved weights the error is tiny. The standard choice for inference."
     elif b >= 5:
-        text = f"{b}-bit: {1 << b} levels; between 8 and 4 bits, the error roughly doubles with every bit removed."
+        text = f"{b}-bit: {codes}; between 8 and 4 bits, the error roughly doubles with every bit removed."
     elif b == 4:
-        text = "4-bit: 16 levels, visible steps; needs care (small groups, NF4, GPTQ)."
+        text = f"4-bit: {codes}, visible steps; needs care (small groups, NF4, GPTQ)."
     elif b == 3:
-        text = "3-bit: 8 levels, coarse steps; usable only with the best methods."
+        text = f"3-bit: {codes}, coarse steps; usable only with the best methods."
     else:
         text = "2-bit extreme: 4 codes (3 when symmetric); most weights land on 0 or the ends."
     if res.fmt == "nf4":

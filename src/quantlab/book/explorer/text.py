@@ -17,7 +17,7 @@ __all__ = ["TEXT", "FIGURE_LABELS", "sig", "pct_text", "plural", "compression_te
 #: Labels of the figure cards, in display order.
 FIGURE_LABELS: dict[str, str] = {
     "format": "Format",
-    "levels": "Levels (2^bits)",
+    "levels": "Codes (2^bits)",
     "compression": "Compression vs fp32",
     "error": "Average error",
     "bpw": "Bits/weight incl. scales",
