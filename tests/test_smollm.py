@@ -88,3 +88,30 @@ def test_text_tokens_disjoint_and_perplexity_and_generation(model):
     ppl = ev.perplexity(model, evl, context=256)
     assert 5 < ppl < 60  # shipped weights: about 18 on this text
     assert "Paris" in ev.generate(model, tok, "The capital of France is", n=4)
+
+
+def test_one_gguf_parse_is_the_same_file_and_is_undone():
+    """The shared reader and the memoized name table that speed up loading return what a fresh
+    parse returns, and leave gguf as it was."""
+    import gguf
+    import numpy as np
+
+    from quantlab.book.models import smollm as impl
+
+    before = (gguf.GGUFReader, gguf.get_tensor_name_map)
+    path = str(smollm.gguf_path())
+    with impl._one_gguf_parse():
+        shared = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(path) is shared  # parsed once
+        names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30)
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30) is names
+        with pytest.raises(ValueError, match="mode"):
+            gguf.GGUFReader(path, "r+")
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == before
+    fresh = gguf.GGUFReader(path)
+    assert list(shared.fields) == list(fresh.fields)
+    assert [t.name for t in shared.tensors] == [t.name for t in fresh.tensors]
+    for a, b in zip(shared.tensors[:3] + shared.tensors[-3:], fresh.tensors[:3] + fresh.tensors[-3:]):
+        assert a.tensor_type == b.tensor_type and np.array_equal(a.data, b.data)
+    fresh_names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30)
+    assert fresh_names.mapping == names.mapping

@@ -25,10 +25,12 @@ Taught in: chapters/04b_language_model.ipynb.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.util
 import os
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -111,6 +113,44 @@ def gguf_path() -> Path:
     )
 
 
+@contextlib.contextmanager
+def _one_gguf_parse() -> Iterator[None]:
+    """Parse the GGUF file once while transformers loads from it.
+
+    transformers reads the file's metadata (49,152 vocabulary entries) once for the config,
+    once for the weights and once for the tokenizer, and builds gguf's tensor-name table
+    again for each of the 397 modules it maps: most of a load's time. Inside this context,
+    ``gguf.GGUFReader`` returns one read-only reader per path for the whole process and
+    ``gguf.get_tensor_name_map`` is memoized; both are pure functions of their arguments,
+    so the loaded weights and tokenizer are the same (tests/test_smollm.py compares them).
+    """
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader = _shared_reader  # type: ignore[assignment,misc]
+    gguf.get_tensor_name_map = _memo_name_map
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
+@lru_cache(maxsize=4)
+def _shared_reader(path: str | os.PathLike[str], mode: str = "r"):
+    import gguf.gguf_reader
+
+    if mode != "r":
+        raise ValueError(f"mode: the shared GGUF reader is read-only, got {mode!r}")
+    return gguf.gguf_reader.GGUFReader(path, mode)
+
+
+@lru_cache(maxsize=16)
+def _memo_name_map(arch, n_blocks):
+    import gguf.tensor_mapping
+
+    return gguf.tensor_mapping.get_tensor_name_map(arch, n_blocks)
+
+
 @lru_cache(maxsize=1)
 def _cached_model() -> torch.nn.Module:
     _offline()
@@ -128,9 +168,10 @@ def _cached_model() -> torch.nn.Module:
     bar = gguf_utils.tqdm
     gguf_utils.tqdm = functools.partial(bar, disable=True)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, local_files_only=True, dtype=torch.float32
-        )
+        with _one_gguf_parse():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, local_files_only=True, dtype=torch.float32
+            )
     finally:
         gguf_utils.tqdm = bar
         transformers.logging.set_verbosity(verbosity)
@@ -143,7 +184,8 @@ def load_model(fresh: bool = True) -> torch.nn.Module:
     """SmolLM2-135M-Instruct as a transformers ``LlamaForCausalLM`` in eval mode (fp32).
 
     The weights are the GGUF's **Q4_1 weights dequantized to fp32** (see the module
-    docstring). Loading takes about 13 s the first time in a process; the loaded model is
+    docstring). The first call in a process parses the file (once, see :func:`_one_gguf_parse`)
+    and dequantizes it, several seconds; the loaded model is
     cached, and by default each call returns a deep copy of it, so quantizing the
     returned model in place never changes the next one.
 
@@ -165,7 +207,8 @@ def load_tokenizer():
     from transformers import AutoTokenizer
 
     path = gguf_path()
-    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+    with _one_gguf_parse():
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
 
 
 def topic_names(split: str) -> list[str]:
