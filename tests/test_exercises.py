@@ -324,58 +324,58 @@ def test_pack_mistakes(pack_fn, unpack_fn, phrases):
 # --------------------------------------------------------------------------- GPTQ step
 
 
-def gptq_step(W, H_inv, j, quantize_column):
+def gptq_step(W, U, j, quantize_column):
     W = W.copy()
     q = quantize_column(W[:, j])
-    err = (W[:, j] - q) / H_inv[j, j]
+    err = (W[:, j] - q) / U[j, j]
     W[:, j] = q
-    W[:, j + 1:] -= err[:, None] * H_inv[j, j + 1:][None, :]
+    W[:, j + 1:] -= err[:, None] * U[j, j + 1:][None, :]
     return W
 
 
-def gptq_step_library_style(W, H_inv, j, quantize_column):  # in place, column j included
-    err = (W[:, j] - quantize_column(W[:, j])) / H_inv[j, j]
-    W[:, j:] -= np.outer(err, H_inv[j, j:])
+def gptq_step_library_style(W, U, j, quantize_column):  # in place, column j included
+    err = (W[:, j] - quantize_column(W[:, j])) / U[j, j]
+    W[:, j:] -= np.outer(err, U[j, j:])
     return W
 
 
 def step_variant(update):
-    """A GPTQ step that quantizes column j correctly and then calls ``update(W, H_inv, j, w, q)``."""
+    """A GPTQ step that quantizes column j correctly and then calls ``update(W, U, j, w, q)``."""
 
-    def step(W, H_inv, j, quantize_column):
+    def step(W, U, j, quantize_column):
         W = W.copy()
         w = W[:, j].copy()
         q = quantize_column(w)
         W[:, j] = q
-        update(W, H_inv, j, w, q)
+        update(W, U, j, w, q)
         return W
 
     return step
 
 
-def update_every_other_column(W, H_inv, j, w, q):
+def update_every_other_column(W, U, j, w, q):
     others = np.arange(W.shape[1]) != j
-    W[:, others] -= np.outer((w - q) / H_inv[j, j], H_inv[j, others])
+    W[:, others] -= np.outer((w - q) / U[j, j], U[j, others])
 
 
-def update_without_division(W, H_inv, j, w, q):
-    W[:, j + 1:] -= np.outer(w - q, H_inv[j, j + 1:])
+def update_without_division(W, U, j, w, q):
+    W[:, j + 1:] -= np.outer(w - q, U[j, j + 1:])
 
 
-def update_multiplying(W, H_inv, j, w, q):
-    W[:, j + 1:] -= np.outer((w - q) * H_inv[j, j], H_inv[j, j + 1:])
+def update_multiplying(W, U, j, w, q):
+    W[:, j + 1:] -= np.outer((w - q) * U[j, j], U[j, j + 1:])
 
 
-def update_wrong_sign(W, H_inv, j, w, q):
-    W[:, j + 1:] += np.outer((w - q) / H_inv[j, j], H_inv[j, j + 1:])
+def update_wrong_sign(W, U, j, w, q):
+    W[:, j + 1:] += np.outer((w - q) / U[j, j], U[j, j + 1:])
 
 
-def update_nothing(W, H_inv, j, w, q):
+def update_nothing(W, U, j, w, q):
     pass
 
 
-def update_with_column(W, H_inv, j, w, q):
-    W[:, j + 1:] -= np.outer((w - q) / H_inv[j, j], H_inv[j + 1:, j])
+def update_with_column(W, U, j, w, q):
+    W[:, j + 1:] -= np.outer((w - q) / U[j, j], U[j + 1:, j])
 
 
 def test_gptq_step_correct_solutions_pass():
@@ -388,27 +388,30 @@ def test_gptq_step_correct_solutions_pass():
     "step, phrases",
     [
         (step_variant(update_every_other_column), ["already quantized", "update only W[:, j+1:]"]),
-        (step_variant(update_without_division), ["you forgot the division by H_inv[j, j]"]),
-        (step_variant(update_multiplying), ["multiplied by H_inv[j, j]"]),
+        (step_variant(update_without_division), ["you forgot the division by U[j, j]"]),
+        (step_variant(update_multiplying), ["multiplied by U[j, j]"]),
         (step_variant(update_wrong_sign), ["wrong sign"]),
         (step_variant(update_nothing), ["the columns after j did not change"]),
-        (step_variant(update_with_column), ["did not change", "H_inv[j+1:, j] is zero"]),
+        (step_variant(update_with_column), ["did not change", "U[j+1:, j] is zero"]),
     ],
 )
 def test_gptq_step_mistakes(step, phrases):
-    failed_with(check_gptq_step(step), *phrases)
+    result = check_gptq_step(step)
+    failed_with(result, *phrases)
+    # the page names the matrix U (formula, exercise and solution): the messages use that name
+    assert "H_inv" not in result.message and "U[j" in result.message, result.message
 
 
 def test_gptq_step_column_j_and_return_value():
-    def keeps_column(W, H_inv, j, quantize_column):
-        out = gptq_step(W, H_inv, j, quantize_column)
+    def keeps_column(W, U, j, quantize_column):
+        out = gptq_step(W, U, j, quantize_column)
         out[:, j] = W[:, j]  # column j left unquantized
         return out
 
     failed_with(check_gptq_step(keeps_column), "still holds its unquantized values")
 
-    def in_place_no_return(W, H_inv, j, quantize_column):
-        gptq_step_library_style(W, H_inv, j, quantize_column)
+    def in_place_no_return(W, U, j, quantize_column):
+        gptq_step_library_style(W, U, j, quantize_column)
 
     failed_with(check_gptq_step(in_place_no_return), "returned None", "return the updated W")
     failed_with(check_gptq_step(lambda W, H, j, qc: W.T), "has shape (3, 4), expected (4, 3)")

@@ -905,7 +905,9 @@ class _ColumnQuantizer:
 
     ``q = clip(round(w / scale), -8, 7) * scale`` with ``scale = max_k |W[r, k]| / 7`` of the
     original weight (the per-row grid :func:`quantlab.gptq.gptq_reference` uses with
-    ``group_size=None``). Returns the dequantized values, same shape as ``w``.
+    ``group_size=None``). The grid is fixed before GPTQ's corrections move the later columns,
+    so an updated weight can round beyond ``-7``; int4's spare code ``-8`` then catches it, as
+    in :func:`quantlab.quantize` (chapters/02b_build_it.ipynb, "One GPTQ step"). Returns the dequantized values, same shape as ``w``.
     """
 
     def __init__(self, scale: np.ndarray):
@@ -940,14 +942,14 @@ def _gptq_cases() -> list[tuple[np.ndarray, np.ndarray, int, _ColumnQuantizer, s
     return cases
 
 
-def _ref_gptq_step(W: np.ndarray, H_inv: np.ndarray, j: int, quantize_column: Callable) -> np.ndarray:
-    """Reference: column ``j`` becomes ``q_j``; ``W[:, j+1:] -= err ⊗ H_inv[j, j+1:]``."""
+def _ref_gptq_step(W: np.ndarray, U: np.ndarray, j: int, quantize_column: Callable) -> np.ndarray:
+    """Reference: column ``j`` becomes ``q_j``; ``W[:, j+1:] -= err ⊗ U[j, j+1:]``."""
     W = np.array(W, dtype=np.float64)
     w = W[:, j].copy()
     q = quantize_column(w)
-    err = (w - q) / H_inv[j, j]
+    err = (w - q) / U[j, j]
     W[:, j] = q
-    W[:, j + 1:] -= err[:, None] * H_inv[j, j + 1:][None, :]
+    W[:, j + 1:] -= err[:, None] * U[j, j + 1:][None, :]
     return W
 
 
@@ -955,15 +957,15 @@ def _check_gptq_case(gptq_step: Callable, W: np.ndarray, M: np.ndarray, j: int,
                      qc: _ColumnQuantizer, kind: str) -> None:
     rows, cols = W.shape
     what = ("the upper Cholesky factor of the inverse Hessian, as quantlab.gptq uses"
-            if kind == "cholesky" else "the inverse Hessian itself")
-    where = f" (on a {rows}x{cols} W, j = {j}, H_inv = {what})"
+            if kind == "cholesky" else "the full inverse Hessian in place of its Cholesky factor")
+    where = f" (on a {rows}x{cols} W, j = {j}, U = {what})"
     expected = _ref_gptq_step(W, M, j, qc)
     w = W[:, j]
     q = qc(w)
     d = M[j, j]
     err = (w - q) / d
 
-    out = _call(gptq_step, f"gptq_step(W, H_inv, {j}, quantize_column)", W.copy(), M.copy(), j, qc,
+    out = _call(gptq_step, f"gptq_step(W, U, {j}, quantize_column)", W.copy(), M.copy(), j, qc,
                 hint=where)
     if out is None:
         raise _Fail(f"gptq_step returned None: return the updated W (an array of shape "
@@ -978,7 +980,7 @@ def _check_gptq_case(gptq_step: Callable, W: np.ndarray, M: np.ndarray, j: int,
                                                                  atol=1e-9))[1]})
         raise _Fail(f"columns {changed} changed, but the columns before j = {j} are already "
                     f"quantized: GPTQ never touches them again; update only W[:, j+1:] "
-                    f"(the row H_inv[j, :j] is not used){where}")
+                    f"(the row U[j, :j] is not used){where}")
     later = got[:, j + 1:]
     if not close(later, expected[:, j + 1:]):
         row = M[j, j + 1:][None, :]
@@ -987,31 +989,31 @@ def _check_gptq_case(gptq_step: Callable, W: np.ndarray, M: np.ndarray, j: int,
         ex = (f"(column {k}: expected {_show(expected[:, k], 4)}, got {_show(got[:, k], 4)})")
         variants = [
             (rest, f"the columns after j did not change: spread the rounding error of column j "
-             f"over them, err = (w_j - q_j) / H_inv[j, j], W[:, j+1:] -= err[:, None] * "
-             f"H_inv[j, j+1:][None, :] (row j of H_inv; with the upper-triangular Cholesky "
-             f"factor, the column H_inv[j+1:, j] is zero) "),
-            (rest - (w - q)[:, None] * row, f"you forgot the division by H_inv[j, j] = {d:.4g}: "
-             f"err = (w_j - q_j) / H_inv[j, j], then W[:, j+1:] -= err[:, None] * "
-             f"H_inv[j, j+1:][None, :] "),
-            (rest - ((w - q) * d)[:, None] * row, f"you multiplied by H_inv[j, j] = {d:.4g} "
-             f"instead of dividing: err = (w_j - q_j) / H_inv[j, j] "),
+             f"over them, err = (w_j - q_j) / U[j, j], W[:, j+1:] -= err[:, None] * "
+             f"U[j, j+1:][None, :] (row j of U; with the upper-triangular Cholesky "
+             f"factor, the column U[j+1:, j] is zero) "),
+            (rest - (w - q)[:, None] * row, f"you forgot the division by U[j, j] = {d:.4g}: "
+             f"err = (w_j - q_j) / U[j, j], then W[:, j+1:] -= err[:, None] * "
+             f"U[j, j+1:][None, :] "),
+            (rest - ((w - q) * d)[:, None] * row, f"you multiplied by U[j, j] = {d:.4g} "
+             f"instead of dividing: err = (w_j - q_j) / U[j, j] "),
             (rest + err[:, None] * row, "the update has the wrong sign: with err = (w_j - q_j) / "
-             "H_inv[j, j] (original minus quantized), the later columns are corrected by "
-             "W[:, j+1:] -= err[:, None] * H_inv[j, j+1:][None, :] "),
-            (rest - ((w - q) / d ** 2)[:, None] * row, f"you divided by H_inv[j, j] twice: "
-             f"err = (w_j - q_j) / H_inv[j, j] "),
+             "U[j, j] (original minus quantized), the later columns are corrected by "
+             "W[:, j+1:] -= err[:, None] * U[j, j+1:][None, :] "),
+            (rest - ((w - q) / d ** 2)[:, None] * row, f"you divided by U[j, j] twice: "
+             f"err = (w_j - q_j) / U[j, j] "),
         ]
         for variant, message in variants:
             if close(later, variant):
                 raise _Fail(message + ex + where)
         raise _Fail(f"the columns after j are not updated as expected: W[:, j+1:] -= "
-                    f"err[:, None] * H_inv[j, j+1:][None, :] with err = (w_j - q_j) / "
-                    f"H_inv[j, j] {ex}{where}")
+                    f"err[:, None] * U[j, j+1:][None, :] with err = (w_j - q_j) / "
+                    f"U[j, j] {ex}{where}")
     if not close(got[:, j], q):
         ex = f"(expected {_show(q, 4)}, got {_show(got[:, j], 4)})"
         if close(got[:, j], w):
             raise _Fail(f"column j = {j} still holds its unquantized values: set W[:, j] = q_j = "
-                        f"quantize_column(W[:, j]) (subtracting err * H_inv[j, j] from column j "
+                        f"quantize_column(W[:, j]) (subtracting err * U[j, j] from column j "
                         f"does exactly that) {ex}{where}")
         raise _Fail(f"column j = {j} must hold its quantized values q_j = quantize_column(W[:, j]) "
                     f"{ex}{where}")
@@ -1023,35 +1025,35 @@ def check_gptq_step(gptq_step: Callable) -> CheckResult:
     The reference (the update of :func:`quantlab.gptq.gptq_reference`, one column)::
 
         w = W[:, j];  q = quantize_column(w)
-        err = (w - q) / H_inv[j, j]
+        err = (w - q) / U[j, j]
         W[:, j] = q
-        W[:, j+1:] -= err[:, None] * H_inv[j, j+1:][None, :]
+        W[:, j+1:] -= err[:, None] * U[j, j+1:][None, :]
 
-    The step reads only the row ``H_inv[j, j:]``. In GPTQ (the paper's code and
-    :mod:`quantlab.gptq`) that matrix is the upper Cholesky factor ``U`` of the damped
+    The step reads only the row ``U[j, j:]``. In GPTQ (the paper's code and
+    :mod:`quantlab.gptq`) ``U`` is the upper Cholesky factor of the damped
     inverse Hessian (``U.T @ U = H^-1``): its row ``j`` is the row ``j`` of the inverse
     Hessian of the columns not yet quantized, divided by the square root of its diagonal
     entry, so ``err * U[j, k]`` with ``err = (w - q) / U[j, j]`` is the optimal-brain-surgeon
     update ``(w - q) [H_j^-1]_jk / [H_j^-1]_jj``. Running the step for ``j = 0, 1, ...``
     with ``U`` therefore gives ``gptq_reference``'s codes; for ``j = 0`` the inverse
     Hessian itself gives the same update. Setting ``W[:, j] = q`` is the same as
-    including column ``j`` in the update (``W[:, j:] -= err[:, None] * H_inv[j, j:]``), as
+    including column ``j`` in the update (``W[:, j:] -= err[:, None] * U[j, j:]``), as
     the library does.
 
     The cases: 3- and 5-column toys, ``j`` first, middle and last, with ``U`` and (once)
     with the full symmetric inverse Hessian, where changing the columns before ``j`` shows.
-    The checker passes copies of ``W`` and ``H_inv``, so changing them in place is fine,
+    The checker passes copies of ``W`` and ``U``, so changing them in place is fine,
     as long as the result is returned.
 
     Mistakes recognised (each with its own message): changing already-quantized columns
     (before ``j``); not updating the later columns (or using the zero column
-    ``H_inv[j+1:, j]`` of ``U``); forgetting the division by ``H_inv[j, j]``, multiplying
+    ``U[j+1:, j]``); forgetting the division by ``U[j, j]``, multiplying
     by it, or dividing twice; the wrong sign; leaving column ``j`` unquantized; returning
     None or the wrong shape; exceptions.
 
     Args:
-        gptq_step: the reader's ``gptq_step(W, H_inv, j, quantize_column) -> W_updated``:
-            ``W`` a float64 ``(rows, cols)`` array, ``H_inv`` a ``(cols, cols)`` array,
+        gptq_step: the reader's ``gptq_step(W, U, j, quantize_column) -> W_updated``:
+            ``W`` a float64 ``(rows, cols)`` array, ``U`` a ``(cols, cols)`` array,
             ``j`` the column to quantize, ``quantize_column(w) -> q`` a function that rounds
             one column ``w = W[:, j]`` onto the grid (int4, one scale per row) and returns
             the dequantized values ``q``, same shape.
@@ -1069,7 +1071,7 @@ def check_gptq_step(gptq_step: Callable) -> CheckResult:
         for W, M, j, qc, kind in cases:
             _check_gptq_case(gptq_step, W, M, j, qc, kind)
         return (f"gptq_step agrees with the reference on {len(cases)} steps (first, middle and "
-                f"last column): W[:, j] = q_j, err = (w_j - q_j) / H_inv[j, j], "
-                f"W[:, j+1:] -= err[:, None] * H_inv[j, j+1:][None, :].")
+                f"last column): W[:, j] = q_j, err = (w_j - q_j) / U[j, j], "
+                f"W[:, j+1:] -= err[:, None] * U[j, j+1:][None, :].")
 
     return _run(body)
