@@ -6,7 +6,7 @@ the environment's own step. Quantizing the actor can only speed up the first. Th
 measures both, for the same policy network run three ways:
 
 * ``"fp32 torch"``: eager PyTorch, float32 (``torch.inference_mode``);
-* ``"fp32 ORT"``: ONNX Runtime, float32 (:func:`quantlab.book.speed.export_float`);
+* ``"fp32 ORT"``: ONNX Runtime, float32 (:func:`quantlab.deploy.onnx.export_float`);
 * ``"int8 ORT"``: ONNX Runtime's integer kernels, int8 weights with one scale per output row
   and int8 activations rounded on the fly (``quantlab.nn.QuantScheme("int8")`` exported by
   :func:`quantlab.deploy.export_onnx`: ``DynamicQuantizeLinear`` + ``MatMulInteger``).
@@ -35,7 +35,8 @@ from torch import nn
 
 from .rl import _check_int
 from .rl_train import ENV_DEFAULTS, ActorCritic, make_vec_env
-from .speed import export_float, time_alternating
+from ..deploy.onnx import export_float
+from .speed import time_alternating
 
 __all__ = ["SPEED_VARIANTS", "actor_runners", "acting_speed"]
 

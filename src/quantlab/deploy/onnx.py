@@ -100,6 +100,7 @@ from ..nn import QuantizedLinear, quantized_layers
 
 __all__ = [
     "export_onnx",
+    "export_float",
     "ort_session",
     "export_plan",
     "LayerExport",
@@ -576,6 +577,40 @@ def export_onnx(
     else:
         onnx.save(proto, str(path))
     return path
+
+
+def export_float(model: nn.Module, example_input: torch.Tensor, path: PathLike,
+                 opset: int = 17) -> Path:
+    """Write a float torch module as ONNX (TorchScript exporter), batch axis dynamic.
+
+    The float counterpart of :func:`export_onnx`: input ``"input"``, output ``"output"``,
+    axis 0 of both named ``"batch"``. (Once moved here from ``quantlab.book.speed``, which
+    still re-exports it.)
+
+    Args:
+        model: a float torch module taking one tensor.
+        example_input: an input of the right shape (its batch axis becomes dynamic).
+        path: the ``.onnx`` file to write.
+        opset: the ONNX opset.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+
+    Taught in: chapters/04c_speed.ipynb (Where the speed comes from).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    path = Path(path)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example_input,), str(path), dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    return path
+
 
 
 # --------------------------------------------------------------------------- running
