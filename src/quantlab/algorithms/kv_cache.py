@@ -35,7 +35,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from ..core._validate import check_int
+from ..core.validate import check_int
 
 __all__ = [
     "KV_FORMATS",

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 from ..algorithms._model_utils import fake_quantized_copy
 from ..core.formats import Format, FormatLike, IntFormat, codebook, get_format
 from ..core.quantize import QTensor, quantize
+from ..core.validate import check_int, check_positive
 
 __all__ = [
     "ENV_ID",
@@ -103,22 +104,6 @@ FormatArg = FormatLike
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 def _check_policy(policy: Any, name: str = "policy") -> nn.Module:
     if not isinstance(policy, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(policy).__name__}")
@@ -143,10 +128,10 @@ class Policy(nn.Module):
 
     def __init__(self, obs_dim: int = 4, n_actions: int = 2, hidden: int = 64, seed: int = 0) -> None:
         super().__init__()
-        obs_dim = _check_int(obs_dim, "obs_dim")
-        n_actions = _check_int(n_actions, "n_actions", minimum=2)
-        hidden = _check_int(hidden, "hidden")
-        seed = _check_int(seed, "seed", minimum=0)
+        obs_dim = check_int(obs_dim, "obs_dim", minimum=1)
+        n_actions = check_int(n_actions, "n_actions", minimum=2)
+        hidden = check_int(hidden, "hidden", minimum=1)
+        seed = check_int(seed, "seed", minimum=0)
         self.net = nn.Sequential(
             nn.Linear(obs_dim, hidden),
             nn.ReLU(),
@@ -329,8 +314,8 @@ def rollout(
         TypeError, ValueError: bad ``policy``, ``episodes`` or ``seed``.
     """
     _check_policy(policy)
-    episodes = _check_int(episodes, "episodes")
-    seed = _check_int(seed, "seed", minimum=0)
+    episodes = check_int(episodes, "episodes", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
     import gymnasium as gym
@@ -481,15 +466,15 @@ def train_reinforce(
 
     Taught in: chapters/05_rl.ipynb, "Train a policy".
     """
-    seed = _check_int(seed, "seed", minimum=0)
-    max_episodes = _check_int(max_episodes, "max_episodes")
-    lr = _check_positive(lr, "lr")
-    gamma = _check_positive(gamma, "gamma")
+    seed = check_int(seed, "seed", minimum=0)
+    max_episodes = check_int(max_episodes, "max_episodes", minimum=1)
+    lr = check_positive(lr, "lr")
+    gamma = check_positive(gamma, "gamma")
     if gamma > 1:
         raise ValueError(f"gamma must be in (0, 1], got {gamma}")
-    target_return = _check_positive(target_return, "target_return")
-    eval_every = _check_int(eval_every, "eval_every")
-    eval_episodes = _check_int(eval_episodes, "eval_episodes")
+    target_return = check_positive(target_return, "target_return")
+    eval_every = check_int(eval_every, "eval_every", minimum=1)
+    eval_episodes = check_int(eval_episodes, "eval_episodes", minimum=1)
     if policy is None:
         policy = Policy(seed=seed)
     _check_policy(policy)
@@ -652,12 +637,12 @@ def finetune_qat(
     _check_policy(policy)
     fmt = _resolve(fmt)
     kw = _qkwargs(fmt, granularity)
-    steps = _check_int(steps, "steps")
-    rounds = _check_int(rounds, "rounds")
-    episodes = _check_int(episodes, "episodes")
-    lr = _check_positive(lr, "lr")
-    batch_size = _check_int(batch_size, "batch_size")
-    seed = _check_int(seed, "seed", minimum=0)
+    steps = check_int(steps, "steps", minimum=1)
+    rounds = check_int(rounds, "rounds", minimum=1)
+    episodes = check_int(episodes, "episodes", minimum=1)
+    lr = check_positive(lr, "lr")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     student = prepare_qat(policy, fmt, **kw)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)

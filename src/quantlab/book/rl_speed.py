@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .rl import _check_int
-from .rl_train import ENV_DEFAULTS, ActorCritic, make_vec_env
+from ..core.validate import check_int
 from ..deploy.onnx import export_float
+from .rl_train import ENV_DEFAULTS, ActorCritic, make_vec_env
 from .speed import time_alternating
 
 __all__ = ["SPEED_VARIANTS", "actor_runners", "acting_speed"]
@@ -90,7 +90,7 @@ def actor_runners(actor: nn.Module, folder: PathLike, threads: int = 1,
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"folder must be an existing folder, got {str(folder)!r}")
-    threads = _check_int(threads, "threads")
+    threads = check_int(threads, "threads", minimum=1)
     first = next(m for m in actor.modules() if isinstance(m, nn.Linear))
     example = torch.zeros(1, first.in_features)
     runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
@@ -163,10 +163,10 @@ def acting_speed(
     for name, seq in (("hidden", hidden), ("batches", batches)):
         if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence) or not seq:
             raise TypeError(f"{name} must be a non-empty sequence of ints, got {seq!r}")
-    hidden = [_check_int(h, "hidden") for h in hidden]
-    batches = [_check_int(b, "batches") for b in batches]
-    repeats, transitions = _check_int(repeats, "repeats"), _check_int(transitions, "transitions")
-    threads, seed = _check_int(threads, "threads"), _check_int(seed, "seed", minimum=0)
+    hidden = [check_int(h, "hidden", minimum=1) for h in hidden]
+    batches = [check_int(b, "batches", minimum=1) for b in batches]
+    repeats, transitions = check_int(repeats, "repeats", minimum=1), check_int(transitions, "transitions", minimum=1)
+    threads, seed = check_int(threads, "threads", minimum=1), check_int(seed, "seed", minimum=0)
 
     probe = make_vec_env(env_id, 1)
     space = probe.single_action_space

@@ -43,7 +43,7 @@ import torch
 
 from ._backend import as_tensor, like_input, read_only
 from ._fast import CAST_CHUNK_ELEMENTS, CHUNK_ELEMENTS, chunk_elements, row_chunks
-from ._validate import check_bool, check_int
+from .validate import check_bool, check_int
 
 __all__ = [
     "Format",

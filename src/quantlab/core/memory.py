@@ -30,7 +30,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable, Union
 
-from ._validate import check_bool, check_count, check_int
+from .validate import check_bool, check_count, check_int
 from .formats import BlockFormat, FloatFormat, Format, FormatLike, get_format
 
 __all__ = [

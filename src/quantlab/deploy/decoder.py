@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from ..nn import QuantizedLinear, quantized_layers
-from .onnx import _MS_DOMAIN, _PROTOBUF_LIMIT, _f32, _kernel_nodes, _plan_layer, export_onnx
+from .onnx import MS_DOMAIN, PROTOBUF_LIMIT, as_float32_array, kernel_nodes, plan_layer, export_onnx
 from .runtime import decoder_session
 
 __all__ = ["export_llama_decoder", "export_decoder", "LlamaDecodeStep", "decoder_session", "DECODER_INPUTS"]
@@ -85,7 +85,7 @@ class _Graph:
     def node(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> None:
         from onnx import helper
 
-        domain = _MS_DOMAIN if op in _MS_OPS else ""
+        domain = MS_DOMAIN if op in _MS_OPS else ""
         self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain, **attrs))
 
 
@@ -95,13 +95,13 @@ _MS_OPS = {"MatMulNBits", "GroupQueryAttention", "SkipSimplifiedLayerNormalizati
 def _stack_key(name: str, layer: nn.Module):
     """Layers with equal keys can be stacked into one weight (rows appended)."""
     if isinstance(layer, QuantizedLinear):
-        plan = _plan_layer(name, layer)
+        plan = plan_layer(name, layer)
         qt = layer.to_qtensor()
         input_scale = getattr(layer, "input_scale", None)
         if plan.op_type == "MatMulInteger" and qt.granularity == "tensor":
             return None  # one scale per tensor: stacking would need one shared scale
         return ("q", plan.op_type, plan.bits, plan.block_size, plan.zero_points, qt.format.name, qt.granularity,
-                None if input_scale is None else tuple(_f32(input_scale).ravel().tolist()))
+                None if input_scale is None else tuple(as_float32_array(input_scale).ravel().tolist()))
     if isinstance(layer, nn.Linear):
         return ("float",)
     raise TypeError(f"layer {name!r} is a {type(layer).__name__}; expected nn.Linear or QuantizedLinear")
@@ -156,7 +156,7 @@ def _linear(g: _Graph, names: list[str], layers: list[nn.Module], x: str, y: str
                 g.node("MatMul", [x, f"{w}.weight"], [out], name=f"{w}/MatMul")
             continue
         layer, qt = (members[0], members[0].to_qtensor()) if len(members) == 1 else _stacked(members)
-        nodes, inits = _kernel_nodes(w, w, x, out, layer, qt, _plan_layer(name, members[0]).op_type,
+        nodes, inits = kernel_nodes(w, w, x, out, layer, qt, plan_layer(name, members[0]).op_type,
                                      getattr(members[0], "input_scale", None), accuracy_level)
         g.nodes.extend(nodes)
         g.inits.extend(inits)
@@ -289,10 +289,10 @@ def export_llama_decoder(model: nn.Module, path: PathLike, max_len: int = 128, a
     _linear(g, ["lm_head"], [model.lm_head], "final/h", "logits", accuracy_level)
 
     graph = helper.make_graph(g.nodes, "llama_decode_step", inputs, outputs, g.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(_MS_DOMAIN, 1)],
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS_DOMAIN, 1)],
                               producer_name="quantlab")
     proto.ir_version = 10  # ONNX Runtime 1.31 reads IR versions up to 13
-    if proto.ByteSize() > _PROTOBUF_LIMIT:
+    if proto.ByteSize() > PROTOBUF_LIMIT:
         onnx.save(proto, str(path), save_as_external_data=True, location=path.name + ".data")
     else:
         onnx.save(proto, str(path))

@@ -64,6 +64,7 @@ from ..core.formats import (
 )
 from ..core.packing import pack, unpack
 from ..core.quantize import SCALE_DTYPES, QParams, QTensor, dequantize, quantize
+from ..core.validate import check_bool, check_nonnegative_int
 
 __all__ = [
     "QuantScheme",
@@ -101,12 +102,6 @@ def _packed_nbytes(n: int, bits: int) -> int:
 
 
 # --------------------------------------------------------------------------- the scheme
-
-
-def _check_flag(value: Any, name: str) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True)
@@ -182,7 +177,7 @@ class QuantScheme:
         if self.axis not in (0, 1, -1, -2):
             raise ValueError(f"axis must be 0 (output rows) or 1 (input columns), got {self.axis!r}")
         object.__setattr__(self, "axis", int(self.axis))
-        object.__setattr__(self, "symmetric", _check_flag(self.symmetric, "symmetric"))
+        object.__setattr__(self, "symmetric", check_bool(self.symmetric, "symmetric"))
         if self.is_cast and self.granularity is not None:
             raise ValueError(
                 f"{fmt.name} is stored as a plain cast without scales, so granularity must be "
@@ -344,14 +339,13 @@ def unpack_codes(packed: ArrayLike, bits: int, n: int, signed: bool) -> ArrayLik
         Flat integer tensor of ``n`` codes (a numpy array for a numpy input).
 
     Raises:
-        TypeError: ``packed`` is not a uint8 array/tensor; ``bits`` is not an int.
-        ValueError: ``bits`` outside 1..16 and 32, or ``packed`` too short for ``n`` codes.
+        TypeError: ``packed`` is not a uint8 array/tensor; ``bits`` or ``n`` is not an int.
+        ValueError: ``bits`` outside 1..16 and 32, ``n`` negative, or ``packed`` too short
+            for ``n`` codes.
     """
     bits = _check_code_bits(bits)
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    n = int(n)
-    signed = _check_flag(signed, "signed")
+    n = check_nonnegative_int(n, "n")
+    signed = check_bool(signed, "signed")
     if isinstance(packed, torch.Tensor) and packed.is_meta:
         t, was_numpy = packed, False
     else:
@@ -1221,7 +1215,7 @@ def quantize_model(
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
     scheme = _as_scheme(scheme)
     skipped = _skipper(skip)
-    inplace = _check_flag(inplace, "inplace")
+    inplace = check_bool(inplace, "inplace")
     if not inplace:
         model = copy.deepcopy(model)
     targets = [(names, m) for m, names in _names_by_module(model, nn.Linear).values()

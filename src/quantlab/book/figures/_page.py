@@ -26,7 +26,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Sequence
 
-from ...core._validate import describe
+from ...core.validate import describe
 
 __all__ = ["asset", "check_root_id", "json_payload", "figure_html", "standalone_page", "THEMES"]
 

@@ -36,7 +36,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from ...core._validate import describe as _describe
+from ...core.validate import describe as _describe
 from ...core.formats import FloatFormat, get_format
 from ._page import check_root_id, figure_html
 

@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...core._validate import describe as _describe
+from ...core.validate import describe as _describe
 from ...core.formats import IntFormat, get_format
 from ...core.quantize import choose_qparams, fake_quantize
 from ._page import check_root_id, figure_html

@@ -36,8 +36,8 @@ from typing import Any, Optional, Union
 
 from ...core import gguf_blocks
 from ...core import memory as mem
-from ...core._validate import check_count, check_int
-from ...core._validate import describe as _describe
+from ...core.validate import check_count, check_int
+from ...core.validate import describe as _describe
 from ...core.memory import QuantSpec
 from ._page import check_root_id, figure_html
 

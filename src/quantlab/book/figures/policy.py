@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...core._validate import describe as _describe
+from ...core.validate import describe as _describe
 from ._page import check_root_id, figure_html
 
 __all__ = [
