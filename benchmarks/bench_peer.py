@@ -245,7 +245,8 @@ def quantlab_model(kind: str):
         return model
     body, head = _scheme(body), _scheme(head)
     return quantize_model(model, body, skip=None, progress=False,
-                          layer_fn=lambda name, lin: QuantizedLinear.from_linear(lin, head if name == "lm_head" else body))
+                          layer_fn=lambda name, lin: QuantizedLinear.from_linear(
+                              lin, head if name == "lm_head" else body))
 
 
 def write_models(folder: Path, kinds: Sequence[str], max_len: int = 128) -> dict[str, dict[str, Path]]:
@@ -326,7 +327,7 @@ def record(result: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, 
 
     lb = result["llama_bench"] or {}
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_record(),
         "engines": {"llama.cpp": {"source": f"llama-cpp-python {LLAMA_CPP_PYTHON} (PyPI sdist), GGML_NATIVE=ON",
                                   "build_commit": lb.get("build_commit"), "build_number": lb.get("build_number"),
@@ -370,7 +371,8 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
         models = write_models(Path(tmp), kinds)
         result = measure(binary, models, THREADS, rounds=rounds, n=n, repeats=repeats, pause=0.0 if quick else PAUSE_S)
     settings = {"llama-bench": f"-p 0 -n {n} -r {repeats} (its default thread waiting: OpenMP, polling)",
-                "quantlab": f"fused ONNX graph (quantlab.deploy.runtime.OrtDecoder, default options: worker threads spin "
+                "quantlab": "fused ONNX graph (quantlab.deploy.runtime.OrtDecoder, default options: worker "
+                            "threads spin "
                             f"within a step when threads > 1), {n} greedy tokens after a "
                             f"{result['prompt_tokens']}-token prompt, {repeats} runs per round",
                 "rounds": rounds, "alternation": "per thread count and round: llama.cpp then quantlab, kind by kind",

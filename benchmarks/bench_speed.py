@@ -49,7 +49,7 @@ from quantlab.deploy.runtime import OrtDecoder
 from quantlab.nn import QuantizedLinear, QuantScheme, quantize_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import compare  # noqa: E402  (alternate runs, median of the per-pair ratios; shared with every row)
+from run import compare
 
 
 def layer_ratios(n: int, repeats: int, threads: int = 1) -> dict[str, dict[str, float]]:
@@ -173,7 +173,8 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
     out = []
     n = 1024 if quick else 4096
     layer = layer_ratios(n, repeats=3 if quick else 30, threads=threads)
-    for name, op, goal_x in (("int8", "MatMulInteger, per channel", 2.0), ("int4", "MatMulNBits g32, accuracy_level 4", 3.0)):
+    for name, op, goal_x in (("int8", "MatMulInteger, per channel", 2.0),
+                             ("int4", "MatMulNBits g32, accuracy_level 4", 3.0)):
         t = layer[name]
         speedup = 1.0 / t["ratio"]
         out.append(make_row(

@@ -19,6 +19,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 transformers = pytest.importorskip("transformers")
 
+from quantlab.evaluation import perplexity  # noqa: E402
+
 from quantlab.deploy.decoder import (  # noqa: E402
     LlamaDecodeStep,
     decoder_session,
@@ -28,7 +30,6 @@ from quantlab.deploy.decoder import (  # noqa: E402
 from quantlab.deploy.onnx import export_float  # noqa: E402
 from quantlab.deploy.profiling import graph_ops, onnx_bytes_per_token, profile_decoder  # noqa: E402
 from quantlab.deploy.runtime import OrtDecoder, greedy_decode  # noqa: E402
-from quantlab.evaluation import perplexity  # noqa: E402
 from quantlab.nn import QuantizedLinear, QuantScheme, quantize_model  # noqa: E402
 
 

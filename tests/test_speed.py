@@ -21,7 +21,6 @@ transformers = pytest.importorskip("transformers")
 from quantlab import speed  # noqa: E402
 from quantlab.nn import QuantScheme, quantize_model  # noqa: E402
 
-
 # --------------------------------------------------------------------------- timing
 
 

@@ -132,11 +132,11 @@ sys.meta_path.insert(0, _AliasFinder())
 
 from .core import formats, metrics, packing  # noqa: E402
 from .core.formats import (  # noqa: E402
+    NF4_VALUES,
     CodebookFormat,
     FloatFormat,
     Format,
     IntFormat,
-    NF4_VALUES,
     codebook,
     get_format,
 )

@@ -49,10 +49,10 @@ import numpy as np
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
-from .calibration import LayerStats, collect_layer_stats, hessian, linear_layer_names
 from ..core.formats import BlockFormat, FormatLike, IntFormat, get_format
 from ..core.quantize import QParams, QTensor, choose_qparams, quantize
 from ..core.validate import check_positive_int
+from .calibration import LayerStats, collect_layer_stats, hessian, linear_layer_names
 
 __all__ = [
     "GPTQResult",
@@ -284,7 +284,7 @@ class _Groups:
 _SUB_BLOCK = 16  # columns per sub-block of the fast path's rank-1 updates
 
 
-def _start_group(groups: "_Groups", g: int, Wt: torch.Tensor, U: torch.Tensor,
+def _start_group(groups: _Groups, g: int, Wt: torch.Tensor, U: torch.Tensor,
                  Err1: torch.Tensor, i2: int, rows: int) -> None:
     """Choose group ``g``'s grid from its current values as its first column comes up in
     the block ending at ``i2``: the block's columns hold their updated values; columns
@@ -523,7 +523,7 @@ def output_error(W: ArrayLike, W_hat: ArrayLike, H: ArrayLike) -> float:
 
 # --------------------------------------------------------------------------- models
 
-_FACTOR_CACHE: "weakref.WeakKeyDictionary[LayerStats, dict]" = weakref.WeakKeyDictionary()
+_FACTOR_CACHE: weakref.WeakKeyDictionary[LayerStats, dict] = weakref.WeakKeyDictionary()
 
 
 def _rows(res: GPTQResult, r0: int, r1: int) -> GPTQResult:

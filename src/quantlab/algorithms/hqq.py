@@ -45,9 +45,9 @@ from typing import Optional
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, require_float
-from ..core.validate import check_bool, check_int, check_real
 from ..core.formats import FormatLike, IntFormat, get_format
 from ..core.quantize import SCALE_DTYPES, QTensor, require_finite, store_scales
+from ..core.validate import check_bool, check_int, check_real
 
 __all__ = ["hqq_quantize", "shrink_lp"]
 

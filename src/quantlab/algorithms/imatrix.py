@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
-from ..core.validate import check_int, check_real
 from ..core.formats import FormatLike, IntFormat, get_format
 from ..core.quantize import SCALE_DTYPES, QTensor, require_finite, store_scales
+from ..core.validate import check_int, check_real
 
 __all__ = [
     "importance_from_activations",

@@ -38,11 +38,9 @@ Taught in: chapters/05_rl.ipynb, "Train a policy" and "How many bits does a poli
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
@@ -271,7 +269,7 @@ def _greedy(policy: nn.Module, obs: Union[np.ndarray, torch.Tensor]) -> np.ndarr
     return _logits_fn(policy)(_as_obs(obs)).argmax(axis=-1)
 
 
-def make_env(env_id: str = ENV_ID) -> "gym.Env":
+def make_env(env_id: str = ENV_ID) -> gym.Env:
     """A gymnasium environment without the checker wrapper (it only slows each step)."""
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
@@ -765,7 +763,8 @@ def load_policies(path: Optional[Union[str, Path]] = None) -> StoredPolicies:
     """Read policies written by :func:`save_policies` (default: the ones stored with quantlab).
 
     The stored file holds ten CartPole policies trained with :func:`train_reinforce`
-    (``"seed{s}/fp32"``, the first ten seeds whose training solved the task), their QAT fine-tunes (``"seed{s}/qat-{fmt}-{granularity}"``)
+    (``"seed{s}/fp32"``, the first ten seeds whose training solved the task), their QAT fine-tunes
+    (``"seed{s}/qat-{fmt}-{granularity}"``)
     and training curves, made by ``scripts/train_policies.py`` with :data:`TRAINING_RECIPE`.
     Evaluating them is exact on every CPU (see the module docstring), training them again is not.
 
@@ -786,7 +785,7 @@ def load_policies(path: Optional[Union[str, Path]] = None) -> StoredPolicies:
         meta = dict(f.metadata() or {})
         if "shapes" not in meta:
             raise ValueError(f"{path} was not written by quantlab.rl.save_policies (no 'shapes' metadata)")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors file, not a dict)
     policies: dict[str, nn.Module] = {}
     for name, (obs_dim, n_actions, hidden) in json.loads(meta["shapes"]).items():
         policy = Policy(obs_dim=obs_dim, n_actions=n_actions, hidden=hidden)

@@ -64,6 +64,7 @@ Taught in: chapters/05b_rl_training.ipynb (Quantized actors inside RL training).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -140,7 +141,7 @@ def make_vec_env(env_id: str, num_envs: int) -> Any:
 
 def _mlp(sizes: list[int], g: torch.Generator, last_gain: float) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         lin = nn.Linear(n_in, n_out)
         with torch.no_grad():
             bound = 1.0 / math.sqrt(n_in)  # PyTorch's default range, from a private generator

@@ -447,7 +447,8 @@ def _layer_runners(weight: torch.Tensor, formats: Sequence[str], folder: Path,
                 runners[fmt] = lambda xt, xn, q=layer: q(xt)
             else:
                 path = export_onnx(layer, example, folder / f"{fmt.split()[0]}.onnx")
-                runners[fmt] = lambda xt, xn, s=ort_session(path, threads): s.run(None, {"input": xn})
+                sess = ort_session(path, threads)
+                runners[fmt] = lambda xt, xn, s=sess: s.run(None, {"input": xn})
         else:
             raise ValueError(f"unknown format {fmt!r}; choose from {list(SWEEP_FORMATS)}")
     return runners
@@ -501,7 +502,7 @@ def layer_sweep(in_features: int, out_features: int, batches: Sequence[int] = (1
         for batch in batches:
             xt = torch.randn(batch, in_features, generator=g)
             xn = xt.numpy()
-            fns = {fmt: (lambda r=runners[fmt]: r(xt, xn)) for fmt in formats}
+            fns = {fmt: (lambda r=runners[fmt]: r(xt, xn)) for fmt in formats}  # noqa: B023 (timed just below)
             times = time_alternating(fns, repeats)
             for fmt in formats:
                 b, gs = bits[fmt]
@@ -516,7 +517,7 @@ def layer_sweep(in_features: int, out_features: int, batches: Sequence[int] = (1
 # --------------------------------------------------------------------------- decoding speed
 
 
-def decode_speed(decoders: Mapping[str, "OrtDecoder"], prompt: Sequence[int], n: int = 16,
+def decode_speed(decoders: Mapping[str, OrtDecoder], prompt: Sequence[int], n: int = 16,
                  rounds: int = 2, interleave: bool = True) -> dict[str, float]:
     """Tokens per second of greedy generation, for several decoders timed in turn.
 

@@ -3,5 +3,5 @@
 
 from __future__ import annotations
 
-from .validate import *  # noqa: F401,F403
+from .validate import *  # noqa: F403
 from .validate import __all__  # noqa: F401

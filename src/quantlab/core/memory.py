@@ -30,8 +30,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable, Union
 
-from .validate import check_bool, check_count, check_int
 from .formats import BlockFormat, FloatFormat, Format, FormatLike, get_format
+from .validate import check_bool, check_count, check_int
 
 __all__ = [
     "GB",
@@ -304,7 +304,7 @@ class QuantSpec:
     double_quant: DoubleQuant | bool | None = None
 
     def __post_init__(self) -> None:
-        self.bits_per_weight  # validates every field
+        _ = self.bits_per_weight  # validates every field
 
     @property
     def bits_per_weight(self) -> float:

@@ -193,7 +193,7 @@ def decode_blocks(
     return vals.reshape(shape).to(dtype)
 
 
-def scale_codes(q: "QTensor") -> torch.Tensor:
+def scale_codes(q: QTensor) -> torch.Tensor:
     """The stored 8-bit block scales of a block-scaled :class:`~quantlab.QTensor`.
 
     Returns:

@@ -42,7 +42,8 @@ nearest one lies below the exact scale by more than float32 rounding (a relative
 ``top`` (fp32 scales), or a little below it when an fp16 or bf16 scale had to be rounded
 up (by at most ``top * 2^-10`` codes for fp16, ``top * 2^-7`` for bf16, one ulp of the
 scale). Quantizing ``x_hat`` again with the same ``qparams`` always gives the same codes;
-re-choosing the scale from ``x_hat`` does too wherever ``+absmax`` landed on the top code. Two cases raise ``ValueError`` naming
+re-choosing the scale from ``x_hat`` does too wherever ``+absmax`` landed on the top code. Two cases raise
+``ValueError`` naming
 ``scale_dtype`` and the scale:
 
 * the scale is larger than the largest finite value of ``scale_dtype`` (fp16: 65504;
@@ -88,21 +89,25 @@ chapters/03_core_tradeoff.ipynb ("Granularity").
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, check_out, dtype_name, like_input, require_float
-from .mx import decode_blocks, encode_blocks
-from .validate import check_bool, check_int, check_optional_bool, check_real
-from .formats import (
-    BlockFormat, CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format,
-)
+from ._backend import ArrayLike, as_tensor, check_out, like_input, require_float
 from ._fast import row_chunks
+from .formats import (
+    BlockFormat,
+    FloatFormat,
+    Format,
+    FormatLike,
+    IntFormat,
+    get_format,
+)
+from .mx import decode_blocks, encode_blocks
 from .packing import pack, packed_nbytes
+from .validate import check_bool, check_int, check_optional_bool, check_real
 
 __all__ = [
     "QParams",
@@ -327,7 +332,6 @@ def _choose(
     g = _grouped(t, granularity, axis, group_size)
     dims = _reduce_dims(g, granularity, axis)
     stat_shape = [1 if d in dims else g.shape[d] for d in range(g.dim())]
-    sdt = SCALE_DTYPES[scale_dtype]
     if t.numel() == 0:
         scale = torch.ones(stat_shape, dtype=torch.float32)
         zp = None if symmetric else torch.zeros(stat_shape, dtype=torch.int32)

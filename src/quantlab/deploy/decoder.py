@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from ..nn import QuantizedLinear, quantized_layers
-from .onnx import MS_DOMAIN, PROTOBUF_LIMIT, as_float32_array, kernel_nodes, plan_layer, export_onnx
+from .onnx import MS_DOMAIN, PROTOBUF_LIMIT, as_float32_array, export_onnx, kernel_nodes, plan_layer
 from .runtime import decoder_session
 
 __all__ = ["export_llama_decoder", "export_decoder", "LlamaDecodeStep", "decoder_session", "DECODER_INPUTS"]
@@ -222,7 +222,6 @@ def export_llama_decoder(model: nn.Module, path: PathLike, max_len: int = 128, a
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
     eps = float(cfg.rms_norm_eps)
     lm = model.model
-    n_layers = len(lm.layers)
 
     g = _Graph()
     cos, sin = _rope_tables(cfg, head_dim, max_len)

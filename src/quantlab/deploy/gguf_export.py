@@ -358,7 +358,7 @@ def llama_tensors_to_hf(tensors: Mapping[str, Any], n_heads: int, n_kv_heads: in
 # --------------------------------------------------------------------------- reading
 
 
-def _reader(template: Template) -> "gguf.GGUFReader":
+def _reader(template: Template) -> gguf.GGUFReader:
     """``template`` as a :class:`gguf.GGUFReader` (None: the shipped SmolLM2 file)."""
     import gguf
 
@@ -404,7 +404,7 @@ def read_gguf_tensors(source: Template = None, names: Optional[Iterable[str]] = 
     return out
 
 
-def _fields(reader: "gguf.GGUFReader") -> dict[str, tuple[Any, Any, Any]]:
+def _fields(reader: gguf.GGUFReader) -> dict[str, tuple[Any, Any, Any]]:
     """The template's KV fields as ``{key: (value, type, sub_type)}`` for GGUFWriter.
 
     Strings are copied as their raw bytes and numbers with their stored type, so every copied

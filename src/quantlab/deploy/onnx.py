@@ -235,7 +235,7 @@ def export_plan(model: nn.Module) -> list[LayerExport]:
 class _Slot:
     """The layers being exported, looked up by index while torch traces the model."""
 
-    layers: list = []
+    layers: list = []  # noqa: RUF012 (shared on purpose: set and cleared around one export)
 
 
 class _QuantizedLinearOp(torch.autograd.Function):

@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
+import itertools
 import json
 import math
 import os
@@ -60,7 +61,13 @@ from torch import nn
 
 from ..core._backend import ArrayLike, as_tensor, like_input, read_only
 from ..core.formats import (
-    BlockFormat, CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format,
+    BlockFormat,
+    CodebookFormat,
+    FloatFormat,
+    Format,
+    FormatLike,
+    IntFormat,
+    get_format,
 )
 from ..core.packing import pack, unpack
 from ..core.quantize import SCALE_DTYPES, QParams, QTensor, dequantize, quantize
@@ -438,7 +445,7 @@ def _format_problem(fmt: Format) -> Optional[str]:
         if len(t) < 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                  and math.isfinite(v) for v in t):
             return f"a codebook {fmt.name!r} that is not 2 or more finite values"
-        if any(b <= a for a, b in zip(t, t[1:])):
+        if any(b <= a for a, b in itertools.pairwise(t)):
             return f"a codebook {fmt.name!r} whose table is not strictly ascending"
         need = max(1, math.ceil(math.log2(len(t))))
         if fmt.bits != need:
@@ -557,7 +564,7 @@ class _Layout:
         }
 
     @classmethod
-    def from_record(cls, rec: Any, where: str) -> "_Layout":
+    def from_record(cls, rec: Any, where: str) -> _Layout:
         """Read :meth:`record`'s dict back, checking every field."""
         if not isinstance(rec, dict):
             raise ValueError(f"{where}: the layer record must be a JSON object, got {rec!r}")
@@ -801,7 +808,7 @@ class QuantizedLinear(nn.Module):
 
     # ---- constructors
     @classmethod
-    def from_linear(cls, linear: nn.Linear, scheme: SchemeLike = "int8") -> "QuantizedLinear":
+    def from_linear(cls, linear: nn.Linear, scheme: SchemeLike = "int8") -> QuantizedLinear:
         """Round-to-nearest quantize an ``nn.Linear`` with a scheme.
 
         Args:
@@ -832,7 +839,7 @@ class QuantizedLinear(nn.Module):
         qt: QTensor,
         bias: Optional[torch.Tensor] = None,
         input_scale: Optional[torch.Tensor] = None,
-    ) -> "QuantizedLinear":
+    ) -> QuantizedLinear:
         """Store a :class:`QTensor` of shape ``(out_features, in_features)`` (e.g. GPTQ's result).
 
         Args:
@@ -852,7 +859,7 @@ class QuantizedLinear(nn.Module):
         weight: ArrayLike,
         qparams: QParams,
         bias: Optional[torch.Tensor] = None,
-    ) -> "QuantizedLinear":
+    ) -> QuantizedLinear:
         """Store a weight that already lies on a quantization grid (e.g. GPTQ's dequantized
         output) together with the ``QParams`` that define that grid.
 
@@ -1004,7 +1011,7 @@ class QuantizedLinear(nn.Module):
         return dequantize(self._qtensor(dtype, self._codes(signed), dec))
 
     # ---- devices, dtypes, state dicts
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "QuantizedLinear":
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> QuantizedLinear:
         # the scales follow the device but keep their storage dtype: they go through fn as
         # integers of the same width (which .to(dtype) / .half() leave alone)
         scale = self._buffers.get("scale")
@@ -1571,7 +1578,7 @@ def _read_file(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
                 raise ValueError(f"{path!r} is a quantlab.nn file of version "
                                  f"{meta.get('quantlab.version')!r}; this quantlab reads version "
                                  f"{FILE_VERSION}")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors file)
     except SafetensorError as err:
         raise ValueError(f"{path!r} is not a readable safetensors file ({err})") from err
     try:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, Optional
 
 import numpy as np
@@ -157,7 +157,7 @@ class Episode:
     agreement: float
 
 
-@lru_cache(maxsize=None)
+@cache
 def episode(fmt: Optional[str] = None, granularity: str = "tensor") -> Episode:
     """The shown episode of the float32 policy (``fmt=None``) or of a rounded copy.
 
