@@ -392,6 +392,7 @@ def test_every_moved_module_has_its_old_name():
     were introduced, which never had a flat name."""
     new_only = {"quantlab.deploy.onnx", "quantlab.deploy.decoder", "quantlab.deploy.runtime",
                 "quantlab.deploy.profiling", "quantlab.deploy.shipped", "quantlab.core.validate",
+                *(f"quantlab.nn.{m}" for m in ("scheme", "codes", "layout", "layer", "model", "size", "io")),
                 "quantlab.book.course",
                 "quantlab.book.speed_facts", "quantlab.book.speed_run", "quantlab.book.figures",
                 "quantlab.book.smollm_study"}
