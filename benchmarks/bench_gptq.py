@@ -52,8 +52,7 @@ def bench_gptq(repeats: int = 3, minilm: bool = True, threads: int = 1) -> dict[
         ``minilm_gptq_s`` (GPTQ of all layers).
     """
     from quantlab.calibration import hessian
-    from quantlab.gptq import (_factor, _gptq_blocked, _gptq_columns, gptq_quantize_weight,
-                               gptq_reference)
+    from quantlab.gptq import _factor, _gptq_blocked, _gptq_columns, gptq_quantize_weight, gptq_reference
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)

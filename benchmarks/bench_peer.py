@@ -9,8 +9,8 @@ Both engines run the same weights at the same bits per weight, in one process ru
   pinned ``llama-cpp-python`` source distribution by ``scripts/build_llamacpp.sh`` into a
   cache folder, once; where cmake, ninja/make or a C++ compiler is missing the rows are
   skipped with the script's message.
-* **quantlab**: the fused decode graph (:func:`quantlab.speed.export_decoder`) in ONNX
-  Runtime (:class:`quantlab.speed.OrtDecoder`): the prompt "The capital of France is",
+* **quantlab**: the fused decode graph (:func:`quantlab.deploy.decoder.export_decoder`) in ONNX
+  Runtime (:class:`quantlab.deploy.runtime.OrtDecoder`): the prompt "The capital of France is",
   then 32 greedy tokens; tokens/s of a run = 32 / the summed times of its 32 steps (the
   Python loop and the argmax included), median over the runs.
 
@@ -245,12 +245,13 @@ def quantlab_model(kind: str):
         return model
     body, head = _scheme(body), _scheme(head)
     return quantize_model(model, body, skip=None, progress=False,
-                          layer_fn=lambda name, lin: QuantizedLinear.from_linear(lin, head if name == "lm_head" else body))
+                          layer_fn=lambda name, lin: QuantizedLinear.from_linear(
+                              lin, head if name == "lm_head" else body))
 
 
 def write_models(folder: Path, kinds: Sequence[str], max_len: int = 128) -> dict[str, dict[str, Path]]:
     """The GGUF file (quantlab's writer) and the fused ONNX decode step of each kind."""
-    from quantlab import speed
+    from quantlab.deploy.decoder import export_decoder
     from quantlab.deploy.gguf_export import DEFAULT_KEEP, export_smollm
 
     out: dict[str, dict[str, Path]] = {}
@@ -258,17 +259,17 @@ def write_models(folder: Path, kinds: Sequence[str], max_len: int = 128) -> dict
         gkind, keep_q8, *_ = KINDS[kind]
         gguf_file = folder / f"smollm2-{kind.lower()}.gguf"
         export_smollm(None, gguf_file, kind=gkind, keep=DEFAULT_KEEP if keep_q8 else None)
-        onnx_file = speed.export_decoder(quantlab_model(kind), folder / f"smollm2-{kind.lower()}.onnx", max_len)
+        onnx_file = export_decoder(quantlab_model(kind), folder / f"smollm2-{kind.lower()}.onnx", max_len)
         out[kind] = {"gguf": gguf_file, "onnx": onnx_file}
     return out
 
 
 def quantlab_tokens_per_s(decoder, prompt: Sequence[int], n: int) -> float:
     """One run of greedy decoding: ``n`` / the summed seconds of its ``n`` generating steps."""
-    from quantlab import speed
+    from quantlab.deploy.runtime import greedy_decode
 
     times: list[float] = []
-    speed.greedy_decode(decoder.step, prompt, n, reset=decoder.reset, times=times)
+    greedy_decode(decoder.step, prompt, n, reset=decoder.reset, times=times)
     return n / sum(times)
 
 
@@ -285,8 +286,8 @@ def measure(binary: Path, models: Mapping[str, Mapping[str, Path]], threads: Seq
         "ratio": llama.cpp / quantlab}}}, "samples": {...}, "llama_bench": one test record,
         "prompt_tokens": int, "load_average": {"before", "after"}}``.
     """
-    from quantlab import speed
     from quantlab.book.models import smollm
+    from quantlab.deploy.runtime import OrtDecoder
 
     prompt = smollm.load_tokenizer()("The capital of France is").input_ids
     before = load_average()
@@ -297,7 +298,7 @@ def measure(binary: Path, models: Mapping[str, Mapping[str, Path]], threads: Seq
         # The benchmark gives each engine the machine to itself at raised priority (see scheduling()),
         # where spinning worker threads pay off; the decoder's default is to let them sleep.
         options = {"spinning": True, **dict(decoder_options or {})}
-        decoders = {k: speed.OrtDecoder(m["onnx"], t, **options) for k, m in models.items()}
+        decoders = {k: OrtDecoder(m["onnx"], t, **options) for k, m in models.items()}
         for dec in decoders.values():
             quantlab_tokens_per_s(dec, prompt, 4)  # warm up
         for _ in range(rounds):
@@ -326,7 +327,7 @@ def record(result: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, 
 
     lb = result["llama_bench"] or {}
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_record(),
         "engines": {"llama.cpp": {"source": f"llama-cpp-python {LLAMA_CPP_PYTHON} (PyPI sdist), GGML_NATIVE=ON",
                                   "build_commit": lb.get("build_commit"), "build_number": lb.get("build_number"),
@@ -370,7 +371,8 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
         models = write_models(Path(tmp), kinds)
         result = measure(binary, models, THREADS, rounds=rounds, n=n, repeats=repeats, pause=0.0 if quick else PAUSE_S)
     settings = {"llama-bench": f"-p 0 -n {n} -r {repeats} (its default thread waiting: OpenMP, polling)",
-                "quantlab": f"fused ONNX graph (quantlab.speed.OrtDecoder, default options: worker threads spin "
+                "quantlab": "fused ONNX graph (quantlab.deploy.runtime.OrtDecoder, default options: worker "
+                            "threads spin "
                             f"within a step when threads > 1), {n} greedy tokens after a "
                             f"{result['prompt_tokens']}-token prompt, {repeats} runs per round",
                 "rounds": rounds, "alternation": "per thread count and round: llama.cpp then quantlab, kind by kind",

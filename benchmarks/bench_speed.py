@@ -6,7 +6,7 @@ Rows (all on one thread, ONNX Runtime sessions from ``quantlab.deploy.ort_sessio
   groups of 32 (``MatMulNBits``, accuracy_level 4) against the float32 layer in ONNX Runtime,
   timed alternately (float, quantized, float, ...), median of the per-pair time ratios;
   goals: int8 at least 2x and int4 at least 3x faster (the weight bytes shrink 3.8x and 6.4x);
-* SmolLM2-135M greedy decoding with a KV cache (``quantlab.speed.export_decoder``, the fused
+* SmolLM2-135M greedy decoding with a KV cache (``quantlab.deploy.decoder.export_decoder``, the fused
   graph: ten kernels per layer, the cache updated in place), int8 and
   int4 in groups of 64 (``MatMulNBits``, accuracy_level 4), output head included, against
   float32: tokens per second, and the fraction of the roofline prediction (bytes read per
@@ -42,11 +42,14 @@ import torch
 
 from quantlab import speed
 from quantlab.book.rl_speed import actor_runners
-from quantlab.deploy import export_onnx, ort_session
+from quantlab.deploy import export_float, export_onnx, ort_session
+from quantlab.deploy.decoder import export_decoder
+from quantlab.deploy.profiling import onnx_bytes_per_token
+from quantlab.deploy.runtime import OrtDecoder
 from quantlab.nn import QuantizedLinear, QuantScheme, quantize_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import compare  # noqa: E402  (alternate runs, median of the per-pair ratios; shared with every row)
+from run import compare
 
 
 def layer_ratios(n: int, repeats: int, threads: int = 1) -> dict[str, dict[str, float]]:
@@ -59,7 +62,7 @@ def layer_ratios(n: int, repeats: int, threads: int = 1) -> dict[str, dict[str, 
     feed = {"input": x.numpy()}
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = ort_session(speed.export_float(linear, x, Path(tmp) / "fp32.onnx"), threads)
+        fp32 = ort_session(export_float(linear, x, Path(tmp) / "fp32.onnx"), threads)
         for name, scheme in (("int8", QuantScheme("int8")), ("int4", QuantScheme("int4", group_size=32))):
             path = export_onnx(QuantizedLinear.from_linear(linear, scheme), x, Path(tmp) / f"{name}.onnx")
             sess = ort_session(path, threads)
@@ -106,15 +109,15 @@ def decode(quick: bool, threads: int = 1, n: int = 32, rounds: int = 3) -> dict[
     models = {k: model if scheme is None else quantize_model(fresh(), scheme, skip=None, progress=False)
               for k, (scheme, _) in DECODE_VARIANTS.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {k: speed.export_decoder(m, Path(tmp) / f"decoder{i}.onnx", max_len)
+        paths = {k: export_decoder(m, Path(tmp) / f"decoder{i}.onnx", max_len)
                  for i, (k, m) in enumerate(models.items())}
         # the same int4 model traced op by op, to show what the fused graph saves
-        paths["int4 traced"] = speed.export_decoder(models["int4"], Path(tmp) / "traced.onnx", max_len, fused=False)
-        decoders = {k: speed.OrtDecoder(p, threads) for k, p in paths.items()}
+        paths["int4 traced"] = export_decoder(models["int4"], Path(tmp) / "traced.onnx", max_len, fused=False)
+        decoders = {k: OrtDecoder(p, threads) for k, p in paths.items()}
         # the cache bytes the timed steps read: slots 0..position, at the mean timed position
         mean_pos = len(prompt) - 1 + (n - 1) / 2
         cache = {k: d.cache_bytes_read(round(mean_pos)) for k, d in decoders.items()}
-        traffic = {k: speed.onnx_bytes_per_token(p, cache[k])["total"] for k, p in paths.items()}
+        traffic = {k: onnx_bytes_per_token(p, cache[k])["total"] for k, p in paths.items()}
         bw = speed.measure_bandwidth(64 * 2**20 if quick else 256 * 2**20, repeats=3 if quick else 7)
         tok_s = speed.decode_speed(decoders, prompt, n=n, rounds=rounds)
     bandwidth = max(bw.values())
@@ -170,7 +173,8 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
     out = []
     n = 1024 if quick else 4096
     layer = layer_ratios(n, repeats=3 if quick else 30, threads=threads)
-    for name, op, goal_x in (("int8", "MatMulInteger, per channel", 2.0), ("int4", "MatMulNBits g32, accuracy_level 4", 3.0)):
+    for name, op, goal_x in (("int8", "MatMulInteger, per channel", 2.0),
+                             ("int4", "MatMulNBits g32, accuracy_level 4", 3.0)):
         t = layer[name]
         speedup = 1.0 / t["ratio"]
         out.append(make_row(

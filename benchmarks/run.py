@@ -421,7 +421,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def run(quick: bool, threads: int, repeats: Optional[int] = None,

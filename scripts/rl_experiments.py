@@ -157,7 +157,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((r["env"], r["format"], r["is_correction"]), []).append(r)
     out = []
     for (env, fmt, corr), rs in groups.items():
-        m = lambda k: _stats([float(np.mean(r["history"][k])) for r in rs])  # noqa: E731
+        m = lambda k: _stats([float(np.mean(r["history"][k])) for r in rs])  # noqa: E731, B023 (used in this iteration)
         out.append(dict(env=env, format=fmt, is_correction=corr, seeds=len(rs),
                         final_return=_stats([r["final_return"] for r in rs]),
                         eval_actor=_stats([r["eval_actor"] for r in rs]),
@@ -210,6 +210,7 @@ def main(argv: Optional[list[str]] = None) -> Path:
     import gymnasium
     import onnxruntime
     import torch
+
     from quantlab.book.rl_speed import acting_speed
     from quantlab.book.speed import cpu_flags
 

@@ -2,7 +2,7 @@
 # The library's unit, reference and property tests alone (make unit): every tests/test_*.py
 # except the book build and the browser tests, without the notebooks, and without the tests
 # marked slow (real models, training, end-to-end scripts; make test runs them). Extra
-# arguments go to pytest.
+# arguments go to pytest. The linter runs first (tests/test_lint.py runs it too).
 set -eo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -15,4 +15,6 @@ for f in tests/test_*.py; do
     *) units+=("$f") ;;
   esac
 done
+echo "==> ruff check (the rules of pyproject.toml's [tool.ruff])"
+.venv/bin/ruff check src tests scripts benchmarks
 exec "$PY" -m pytest "${units[@]}" -m "not slow" -q --durations=10 "$@"

@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import book_browser  # noqa: E402
+import book_browser
 
 
 @pytest.fixture(scope="session")

@@ -121,7 +121,7 @@ def scope_of(nodeid: str) -> str:
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201 - xdist's scheduler type
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With ``--dist loadscope``, schedule by :func:`scope_of` (pytest-xdist's own ``loadgroup``
     marks do not reach the node ids under pytest 9, so the grouping is done here)."""
     if config.getvalue("dist") != "loadscope":

@@ -98,7 +98,7 @@ def mismatch(ref: str, test: str, rtol: float, atol: float) -> Optional[str]:
     test_text, test_nums = split_numbers(test)
     if len(ref_nums) != len(test_nums):
         return f"{len(test_nums)} numbers where the stored output has {len(ref_nums)}"
-    for i, (a, b) in enumerate(zip(ref_text, test_text)):
+    for a, b in zip(ref_text, test_text):
         if a != b:
             return f"text differs: stored {a!r}, got {b!r}"
     for a, b in zip(ref_nums, test_nums):

@@ -115,7 +115,7 @@ def test_tables_survive_copies_and_pickles():
     import pickle
 
     fmt = get_format("fp8_e4m3")
-    fmt._decode_table  # cached
+    fmt._decode_table  # noqa: B018 (builds the cache)
     for other in (copy.deepcopy(fmt), pickle.loads(pickle.dumps(fmt))):
         assert other == fmt
         assert torch.equal(other.decode(torch.arange(256)).nan_to_num(),
@@ -205,7 +205,8 @@ def _layouts(a: np.ndarray):
     buf[1:] = a.ravel()
     yield "offset", buf[1:].reshape(a.shape)
     yield "torch strided", torch.from_numpy(wide)[..., ::2]
-    yield "torch transposed", torch.from_numpy(np.ascontiguousarray(a.T)).T if a.ndim == 2 else torch.from_numpy(a.copy())
+    yield "torch transposed", (torch.from_numpy(np.ascontiguousarray(a.T)).T if a.ndim == 2
+                               else torch.from_numpy(a.copy()))
 
 
 @SETTINGS

@@ -46,7 +46,7 @@ def _float(seed: int = 5, bias: bool = True) -> nn.Sequential:
 
 def _read(path):
     with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+        return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors file)
 
 
 def _tamper(src, dst, record=None, tensors=None):
@@ -309,7 +309,7 @@ def test_save_into_a_missing_directory_is_a_file_not_found_error(int8_file, tmp_
 
 
 def test_save_writes_through_links_and_keeps_permissions(int8_file, tmp_path):
-    m, path = int8_file
+    m, _path = int8_file
     target = tmp_path / "real.safetensors"
     target.write_bytes(b"old")
     os.chmod(target, 0o640)

@@ -15,9 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import book_browser
+import pytest
 
 # Evaluated on every page after it loaded: what a reader would see of widgets and math.
 RENDER_PROBE = """(() => {

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from quantlab.calibration import LayerStats, collect_layer_stats, hessian, linear_layer_names
 
 
@@ -61,7 +60,7 @@ def test_collect_leaves_no_hooks():
 def test_errors():
     st = LayerStats()
     with pytest.raises(ValueError, match="no calibration inputs"):
-        st.hessian
+        st.hessian  # noqa: B018 (the property raises)
     with pytest.raises(ValueError, match="0-d"):
         st.add(torch.tensor(1.0))
     with pytest.raises(ValueError, match="at least one row"):

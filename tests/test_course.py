@@ -91,7 +91,8 @@ The answer, collapsed.
 
 def test_page_elements_and_reading_time(tmp_path):
     nb = {"cells": [
-        {"cell_type": "markdown", "metadata": {}, "source": "Text.\n\n$$\ny = x\n$$\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+        {"cell_type": "markdown", "metadata": {},
+         "source": "Text.\n\n$$\ny = x\n$$\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
                                                            "\n```{glue:figure} fig\nCaption.\n```"},
         {"cell_type": "code", "metadata": {}, "outputs": [
             {"output_type": "display_data", "data": {"image/png": "...", "text/plain": "<Figure>"}},
@@ -139,7 +140,8 @@ def test_glossary_is_large_and_sorted():
 
 #: Glossary terms that are also ordinary words in this chapter's prose ("the code beside it",
 #: "return to", "scale up"): not required to be linked at their first occurrence.
-ORDINARY_WORDS = {"code", "return", "scale", "weight", "kernel", "grid", "activation", "policy", "quantization", "advantage",
+ORDINARY_WORDS = {"code", "return", "scale", "weight", "kernel", "grid", "activation", "policy", "quantization",
+                  "advantage",
                   "embedding", "rotation", "clipping", "outlier", "calibration", "sign bit"}
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from quantlab.models import digits
 from torch import nn
 
 import quantlab as ql
-from quantlab.models import digits
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import spearmanr
+from tiny_models import tiny_llama
 
 from quantlab import evaluation as ev
-
-from tiny_models import tiny_llama
 
 
 def _emb(n=12, d=8, seed=0):

@@ -5,9 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-import quantlab as ql
-from quantlab import exercises as ex
 from quantlab.exercises import (
     CheckResult,
     check_asymmetric,
@@ -15,6 +12,9 @@ from quantlab.exercises import (
     check_pack_int4,
     check_symmetric,
 )
+
+import quantlab as ql
+from quantlab import exercises as ex
 
 
 def failed_with(result: CheckResult, *phrases: str) -> None:

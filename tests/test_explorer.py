@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 import quantlab as ql
 from quantlab import explorer as E
 from quantlab import gguf_blocks, memory, mx
 from quantlab.book.explorer import markup, page, text
-
 
 
 @pytest.fixture(scope="module", autouse=True)

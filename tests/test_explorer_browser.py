@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import book_browser
 import pytest
 
-import book_browser
 from quantlab import explorer as E
 
 PAGE = "chapters/02_explorer.html"

@@ -12,10 +12,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from quantlab._fast import CHUNK_ELEMENTS
 
 import quantlab as ql
 from quantlab import formats
-from quantlab._fast import CHUNK_ELEMENTS
 
 FLOAT_NAMES = ["fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"]
 

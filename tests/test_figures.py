@@ -318,7 +318,8 @@ def test_breakdown_known_answers():
 
 @pytest.mark.parametrize(
     "kwargs, exc, words",
-    [({"model": "GPT-5"}, ValueError, "name must be one of"), ({"weights": "int5"}, ValueError, "weights must be one of"),
+    [({"model": "GPT-5"}, ValueError, "name must be one of"),
+     ({"weights": "int5"}, ValueError, "weights must be one of"),
      ({"kv": 8}, TypeError, "kv must be a string, got int"), ({"batch": 0}, ValueError, "batch"),
      ({"batch": 2000}, ValueError, "batch"), ({"context": 1.5}, TypeError, "context"),
      ({"n_params": -1}, ValueError, "n_params"), ({"gpu": "TPU"}, ValueError, "name must be one of")],
@@ -337,7 +338,8 @@ def test_fit_page_embeds_the_catalogs():
         assert (m["n_params"], m["n_layers"], m["n_kv_heads"], m["head_dim"]) == (
             shape.n_params, shape.n_layers, shape.n_kv_heads, shape.head_dim)
     assert [(g["name"], g["memory_bytes"]) for g in data["gpus"]] == [(g.name, g.memory_bytes) for g in mem.GPUS]
-    assert {w["key"]: w["bpw"] for w in data["weights"]} == {k: w.bits_per_weight for k, w in fit.WEIGHT_FORMATS.items()}
+    assert {w["key"]: w["bpw"] for w in data["weights"]} == {
+        k: w.bits_per_weight for k, w in fit.WEIGHT_FORMATS.items()}
     for k in data["kv"]:
         spec = fit.KV_FORMATS[k["key"]][1]
         assert mem.kv_cache_bytes(1, 1, 1, 1, 1, spec) == 2 * k["bits"] / 8
@@ -394,8 +396,9 @@ def test_clip_histogram_counts_every_value():
 
 @pytest.mark.slow
 def test_clip_sources_are_minilms_layer():
-    from quantlab import evaluation
     from quantlab.models import minilm
+
+    from quantlab import evaluation
 
     w = clip.weights()
     np.testing.assert_array_equal(w, minilm.load_weight("encoder.layer.0.output.dense.weight", as_numpy=True))

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import book_browser
 import numpy as np
 import pytest
 import torch
 
-import book_browser
 import quantlab as ql
 from quantlab import memory as mem
 from quantlab.book.figures import _page, bits, clip, fit, policy
@@ -613,7 +613,7 @@ def fit_report(site: dict[str, Any]) -> dict[str, Any]:
         n = float(f"{rng.uniform(0.05, 500):.3f}") * 1e9 if rng.random() < 0.5 else None
         samples.append(fit.Setting(model, n_params=n, weights=list(fit.WEIGHT_FORMATS)[rng.integers(len(fit.WEIGHT_FORMATS))],
                                    context=int(fit.CONTEXTS[rng.integers(len(fit.CONTEXTS))]),
-                                   batch=int(round(2 ** rng.uniform(0, 10))),
+                                   batch=round(2 ** rng.uniform(0, 10)),
                                    kv=list(fit.KV_FORMATS)[rng.integers(len(fit.KV_FORMATS))],
                                    gpu=mem.GPUS[rng.integers(len(mem.GPUS))].name))
     js = json.dumps([{"model": s.model, "n": s.n_params, "weights": s.weights, "context": s.context,

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-import quantlab as ql
 from quantlab.calibration import hessian
 from quantlab.gptq import gptq_quantize_model, gptq_quantize_weight, gptq_reference, output_error
+
+import quantlab as ql
 
 
 @pytest.fixture(autouse=True)
@@ -293,7 +293,7 @@ def test_model_helper_reuses_the_factor_for_a_second_format():
 
 
 def test_numpy_in_numpy_out_perm_and_weight():
-    W, X, H = _layer(4, rows=8, cols=64, n=128)
+    W, _X, H = _layer(4, rows=8, cols=64, n=128)
     res = gptq_quantize_weight(W.numpy(), H.numpy(), "int4", group_size=32, act_order=True)
     assert isinstance(res.weight, np.ndarray) and isinstance(res.perm, np.ndarray)
     ref = gptq_quantize_weight(W, H, "int4", group_size=32, act_order=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from quantlab.hqq import hqq_quantize, shrink_lp
 
 import quantlab as ql
-from quantlab.hqq import hqq_quantize, shrink_lp
 
 
 def _weights(kind: str) -> np.ndarray:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-import quantlab as ql
 from quantlab.calibration import collect_layer_stats
 from quantlab.imatrix import (
-    collect_importance, imatrix_quantize, importance_from_activations, weighted_error,
+    collect_importance,
+    imatrix_quantize,
+    importance_from_activations,
+    weighted_error,
 )
+
+import quantlab as ql
 
 
 def _layer(seed: int = 0):

@@ -31,9 +31,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import book_browser
 import pytest
 
-import book_browser
 from quantlab import explorer as E
 
 REPO = book_browser.REPO
@@ -99,7 +99,7 @@ def lab() -> dict[str, Any]:
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")  # JupyterLab refuses to start as root without it
-        log = open(tmp / "server.log", "w")
+        log = open(tmp / "server.log", "w")  # noqa: SIM115 (open while the server runs)
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
         try:
             base = f"http://127.0.0.1:{port}/"

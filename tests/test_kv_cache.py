@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from quantlab.algorithms.kv_cache import (
-    KV_FORMATS, fake_quantize_kv, kv_bits_per_element, quantized_cache, quantized_kv,
-)
-from quantlab import evaluation as ev
-
 from tiny_models import tiny_llama
+
+from quantlab import evaluation as ev
+from quantlab.algorithms.kv_cache import (
+    KV_FORMATS,
+    fake_quantize_kv,
+    kv_bits_per_element,
+    quantized_cache,
+    quantized_kv,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -43,7 +46,7 @@ def test_groups_follow_the_axis():
     # int8 is close, int2 coarse, fp8 in between; dtype kept
     for fmt, tol in [("int8", 0.02), ("fp8", 0.1)]:
         y = fake_quantize_kv(x, fmt, "token", 16)
-        assert float(((y - x).norm() / x.norm())) < tol, fmt
+        assert float((y - x).norm() / x.norm()) < tol, fmt
     assert fake_quantize_kv(x.half(), "int2", "token", 16).dtype == torch.float16
     # a constant group is exact
     c = torch.full((1, 1, 4, 8), 0.5)

@@ -6,6 +6,9 @@ The layers, top to bottom (see the docstring of ``quantlab/__init__.py``)::
     core -> algorithms -> nn -> deploy -> book
 
 A module may import from its own layer and from the layers above it, never from one below.
+
+Two more rules keep the modules apart: no module imports another module's private
+(underscore) names, and the module-level imports between quantlab modules form no cycle.
 """
 
 from __future__ import annotations
@@ -29,11 +32,7 @@ RANK = {layer: i for i, layer in enumerate(LAYERS)}
 
 #: Imports against the rule, each with its reason. Each must be inside a function (imported
 #: on first use), so that importing the module never loads the lower layer.
-EXCEPTIONS = {
-    ("quantlab.deploy.gguf_export", "quantlab.book.models.smollm"):
-        "the default template of a GGUF export is the shipped SmolLM2 file, whose location "
-        "smollm.gguf_path() knows; any other template is a path the caller passes",
-}
+EXCEPTIONS: dict[tuple[str, str], str] = {}
 #: Names a module may import from the package root itself (which imports the core).
 ROOT_NAMES = {"__version__"}
 #: Third-party packages the core may import; anything else must be the standard library.
@@ -63,26 +62,39 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    """Whether an ``if`` tests ``TYPE_CHECKING`` (its imports serve annotations only)."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _from_target(package: str, node: ast.ImportFrom) -> str:
+    """The absolute module a ``from ... import`` statement of a module in ``package`` names."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(name: str, source: str, is_package: bool = False) -> list[Import]:
-    """Every import of a module's source (including those inside functions), made absolute."""
+    """Every import of a module's source (including those inside functions), made absolute;
+    ``module_level`` is False for those inside functions and ``if TYPE_CHECKING:`` blocks."""
     tree = ast.parse(source)
     package = name if is_package else name.rpartition(".")[0]
-    in_function: set[int] = set()
+    in_function: set[int] = set()  # imports that do not run when the module is imported
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             in_function.update(id(n) for n in ast.walk(node) if n is not node)
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            in_function.update(id(n) for stmt in node.body for n in ast.walk(stmt))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found.append(Import(alias.name, (), id(node) not in in_function, node.lineno))
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _from_target(package, node)
             names = tuple(a.name for a in node.names)
             found.append(Import(target, names, id(node) not in in_function, node.lineno))
     return found
@@ -183,6 +195,174 @@ def test_core_imports_only_numpy_torch_and_the_standard_library():
     assert bad == []
 
 
+# --------------------------------------------------------------------------- private names
+
+#: Imports of another module's private names, each with its reason. Empty: a name another
+#: module needs is public (documented) in the module that owns it.
+PRIVATE_EXCEPTIONS: dict[tuple[str, str, str], str] = {}
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _private_imports(name: str, source: str, modules: set[str], is_package: bool = False) -> list[str]:
+    """The private names module ``name`` takes from other quantlab modules: ``from M import
+    _x`` (``_x`` not itself a submodule of ``M``) and ``m._x`` on a quantlab module ``m`` it
+    imported, as ``"name:line takes M._x"``."""
+    tree = ast.parse(source)
+    found = []
+    aliases: dict[str, str] = {}  # local name -> quantlab module it is bound to
+    package = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("quantlab"):
+                    aliases[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom):
+            target = _from_target(package, node)
+            if not target.startswith("quantlab"):
+                continue
+            for alias in node.names:
+                full = f"{target}.{alias.name}"
+                if full in modules or _resolve(full) in modules:
+                    aliases[alias.asname or alias.name] = full
+                elif _private(alias.name) and _resolve(target) != name:
+                    found.append(f"{name}:{node.lineno} takes {target}.{alias.name}")
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.value, ast.Name)
+                and node.value.id in aliases and _resolve(aliases[node.value.id]) != name):
+            found.append(f"{name}:{node.lineno} takes {aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def _resolve(module: str) -> str:
+    """The module's own name for a name of the flat layout (``quantlab.gptq`` ->
+    ``quantlab.algorithms.gptq``); other names unchanged."""
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[0] == "quantlab" and parts[1] in quantlab.MOVED:
+        return ".".join(["quantlab", quantlab.MOVED[parts[1]], *parts[1:]])
+    return module
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name that starts with ``_`` belongs to its module; one that another module needs is
+    made public (documented) where it lives, or moved to the module that uses it."""
+    modules = _modules()
+    found, used = [], set()
+    for name, path in modules.items():
+        for hit in _private_imports(name, path.read_text("utf-8"), set(modules), path.name == "__init__.py"):
+            key = (name, *hit.split(" takes ")[1].rsplit(".", 1))
+            if key in PRIVATE_EXCEPTIONS:
+                used.add(key)
+            else:
+                found.append(hit)
+    assert found == []
+    assert used == set(PRIVATE_EXCEPTIONS), "an exception no longer needed: remove it"
+
+
+def test_the_private_name_checker_flags_both_forms():
+    source = (
+        "from . import quantize, _backend\n"
+        "from .quantize import QTensor, _store\n"
+        "from ..deploy import onnx as ox\n"
+        "import quantlab.core.mx as mx\n"
+        "def f():\n"
+        "    return ox._f32, mx.decode_blocks, quantize._choose, _backend.as_tensor, ox.__name__\n"
+        "    from quantlab.gptq import _check_damp\n"
+    )
+    modules = {"quantlab.core.quantize", "quantlab.core._backend", "quantlab.deploy.onnx",
+               "quantlab.core.mx", "quantlab.algorithms.gptq"}
+    hits = _private_imports("quantlab.core.example", source, modules)
+    assert sorted(h.split(" takes ")[1] for h in hits) == sorted([
+        "quantlab.core.quantize._store", "quantlab.deploy.onnx._f32", "quantlab.core.quantize._choose",
+        "quantlab.gptq._check_damp"])
+    # a module may use its own private names through any of its names
+    assert _private_imports("quantlab.algorithms.gptq", "from quantlab.gptq import _check_damp\n",
+                            modules) == []
+
+
+# --------------------------------------------------------------------------- import cycles
+
+def _import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """Module -> the quantlab modules its module-level imports load (``from P import m`` of
+    a submodule ``m`` counts as ``P.m``; flat-layout names are resolved)."""
+    graph: dict[str, set[str]] = {}
+    for name, (source, is_package) in sources.items():
+        edges = graph.setdefault(name, set())
+        for imp in _imports(name, source, is_package):
+            if not imp.module_level or not imp.target.startswith("quantlab"):
+                continue
+            target = _resolve(imp.target)
+            subs = [f"{target}.{n}" for n in imp.names if f"{target}.{n}" in sources]
+            edges.update(subs or [target])
+            if subs and len(subs) < len(imp.names):
+                edges.add(target)
+        edges.discard(name)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_between_modules():
+    """Module-level imports between quantlab modules form no cycle (an import inside a
+    function or under ``if TYPE_CHECKING:`` runs later, and is not counted)."""
+    sources = {name: (path.read_text("utf-8"), path.name == "__init__.py") for name, path in _modules().items()}
+    graph = _import_graph(sources)
+    assert sum(len(e) for e in graph.values()) > 100  # the graph was read
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_checker_finds_a_cycle():
+    sources = {
+        "quantlab.core.a": ("from . import b\n", False),
+        "quantlab.core.b": ("from .c import thing\n", False),
+        "quantlab.core.c": ("from typing import TYPE_CHECKING\nfrom .a import x\n"
+                            "if TYPE_CHECKING:\n    from .d import T\n", False),
+        "quantlab.core.d": ("from .c import y\ndef f():\n    from .a import z\n", False),
+    }
+    graph = _import_graph(sources)
+    assert graph["quantlab.core.c"] == {"quantlab.core.a"}  # the TYPE_CHECKING import is left out
+    assert _cycles(graph) == [["quantlab.core.a", "quantlab.core.b", "quantlab.core.c"]]
+    sources["quantlab.core.c"] = ("def g():\n    from .a import x\n", False)
+    assert _cycles(_import_graph(sources)) == []
+
+
 # --------------------------------------------------------------------------- old names
 
 def _present(module: str) -> bool:
@@ -210,27 +390,31 @@ def test_every_moved_module_has_its_old_name():
     """Each module of a layer keeps its flat-layout name in ``quantlab.MOVED``, besides
     ``deploy.onnx`` (the former ``quantlab.deploy``) and the modules written after the layers
     were introduced, which never had a flat name."""
-    new_only = {"quantlab.deploy.onnx", "quantlab.deploy.decoder", "quantlab.book.course",
+    new_only = {"quantlab.deploy.onnx", "quantlab.deploy.decoder", "quantlab.deploy.runtime",
+                "quantlab.deploy.profiling", "quantlab.deploy.shipped", "quantlab.core.validate",
+                *(f"quantlab.nn.{m}" for m in ("scheme", "codes", "layout", "layer", "model", "size", "io")),
+                "quantlab.book.course",
                 "quantlab.book.speed_facts", "quantlab.book.speed_run", "quantlab.book.figures",
                 "quantlab.book.smollm_study"}
     missing = []
     for name in _modules():
         parts = name.split(".")
-        if len(parts) == 3 and parts[1] in RANK and name not in new_only:
-            if quantlab.MOVED.get(parts[2]) != parts[1]:
-                missing.append(name)
+        if (len(parts) == 3 and parts[1] in RANK and name not in new_only
+                and quantlab.MOVED.get(parts[2]) != parts[1]):
+            missing.append(name)
     assert missing == []
 
 
 def test_old_import_forms_still_work():
-    import quantlab as ql
     import quantlab.gptq
     import quantlab.models.smollm
-    import quantlab.quantize  # noqa: F401  (the module; ql.quantize stays the function)
+    import quantlab.quantize
+    from quantlab.gptq import gptq_quantize_model
+
+    import quantlab as ql
     from quantlab import _model_utils, rl
     from quantlab.algorithms import gptq
     from quantlab.book.models import smollm
-    from quantlab.gptq import gptq_quantize_model
     from quantlab.nn import QuantScheme
 
     assert quantlab.gptq is gptq and gptq_quantize_model is gptq.gptq_quantize_model
@@ -246,7 +430,7 @@ def test_old_import_forms_still_work():
     assert ql.QTensor is ql.core.quantize.QTensor and ql.formats is ql.core.formats
     assert ql.fake_quantized_copy is _model_utils.fake_quantized_copy
     with pytest.raises(AttributeError):
-        ql.no_such_module
+        ql.no_such_module  # noqa: B018 (the lookup raises)
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("quantlab.models.no_such_model")
 
@@ -289,9 +473,10 @@ def test_one_name_for_a_format_or_its_name():
     unions name what they add (``SpecLike``: or a QuantSpec; ``SchemeLike``: or a QuantScheme)."""
     import typing
 
+    from quantlab.formats import Format, FormatLike
+
     from quantlab import memory, qat, rl
     from quantlab import nn as qnn
-    from quantlab.formats import Format, FormatLike
 
     assert set(typing.get_args(FormatLike)) == {str, Format}
     assert qat.FormatArg is FormatLike and rl.FormatArg is FormatLike  # former names

@@ -7,9 +7,9 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from quantlab.memory import GB, GPU, GPUS, DoubleQuant, GiB, QuantSpec
 
 from quantlab import memory as mem
-from quantlab.memory import GB, GPU, GPUS, DoubleQuant, GiB, QuantSpec
 
 # ----------------------------------------------------------------- known answers
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from quantlab._model_utils import fake_quantized_copy, linear_layers_of, run_with_input_hooks
 from torch import nn
 
 import quantlab as ql
-from quantlab._model_utils import fake_quantized_copy, linear_layers_of, run_with_input_hooks
 from quantlab.nn import QuantScheme
 
 
@@ -38,7 +38,7 @@ def test_qtensors_scheme_layers_and_inplace():
     assert [qt.shape for qt in qts] == [(16, 8), (4, 16)]
     assert torch.equal(q[2].weight, qts[1].dequantize())
     scheme = QuantScheme("int4", group_size=8)
-    qs, sq = fake_quantized_copy(m, scheme, return_qtensors=True)
+    qs, _sq = fake_quantized_copy(m, scheme, return_qtensors=True)
     assert torch.equal(qs[0].weight, scheme.quantize(m[0].weight.detach()).dequantize())
     only = fake_quantized_copy(m, "int2", layers=["2"])
     assert torch.equal(only[0].weight, m[0].weight) and not torch.equal(only[2].weight, m[2].weight)

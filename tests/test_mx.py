@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from quantlab.formats import BLOCK_FORMAT_NAMES, BlockFormat
+from quantlab.mx import e8m0_decode, scale_codes
 
 import quantlab as ql
 from quantlab import memory as mem
-from quantlab.formats import BLOCK_FORMAT_NAMES, BlockFormat
-from quantlab.mx import e8m0_decode, scale_codes
 
 MX = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8")
 

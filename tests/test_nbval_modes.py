@@ -5,9 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 import nbval_modes
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,6 @@
 """The notebook comparison rules (tests/nbval_tolerance.py): what passes, what fails."""
 
 import pytest
-
 from nbval_tolerance import mismatch, split_numbers, tolerance_of
 
 

@@ -104,7 +104,7 @@ def test_pack_and_unpack_codes_numpy_in_numpy_out():
 
 
 def test_unpack_off_the_cpu_matches_library_unpack():
-    from quantlab.nn import _unpack_any_device
+    from quantlab.nn.codes import _unpack_any_device
 
     g = torch.Generator().manual_seed(0)
     for bits in (1, 2, 3, 4, 5, 7):

@@ -7,8 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-import quantlab as ql
 from quantlab.outliers import (
     int8_matmul,
     mixed_precision_matmul,
@@ -16,6 +14,8 @@ from quantlab.outliers import (
     smooth,
     smoothquant_scales,
 )
+
+import quantlab as ql
 
 
 def _outlier_inputs(seed: int = 0, n: int = 64, d: int = 96, out: int = 32, dtype=torch.float64):

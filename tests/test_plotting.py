@@ -6,13 +6,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.colors import to_rgba
+from matplotlib.patches import Rectangle
 
-import quantlab as ql  # noqa: E402
-from quantlab import plotting  # noqa: E402
+import quantlab as ql
+from quantlab import plotting
 
 
 @pytest.fixture

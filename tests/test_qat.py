@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from quantlab.qat import FakeQuantLinear, convert, fake_quant_ste, prepare_qat
 from torch import nn
 
 import quantlab as ql
-from quantlab.qat import FakeQuantLinear, convert, fake_quant_ste, prepare_qat
 
 
 @pytest.fixture(autouse=True)

@@ -208,7 +208,8 @@ def test_fixed_order_matmul_matches_float64_and_does_not_depend_on_the_batch():
 def test_stored_policies_match_the_recipe_and_solve_the_task():
     stored = rl.load_policies()
     recipe = json.loads(stored.metadata["recipe"])
-    assert recipe == rl.TRAINING_RECIPE, "the stored policies were made with another recipe: rerun scripts/train_policies.py"
+    assert recipe == rl.TRAINING_RECIPE, \
+        "the stored policies were made with another recipe: rerun scripts/train_policies.py"
     assert stored.metadata["recipe_hash"] == rl.recipe_hash(rl.TRAINING_RECIPE)
     seeds = stored.seeds()
     assert len(seeds) == recipe["n_policies"]

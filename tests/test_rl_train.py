@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from quantlab.qat import FakeQuantLinear, prepare_qat
 
 from quantlab.book.rl_speed import SPEED_VARIANTS, acting_speed, actor_runners
 from quantlab.book.rl_train import (
@@ -23,7 +24,6 @@ from quantlab.book.rl_train import (
     truncated_weights,
     weight_spread,
 )
-from quantlab.qat import FakeQuantLinear, prepare_qat
 
 pytestmark = pytest.mark.slow  # trains PPO agents: make test runs it, make unit does not
 

@@ -9,11 +9,11 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from quantlab._validate import check_bool, check_count, check_int, check_real
+from quantlab.formats import FloatFormat, IntFormat
 
 import quantlab as ql
 from quantlab import memory as mem
-from quantlab._validate import check_bool, check_count, check_int, check_real
-from quantlab.formats import FloatFormat, IntFormat
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

@@ -7,15 +7,20 @@ import copy
 import numpy as np
 import pytest
 import torch
-
-import quantlab as ql
 from quantlab.gptq import gptq_quantize_model
 from quantlab.rotations import (
-    block_hadamard, fold_rmsnorm, fold_rotation, gptq_rotated, hadamard, random_orthogonal,
-    rotate_linear_pair, rtn_rotated,
+    block_hadamard,
+    fold_rmsnorm,
+    fold_rotation,
+    gptq_rotated,
+    hadamard,
+    random_orthogonal,
+    rotate_linear_pair,
+    rtn_rotated,
 )
-
 from tiny_models import tiny_llama
+
+import quantlab as ql
 
 transformers = pytest.importorskip("transformers")
 

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 import torch
+from quantlab.models import smollm
 
 import quantlab as ql
 from quantlab import evaluation as ev
-from quantlab.models import smollm
 
 pytestmark = pytest.mark.slow  # loads SmolLM2-135M from its 98 MB file: make test runs it, make unit does not
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from quantlab.evaluation import perplexity
 
 from quantlab.book import smollm_study as sx
-from quantlab.evaluation import perplexity
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED = ROOT / "benchmarks" / "smollm_experiments.json"
@@ -88,7 +88,7 @@ def test_every_setting_builds_and_is_measured(tiny_study):
 
 def test_build_leaves_the_reference_unchanged_and_measures_what_it_built(tiny_study):
     before = {k: v.clone() for k, v in tiny_study.reference.state_dict().items()}
-    model, bits = tiny_study.build("GPTQ int4, symmetric")
+    model, _bits = tiny_study.build("GPTQ int4, symmetric")
     after = tiny_study.reference.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     m = tiny_study.measure(model)

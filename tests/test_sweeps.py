@@ -114,8 +114,8 @@ def test_uniform_noise_prediction_errors(bits, crest, err, match):
 
 
 def test_rule_of_thumb_and_the_sine_offset():
-    assert sweeps.DB_PER_BIT == pytest.approx(6.0206, abs=1e-4)
-    assert sweeps.SINE_OFFSET_DB == pytest.approx(1.7609, abs=1e-4)
+    assert pytest.approx(6.0206, abs=1e-4) == sweeps.DB_PER_BIT
+    assert pytest.approx(1.7609, abs=1e-4) == sweeps.SINE_OFFSET_DB
     assert sweeps.rule_of_thumb_db(8) == pytest.approx(6.0206 * 8 + 1.7609, abs=1e-3)
     np.testing.assert_allclose(sweeps.rule_of_thumb_db([2, 4], offset_db=0.0), [12.0412, 24.0824], atol=1e-3)
     with pytest.raises(TypeError, match="offset_db must be a number"):

@@ -20,7 +20,7 @@ its own (and from numpy, torch and the standard library)::
                     type, bit packing, microscaling and GGUF block codecs, metrics, the
                     memory calculator: imports numpy and torch only
                     (formats, quantize, packing, mx, gguf_blocks, metrics, memory,
-                    _backend, _fast, _validate)
+                    validate, _backend, _fast)
       algorithms/   post-training and training-time quantization of models: gptq, awq, hqq,
                     rotations, imatrix, outliers, calibration, qat, _model_utils
       nn/           QuantizedLinear, QuantScheme, quantize_model, save/load
@@ -132,11 +132,11 @@ sys.meta_path.insert(0, _AliasFinder())
 
 from .core import formats, metrics, packing  # noqa: E402
 from .core.formats import (  # noqa: E402
+    NF4_VALUES,
     CodebookFormat,
     FloatFormat,
     Format,
     IntFormat,
-    NF4_VALUES,
     codebook,
     get_format,
 )

@@ -51,10 +51,10 @@ import numpy as np
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
-from ._model_utils import run_with_input_hooks
-from .calibration import linear_layer_names
 from ..core.formats import FormatLike, get_format
 from ..core.quantize import QTensor, quantize
+from ._model_utils import run_with_input_hooks
+from .calibration import linear_layer_names
 
 __all__ = [
     "AWQResult",

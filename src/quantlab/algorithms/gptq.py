@@ -49,9 +49,10 @@ import numpy as np
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
-from .calibration import LayerStats, collect_layer_stats, hessian, linear_layer_names
 from ..core.formats import BlockFormat, FormatLike, IntFormat, get_format
 from ..core.quantize import QParams, QTensor, choose_qparams, quantize
+from ..core.validate import check_positive_int
+from .calibration import LayerStats, collect_layer_stats, hessian, linear_layer_names
 
 __all__ = [
     "GPTQResult",
@@ -93,17 +94,6 @@ class GPTQResult:
 # --------------------------------------------------------------------------- checks
 
 
-def _check_int(value, name: str, allow_none: bool = False) -> Optional[int]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        kind = "a positive int or None" if allow_none else "a positive int"
-        raise TypeError(f"{name} must be {kind}, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
-
-
 def _check_damp(damp, act_order) -> None:
     if isinstance(damp, bool) or not isinstance(damp, (int, float, np.floating)):
         raise TypeError(f"damp must be a positive number, got {damp!r}")
@@ -133,10 +123,10 @@ def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scal
         raise ValueError(
             f"H must be ({cols}, {cols}) to match W's {cols} input features, got shape {tuple(h.shape)}"
         )
-    group_size = _check_int(group_size, "group_size", allow_none=True)
+    group_size = check_positive_int(group_size, "group_size", allow_none=True)
     if group_size is not None and cols % group_size != 0:
         raise ValueError(f"group_size must divide the last dimension {cols}, got {group_size}")
-    block_size = _check_int(block_size, "block_size")
+    block_size = check_positive_int(block_size, "block_size")
     _check_damp(damp, act_order)
     if not isinstance(symmetric, (bool, np.bool_)):
         raise TypeError(f"symmetric must be True or False, got {symmetric!r}")
@@ -294,7 +284,7 @@ class _Groups:
 _SUB_BLOCK = 16  # columns per sub-block of the fast path's rank-1 updates
 
 
-def _start_group(groups: "_Groups", g: int, Wt: torch.Tensor, U: torch.Tensor,
+def _start_group(groups: _Groups, g: int, Wt: torch.Tensor, U: torch.Tensor,
                  Err1: torch.Tensor, i2: int, rows: int) -> None:
     """Choose group ``g``'s grid from its current values as its first column comes up in
     the block ending at ``i2``: the block's columns hold their updated values; columns
@@ -533,7 +523,7 @@ def output_error(W: ArrayLike, W_hat: ArrayLike, H: ArrayLike) -> float:
 
 # --------------------------------------------------------------------------- models
 
-_FACTOR_CACHE: "weakref.WeakKeyDictionary[LayerStats, dict]" = weakref.WeakKeyDictionary()
+_FACTOR_CACHE: weakref.WeakKeyDictionary[LayerStats, dict] = weakref.WeakKeyDictionary()
 
 
 def _rows(res: GPTQResult, r0: int, r1: int) -> GPTQResult:

@@ -45,9 +45,9 @@ from typing import Optional
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, require_float
-from ..core._validate import check_bool, check_int, check_real
 from ..core.formats import FormatLike, IntFormat, get_format
-from ..core.quantize import SCALE_DTYPES, QTensor, _require_finite, _store
+from ..core.quantize import SCALE_DTYPES, QTensor, require_finite, store_scales
+from ..core.validate import check_bool, check_int, check_real
 
 __all__ = ["hqq_quantize", "shrink_lp"]
 
@@ -155,7 +155,7 @@ def hqq_quantize(
     if not isinstance(scale_dtype, str) or scale_dtype not in SCALE_DTYPES:
         raise ValueError(f"scale_dtype must be one of {tuple(SCALE_DTYPES)}, got {scale_dtype!r}")
     work = t.to(torch.float64)
-    _require_finite(work)
+    require_finite(work)
     g = work.reshape(*t.shape[:-1], n // group_size, group_size)
     span = f.qmax - f.qmin
     if t.numel():
@@ -194,7 +194,7 @@ def hqq_quantize(
         if early_stop and not bool(better.any()):
             break
     # store scales and zero points as scale_dtype values, then encode with those
-    s_st = _store(best_s, scale_dtype).double()
+    s_st = store_scales(best_s, scale_dtype).double()
     z_st = best_z.to(SCALE_DTYPES[scale_dtype]).double()
     if not bool(torch.isfinite(z_st).all()):
         worst = float(best_z[~torch.isfinite(z_st)].abs().max())

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
-from ..core._validate import check_int, check_real
 from ..core.formats import FormatLike, IntFormat, get_format
-from ..core.quantize import SCALE_DTYPES, QTensor, _require_finite, _store
+from ..core.quantize import SCALE_DTYPES, QTensor, require_finite, store_scales
+from ..core.validate import check_int, check_real
 
 __all__ = [
     "importance_from_activations",
@@ -67,7 +67,7 @@ def importance_from_activations(x: ArrayLike) -> ArrayLike:
     if t.dim() == 0:
         raise ValueError("x must be at least 1-d (..., in_features), got a 0-d tensor")
     t = t.detach().double().reshape(math.prod(t.shape[:-1]), t.shape[-1])
-    _require_finite(t)
+    require_finite(t)
     imp = (t * t).sum(0)
     if not bool(torch.isfinite(imp).all()):
         raise ValueError(f"x holds values up to {float(t.abs().max()):.4g}, whose sums of squares "
@@ -194,7 +194,7 @@ def imatrix_quantize(
     if not isinstance(scale_dtype, str) or scale_dtype not in SCALE_DTYPES:
         raise ValueError(f"scale_dtype must be one of {tuple(SCALE_DTYPES)}, got {scale_dtype!r}")
     x = t.double()
-    _require_finite(x)
+    require_finite(x)
     g = x.reshape(*t.shape[:-1], n // group_size, group_size)
     if n and float(imp.max()) > 0:
         # the search only compares ratios and sums weighted by imp: dividing imp by a power
@@ -218,7 +218,7 @@ def imatrix_quantize(
             best_err = torch.where(better, err, best_err)
             best_s = torch.where(better, s, best_s)
             best_q = torch.where(better, q, best_q)
-    scale = _store(best_s, scale_dtype)
+    scale = store_scales(best_s, scale_dtype)
     codes = best_q.to(f.code_dtype).reshape(t.shape)
     return QTensor(codes, scale.squeeze(-1), None, f, tuple(t.shape), "group", 0, group_size,
                    scale_dtype, t.dtype, was_numpy)

@@ -35,7 +35,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from ..core._validate import check_int
+from ..core.validate import check_int
 
 __all__ = [
     "KV_FORMATS",
@@ -160,7 +160,7 @@ def fake_quantize_kv(x: torch.Tensor, fmt: str, axis: str, group_size: int = 32)
     return out.to(x.dtype).contiguous()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_class():
     from transformers import DynamicCache
 

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._model_utils import fake_quantized_copy
 from ..core.formats import Format, FormatLike, IntFormat, get_format
 from ..core.quantize import fake_quantize
+from ._model_utils import fake_quantized_copy
 
 __all__ = [
     "FakeQuantSTE", "fake_quant_ste", "FakeQuantLinear", "prepare_qat", "convert",
@@ -143,7 +143,7 @@ class FakeQuantLinear(nn.Linear):
         self.qkwargs = _qat_kwargs(self.fmt, granularity, axis, group_size, symmetric)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, fmt: FormatLike, **kwargs: Any) -> "FakeQuantLinear":
+    def from_linear(cls, linear: nn.Linear, fmt: FormatLike, **kwargs: Any) -> FakeQuantLinear:
         """A FakeQuantLinear holding a copy of ``linear``'s weight and bias, on its device.
 
         Args:

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
-from ..core._validate import check_int
+from ..core.validate import check_int
 
 __all__ = [
     "random_orthogonal",

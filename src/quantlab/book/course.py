@@ -66,9 +66,7 @@ def _skip_block(directive: str, options: list[str]) -> bool:
         return True
     if name == "solution":
         return any(o.strip().startswith(":class:") and "dropdown" in o for o in options)
-    if name == "" or not directive.startswith("{"):
-        return True  # a plain code fence
-    return False
+    return name == "" or not directive.startswith("{")  # True: a plain code fence
 
 
 def prose_words(markdown: str) -> int:

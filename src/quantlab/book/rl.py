@@ -38,11 +38,9 @@ Taught in: chapters/05_rl.ipynb, "Train a policy" and "How many bits does a poli
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
@@ -58,6 +56,7 @@ if TYPE_CHECKING:
 from ..algorithms._model_utils import fake_quantized_copy
 from ..core.formats import Format, FormatLike, IntFormat, codebook, get_format
 from ..core.quantize import QTensor, quantize
+from ..core.validate import check_int, check_positive
 
 __all__ = [
     "ENV_ID",
@@ -103,22 +102,6 @@ FormatArg = FormatLike
 # --------------------------------------------------------------------------- validation
 
 
-def _check_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 def _check_policy(policy: Any, name: str = "policy") -> nn.Module:
     if not isinstance(policy, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(policy).__name__}")
@@ -143,10 +126,10 @@ class Policy(nn.Module):
 
     def __init__(self, obs_dim: int = 4, n_actions: int = 2, hidden: int = 64, seed: int = 0) -> None:
         super().__init__()
-        obs_dim = _check_int(obs_dim, "obs_dim")
-        n_actions = _check_int(n_actions, "n_actions", minimum=2)
-        hidden = _check_int(hidden, "hidden")
-        seed = _check_int(seed, "seed", minimum=0)
+        obs_dim = check_int(obs_dim, "obs_dim", minimum=1)
+        n_actions = check_int(n_actions, "n_actions", minimum=2)
+        hidden = check_int(hidden, "hidden", minimum=1)
+        seed = check_int(seed, "seed", minimum=0)
         self.net = nn.Sequential(
             nn.Linear(obs_dim, hidden),
             nn.ReLU(),
@@ -286,7 +269,7 @@ def _greedy(policy: nn.Module, obs: Union[np.ndarray, torch.Tensor]) -> np.ndarr
     return _logits_fn(policy)(_as_obs(obs)).argmax(axis=-1)
 
 
-def make_env(env_id: str = ENV_ID) -> "gym.Env":
+def make_env(env_id: str = ENV_ID) -> gym.Env:
     """A gymnasium environment without the checker wrapper (it only slows each step)."""
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
@@ -329,8 +312,8 @@ def rollout(
         TypeError, ValueError: bad ``policy``, ``episodes`` or ``seed``.
     """
     _check_policy(policy)
-    episodes = _check_int(episodes, "episodes")
-    seed = _check_int(seed, "seed", minimum=0)
+    episodes = check_int(episodes, "episodes", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     if not isinstance(env_id, str):
         raise TypeError(f"env_id must be a string, got {type(env_id).__name__}")
     import gymnasium as gym
@@ -481,15 +464,15 @@ def train_reinforce(
 
     Taught in: chapters/05_rl.ipynb, "Train a policy".
     """
-    seed = _check_int(seed, "seed", minimum=0)
-    max_episodes = _check_int(max_episodes, "max_episodes")
-    lr = _check_positive(lr, "lr")
-    gamma = _check_positive(gamma, "gamma")
+    seed = check_int(seed, "seed", minimum=0)
+    max_episodes = check_int(max_episodes, "max_episodes", minimum=1)
+    lr = check_positive(lr, "lr")
+    gamma = check_positive(gamma, "gamma")
     if gamma > 1:
         raise ValueError(f"gamma must be in (0, 1], got {gamma}")
-    target_return = _check_positive(target_return, "target_return")
-    eval_every = _check_int(eval_every, "eval_every")
-    eval_episodes = _check_int(eval_episodes, "eval_episodes")
+    target_return = check_positive(target_return, "target_return")
+    eval_every = check_int(eval_every, "eval_every", minimum=1)
+    eval_episodes = check_int(eval_episodes, "eval_episodes", minimum=1)
     if policy is None:
         policy = Policy(seed=seed)
     _check_policy(policy)
@@ -652,12 +635,12 @@ def finetune_qat(
     _check_policy(policy)
     fmt = _resolve(fmt)
     kw = _qkwargs(fmt, granularity)
-    steps = _check_int(steps, "steps")
-    rounds = _check_int(rounds, "rounds")
-    episodes = _check_int(episodes, "episodes")
-    lr = _check_positive(lr, "lr")
-    batch_size = _check_int(batch_size, "batch_size")
-    seed = _check_int(seed, "seed", minimum=0)
+    steps = check_int(steps, "steps", minimum=1)
+    rounds = check_int(rounds, "rounds", minimum=1)
+    episodes = check_int(episodes, "episodes", minimum=1)
+    lr = check_positive(lr, "lr")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     student = prepare_qat(policy, fmt, **kw)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -780,7 +763,8 @@ def load_policies(path: Optional[Union[str, Path]] = None) -> StoredPolicies:
     """Read policies written by :func:`save_policies` (default: the ones stored with quantlab).
 
     The stored file holds ten CartPole policies trained with :func:`train_reinforce`
-    (``"seed{s}/fp32"``, the first ten seeds whose training solved the task), their QAT fine-tunes (``"seed{s}/qat-{fmt}-{granularity}"``)
+    (``"seed{s}/fp32"``, the first ten seeds whose training solved the task), their QAT fine-tunes
+    (``"seed{s}/qat-{fmt}-{granularity}"``)
     and training curves, made by ``scripts/train_policies.py`` with :data:`TRAINING_RECIPE`.
     Evaluating them is exact on every CPU (see the module docstring), training them again is not.
 
@@ -801,7 +785,7 @@ def load_policies(path: Optional[Union[str, Path]] = None) -> StoredPolicies:
         meta = dict(f.metadata() or {})
         if "shapes" not in meta:
             raise ValueError(f"{path} was not written by quantlab.rl.save_policies (no 'shapes' metadata)")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors file, not a dict)
     policies: dict[str, nn.Module] = {}
     for name, (obs_dim, n_actions, hidden) in json.loads(meta["shapes"]).items():
         policy = Policy(obs_dim=obs_dim, n_actions=n_actions, hidden=hidden)

@@ -6,7 +6,7 @@ the environment's own step. Quantizing the actor can only speed up the first. Th
 measures both, for the same policy network run three ways:
 
 * ``"fp32 torch"``: eager PyTorch, float32 (``torch.inference_mode``);
-* ``"fp32 ORT"``: ONNX Runtime, float32 (:func:`quantlab.book.speed.export_float`);
+* ``"fp32 ORT"``: ONNX Runtime, float32 (:func:`quantlab.deploy.onnx.export_float`);
 * ``"int8 ORT"``: ONNX Runtime's integer kernels, int8 weights with one scale per output row
   and int8 activations rounded on the fly (``quantlab.nn.QuantScheme("int8")`` exported by
   :func:`quantlab.deploy.export_onnx`: ``DynamicQuantizeLinear`` + ``MatMulInteger``).
@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .rl import _check_int
+from ..core.validate import check_int
+from ..deploy.onnx import export_float
 from .rl_train import ENV_DEFAULTS, ActorCritic, make_vec_env
-from .speed import export_float, time_alternating
+from .speed import time_alternating
 
 __all__ = ["SPEED_VARIANTS", "actor_runners", "acting_speed"]
 
@@ -89,7 +90,7 @@ def actor_runners(actor: nn.Module, folder: PathLike, threads: int = 1,
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"folder must be an existing folder, got {str(folder)!r}")
-    threads = _check_int(threads, "threads")
+    threads = check_int(threads, "threads", minimum=1)
     first = next(m for m in actor.modules() if isinstance(m, nn.Linear))
     example = torch.zeros(1, first.in_features)
     runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
@@ -162,10 +163,10 @@ def acting_speed(
     for name, seq in (("hidden", hidden), ("batches", batches)):
         if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence) or not seq:
             raise TypeError(f"{name} must be a non-empty sequence of ints, got {seq!r}")
-    hidden = [_check_int(h, "hidden") for h in hidden]
-    batches = [_check_int(b, "batches") for b in batches]
-    repeats, transitions = _check_int(repeats, "repeats"), _check_int(transitions, "transitions")
-    threads, seed = _check_int(threads, "threads"), _check_int(seed, "seed", minimum=0)
+    hidden = [check_int(h, "hidden", minimum=1) for h in hidden]
+    batches = [check_int(b, "batches", minimum=1) for b in batches]
+    repeats, transitions = check_int(repeats, "repeats", minimum=1), check_int(transitions, "transitions", minimum=1)
+    threads, seed = check_int(threads, "threads", minimum=1), check_int(seed, "seed", minimum=0)
 
     probe = make_vec_env(env_id, 1)
     space = probe.single_action_space
@@ -195,15 +196,16 @@ def acting_speed(
                         state = {v: e.reset(seed=seed)[0].astype(np.float32) for v, e in envs.items()}
                         fixed = state[variants[0]].copy()
 
+                        # forward and step are timed below, within this iteration (B023 does not apply)
                         def forward(run=None):
-                            for _ in range(calls):
-                                run(fixed)
+                            for _ in range(calls):  # noqa: B023
+                                run(fixed)  # noqa: B023
 
                         def step(v=None):
-                            run, env = runners[v], envs[v]
-                            for _ in range(calls):
-                                obs = env.step(greedy(run(state[v])))[0]
-                                state[v] = obs.astype(np.float32, copy=False)
+                            run, env = runners[v], envs[v]  # noqa: B023
+                            for _ in range(calls):  # noqa: B023
+                                obs = env.step(greedy(run(state[v])))[0]  # noqa: B023
+                                state[v] = obs.astype(np.float32, copy=False)  # noqa: B023
 
                         fns: dict[str, Callable[[], Any]] = {}
                         for v in variants:

@@ -64,6 +64,7 @@ Taught in: chapters/05b_rl_training.ipynb (Quantized actors inside RL training).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -76,7 +77,8 @@ from ..algorithms._model_utils import fake_quantized_copy
 from ..algorithms.qat import FakeQuantLinear, convert, prepare_qat
 from ..core.formats import BlockFormat, Format, get_format
 from ..core.quantize import fake_quantize
-from .rl import _check_int, _check_positive, numpy_logits
+from ..core.validate import check_int, check_positive
+from .rl import numpy_logits
 
 __all__ = [
     "ENV_DEFAULTS",
@@ -129,7 +131,7 @@ def make_vec_env(env_id: str, num_envs: int) -> Any:
 
     if env_id not in ENV_DEFAULTS:
         raise ValueError(f"env_id must be one of {sorted(ENV_DEFAULTS)}, got {env_id!r}")
-    num_envs = _check_int(num_envs, "num_envs")
+    num_envs = check_int(num_envs, "num_envs", minimum=1)
     return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
 
@@ -139,7 +141,7 @@ def make_vec_env(env_id: str, num_envs: int) -> Any:
 
 def _mlp(sizes: list[int], g: torch.Generator, last_gain: float) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         lin = nn.Linear(n_in, n_out)
         with torch.no_grad():
             bound = 1.0 / math.sqrt(n_in)  # PyTorch's default range, from a private generator
@@ -169,8 +171,8 @@ class ActorCritic(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: int = 64,
                  seed: int = 0, log_std_init: float = 0.0) -> None:
         super().__init__()
-        obs_dim, act_dim = _check_int(obs_dim, "obs_dim"), _check_int(act_dim, "act_dim")
-        hidden, seed = _check_int(hidden, "hidden"), _check_int(seed, "seed", minimum=0)
+        obs_dim, act_dim = check_int(obs_dim, "obs_dim", minimum=1), check_int(act_dim, "act_dim", minimum=1)
+        hidden, seed = check_int(hidden, "hidden", minimum=1), check_int(seed, "seed", minimum=0)
         if not isinstance(discrete, bool):
             raise TypeError(f"discrete must be True or False, got {discrete!r}")
         g = torch.Generator().manual_seed(seed)
@@ -289,7 +291,7 @@ def mismatch(behaviour: tuple[np.ndarray, Optional[np.ndarray]],
 
 def truncated_weights(rho: np.ndarray, c: float) -> np.ndarray:
     """V-trace's truncated importance weights ``min(rho, c)`` (``rho = pi/mu`` per sample)."""
-    c = _check_positive(c, "c")
+    c = check_positive(c, "c")
     return np.minimum(np.asarray(rho, dtype=np.float64), c)
 
 
@@ -430,19 +432,19 @@ def train_ppo(
                  minibatches=minibatches, lr=lr, gamma=gamma, lam=lam, reward_scale=reward_scale)
     d.update({k: v for k, v in given.items() if v is not None})
     for k in ("updates", "num_envs", "steps", "epochs", "minibatches"):
-        d[k] = _check_int(d[k], k)
+        d[k] = check_int(d[k], k, minimum=1)
     for k in ("lr", "reward_scale"):
-        d[k] = _check_positive(d[k], k)
+        d[k] = check_positive(d[k], k)
     for k, v in (("gamma", d["gamma"]), ("lam", d["lam"]), ("clip_eps", clip_eps)):
-        if _check_positive(v, k) > 1:
+        if check_positive(v, k) > 1:
             raise ValueError(f"{k} must be in (0, 1], got {v!r}")
-    is_clip, vf_coef, max_grad_norm = (_check_positive(is_clip, "is_clip"),
-                                       _check_positive(vf_coef, "vf_coef"),
-                                       _check_positive(max_grad_norm, "max_grad_norm"))
+    is_clip, vf_coef, max_grad_norm = (check_positive(is_clip, "is_clip"),
+                                       check_positive(vf_coef, "vf_coef"),
+                                       check_positive(max_grad_norm, "max_grad_norm"))
     if isinstance(ent_coef, bool) or not isinstance(ent_coef, (int, float)) or ent_coef < 0:
         raise (TypeError if not isinstance(ent_coef, (int, float)) or isinstance(ent_coef, bool)
                else ValueError)(f"ent_coef must be a real number >= 0, got {ent_coef!r}")
-    seed, hidden = _check_int(seed, "seed", minimum=0), _check_int(hidden, "hidden")
+    seed, hidden = check_int(seed, "seed", minimum=0), check_int(hidden, "hidden", minimum=1)
     if init_model is not None:
         hidden = init_model.actor[0].out_features
     batch = d["num_envs"] * d["steps"]
@@ -671,7 +673,7 @@ def evaluate_actor(model: ActorCritic, env_id: str, actor_format: Any = "fp32", 
     Raises:
         TypeError, ValueError: see :func:`behaviour_policy` and :func:`make_vec_env`.
     """
-    episodes, seed = _check_int(episodes, "episodes"), _check_int(seed, "seed", minimum=0)
+    episodes, seed = check_int(episodes, "episodes", minimum=1), check_int(seed, "seed", minimum=0)
     mu = behaviour_policy(model, actor_format, granularity)
     fn = numpy_logits(mu.actor)
     envs = make_vec_env(env_id, episodes)

@@ -417,7 +417,8 @@ def gap_closed(ppl: float, ppl_rtn: float, ppl_ref: float) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise ValueError(f"{name} must be a positive finite number, got {v!r}")
     if ppl_rtn <= ppl_ref:
-        raise ValueError(f"ppl_rtn must be above ppl_ref (round-to-nearest loses something), got {ppl_rtn} <= {ppl_ref}")
+        raise ValueError(f"ppl_rtn must be above ppl_ref (round-to-nearest loses something), "
+                         f"got {ppl_rtn} <= {ppl_ref}")
     return 1 - (ppl - ppl_ref) / (ppl_rtn - ppl_ref)
 
 

@@ -14,17 +14,23 @@ them against the machine's limits:
   operations, ``N K bits / 8`` weight bytes plus the activations, and the attainable speed
   ``min(peak, intensity x bandwidth)`` (Williams, Waterman and Patterson, 2009, "Roofline");
 * :func:`layer_sweep` times one Linear layer in every format over a range of batch sizes;
-* :class:`LlamaDecodeStep`, :func:`export_decoder`, :class:`OrtDecoder` and
-  :func:`greedy_decode` run a Llama-style language model (SmolLM2) one token at a time with
-  a key/value cache in ONNX Runtime;
+* :func:`decode_speed` times greedy decoding of several decoders in turn, step by step;
 * :func:`encoder_speed` measures sentences per second of an encoder (MiniLM) in ONNX
   Runtime, float32 against int8, at several batch sizes;
-* :func:`profile_decoder` splits a decoding step's time by operator (ONNX Runtime's
-  profiler);
 * :func:`cpu_flags` reads the instruction-set extensions that decide which kernels run.
 
 Timings are medians of wall-clock times, in seconds, on whatever threads the caller set
 (``torch.set_num_threads`` for torch, ``threads=`` for ONNX Runtime).
+
+What is measured runs in :mod:`quantlab.deploy`, which owns deployment: the float exporter
+(:func:`quantlab.deploy.onnx.export_float`), the decoding graph
+(:class:`~quantlab.deploy.decoder.LlamaDecodeStep`, :func:`~quantlab.deploy.decoder.export_decoder`),
+its runtime (:class:`~quantlab.deploy.runtime.OrtDecoder`,
+:func:`~quantlab.deploy.runtime.greedy_decode`) and its inspection
+(:func:`~quantlab.deploy.profiling.graph_ops`,
+:func:`~quantlab.deploy.profiling.onnx_bytes_per_token`,
+:func:`~quantlab.deploy.profiling.profile_decoder`). These names lived here before and are
+re-exported, so ``speed.OrtDecoder`` and the others keep working.
 
 Taught in: chapters/04c_speed.ipynb (Where the speed comes from).
 """
@@ -44,6 +50,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 from torch import nn
+
+from ..deploy.decoder import LlamaDecodeStep, export_decoder
+from ..deploy.onnx import export_float
+from ..deploy.profiling import graph_ops, onnx_bytes_per_token, profile_decoder
+from ..deploy.runtime import OrtDecoder, greedy_decode
 
 __all__ = [
     "time_call",
@@ -412,24 +423,6 @@ def roofline(intensity: Union[float, np.ndarray], bandwidth_gbs: float,
 # --------------------------------------------------------------------------- one layer
 
 
-def export_float(model: nn.Module, example_input: torch.Tensor, path: PathLike,
-                 opset: int = 17) -> Path:
-    """Write a float torch module as ONNX (TorchScript exporter), batch axis dynamic.
-
-    The float counterpart of :func:`quantlab.deploy.export_onnx`: input ``"input"``,
-    output ``"output"``, axis 0 of both named ``"batch"``.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
-    path = Path(path)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example_input,), str(path), dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
-    return path
-
-
 def _layer_runners(weight: torch.Tensor, formats: Sequence[str], folder: Path,
                    threads: int) -> dict[str, Callable[[torch.Tensor, np.ndarray], Any]]:
     from ..deploy import export_onnx, ort_session
@@ -454,7 +447,8 @@ def _layer_runners(weight: torch.Tensor, formats: Sequence[str], folder: Path,
                 runners[fmt] = lambda xt, xn, q=layer: q(xt)
             else:
                 path = export_onnx(layer, example, folder / f"{fmt.split()[0]}.onnx")
-                runners[fmt] = lambda xt, xn, s=ort_session(path, threads): s.run(None, {"input": xn})
+                sess = ort_session(path, threads)
+                runners[fmt] = lambda xt, xn, s=sess: s.run(None, {"input": xn})
         else:
             raise ValueError(f"unknown format {fmt!r}; choose from {list(SWEEP_FORMATS)}")
     return runners
@@ -508,7 +502,7 @@ def layer_sweep(in_features: int, out_features: int, batches: Sequence[int] = (1
         for batch in batches:
             xt = torch.randn(batch, in_features, generator=g)
             xn = xt.numpy()
-            fns = {fmt: (lambda r=runners[fmt]: r(xt, xn)) for fmt in formats}
+            fns = {fmt: (lambda r=runners[fmt]: r(xt, xn)) for fmt in formats}  # noqa: B023 (timed just below)
             times = time_alternating(fns, repeats)
             for fmt in formats:
                 b, gs = bits[fmt]
@@ -520,370 +514,10 @@ def layer_sweep(in_features: int, out_features: int, batches: Sequence[int] = (1
     return rows
 
 
-# --------------------------------------------------------------------------- decoding
+# --------------------------------------------------------------------------- decoding speed
 
 
-class LlamaDecodeStep(nn.Module):
-    """One decoding step of a transformers Llama model (SmolLM2), with a fixed-size KV cache.
-
-    ``forward(input_ids, position, past_keys, past_values)`` takes
-
-    * ``input_ids``: int64 ``(1,)``, the current token;
-    * ``position``: int64 ``(1,)``, its position ``p`` (0-based), also the number of cached
-      tokens;
-    * ``past_keys``, ``past_values``: float32 ``(layers, kv_heads, max_len, head_dim)``; slots
-      ``0 .. p-1`` hold the keys and values (after rotary embedding, for keys) of the tokens
-      before, the rest is ignored (masked);
-
-    and returns ``(logits (1, vocab), new_keys, new_values)`` with the new entries
-    ``(layers, kv_heads, 1, head_dim)`` for slot ``p``, which the caller writes into the cache.
-    Fixed shapes keep the exported graph simple; attention reads all ``max_len`` slots and
-    masks the unused ones.
-
-    The computation is the model's own (it calls the model's embedding, norms, projections,
-    MLPs and head, so quantized layers stay quantized); only attention is written out here,
-    for one query token: rotary embedding, grouped-query attention (each of the
-    ``kv_heads`` key/value heads serves ``heads / kv_heads`` query heads), softmax with
-    scale ``1/sqrt(head_dim)``.
-
-    Args:
-        model: a transformers ``LlamaForCausalLM`` (possibly with QuantizedLinear layers).
-        max_len: cache slots (the longest prompt + generation).
-
-    Raises:
-        TypeError: ``model`` has no Llama-style ``model.layers``.
-        ValueError: ``max_len`` < 1.
-    """
-
-    def __init__(self, model: nn.Module, max_len: int = 128) -> None:
-        super().__init__()
-        if not hasattr(model, "model") or not hasattr(model.model, "layers") or not hasattr(model, "config"):
-            raise TypeError("model must be a transformers Llama-style causal LM (model.model.layers)")
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
-        cfg = model.config
-        self.lm = model
-        self.max_len = max_len
-        self.n_layers = len(model.model.layers)
-        self.n_heads = cfg.num_attention_heads
-        self.n_kv = cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        rope = getattr(cfg, "rope_parameters", None) or {}
-        theta = rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
-        inv_freq = 1.0 / theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self.register_buffer("slots", torch.arange(max_len), persistent=False)
-        half = self.head_dim // 2
-        rot = torch.zeros(self.head_dim, self.head_dim)  # x @ rot = rotate_half(x) = (-x2, x1)
-        rot[torch.arange(half) + half, torch.arange(half)] = -1.0
-        rot[torch.arange(half), torch.arange(half) + half] = 1.0
-        self.register_buffer("rot", rot, persistent=False)
-        self.register_buffer("eye", torch.eye(self.head_dim), persistent=False)
-
-    def cache_shape(self) -> tuple[int, int, int, int]:
-        """``(layers, kv_heads, max_len, head_dim)``."""
-        return (self.n_layers, self.n_kv, self.max_len, self.head_dim)
-
-    def forward(self, input_ids: torch.Tensor, position: torch.Tensor, past_keys: torch.Tensor,
-                past_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        lm = self.lm.model
-        n_kv, rep, hd = self.n_kv, self.n_heads // self.n_kv, self.head_dim
-        x = lm.embed_tokens(input_ids)  # (1, d)
-        freqs = position.to(torch.float32)[:, None] * self.inv_freq[None, :]  # (1, hd/2)
-        emb = torch.cat([freqs, freqs], dim=-1)
-        cos, sin = emb.cos(), emb.sin()  # (1, hd)
-        # rotary embedding as one (hd x hd) matrix per step, shared by all layers:
-        # x * cos + rotate_half(x) * sin = x @ (diag(cos) + rot * sin); queries also take the scale
-        rope_k = self.eye * cos + self.rot * sin
-        rope_q = rope_k * (1.0 / math.sqrt(hd))
-        masked = (self.slots >= position)[None, None, :]  # (1, 1, max_len): slots not yet written
-        new_k, new_v = [], []
-        for i, block in enumerate(lm.layers):
-            attn = block.self_attn
-            h = block.input_layernorm(x)
-            q = attn.q_proj(h).view(n_kv, rep, hd)
-            k = attn.k_proj(h).view(n_kv, 1, hd)
-            v = attn.v_proj(h).view(n_kv, 1, hd)
-            q = torch.matmul(q, rope_q)  # rotated and scaled by 1/sqrt(head_dim)
-            k = torch.matmul(k, rope_k)
-            s_past = torch.matmul(q, past_keys[i].transpose(-1, -2))  # (n_kv, rep, max_len)
-            s_past = s_past.masked_fill(masked, float("-inf"))
-            s_new = torch.matmul(q, k.transpose(-1, -2))  # (n_kv, rep, 1)
-            p = torch.softmax(torch.cat([s_past, s_new], dim=-1), dim=-1)
-            out = torch.matmul(p[..., :-1], past_values[i]) + p[..., -1:] * v  # (n_kv, rep, hd)
-            x = x + attn.o_proj(out.reshape(1, n_kv * rep * hd))
-            x = x + block.mlp(block.post_attention_layernorm(x))
-            new_k.append(k)
-            new_v.append(v)
-        logits = self.lm.lm_head(lm.norm(x))
-        return logits, torch.stack(new_k), torch.stack(new_v)
-
-
-def export_decoder(model: nn.Module, path: PathLike, max_len: int = 128,
-                   accuracy_level: int = 4, fused: bool = True) -> Path:
-    """Export one decoding step of ``model`` to ONNX, for :class:`OrtDecoder`.
-
-    ``fused=True`` (the default) writes the graph an inference engine runs
-    (:func:`quantlab.deploy.decoder.export_llama_decoder`): about ten nodes per layer, with
-    ONNX Runtime's fused kernels for RMSNorm + residual, attention with rotary embedding and
-    an in-place KV cache, and stacked q/k/v and gate/up projections. ``fused=False`` traces
-    :class:`LlamaDecodeStep` op by op with ``torch.onnx.export`` (about 30 nodes per layer;
-    inputs ``input_ids``, ``position``, ``past_keys``, ``past_values``; outputs ``logits``,
-    ``new_keys``, ``new_values``; attention over all ``max_len`` slots, masked). Both keep
-    quantized layers (:class:`~quantlab.nn.QuantizedLinear`) on ONNX Runtime's integer
-    kernels (:func:`quantlab.deploy.export_onnx`), with the layers' own codes and scales.
-
-    Args:
-        model: a transformers Llama-style causal LM.
-        path: the ``.onnx`` file to write.
-        max_len: cache slots.
-        accuracy_level: ``MatMulNBits`` accuracy level for grouped layers.
-        fused: the fused graph (True) or the traced one (False).
-
-    Returns:
-        ``path`` as a Path.
-    """
-    from ..deploy import export_onnx
-    from ..deploy.decoder import export_llama_decoder
-    from ..nn import quantized_layers
-
-    if not isinstance(fused, bool):
-        raise TypeError(f"fused must be a bool, got {fused!r}")
-    if fused:
-        return export_llama_decoder(model, path, max_len=max_len, accuracy_level=accuracy_level)
-    step = LlamaDecodeStep(model, max_len).eval()
-    cache = torch.zeros(step.cache_shape())
-    example = (torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), cache, cache.clone())
-    names_in = ["input_ids", "position", "past_keys", "past_values"]
-    names_out = ["logits", "new_keys", "new_values"]
-    path = Path(path)
-    if quantized_layers(step):
-        return export_onnx(step, example, path, input_names=names_in, output_names=names_out,
-                           dynamic_axes={}, accuracy_level=accuracy_level)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(step, example, str(path), dynamo=False, opset_version=17,
-                          input_names=names_in, output_names=names_out)
-    return path
-
-
-def onnx_bytes_per_token(path: PathLike, cache_bytes: int = 0) -> dict[str, float]:
-    """Bytes one decoding step of an exported model reads: its weights, once.
-
-    Every initializer of the graph is read once per token, except a table used only by
-    ``Gather`` (the token embedding), of which one row is read. ``cache_bytes`` (the KV
-    cache that attention reads) is added as given.
-
-    Returns:
-        ``{"weights": bytes of the initializers read, "embedding_table": bytes of the
-        gathered tables (not read, but stored), "total": weights + cache_bytes}``.
-    """
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=True)
-    sizes = {t.name: onnx.numpy_helper.to_array(t).nbytes for t in proto.graph.initializer}
-    shapes = {t.name: list(t.dims) for t in proto.graph.initializer}
-    users: dict[str, set[str]] = {}
-    for node in proto.graph.node:
-        for i, name in enumerate(node.input):
-            if name in sizes:
-                users.setdefault(name, set()).add(node.op_type if i == 0 else node.op_type + "_other")
-    tables = [n for n, ops in users.items() if ops == {"Gather"}]
-    table_bytes = sum(sizes[n] for n in tables)
-    rows = sum(sizes[n] / max(1, shapes[n][0]) for n in tables)
-    weights = sum(sizes.values()) - table_bytes + rows
-    return {"weights": float(weights), "embedding_table": float(table_bytes),
-            "total": float(weights + cache_bytes)}
-
-
-class OrtDecoder:
-    """Greedy decoding with an exported decode step (:func:`export_decoder`) in ONNX Runtime.
-
-    For a fused graph the KV cache is one ONNX Runtime buffer per layer and kind, bound as
-    both the input and the output of its attention node (``IOBinding``): the kernel writes
-    the new key and value into slot ``position`` in place, and a step copies nothing but
-    the token in and the logits out. For a traced graph (``fused=False``) the cache is held
-    as numpy arrays, passed in whole every step, and each step's new keys and values are
-    written into slot ``position``.
-
-    The token, position and logits are numpy arrays that share their memory with the bound
-    ONNX Runtime values, so a step writes three numbers and copies the logits out; nothing
-    else crosses between Python and ONNX Runtime.
-
-    Args:
-        path: the exported ``.onnx`` file.
-        threads: ONNX Runtime intra-op threads.
-        profile_prefix: turn on ONNX Runtime's profiler (see
-            :func:`quantlab.deploy.ort_session`).
-        spinning: whether worker threads spin between the kernels of a step (and stop when
-            it returns) instead of sleeping; None (default): they sleep. See
-            :func:`quantlab.deploy.decoder.decoder_session`.
-
-    Attributes:
-        session: the ``onnxruntime.InferenceSession``.
-        cache_shape: ``(layers, kv_heads, max_len, head_dim)``.
-        fused: whether the graph is the fused one.
-    """
-
-    def __init__(self, path: PathLike, threads: int = 1, profile_prefix: Optional[PathLike] = None, *,
-                 spinning: Optional[bool] = None) -> None:
-        from ..deploy.decoder import decoder_session
-
-        self.session = decoder_session(path, threads=threads, spinning=spinning, profile_prefix=profile_prefix)
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        self.fused = "seqlens_k" in inputs
-        if self.fused:
-            layers = sum(1 for n in inputs if n.startswith("past_key."))
-            shape = inputs["past_key.0"].shape if layers else []
-            self.cache_shape = (layers, *shape[1:]) if len(shape) == 4 else ()
-        else:
-            shape = inputs["past_keys"].shape if "past_keys" in inputs else []
-            self.cache_shape = tuple(shape)
-        if len(self.cache_shape) != 4 or not all(isinstance(s, int) for s in self.cache_shape):
-            raise ValueError(f"{path} is not a decode step from export_decoder (inputs {sorted(inputs)})")
-        self.vocab = int(self.session.get_outputs()[0].shape[-1])
-        self.reset()
-
-    @property
-    def max_len(self) -> int:
-        return self.cache_shape[2]
-
-    @property
-    def cache_bytes(self) -> int:
-        """Bytes of keys and values the cache holds (float32, all ``max_len`` slots)."""
-        return 2 * int(np.prod(self.cache_shape)) * 4
-
-    def cache_bytes_read(self, position: int) -> int:
-        """Bytes of keys and values that the step at ``position`` reads.
-
-        The fused graph's attention reads slots ``0..position``; the traced graph reads all
-        ``max_len`` slots (and masks the unused ones).
-        """
-        slots = position + 1 if self.fused else self.max_len
-        layers, kv, _, hd = self.cache_shape
-        return 2 * layers * kv * slots * hd * 4
-
-    def reset(self) -> None:
-        """Empty the cache."""
-        if not self.fused:
-            self.keys = np.zeros(self.cache_shape, dtype=np.float32)
-            self.values = np.zeros(self.cache_shape, dtype=np.float32)
-            return
-        import onnxruntime as ort
-
-        layers, kv, slots, hd = self.cache_shape
-        zeros = np.zeros((1, kv, slots, hd), dtype=np.float32)
-        if not hasattr(self, "_binding"):
-            self._binding = self.session.io_binding()
-            # numpy arrays and the OrtValues bound to the graph share one buffer each
-            self._ids_np = np.zeros((1, 1), dtype=np.int64)
-            self._seqlens_np = np.zeros(1, dtype=np.int32)
-            self._total_np = np.ones((), dtype=np.int32)
-            self._logits_np = np.zeros((1, 1, self.vocab), dtype=np.float32)
-            self._ids = ort.OrtValue.ortvalue_from_numpy(self._ids_np)
-            self._seqlens = ort.OrtValue.ortvalue_from_numpy(self._seqlens_np)
-            self._total = ort.OrtValue.ortvalue_from_numpy(self._total_np)
-            self._logits = ort.OrtValue.ortvalue_from_numpy(self._logits_np)
-            self._cache = [ort.OrtValue.ortvalue_from_numpy(zeros.copy()) for _ in range(2 * layers)]
-            b = self._binding
-            b.bind_ortvalue_input("input_ids", self._ids)
-            b.bind_ortvalue_input("seqlens_k", self._seqlens)
-            b.bind_ortvalue_input("total_sequence_length", self._total)
-            b.bind_ortvalue_output("logits", self._logits)
-            for i in range(layers):
-                for j, kind in enumerate(("key", "value")):
-                    buf = self._cache[2 * i + j]
-                    b.bind_ortvalue_input(f"past_{kind}.{i}", buf)
-                    b.bind_ortvalue_output(f"present_{kind}.{i}", buf)
-        else:
-            for buf in self._cache:
-                buf.update_inplace(zeros)
-
-    def step(self, token: int, position: int) -> np.ndarray:
-        """Feed ``token`` at ``position``; returns the logits ``(vocab,)`` for the next token."""
-        if not 0 <= position < self.max_len:
-            raise ValueError(f"position must be in 0..{self.max_len - 1}, got {position}")
-        if self.fused:
-            self._ids_np[0, 0] = token  # the bound inputs read these buffers
-            self._seqlens_np[0] = position
-            self._total_np[()] = position + 1
-            self.session.run_with_iobinding(self._binding)
-            return self._logits_np[0, 0].copy()  # the next step overwrites the buffer
-        logits, k, v = self.session.run(None, {
-            "input_ids": np.array([token], dtype=np.int64),
-            "position": np.array([position], dtype=np.int64),
-            "past_keys": self.keys, "past_values": self.values})
-        self.keys[:, :, position] = k[:, :, 0]
-        self.values[:, :, position] = v[:, :, 0]
-        return logits[0]
-
-    def generate(self, prompt: Sequence[int], n: int) -> list[int]:
-        """Greedy: feed ``prompt`` token by token, then ``n`` argmax tokens. Returns the new tokens."""
-        return greedy_decode(self.step, prompt, n, reset=self.reset)
-
-    def nll(self, tokens: Sequence[int]) -> tuple[float, int]:
-        """Summed negative log-likelihood of ``tokens[1:]`` given the tokens before, and its count.
-
-        ``math.exp(total / count)`` is the perplexity of one window, as
-        :func:`quantlab.evaluation.perplexity` computes it with ``context = len(tokens)``.
-        """
-        tokens = [int(t) for t in tokens]
-        if len(tokens) < 2 or len(tokens) > self.max_len:
-            raise ValueError(f"need 2 to {self.max_len} tokens, got {len(tokens)}")
-        self.reset()
-        total = 0.0
-        for pos, tok in enumerate(tokens[:-1]):
-            logits = self.step(tok, pos).astype(np.float64)
-            m = logits.max()
-            total += float(m + np.log(np.exp(logits - m).sum()) - logits[tokens[pos + 1]])
-        return total, len(tokens) - 1
-
-
-def greedy_decode(step: Callable[[int, int], Any], prompt: Sequence[int], n: int,
-                  reset: Optional[Callable[[], None]] = None,
-                  times: Optional[list[float]] = None) -> list[int]:
-    """Greedy generation with a one-token step function ``step(token, position) -> logits``.
-
-    The prompt is fed one token at a time (positions ``0 .. len(prompt) - 1``), then each
-    argmax is fed back, ``n`` times.
-
-    Args:
-        step: the decode step (e.g. :meth:`OrtDecoder.step`), returning the next-token logits.
-        prompt: token ids, at least one.
-        n: tokens to generate, >= 0.
-        reset: called first (empties a cache), if given.
-        times: if a list is given, the seconds of each generating step are appended to it
-            (the prompt's steps are not timed).
-
-    Returns:
-        The ``n`` generated token ids.
-
-    Raises:
-        ValueError: an empty prompt or a negative ``n``.
-    """
-    prompt = [int(t) for t in prompt]
-    if not prompt:
-        raise ValueError("prompt must hold at least one token")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an int >= 0, got {n!r}")
-    if reset is not None:
-        reset()
-    for pos, tok in enumerate(prompt[:-1]):
-        step(tok, pos)
-    out: list[int] = []
-    tok, pos = prompt[-1], len(prompt) - 1
-    for _ in range(n):
-        t0 = time.perf_counter()
-        logits = step(tok, pos)
-        tok = int(np.argmax(np.asarray(logits)))
-        if times is not None:
-            times.append(time.perf_counter() - t0)
-        out.append(tok)
-        pos += 1
-    return out
-
-
-def decode_speed(decoders: Mapping[str, "OrtDecoder"], prompt: Sequence[int], n: int = 16,
+def decode_speed(decoders: Mapping[str, OrtDecoder], prompt: Sequence[int], n: int = 16,
                  rounds: int = 2, interleave: bool = True) -> dict[str, float]:
     """Tokens per second of greedy generation, for several decoders timed in turn.
 
@@ -935,68 +569,6 @@ def decode_speed(decoders: Mapping[str, "OrtDecoder"], prompt: Sequence[int], n:
                 token[name] = int(np.argmax(np.asarray(logits)))
                 steps[name].append(time.perf_counter() - t0)
     return {name: 1.0 / statistics.median(t) for name, t in steps.items()}
-
-
-def graph_ops(path: PathLike) -> dict[str, int]:
-    """How many nodes of each operator type an ONNX file holds (op type -> count).
-
-    At batch 1 every node is one kernel call per step, each with a fixed cost.
-    """
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    counts: dict[str, int] = {}
-    for node in proto.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
-def profile_decoder(path: PathLike, prompt: Sequence[int], n: int = 16, threads: int = 1) -> dict[str, Any]:
-    """Where one decoding step's time goes: ONNX Runtime's own profile, per operator type.
-
-    Runs greedy decoding (``prompt``, then ``n`` tokens) in a session with profiling on,
-    and sums the kernel times that ONNX Runtime records over the ``n`` generating steps.
-    The profiler times each kernel call (about a microsecond of its own cost), so shares
-    are more reliable than absolute times; ONNX Runtime's graph optimizations (fusions)
-    have been applied, so the operator types are those that ran.
-
-    Args:
-        path: a decode step from :func:`export_decoder` (fused or traced).
-        prompt: token ids fed first (untimed).
-        n: generated tokens whose steps are summed, at least 1.
-        threads: ONNX Runtime intra-op threads.
-
-    Returns:
-        ``{"step_ms": mean time of a whole step in the session (ms), "ops": {op type:
-        {"ms": mean ms per step, "calls": kernel calls per step}}}``, ops by time, largest
-        first.
-
-    Raises:
-        ValueError: ``n`` < 1 or an empty prompt (and as :class:`OrtDecoder`).
-    """
-    import json
-
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    with tempfile.TemporaryDirectory(prefix="quantlab_profile_") as tmp:
-        dec = OrtDecoder(path, threads=threads, profile_prefix=Path(tmp) / "step")
-        greedy_decode(dec.step, prompt, n)  # raises ValueError for an empty prompt
-        events = json.loads(Path(dec.session.end_profiling()).read_text())
-    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    timed = runs[-n:]  # the generating steps
-    t0 = timed[0]["ts"]
-    ops: dict[str, dict[str, float]] = {}
-    for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < t0:
-            continue
-        op = e["args"]["op_name"]
-        entry = ops.setdefault(op, {"ms": 0.0, "calls": 0})
-        entry["ms"] += e["dur"] / 1e3 / n
-        entry["calls"] += 1
-    for entry in ops.values():
-        entry["calls"] = entry["calls"] // n
-    ops = dict(sorted(ops.items(), key=lambda kv: -kv[1]["ms"]))
-    return {"step_ms": sum(e["dur"] for e in timed) / 1e3 / n, "ops": ops}
 
 
 class _Encoder(nn.Module):

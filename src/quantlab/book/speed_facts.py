@@ -81,7 +81,8 @@ SAME = 1.15
 DECODE_MODELS: tuple[str, ...] = ("fp32", "int8 g64", "int4 g64, head fp32", "int4 g64, head int4")
 
 #: How the sentences name the decoded models.
-DECODE_LABELS: dict[str, str] = {"fp32": "float32", "int8 g64": "int8", "int4 g64, head fp32": "int4 with a float32 head",
+DECODE_LABELS: dict[str, str] = {"fp32": "float32", "int8 g64": "int8",
+                                 "int4 g64, head fp32": "int4 with a float32 head",
                                  "int4 g64, head int4": "int4 throughout"}
 
 #: Bytes of a float32 weight over the bytes of each sweep format's weight, float32 scales
@@ -154,7 +155,7 @@ class SpeedRecord:
         return {"machine": self.machine, "values": self.values, "note": self.note}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "SpeedRecord":
+    def from_json(cls, data: Mapping[str, Any]) -> SpeedRecord:
         if not isinstance(data, Mapping) or "machine" not in data:
             raise ValueError("a speed record needs a 'machine' entry")
         return cls(machine=dict(data["machine"]), values=dict(data.get("values", {})), note=str(data.get("note", "")))
@@ -189,7 +190,7 @@ def machine_info(threads: int = 1, cpuinfo: PathLike = "/proc/cpuinfo") -> dict[
         "cores": os.cpu_count() or 1,
         "threads": threads,
         "engines": engines,
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
     }
 
 
@@ -334,7 +335,8 @@ def _bandwidth(record: SpeedRecord) -> Optional[float]:
 
 def _roof_shares(record: SpeedRecord) -> Optional[tuple[float, float]]:
     """Share of the memory roofline reached on one thread by float32 and by int4 throughout."""
-    d1, bw1, mb = record.get("decode", 1) or {}, record.get("decode_bandwidth", 1), record.get("decode_mb_per_token") or {}
+    d1, bw1 = record.get("decode", 1) or {}, record.get("decode_bandwidth", 1)
+    mb = record.get("decode_mb_per_token") or {}
     a, b = "fp32", "int4 g64, head int4"
     if not (bw1 and d1.get(a) and d1.get(b) and mb.get(a) and mb.get(b)):
         return None
@@ -383,7 +385,7 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
             tail = f", because this CPU {why['int8_isa'][3:] if why['int8_isa'].startswith('it ') else why['int8_isa']}"
         else:
             tail = (". This CPU has VNNI, but "
-                    + (why["float_unit"] if "float_unit" in why else "its float32 kernel keeps pace with it")
+                    + why.get("float_unit", "its float32 kernel keeps pace with it")
                     + ", so integer arithmetic has little to win")
         out["peaks"] = head + tail + "."
 
@@ -412,7 +414,8 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
             out["int4_vs_int8"] = f"int4 runs {_times(r, 'int8')} at batch 1: half the bytes, and the bytes decide."
         elif v == "about as fast":
             out["int4_vs_int8"] = (f"int4 is {_times(r, 'int8')} at batch 1: half the bytes, but unpacking 4-bit "
-                                   "codes and applying a scale per 32 weights costs this CPU about what the bytes save.")
+                                   "codes and applying a scale per 32 weights costs this CPU about what the "
+                                   "bytes save.")
         else:
             out["int4_vs_int8"] = (f"int4 is {_times(r, 'int8')} at batch 1: unpacking 4-bit codes and a scale "
                                    "per 32 weights cost this CPU more than the bytes save.")
@@ -485,7 +488,8 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
         out["policy"] = text
 
     same = [r for r in _others(record, references)
-            if r.machine.get("cpu") == record.machine.get("cpu") and r.machine.get("cores") == record.machine.get("cores")]
+            if r.machine.get("cpu") == record.machine.get("cpu")
+            and r.machine.get("cores") == record.machine.get("cores")]
     if same:
         r = same[-1]
         out["reference"] = (f"This run's machine has the same CPU as the reference {r.label} (measured on "
@@ -557,7 +561,8 @@ def general_claims(record: SpeedRecord) -> dict[str, Optional[bool]]:
     return out
 
 
-def claim_range(records: Iterable[SpeedRecord], *path: Any, over: Optional[Sequence[Any]] = None) -> tuple[float, float]:
+def claim_range(records: Iterable[SpeedRecord], *path: Any,
+                over: Optional[Sequence[Any]] = None) -> tuple[float, float]:
     """The smallest and largest of a value (or of ``value / value_over``) across records that have it.
 
     ``claim_range(refs, "layer", "4096x4096", "fp32 ORT", 1, over=("layer", "4096x4096", "int4 ORT", 1))``
@@ -595,9 +600,8 @@ def _positive_numbers(node: Any, where: str, problems: list[str]) -> None:
             _positive_numbers(v, f"{where}/{i}", problems)
     elif isinstance(node, bool) or node is None or isinstance(node, str):
         return
-    elif isinstance(node, (int, float)):
-        if not math.isfinite(node) or node <= 0:
-            problems.append(f"{where} is {node!r}, not a positive finite number")
+    elif isinstance(node, (int, float)) and (not math.isfinite(node) or node <= 0):
+        problems.append(f"{where} is {node!r}, not a positive finite number")
 
 
 def sanity_problems(record: SpeedRecord) -> list[str]:

@@ -28,6 +28,10 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
+from ..deploy.decoder import export_decoder
+from ..deploy.onnx import export_float
+from ..deploy.profiling import onnx_bytes_per_token
+from ..deploy.runtime import OrtDecoder
 from . import speed
 from .speed_facts import SpeedRecord, machine_info
 
@@ -141,7 +145,7 @@ def decode(record: SpeedRecord, models: Mapping[str, torch.nn.Module], prompt: S
            threads: Sequence[int] = (1, 2)) -> dict[str, Any]:
     """Tokens per second of greedy generation for each model, on each thread count.
 
-    Each model is exported once (:func:`quantlab.book.speed.export_decoder`, the fused graph);
+    Each model is exported once (:func:`quantlab.deploy.decoder.export_decoder`, the fused graph);
     for each thread count the bandwidth is measured again on that many threads and all models
     generate ``n_gen`` tokens after ``prompt``, taking turns step by step
     (:func:`quantlab.book.speed.decode_speed`). Stored as ``decode`` (``{threads: {model:
@@ -163,14 +167,14 @@ def decode(record: SpeedRecord, models: Mapping[str, torch.nn.Module], prompt: S
     if not threads or min(threads) < 1:
         raise ValueError(f"threads must be positive ints, got {threads!r}")
     prompt = [int(t) for t in prompt]
-    paths = {name: speed.export_decoder(m, folder / f"decoder_{i}.onnx", max_len)
+    paths = {name: export_decoder(m, folder / f"decoder_{i}.onnx", max_len)
              for i, (name, m) in enumerate(models.items())}
     slots = len(prompt) + (n_gen - 1) / 2  # mean number of cached positions a timed step reads
     first = next(iter(models.values()))
     cfg = first.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     cache_bytes = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * slots * head_dim * 4
-    traffic = {name: speed.onnx_bytes_per_token(p, cache_bytes) for name, p in paths.items()}
+    traffic = {name: onnx_bytes_per_token(p, cache_bytes) for name, p in paths.items()}
     prev = torch.get_num_threads()
     tok_s: dict[int, dict[str, float]] = {}
     bw: dict[int, float] = {}
@@ -179,7 +183,7 @@ def decode(record: SpeedRecord, models: Mapping[str, torch.nn.Module], prompt: S
         for t in threads:
             torch.set_num_threads(t)
             bw[t] = max(speed.measure_bandwidth(repeats=3).values())
-            decoders[t] = {name: speed.OrtDecoder(p, threads=t) for name, p in paths.items()}
+            decoders[t] = {name: OrtDecoder(p, threads=t) for name, p in paths.items()}
             tok_s[t] = speed.decode_speed(decoders[t], prompt, n=n_gen, rounds=rounds)
     finally:
         torch.set_num_threads(prev)
@@ -247,7 +251,7 @@ def policies(record: SpeedRecord, hidden: Sequence[int] = POLICY_HIDDEN, folder:
                 policy = rl.load_policies().policies["seed0/fp32"] if h == 64 else rl.Policy(hidden=h, seed=1)
                 policy.eval()
                 q = quantize_model(policy, QuantScheme("int8"), skip=None, inplace=False, progress=False)
-                s32 = ort_session(speed.export_float(policy, obs_t, where / f"policy{h}_fp32.onnx"), threads=1)
+                s32 = ort_session(export_float(policy, obs_t, where / f"policy{h}_fp32.onnx"), threads=1)
                 s8 = ort_session(export_onnx(q, obs_t, where / f"policy{h}_int8.onnx"), threads=1)
                 with torch.no_grad():
                     fns = {"fp32 torch": lambda p=policy: p(obs_t), "int8 torch (eager)": lambda m=q: m(obs_t),

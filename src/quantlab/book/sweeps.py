@@ -40,6 +40,7 @@ from ..core._backend import ArrayLike, as_tensor, require_float
 from ..core.formats import FloatFormat, FormatLike, get_format
 from ..core.metrics import sqnr_db
 from ..core.quantize import quantize
+from ..core.validate import check_nonnegative_int
 
 __all__ = [
     "DB_PER_BIT",
@@ -92,12 +93,6 @@ def _check_positive(value: Any, name: str) -> float:
     return float(value)
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    return int(seed)
-
-
 def gaussian_weights(shape: Any = (512, 1024), std: float = 0.02, seed: int = 0) -> torch.Tensor:
     """A seeded matrix of normal weights, ``N(0, std^2)``, as float32.
 
@@ -116,7 +111,7 @@ def gaussian_weights(shape: Any = (512, 1024), std: float = 0.02, seed: int = 0)
     """
     dims = _check_shape(shape)
     std = _check_positive(std, "std")
-    gen = torch.Generator().manual_seed(_check_seed(seed))
+    gen = torch.Generator().manual_seed(check_nonnegative_int(seed, "seed"))
     return torch.randn(dims, generator=gen, dtype=torch.float32).mul_(std)
 
 
@@ -150,7 +145,7 @@ def student_t_weights(
     if df <= 2:
         raise ValueError(f"df must be > 2 so that the variance exists, got {df}")
     std = _check_positive(std, "std")
-    rng = np.random.default_rng(_check_seed(seed))
+    rng = np.random.default_rng(check_nonnegative_int(seed, "seed"))
     t = rng.standard_t(df, size=dims) * (std / math.sqrt(df / (df - 2)))
     return torch.from_numpy(t.astype(np.float32))
 

@@ -9,7 +9,8 @@
 * :mod:`~quantlab.core.gguf_blocks` -- the GGUF block codecs (Q8_0 ... Q6_K), byte for byte;
 * :mod:`~quantlab.core.metrics` -- error metrics (MSE, SQNR, ...);
 * :mod:`~quantlab.core.memory` -- the memory calculator (weights, KV cache, training, RLHF);
-* ``_backend``, ``_fast``, ``_validate`` -- numpy/torch dispatch, chunking, argument checks.
+* ``validate`` -- the argument checks every module uses (``_validate`` is its former name);
+* ``_backend``, ``_fast`` -- numpy/torch dispatch, chunking.
 
 Nothing here imports another layer of quantlab (algorithms, nn, deploy, book).
 """

@@ -233,7 +233,7 @@ class ReadOnlyTensor(torch.Tensor):
         shared.discard(None)
         return _wrap_views(result, shared)
 
-    def __deepcopy__(self, memo: dict) -> "ReadOnlyTensor":
+    def __deepcopy__(self, memo: dict) -> ReadOnlyTensor:
         return read_only(self.clone())  # clone() returns an ordinary tensor
 
     def __reduce_ex__(self, protocol: Any) -> tuple:

@@ -38,12 +38,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Iterable, Optional, Union
 
-import numpy as np
 import torch
 
 from ._backend import as_tensor, like_input, read_only
 from ._fast import CAST_CHUNK_ELEMENTS, CHUNK_ELEMENTS, chunk_elements, row_chunks
-from ._validate import check_bool, check_int
+from .validate import check_bool, check_int
 
 __all__ = [
     "Format",
@@ -65,7 +64,7 @@ def _numpy_in_out(method: Callable[..., torch.Tensor]) -> Callable[..., Any]:
     grad are read detached."""
 
     @functools.wraps(method)
-    def wrapper(self: "Format", x: Any) -> Any:
+    def wrapper(self: Format, x: Any) -> Any:
         if isinstance(x, torch.Tensor):
             return method(self, x.detach() if x.requires_grad else x)
         t, was_numpy = as_tensor(x, "x")
@@ -686,7 +685,7 @@ class BlockFormat(Format):
         ``mxint8`` (its elements lie in ``[-2, 2)``)."""
         if isinstance(self.element, FloatFormat):
             return self.element.emax
-        return self.element.bits - 2 + int(round(math.log2(self.element_scale)))
+        return self.element.bits - 2 + round(math.log2(self.element_scale))
 
     @property
     def max_value(self) -> float:

@@ -528,16 +528,16 @@ def _make_qx(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Tensor]:
     w = x * x
 
     def fit(iscale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        l = torch.round(iscale * x).clamp_(-nmax, nmax - 1)
+        l = torch.round(iscale * x).clamp_(-nmax, nmax - 1)  # noqa: E741 (llama.cpp's name)
         wl = w * l
         return l, _sum(w * x * l), _sum(wl * l)
 
-    l, sumlx, suml2 = fit(_rdiv(-nmax, m))
+    l, sumlx, suml2 = fit(_rdiv(-nmax, m))  # noqa: E741 (llama.cpp's name)
     scale = torch.where(suml2 != 0, sumlx / suml2, torch.zeros_like(sumlx))
     best = scale * sumlx
     codes = l
     for factor in _steps(0.0, 0.1, [i for i in range(-9, 10) if i != 0], nmax):
-        l, sumlx, suml2 = fit(_rdiv(-float(factor), m))
+        l, sumlx, suml2 = fit(_rdiv(-float(factor), m))  # noqa: E741 (llama.cpp's name)
         take = (suml2 > 0) & (sumlx * sumlx > best * suml2)
         codes = torch.where(take, l, codes)
         scale = torch.where(take, sumlx / suml2, scale)

@@ -21,17 +21,23 @@ per weight include it with no further arguments: 8.25, 6.25, 4.25 and 8.25 for M
 8-bit E8M0 scale per 32), 4.5 for NVFP4 (an 8-bit e4m3 scale per 16; its one fp32 scale
 per tensor is not counted here -- ``QTensor.nbytes`` counts it).
 
+The data this module works with -- the GPU catalog (:data:`GPUS`), the model shapes
+(:data:`MODELS`) and the round model sizes (:data:`MODEL_SIZES`) -- is package data,
+``quantlab/data/catalog.json``, read once at import; this file holds only the arithmetic.
+
 Taught in: chapters/01_why_quantization.ipynb.
 """
 
 from __future__ import annotations
 
+import json
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from importlib import resources
 from typing import Any, Iterable, Union
 
-from ._validate import check_bool, check_count, check_int
 from .formats import BlockFormat, FloatFormat, Format, FormatLike, get_format
+from .validate import check_bool, check_count, check_int
 
 __all__ = [
     "GB",
@@ -304,7 +310,7 @@ class QuantSpec:
     double_quant: DoubleQuant | bool | None = None
 
     def __post_init__(self) -> None:
-        self.bits_per_weight  # validates every field
+        _ = self.bits_per_weight  # validates every field
 
     @property
     def bits_per_weight(self) -> float:
@@ -421,6 +427,41 @@ def format_bytes(nbytes: float, unit: str = "GB", digits: int = 1) -> str:
     return f"{n / _UNITS[unit]:.{digits}f} {unit}"
 
 
+# --------------------------------------------------------------------------- the catalog file
+
+
+def _read_catalog() -> dict[str, Any]:
+    """``quantlab/data/catalog.json`` (package data), parsed."""
+    return json.loads(resources.files("quantlab").joinpath("data", "catalog.json").read_text("utf-8"))
+
+
+CATALOG: dict[str, Any] = _read_catalog()
+"""The parsed ``quantlab/data/catalog.json``: ``{"gpus": {"rows": [...]}, "models": {"rows":
+[...]}, "model_sizes": {"values": [...]}}``, each part with an ``"about"`` text. Rows are
+the fields of :class:`GPU` / :class:`ModelShape` (a row may add a ``"note"``, which is
+documentation only). :data:`GPUS`, :data:`MODELS` and :data:`MODEL_SIZES` are built from it."""
+
+
+def _records(cls: type, part: str) -> list[Any]:
+    """The rows of ``CATALOG[part]`` as ``cls`` objects (their fields, in the file's order).
+
+    Raises:
+        ValueError: a row lacks a field of ``cls`` or has one it does not know (besides
+            ``"note"``), naming the row.
+    """
+    names = [f.name for f in fields(cls)]
+    out = []
+    for i, row in enumerate(CATALOG[part]["rows"]):
+        extra = set(row) - set(names) - {"note"}
+        missing = [n for n in names if n not in row]
+        if extra or missing:
+            raise ValueError(
+                f"catalog.json {part}[{i}] ({row.get('name')!r}): missing {missing}, unknown {sorted(extra)}"
+            )
+        out.append(cls(**{n: row[n] for n in names}))
+    return out
+
+
 # --------------------------------------------------------------------------- GPUs
 
 
@@ -452,21 +493,7 @@ class GPU:
         return self.memory_gib * GiB
 
 
-GPUS: tuple[GPU, ...] = (
-    GPU("Jetson Orin Nano 8GB", 8, 68, "edge"),  # memory shared by CPU and GPU
-    GPU("RTX 4060 Laptop", 8, 256, "laptop"),
-    GPU("RTX 4060", 8, 272, "consumer"),
-    GPU("RTX 3060", 12, 360, "consumer"),
-    GPU("RTX 4070", 12, 504, "consumer"),
-    GPU("RTX 4080", 16, 716.8, "consumer"),
-    GPU("RTX 3090", 24, 936, "consumer"),
-    GPU("RTX 4090", 24, 1008, "consumer"),
-    GPU("A100 40GB", 40, 1555, "datacenter"),
-    GPU("RTX A6000", 48, 768, "workstation"),
-    GPU("L40S", 48, 864, "datacenter"),
-    GPU("A100 80GB", 80, 2039, "datacenter"),
-    GPU("H100 80GB", 80, 3350, "datacenter"),
-)
+GPUS: tuple[GPU, ...] = tuple(_records(GPU, "gpus"))
 """A small catalog of common GPUs, smallest memory first (spec-sheet values; H100 and A100 are SXM)."""
 
 
@@ -620,16 +647,10 @@ class ModelShape:
         return kv_cache_bytes(self.n_layers, self.n_kv_heads, self.head_dim, seq_len, batch, dtype)
 
 
-MODELS: tuple[ModelShape, ...] = (
-    ModelShape("Llama-3.2-1B", 1.24e9, 16, 2048, 32, 8, 64),
-    ModelShape("Llama-3.2-3B", 3.21e9, 28, 3072, 24, 8, 128),
-    ModelShape("Llama-2-7B", 6.74e9, 32, 4096, 32, 32, 128),
-    ModelShape("Llama-2-13B", 13.0e9, 40, 5120, 40, 40, 128),
-    ModelShape("Llama-2-70B", 69.0e9, 80, 8192, 64, 8, 128),
-)
+MODELS: tuple[ModelShape, ...] = tuple(_records(ModelShape, "models"))
 """A few published model shapes (from their configuration files)."""
 
-MODEL_SIZES: tuple[float, ...] = (1e9, 3e9, 7e9, 13e9, 70e9)
+MODEL_SIZES: tuple[float, ...] = tuple(float(v) for v in CATALOG["model_sizes"]["values"])
 """Round parameter counts of the common model sizes: 1B, 3B, 7B, 13B, 70B."""
 
 

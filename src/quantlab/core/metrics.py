@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from ._backend import ArrayLike, as_tensor, like_input, require_float
-from ._validate import check_int
+from .validate import check_int
 
 __all__ = ["mse", "relative_error", "mean_relative_error", "sqnr_db", "cosine_similarity"]
 

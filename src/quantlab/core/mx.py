@@ -71,6 +71,8 @@ __all__ = [
     "e8m0_decode",
     "shared_exponent",
     "scale_codes",
+    "encode_blocks",
+    "decode_blocks",
 ]
 
 #: E8M0's exponent bias: code ``c`` stands for ``2^(c - 127)``.
@@ -121,12 +123,17 @@ def shared_exponent(amax: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
     return shared
 
 
-def _quantize(
+def encode_blocks(
     work: torch.Tensor, fmt: BlockFormat
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Codes, block scales (float32, ``(*lead, n_blocks)``) and the tensor scale (0-d
     float32 or None) of the finite float32/float64 tensor ``work`` (last dimension a
-    multiple of ``fmt.block_size``, checked by the caller)."""
+    multiple of ``fmt.block_size``, checked by the caller).
+
+    The codec under :func:`quantlab.core.quantize.quantize` for block-scaled formats, which
+    wraps its result in a :class:`~quantlab.core.quantize.QTensor`; :func:`decode_blocks`
+    inverts it.
+    """
     k = fmt.block_size
     g = work.reshape(*work.shape[:-1], work.shape[-1] // k, k)
     amax = g.abs().amax(dim=-1, keepdim=True) if g.numel() else g.new_zeros((*g.shape[:-1], 1))
@@ -161,11 +168,12 @@ def _quantize(
     return codes.reshape(work.shape), scale.squeeze(-1), tensor_scale
 
 
-def _dequantize(
+def decode_blocks(
     codes: torch.Tensor, scale: torch.Tensor, tensor_scale: Optional[torch.Tensor],
     fmt: BlockFormat, shape: tuple[int, ...], dtype: torch.dtype,
 ) -> torch.Tensor:
-    """``element * X`` per block (times the tensor scale), in ``dtype``.
+    """``element * X`` per block (times the tensor scale), in ``dtype``: the inverse of
+    :func:`encode_blocks`, of the ``shape`` the codes had before blocking.
 
     MX products are exact (an element times a power of two), so they are formed in
     float64 for float64 inputs and float32 otherwise; NVFP4 always uses float32, as
@@ -185,7 +193,7 @@ def _dequantize(
     return vals.reshape(shape).to(dtype)
 
 
-def scale_codes(q: "QTensor") -> torch.Tensor:
+def scale_codes(q: QTensor) -> torch.Tensor:
     """The stored 8-bit block scales of a block-scaled :class:`~quantlab.QTensor`.
 
     Returns:
@@ -195,9 +203,10 @@ def scale_codes(q: "QTensor") -> torch.Tensor:
     Raises:
         TypeError: ``q`` is not a QTensor of a block-scaled format.
     """
-    from .quantize import QTensor
-
-    if not isinstance(q, QTensor) or not isinstance(q.format, BlockFormat):
+    # checked by its fields, so that this module needs nothing from quantize (which imports it)
+    if not isinstance(getattr(q, "format", None), BlockFormat) or not isinstance(
+        getattr(q, "scale", None), torch.Tensor
+    ):
         raise TypeError(f"q must be a QTensor of a block-scaled format, got {q!r:.80}")
     if q.format.scale_format == "e8m0":
         _, e = torch.frexp(q.scale.double())

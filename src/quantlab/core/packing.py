@@ -27,7 +27,7 @@ import torch
 
 from ._backend import ArrayLike, as_tensor, check_out, dtype_name, like_input, overlaps
 from ._fast import chunk_elements
-from ._validate import check_bool, check_int
+from .validate import check_bool, check_int, check_nonnegative_int
 
 __all__ = ["pack", "unpack", "packed_nbytes"]
 
@@ -258,11 +258,7 @@ def unpack(
     t, was_numpy = as_tensor(packed, "packed")
     if t.dtype != torch.uint8:
         raise TypeError(f"packed must be uint8, got dtype {dtype_name(t.dtype)}")
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be a non-negative int, got {type(n).__name__} {n!r}")
-    if n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    n = int(n)
+    n = check_nonnegative_int(n, "n")
     signed = check_bool(signed, "signed")
     need = packed_nbytes(n, bits)
     if t.numel() < need:

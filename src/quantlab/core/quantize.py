@@ -42,7 +42,8 @@ nearest one lies below the exact scale by more than float32 rounding (a relative
 ``top`` (fp32 scales), or a little below it when an fp16 or bf16 scale had to be rounded
 up (by at most ``top * 2^-10`` codes for fp16, ``top * 2^-7`` for bf16, one ulp of the
 scale). Quantizing ``x_hat`` again with the same ``qparams`` always gives the same codes;
-re-choosing the scale from ``x_hat`` does too wherever ``+absmax`` landed on the top code. Two cases raise ``ValueError`` naming
+re-choosing the scale from ``x_hat`` does too wherever ``+absmax`` landed on the top code. Two cases raise
+``ValueError`` naming
 ``scale_dtype`` and the scale:
 
 * the scale is larger than the largest finite value of ``scale_dtype`` (fp16: 65504;
@@ -88,20 +89,25 @@ chapters/03_core_tradeoff.ipynb ("Granularity").
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, check_out, dtype_name, like_input, require_float
-from ._validate import check_bool, check_int, check_optional_bool, check_real
-from .formats import (
-    BlockFormat, CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, get_format,
-)
+from ._backend import ArrayLike, as_tensor, check_out, like_input, require_float
 from ._fast import row_chunks
+from .formats import (
+    BlockFormat,
+    FloatFormat,
+    Format,
+    FormatLike,
+    IntFormat,
+    get_format,
+)
+from .mx import decode_blocks, encode_blocks
 from .packing import pack, packed_nbytes
+from .validate import check_bool, check_int, check_optional_bool, check_real
 
 __all__ = [
     "QParams",
@@ -112,6 +118,8 @@ __all__ = [
     "fake_quantize",
     "GRANULARITIES",
     "SCALE_DTYPES",
+    "store_scales",
+    "require_finite",
 ]
 
 GRANULARITIES = ("tensor", "channel", "group")
@@ -294,8 +302,19 @@ def _input(x: ArrayLike) -> tuple[torch.Tensor, bool]:
     return (t.detach() if t.requires_grad else t), was_numpy
 
 
-def _require_finite(t: torch.Tensor) -> None:
-    """Raise the one ``ValueError`` for NaN or infinity in a tensor to be scaled."""
+def require_finite(t: torch.Tensor) -> None:
+    """Raise the one ``ValueError`` for NaN or infinity in a tensor to be scaled.
+
+    Shared by every quantizer that derives a scale from the values (``choose_qparams``,
+    :mod:`quantlab.algorithms.hqq`, :mod:`quantlab.algorithms.imatrix`), so all of them
+    refuse the same input with the same message.
+
+    Args:
+        t: a float tensor of any shape.
+
+    Raises:
+        ValueError: ``t`` holds NaN or +-inf (the message counts them).
+    """
     if not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(
@@ -313,7 +332,6 @@ def _choose(
     g = _grouped(t, granularity, axis, group_size)
     dims = _reduce_dims(g, granularity, axis)
     stat_shape = [1 if d in dims else g.shape[d] for d in range(g.dim())]
-    sdt = SCALE_DTYPES[scale_dtype]
     if t.numel() == 0:
         scale = torch.ones(stat_shape, dtype=torch.float32)
         zp = None if symmetric else torch.zeros(stat_shape, dtype=torch.int32)
@@ -321,7 +339,7 @@ def _choose(
     if stats is not None:
         hi, lo = stats
     elif percentile is not None and percentile < 100:
-        _require_finite(g)  # order statistics would step over a NaN
+        require_finite(g)  # order statistics would step over a NaN
         if symmetric:
             hi = _kth(g.abs(), dims, percentile / 100, largest=True)
             lo = -hi
@@ -334,13 +352,13 @@ def _choose(
         hi = g.amax(dim=dims, keepdim=True)
         lo = g.amin(dim=dims, keepdim=True)
     if not (bool(torch.isfinite(hi).all()) and bool(torch.isfinite(lo).all())):
-        _require_finite(t)
+        require_finite(t)
     hi = hi.to(torch.float64)
     lo = lo.to(torch.float64)
     if isinstance(fmt, IntFormat) and not symmetric:
         lo = torch.clamp(lo, max=0.0) * clip_ratio
         hi = torch.clamp(hi, min=0.0) * clip_ratio
-        scale = _store((hi - lo) / (fmt.qmax - fmt.qmin), scale_dtype)
+        scale = store_scales((hi - lo) / (fmt.qmax - fmt.qmin), scale_dtype)
         zp = torch.clamp(fmt.qmin - torch.round(lo / scale.double()), fmt.qmin, fmt.qmax)
         return QParams(scale, zp.to(torch.int32), fmt, granularity, axis, group_size, scale_dtype)
     absmax = torch.maximum(hi.abs(), lo.abs()) * clip_ratio
@@ -355,7 +373,7 @@ def _choose(
     else:
         scale = absmax / fmt.max_value
         zp = None
-    return QParams(_store(scale, scale_dtype), zp, fmt, granularity, axis, group_size, scale_dtype)
+    return QParams(store_scales(scale, scale_dtype), zp, fmt, granularity, axis, group_size, scale_dtype)
 
 
 #: Rounding a scale to the nearest value of its dtype may leave it this much (relative)
@@ -366,8 +384,12 @@ _SCALE_MAX_GROWTH = 1 / 16
 _INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
 
 
-def _store(exact: torch.Tensor, scale_dtype: str) -> torch.Tensor:
+def store_scales(exact: torch.Tensor, scale_dtype: str) -> torch.Tensor:
     """Scales (float64, >= 0) as values of ``scale_dtype`` that hold the range, as float32.
+
+    The one rule by which a scale is stored, shared by ``choose_qparams`` and the
+    algorithms that search their own scales (:mod:`quantlab.algorithms.hqq`,
+    :mod:`quantlab.algorithms.imatrix`); ``exact`` may have any shape, the result has the same.
 
     Each scale is rounded to the nearest value of the dtype, or to the next one up where
     the nearest lies more than ``_SCALE_SLACK`` (relative) below it, so ``x / scale``
@@ -513,10 +535,8 @@ class QTensor:
     def _dequantize_tensor(self) -> torch.Tensor:
         fmt = self.format
         if isinstance(fmt, BlockFormat):
-            from .mx import _dequantize
-
-            return _dequantize(self.codes, self.scale, self.tensor_scale, fmt, self.shape,
-                               self.dtype)
+            return decode_blocks(self.codes, self.scale, self.tensor_scale, fmt, self.shape,
+                                 self.dtype)
         if isinstance(fmt, IntFormat):
             vals = self.codes.to(torch.float32)
         else:
@@ -638,7 +658,7 @@ def quantize(
         return QTensor(fmt.encode(p.work), None, None, fmt, tuple(t.shape), "tensor", 0, None,
                        p.scale_dtype, t.dtype, p.was_numpy)
     if p.qparams is not None:
-        _require_finite(p.work)
+        require_finite(p.work)
     qparams = p.qparams or _choose_prepared(p)
     g = _grouped(p.work, p.granularity, p.axis, p.group_size)
     v = g / qparams.scale.to(g.dtype)
@@ -661,8 +681,6 @@ def _quantize_block(
     scaled: Optional[bool], qparams: Optional[QParams],
 ) -> QTensor:
     """:func:`quantize` for a block-scaled format (see :mod:`quantlab.mx`)."""
-    from .mx import _quantize
-
     t, was_numpy = _input(x)
     k = fmt.block_size
     if not isinstance(granularity, str) or granularity not in ("tensor", "group"):
@@ -703,8 +721,8 @@ def _quantize_block(
             f"got last dimension {n} (shape {tuple(t.shape)})"
         )
     work = t if t.dtype in (torch.float32, torch.float64) else t.float()
-    _require_finite(work)
-    codes, scale, tensor_scale = _quantize(work, fmt)
+    require_finite(work)
+    codes, scale, tensor_scale = encode_blocks(work, fmt)
     return QTensor(codes, scale, None, fmt, tuple(t.shape), "group", 0, k, fmt.scale_format,
                    t.dtype, was_numpy, tensor_scale)
 
@@ -789,7 +807,7 @@ def _clamp_needed(fmt: IntFormat, p: _Prepared, qp: QParams) -> bool:
     That holds for symmetric grids whose scale was just measured from ``x`` itself without
     clipping. With ``top = qmax - zero_point`` (``qmax`` for signed formats) the stored
     scale is ``>= absmax / top * (1 - 2^-21)`` in every ``scale_dtype`` (see
-    :func:`_store`; a zero group's floor is larger), so ``|x / scale| <= top * (1 + 2^-20)
+    :func:`store_scales`; a zero group's floor is larger), so ``|x / scale| <= top * (1 + 2^-20)
     < top + 1/2`` (``top < 2^18``), even after float32 rounds the quotient: it rounds to at
     most ``top`` in magnitude, and ``zero_point - top >= qmin``.
     """
@@ -913,7 +931,7 @@ def fake_quantize(
                  scale_dtype, scaled, qparams)
     o = _check_out(out, p.t, p.was_numpy)
     if p.scaled and p.qparams is not None:
-        _require_finite(p.work)  # before anything is written into out
+        require_finite(p.work)  # before anything is written into out
     if p.t.dtype == torch.float32 and p.t.dim() > 0 and p.t.numel() > 0 \
             and p.t.is_contiguous() and isinstance(p.fmt, (IntFormat, FloatFormat)):
         res = o if o is not None else torch.empty_like(p.t, memory_format=torch.contiguous_format)

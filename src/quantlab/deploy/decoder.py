@@ -29,12 +29,17 @@ The key/value cache lives in ``past_key.i`` / ``past_value.i``, float32
 ``(1, kv_heads, max_len, head_dim)``, one pair per layer. ``GroupQueryAttention`` writes the
 new token's key and value into slot ``position`` and attends over slots ``0..position``
 only; when the caller binds ``present_key.i`` to the same buffer as ``past_key.i`` (as
-:class:`quantlab.speed.OrtDecoder` does), nothing is copied. Rotary embedding runs inside
+:class:`quantlab.deploy.runtime.OrtDecoder` does), nothing is copied. Rotary embedding runs inside
 the attention kernel from ``cos``/``sin`` tables of ``max_len`` rows.
 
 Inputs: ``input_ids`` int64 ``(1, 1)``; ``seqlens_k`` int32 ``(1,)`` = ``position``;
 ``total_sequence_length`` int32 scalar = ``position + 1``; the caches. Outputs: ``logits``
 float32 ``(1, 1, vocab)``; ``present_key.i`` / ``present_value.i``.
+
+:class:`LlamaDecodeStep` is the same step written op by op in torch, which
+``torch.onnx.export`` traces (about 30 nodes per layer); :func:`export_decoder` writes
+either graph. Both run in :class:`quantlab.deploy.runtime.OrtDecoder` (whose session,
+:func:`~quantlab.deploy.runtime.decoder_session`, is re-exported here).
 
 Taught in: chapters/04c_speed.ipynb (Where the speed comes from).
 """
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional, Union
@@ -51,10 +57,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nn import QuantizedLinear
-from .onnx import _MS_DOMAIN, _PROTOBUF_LIMIT, _f32, _kernel_nodes, _plan_layer
+from ..nn import QuantizedLinear, quantized_layers
+from .onnx import MS_DOMAIN, PROTOBUF_LIMIT, as_float32_array, export_onnx, kernel_nodes, plan_layer
+from .runtime import decoder_session
 
-__all__ = ["export_llama_decoder", "decoder_session", "DECODER_INPUTS"]
+__all__ = ["export_llama_decoder", "export_decoder", "LlamaDecodeStep", "decoder_session", "DECODER_INPUTS"]
 
 #: The graph inputs besides the caches, in order.
 DECODER_INPUTS: tuple[str, ...] = ("input_ids", "seqlens_k", "total_sequence_length")
@@ -78,7 +85,7 @@ class _Graph:
     def node(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> None:
         from onnx import helper
 
-        domain = _MS_DOMAIN if op in _MS_OPS else ""
+        domain = MS_DOMAIN if op in _MS_OPS else ""
         self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain, **attrs))
 
 
@@ -88,13 +95,13 @@ _MS_OPS = {"MatMulNBits", "GroupQueryAttention", "SkipSimplifiedLayerNormalizati
 def _stack_key(name: str, layer: nn.Module):
     """Layers with equal keys can be stacked into one weight (rows appended)."""
     if isinstance(layer, QuantizedLinear):
-        plan = _plan_layer(name, layer)
+        plan = plan_layer(name, layer)
         qt = layer.to_qtensor()
         input_scale = getattr(layer, "input_scale", None)
         if plan.op_type == "MatMulInteger" and qt.granularity == "tensor":
             return None  # one scale per tensor: stacking would need one shared scale
         return ("q", plan.op_type, plan.bits, plan.block_size, plan.zero_points, qt.format.name, qt.granularity,
-                None if input_scale is None else tuple(_f32(input_scale).ravel().tolist()))
+                None if input_scale is None else tuple(as_float32_array(input_scale).ravel().tolist()))
     if isinstance(layer, nn.Linear):
         return ("float",)
     raise TypeError(f"layer {name!r} is a {type(layer).__name__}; expected nn.Linear or QuantizedLinear")
@@ -149,7 +156,7 @@ def _linear(g: _Graph, names: list[str], layers: list[nn.Module], x: str, y: str
                 g.node("MatMul", [x, f"{w}.weight"], [out], name=f"{w}/MatMul")
             continue
         layer, qt = (members[0], members[0].to_qtensor()) if len(members) == 1 else _stacked(members)
-        nodes, inits = _kernel_nodes(w, w, x, out, layer, qt, _plan_layer(name, members[0]).op_type,
+        nodes, inits = kernel_nodes(w, w, x, out, layer, qt, plan_layer(name, members[0]).op_type,
                                      getattr(members[0], "input_scale", None), accuracy_level)
         g.nodes.extend(nodes)
         g.inits.extend(inits)
@@ -215,7 +222,6 @@ def export_llama_decoder(model: nn.Module, path: PathLike, max_len: int = 128, a
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
     eps = float(cfg.rms_norm_eps)
     lm = model.model
-    n_layers = len(lm.layers)
 
     g = _Graph()
     cos, sin = _rope_tables(cfg, head_dim, max_len)
@@ -282,73 +288,155 @@ def export_llama_decoder(model: nn.Module, path: PathLike, max_len: int = 128, a
     _linear(g, ["lm_head"], [model.lm_head], "final/h", "logits", accuracy_level)
 
     graph = helper.make_graph(g.nodes, "llama_decode_step", inputs, outputs, g.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(_MS_DOMAIN, 1)],
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS_DOMAIN, 1)],
                               producer_name="quantlab")
     proto.ir_version = 10  # ONNX Runtime 1.31 reads IR versions up to 13
-    if proto.ByteSize() > _PROTOBUF_LIMIT:
+    if proto.ByteSize() > PROTOBUF_LIMIT:
         onnx.save(proto, str(path), save_as_external_data=True, location=path.name + ".data")
     else:
         onnx.save(proto, str(path))
     return path
 
 
-def decoder_session(path: PathLike, threads: int = 1, *, spinning: Optional[bool] = None,
-                    profile_prefix: Optional[PathLike] = None):
-    """An ONNX Runtime CPU session for a decode step, with its worker threads set for one token.
+# --------------------------------------------------------------------------- the traced step
 
-    The settings of :func:`quantlab.deploy.ort_session` (all graph optimizations,
-    ``intra_op_num_threads = threads``, ``session.x64quantprecision = 1``), and a choice of
-    how the worker threads wait between kernels. A decode step of SmolLM2 is about 300
-    kernel calls of 5-150 us each; with ``threads > 1`` every call hands part of its work to
-    the workers and waits for them. A sleeping worker is woken by the kernel (a futex), which
-    costs tens of microseconds per call; a spinning worker picks its part up at once.
 
-    * ``spinning=True``: workers spin while a step runs (``session.intra_op.allow_spinning =
-      1``) and stop when it returns (``session.force_spinning_stop = 1``), so that an idle
-      decoder takes no core from the next one timed in turn or from the caller's own work.
-    * ``spinning=False``: workers always sleep (``allow_spinning = 0``), as in
-      :func:`~quantlab.deploy.ort_session`. Better where other processes hold the cores: a
-      spinning worker then waits for a descheduled thread and burns its own time slice.
-    * ``None`` (default): sleep, as ``False``. Measured on a 2-core Intel Xeon at normal
-      priority with two decoders timed in turn (as the speed page does), spinning workers
-      halved the tokens per second at 2 threads (float32 10.4 against 21.6, int4 36.6 against
-      81.9); run alone at raised priority they raised it by 21-49% (the peer benchmark). Spin
-      only where the decoder has the cores to itself.
+class LlamaDecodeStep(nn.Module):
+    """One decoding step of a transformers Llama model (SmolLM2), with a fixed-size KV cache.
+
+    ``forward(input_ids, position, past_keys, past_values)`` takes
+
+    * ``input_ids``: int64 ``(1,)``, the current token;
+    * ``position``: int64 ``(1,)``, its position ``p`` (0-based), also the number of cached
+      tokens;
+    * ``past_keys``, ``past_values``: float32 ``(layers, kv_heads, max_len, head_dim)``; slots
+      ``0 .. p-1`` hold the keys and values (after rotary embedding, for keys) of the tokens
+      before, the rest is ignored (masked);
+
+    and returns ``(logits (1, vocab), new_keys, new_values)`` with the new entries
+    ``(layers, kv_heads, 1, head_dim)`` for slot ``p``, which the caller writes into the cache.
+    Fixed shapes keep the exported graph simple; attention reads all ``max_len`` slots and
+    masks the unused ones.
+
+    The computation is the model's own (it calls the model's embedding, norms, projections,
+    MLPs and head, so quantized layers stay quantized); only attention is written out here,
+    for one query token: rotary embedding, grouped-query attention (each of the
+    ``kv_heads`` key/value heads serves ``heads / kv_heads`` query heads), softmax with
+    scale ``1/sqrt(head_dim)``.
 
     Args:
-        path: an ``.onnx`` decode step (:func:`export_llama_decoder`).
-        threads: intra-op threads, a positive int.
-        spinning: see above.
-        profile_prefix: turn on ONNX Runtime's profiler (see ``ort_session``).
-
-    Returns:
-        ``onnxruntime.InferenceSession``.
+        model: a transformers ``LlamaForCausalLM`` (possibly with QuantizedLinear layers).
+        max_len: cache slots (the longest prompt + generation).
 
     Raises:
-        TypeError: ``threads`` is not an int, ``spinning`` neither a bool nor None.
-        ValueError: ``threads`` < 1, or ``path`` is not a file.
-
-    Taught in: chapters/04c_speed.ipynb (Where the speed comes from).
+        TypeError: ``model`` has no Llama-style ``model.layers``.
+        ValueError: ``max_len`` < 1.
     """
-    import onnxruntime as ort
 
-    if isinstance(threads, bool) or not isinstance(threads, int):
-        raise TypeError(f"threads must be a positive int, got {threads!r}")
-    if threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads}")
-    if spinning is not None and not isinstance(spinning, bool):
-        raise TypeError(f"spinning must be True, False or None, got {spinning!r}")
-    if not Path(path).is_file():
-        raise ValueError(f"path is not a file: {str(path)!r}")
-    spin = bool(spinning)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.x64quantprecision", "1")
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    opts.add_session_config_entry("session.force_spinning_stop", "1")
-    if profile_prefix is not None:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(profile_prefix)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    def __init__(self, model: nn.Module, max_len: int = 128) -> None:
+        super().__init__()
+        if not hasattr(model, "model") or not hasattr(model.model, "layers") or not hasattr(model, "config"):
+            raise TypeError("model must be a transformers Llama-style causal LM (model.model.layers)")
+        if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"max_len must be a positive int, got {max_len!r}")
+        cfg = model.config
+        self.lm = model
+        self.max_len = max_len
+        self.n_layers = len(model.model.layers)
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        rope = getattr(cfg, "rope_parameters", None) or {}
+        theta = rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+        inv_freq = 1.0 / theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("slots", torch.arange(max_len), persistent=False)
+        half = self.head_dim // 2
+        rot = torch.zeros(self.head_dim, self.head_dim)  # x @ rot = rotate_half(x) = (-x2, x1)
+        rot[torch.arange(half) + half, torch.arange(half)] = -1.0
+        rot[torch.arange(half), torch.arange(half) + half] = 1.0
+        self.register_buffer("rot", rot, persistent=False)
+        self.register_buffer("eye", torch.eye(self.head_dim), persistent=False)
+
+    def cache_shape(self) -> tuple[int, int, int, int]:
+        """``(layers, kv_heads, max_len, head_dim)``."""
+        return (self.n_layers, self.n_kv, self.max_len, self.head_dim)
+
+    def forward(self, input_ids: torch.Tensor, position: torch.Tensor, past_keys: torch.Tensor,
+                past_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lm = self.lm.model
+        n_kv, rep, hd = self.n_kv, self.n_heads // self.n_kv, self.head_dim
+        x = lm.embed_tokens(input_ids)  # (1, d)
+        freqs = position.to(torch.float32)[:, None] * self.inv_freq[None, :]  # (1, hd/2)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        cos, sin = emb.cos(), emb.sin()  # (1, hd)
+        # rotary embedding as one (hd x hd) matrix per step, shared by all layers:
+        # x * cos + rotate_half(x) * sin = x @ (diag(cos) + rot * sin); queries also take the scale
+        rope_k = self.eye * cos + self.rot * sin
+        rope_q = rope_k * (1.0 / math.sqrt(hd))
+        masked = (self.slots >= position)[None, None, :]  # (1, 1, max_len): slots not yet written
+        new_k, new_v = [], []
+        for i, block in enumerate(lm.layers):
+            attn = block.self_attn
+            h = block.input_layernorm(x)
+            q = attn.q_proj(h).view(n_kv, rep, hd)
+            k = attn.k_proj(h).view(n_kv, 1, hd)
+            v = attn.v_proj(h).view(n_kv, 1, hd)
+            q = torch.matmul(q, rope_q)  # rotated and scaled by 1/sqrt(head_dim)
+            k = torch.matmul(k, rope_k)
+            s_past = torch.matmul(q, past_keys[i].transpose(-1, -2))  # (n_kv, rep, max_len)
+            s_past = s_past.masked_fill(masked, float("-inf"))
+            s_new = torch.matmul(q, k.transpose(-1, -2))  # (n_kv, rep, 1)
+            p = torch.softmax(torch.cat([s_past, s_new], dim=-1), dim=-1)
+            out = torch.matmul(p[..., :-1], past_values[i]) + p[..., -1:] * v  # (n_kv, rep, hd)
+            x = x + attn.o_proj(out.reshape(1, n_kv * rep * hd))
+            x = x + block.mlp(block.post_attention_layernorm(x))
+            new_k.append(k)
+            new_v.append(v)
+        logits = self.lm.lm_head(lm.norm(x))
+        return logits, torch.stack(new_k), torch.stack(new_v)
+
+
+def export_decoder(model: nn.Module, path: PathLike, max_len: int = 128,
+                   accuracy_level: int = 4, fused: bool = True) -> Path:
+    """Export one decoding step of ``model`` to ONNX, for :class:`OrtDecoder`.
+
+    ``fused=True`` (the default) writes the graph an inference engine runs
+    (:func:`quantlab.deploy.decoder.export_llama_decoder`): about ten nodes per layer, with
+    ONNX Runtime's fused kernels for RMSNorm + residual, attention with rotary embedding and
+    an in-place KV cache, and stacked q/k/v and gate/up projections. ``fused=False`` traces
+    :class:`LlamaDecodeStep` op by op with ``torch.onnx.export`` (about 30 nodes per layer;
+    inputs ``input_ids``, ``position``, ``past_keys``, ``past_values``; outputs ``logits``,
+    ``new_keys``, ``new_values``; attention over all ``max_len`` slots, masked). Both keep
+    quantized layers (:class:`~quantlab.nn.QuantizedLinear`) on ONNX Runtime's integer
+    kernels (:func:`quantlab.deploy.export_onnx`), with the layers' own codes and scales.
+
+    Args:
+        model: a transformers Llama-style causal LM.
+        path: the ``.onnx`` file to write.
+        max_len: cache slots.
+        accuracy_level: ``MatMulNBits`` accuracy level for grouped layers.
+        fused: the fused graph (True) or the traced one (False).
+
+    Returns:
+        ``path`` as a Path.
+    """
+    if not isinstance(fused, bool):
+        raise TypeError(f"fused must be a bool, got {fused!r}")
+    if fused:
+        return export_llama_decoder(model, path, max_len=max_len, accuracy_level=accuracy_level)
+    step = LlamaDecodeStep(model, max_len).eval()
+    cache = torch.zeros(step.cache_shape())
+    example = (torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64), cache, cache.clone())
+    names_in = ["input_ids", "position", "past_keys", "past_values"]
+    names_out = ["logits", "new_keys", "new_values"]
+    path = Path(path)
+    if quantized_layers(step):
+        return export_onnx(step, example, path, input_names=names_in, output_names=names_out,
+                           dynamic_axes={}, accuracy_level=accuracy_level)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(step, example, str(path), dynamo=False, opset_version=17,
+                          input_names=names_in, output_names=names_out)
+    return path
+

@@ -5,7 +5,7 @@ whole model: every 2-D weight encoded with quantlab's own encoder in the kind yo
 (per tensor if you like), the 1-D tensors (norm weights) as F32 as llama.cpp does, and the
 metadata the architecture needs -- hyperparameters, tokenizer, chat template -- copied from
 a *template* GGUF file of the same model (by default the shipped SmolLM2-135M-Instruct file,
-:func:`quantlab.models.smollm.gguf_path`).
+:func:`quantlab.deploy.shipped.smollm_gguf_path`).
 
 **The file** (GGUF version 3, little-endian), in four parts::
 
@@ -71,6 +71,7 @@ import torch
 
 from ..core import gguf_blocks
 from ..core._backend import as_tensor
+from .shipped import smollm_gguf_path
 
 if TYPE_CHECKING:
     import gguf
@@ -357,16 +358,14 @@ def llama_tensors_to_hf(tensors: Mapping[str, Any], n_heads: int, n_kv_heads: in
 # --------------------------------------------------------------------------- reading
 
 
-def _reader(template: Template) -> "gguf.GGUFReader":
+def _reader(template: Template) -> gguf.GGUFReader:
     """``template`` as a :class:`gguf.GGUFReader` (None: the shipped SmolLM2 file)."""
     import gguf
 
     if isinstance(template, gguf.GGUFReader):
         return template
     if template is None:
-        from ..book.models.smollm import gguf_path
-
-        template = gguf_path()
+        template = smollm_gguf_path()
     if not isinstance(template, (str, os.PathLike)):
         raise TypeError(
             f"template must be a GGUF path, a gguf.GGUFReader or None, got {type(template).__name__}"
@@ -405,7 +404,7 @@ def read_gguf_tensors(source: Template = None, names: Optional[Iterable[str]] = 
     return out
 
 
-def _fields(reader: "gguf.GGUFReader") -> dict[str, tuple[Any, Any, Any]]:
+def _fields(reader: gguf.GGUFReader) -> dict[str, tuple[Any, Any, Any]]:
     """The template's KV fields as ``{key: (value, type, sub_type)}`` for GGUFWriter.
 
     Strings are copied as their raw bytes and numbers with their stored type, so every copied

@@ -67,6 +67,11 @@ which overflows for int8 weights beyond +-64. :func:`ort_session` sets the sessi
 (the same codes, shifted by 128, with a zero point of 128); on VNNI CPUs it does nothing.
 Sessions made otherwise should set it too.
 
+The building blocks of the export are public for the other graph writers of
+:mod:`quantlab.deploy` (the fused decoder, :mod:`quantlab.deploy.decoder`):
+:func:`plan_layer` (which kernel a layer maps to), :func:`kernel_nodes` (its nodes),
+:func:`as_float32_array`, :data:`MS_DOMAIN` and :data:`PROTOBUF_LIMIT`.
+
 Example::
 
     import torch, quantlab as ql
@@ -100,6 +105,7 @@ from ..nn import QuantizedLinear, quantized_layers
 
 __all__ = [
     "export_onnx",
+    "export_float",
     "ort_session",
     "export_plan",
     "LayerExport",
@@ -118,8 +124,11 @@ DEFAULT_ACCURACY_LEVEL: int = 4
 
 _DOMAIN = "quantlab.deploy"
 _PLACEHOLDER = "QuantizedLinear"
-_MS_DOMAIN = "com.microsoft"
-_PROTOBUF_LIMIT = 2**31 - 2**26  # below protobuf's 2 GiB, with room for the graph
+#: The operator domain of ONNX Runtime's contrib kernels (``MatMulNBits``, ``GroupQueryAttention``, ...).
+MS_DOMAIN = "com.microsoft"
+#: Initializer bytes above which a graph's weights go to an external data file: below
+#: protobuf's 2 GiB limit, with room for the graph itself.
+PROTOBUF_LIMIT = 2**31 - 2**26
 
 PathLike = Union[str, os.PathLike]
 
@@ -146,8 +155,20 @@ class LayerExport:
     zero_points: bool
 
 
-def _plan_layer(name: str, layer: QuantizedLinear) -> LayerExport:
-    """Check that ONNX Runtime has a kernel for ``layer``'s scheme and say which."""
+def plan_layer(name: str, layer: QuantizedLinear) -> LayerExport:
+    """Check that ONNX Runtime has a kernel for ``layer``'s scheme and say which.
+
+    Args:
+        name: the layer's name in the model (``""`` for the model itself), for messages.
+        layer: the quantized layer.
+
+    Returns:
+        The :class:`LayerExport` record: kernel (``MatMulNBits`` or ``MatMulInteger``), bits,
+        group size, whether it has zero points.
+
+    Raises:
+        ValueError: no ONNX Runtime kernel runs the layer's format, granularity or group size.
+    """
     label = repr(name) if name else "the model itself"
     qt = layer.to_qtensor()
     fmt = qt.format
@@ -205,7 +226,7 @@ def export_plan(model: nn.Module) -> list[LayerExport]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
-    return [_plan_layer(name, layer) for name, layer in quantized_layers(model)]
+    return [plan_layer(name, layer) for name, layer in quantized_layers(model)]
 
 
 # --------------------------------------------------------------------------- tracing
@@ -214,7 +235,7 @@ def export_plan(model: nn.Module) -> list[LayerExport]:
 class _Slot:
     """The layers being exported, looked up by index while torch traces the model."""
 
-    layers: list = []
+    layers: list = []  # noqa: RUF012 (shared on purpose: set and cleared around one export)
 
 
 class _QuantizedLinearOp(torch.autograd.Function):
@@ -261,7 +282,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]", "_", name) or "layer"
 
 
-def _f32(t: torch.Tensor) -> np.ndarray:
+def as_float32_array(t: torch.Tensor) -> np.ndarray:
+    """``t`` (any shape, any float dtype) as a float32 numpy array on the CPU, detached: the
+    form every float initializer of an exported graph takes."""
     return t.detach().to(torch.float32).cpu().numpy()
 
 
@@ -278,7 +301,7 @@ def _matmul_integer_nodes(w: str, p: str, x: str, y: str, layer: QuantizedLinear
     wdtype = np.int8 if signed else np.uint8
     codes = _i32(qt.codes)
     b = np.ascontiguousarray(codes.T.astype(wdtype))  # (K, N)
-    scale = _f32(qt.scale).reshape(-1)
+    scale = as_float32_array(qt.scale).reshape(-1)
     if qt.zero_point is not None:
         zp = _i32(qt.zero_point).reshape(-1).astype(wdtype)
     else:
@@ -305,7 +328,7 @@ def _matmul_integer_nodes(w: str, p: str, x: str, y: str, layer: QuantizedLinear
     if layer.bias is None:
         nodes.append(helper.make_node("Mul", [f"{p}/acc_f", f"{p}/scales"], [y], name=f"{p}/Mul"))
     else:
-        inits.append(numpy_helper.from_array(_f32(layer.bias), f"{w}.bias"))
+        inits.append(numpy_helper.from_array(as_float32_array(layer.bias), f"{w}.bias"))
         nodes.append(helper.make_node("Mul", [f"{p}/acc_f", f"{p}/scales"], [f"{p}/y0"], name=f"{p}/Mul"))
         nodes.append(helper.make_node("Add", [f"{p}/y0", f"{w}.bias"], [y], name=f"{p}/AddBias"))
     return nodes, inits
@@ -330,7 +353,7 @@ def _matmul_nbits_nodes(w: str, p: str, x: str, y: str, layer: QuantizedLinear, 
     u = (_i32(qt.codes) + offset).astype(np.uint8)  # (N, K), 0 .. 2^bits - 1
     u = u.reshape(n_out, n_blocks, g)
     packed = _pack_nibbles(u) if bits == 4 else u
-    scale = _f32(qt.scale).reshape(n_out, n_blocks)
+    scale = as_float32_array(qt.scale).reshape(n_out, n_blocks)
     inits = [
         numpy_helper.from_array(np.ascontiguousarray(packed), f"{w}.weight_packed"),
         numpy_helper.from_array(np.ascontiguousarray(scale), f"{w}.weight_scales"),
@@ -344,27 +367,27 @@ def _matmul_nbits_nodes(w: str, p: str, x: str, y: str, layer: QuantizedLinear, 
     else:
         inputs.append("")
     if layer.bias is not None:
-        inits.append(numpy_helper.from_array(_f32(layer.bias), f"{w}.bias"))
+        inits.append(numpy_helper.from_array(as_float32_array(layer.bias), f"{w}.bias"))
         inputs += ["", f"{w}.bias"]
     while inputs[-1] == "":
         inputs.pop()
     attrs = dict(K=k_in, N=n_out, bits=bits, block_size=g)
     if accuracy_level:
         attrs["accuracy_level"] = accuracy_level
-    node = helper.make_node("MatMulNBits", inputs, [y], name=f"{p}/MatMulNBits", domain=_MS_DOMAIN,
+    node = helper.make_node("MatMulNBits", inputs, [y], name=f"{p}/MatMulNBits", domain=MS_DOMAIN,
                             **attrs)
     return [node], inits
 
 
-def _kernel_nodes(w: str, p: str, x: str, y: str, layer, qt, op_type: str, input_scale, accuracy_level: int):
+def kernel_nodes(w: str, p: str, x: str, y: str, layer, qt, op_type: str, input_scale, accuracy_level: int):
     """The nodes of one quantized layer: a ``Mul`` by its input scale if it has one (AWQ's
-    ``1/s``), then its kernel (``op_type`` from :func:`_plan_layer`). ``w`` prefixes the
+    ``1/s``), then its kernel (``op_type`` from :func:`plan_layer`). ``w`` prefixes the
     initializers, ``p`` the node and value names."""
     from onnx import helper, numpy_helper
 
     nodes, inits = [], []
     if input_scale is not None:
-        inits.append(numpy_helper.from_array(_f32(input_scale), f"{w}.input_scale"))
+        inits.append(numpy_helper.from_array(as_float32_array(input_scale), f"{w}.input_scale"))
         nodes.append(helper.make_node("Mul", [x, f"{w}.input_scale"], [f"{p}/x_scaled"], name=f"{p}/InputScale"))
         x = f"{p}/x_scaled"
     if op_type == "MatMulInteger":
@@ -494,7 +517,7 @@ def export_onnx(
         raise ValueError(f"path's folder does not exist: {str(path.parent)!r}")
     if path.exists() and not path.is_file():
         raise ValueError(f"path {str(path)!r} names a directory, FIFO or device, not a file to write")
-    plan = [_plan_layer(name, layer) for name, layer in layers]
+    plan = [plan_layer(name, layer) for name, layer in layers]
 
     n_in = len(inputs)
     if input_names is None:
@@ -557,7 +580,7 @@ def export_onnx(
         w = prefixes[index]  # initializers: one set per layer, however often it is called
         calls[index] = calls.get(index, 0) + 1
         p = w if calls[index] == 1 else f"{w}/call{calls[index]}"  # node and value names
-        nodes, inits = _kernel_nodes(w, p, node.input[0], node.output[0], layer, layer.to_qtensor(),
+        nodes, inits = kernel_nodes(w, p, node.input[0], node.output[0], layer, layer.to_qtensor(),
                                      plan[index].op_type, getattr(layer, "input_scale", None), accuracy_level)
         new_nodes.extend(nodes)
         if first:
@@ -568,14 +591,48 @@ def export_onnx(
     keep = [o for o in proto.opset_import if o.domain != _DOMAIN]
     del proto.opset_import[:]
     proto.opset_import.extend(keep)
-    uses_ms = any(n.domain == _MS_DOMAIN for n in graph.node)
-    if uses_ms and not any(o.domain == _MS_DOMAIN for o in proto.opset_import):
-        proto.opset_import.append(helper.make_opsetid(_MS_DOMAIN, 1))
-    if proto.ByteSize() > _PROTOBUF_LIMIT:
+    uses_ms = any(n.domain == MS_DOMAIN for n in graph.node)
+    if uses_ms and not any(o.domain == MS_DOMAIN for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    if proto.ByteSize() > PROTOBUF_LIMIT:
         onnx.save(proto, str(path), save_as_external_data=True, location=path.name + ".data")
     else:
         onnx.save(proto, str(path))
     return path
+
+
+def export_float(model: nn.Module, example_input: torch.Tensor, path: PathLike,
+                 opset: int = 17) -> Path:
+    """Write a float torch module as ONNX (TorchScript exporter), batch axis dynamic.
+
+    The float counterpart of :func:`export_onnx`: input ``"input"``, output ``"output"``,
+    axis 0 of both named ``"batch"``. (Once moved here from ``quantlab.book.speed``, which
+    still re-exports it.)
+
+    Args:
+        model: a float torch module taking one tensor.
+        example_input: an input of the right shape (its batch axis becomes dynamic).
+        path: the ``.onnx`` file to write.
+        opset: the ONNX opset.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+
+    Taught in: chapters/04c_speed.ipynb (Where the speed comes from).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    path = Path(path)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example_input,), str(path), dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    return path
+
 
 
 # --------------------------------------------------------------------------- running
@@ -675,7 +732,7 @@ def activation_error_bound(
         raise ValueError(f"x must have last dimension {layer.in_features}, got shape {tuple(x.shape)}")
     if isinstance(accuracy_level, bool) or accuracy_level not in (0, 1, 2, 3, 4):
         raise ValueError(f"accuracy_level must be 0, 1, 2, 3 or 4, got {accuracy_level!r}")
-    how = _plan_layer("", layer)
+    how = plan_layer("", layer)
     qt = layer.to_qtensor()
     x = x.detach().float()
     input_scale = getattr(layer, "input_scale", None)

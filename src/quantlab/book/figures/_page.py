@@ -22,11 +22,11 @@ from __future__ import annotations
 import html
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any, Sequence
 
-from ...core._validate import describe
+from ...core.validate import describe
 
 __all__ = ["asset", "check_root_id", "json_payload", "figure_html", "standalone_page", "THEMES"]
 
@@ -36,7 +36,7 @@ _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 THEMES: tuple[str, ...] = ("light", "dark")
 
 
-@lru_cache(maxsize=None)
+@cache
 def asset(name: str) -> str:
     """The text of ``quantlab/book/figures/assets/<name>`` without its leading ``/* ... */``
     comment (the comment documents the file; the page does not need it).

@@ -31,13 +31,13 @@ import html
 import math
 import re
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any, Optional, Union
 
 import torch
 
-from ...core._validate import describe as _describe
 from ...core.formats import FloatFormat, get_format
+from ...core.validate import describe as _describe
 from ._page import check_root_id, figure_html
 
 __all__ = [
@@ -108,7 +108,7 @@ def _levels(fmt: FloatFormat) -> int:
     return codes - 1
 
 
-@lru_cache(maxsize=None)
+@cache
 def format_facts(name: str) -> dict[str, Any]:
     """What the page's routine needs of a format, and what its table of facts shows.
 
@@ -131,7 +131,7 @@ def format_facts(name: str) -> dict[str, Any]:
     }
 
 
-@lru_cache(maxsize=None)
+@cache
 def finite_values(name: str) -> tuple[float, ...]:
     """Every distinct finite value of a format of at most 16 bits, ascending
     (``FloatFormat.values()``)."""
@@ -373,7 +373,8 @@ def static_html(root_id: str = "ql-bits", initial: Optional[tuple[str, str]] = N
         f'<div class="qlf-cards">{cards}</div>'
         '<div class="qlf-step"><button type="button" data-role="down" aria-label="go to the next value down">'
         '◀ next down</button><button type="button" data-role="up" aria-label="go to the next value up">'
-        f'next up ▶</button><span class="qlf-jump" role="group" aria-label="jump to a special value">Jump to: {specials}</span></div>'
+        'next up ▶</button><span class="qlf-jump" role="group" aria-label="jump to a special value">'
+        f'Jump to: {specials}</span></div>'
         '<div class="qlf-typedout" data-role="typed" aria-live="polite"></div>'
         '<table class="qlf-table" data-role="facts"><caption class="qlf-sr">what the format has or lacks</caption>'
         "<tbody></tbody></table>"
@@ -383,4 +384,5 @@ def static_html(root_id: str = "ql-bits", initial: Optional[tuple[str, str]] = N
     )
     return figure_html(root_id=rid, name="bits", title="Bits of a number", body=body, data=data,
                        label="Bits of a number: the sign, exponent and mantissa bits of a floating-point "
-                             "format, the value they stand for, its neighbours and the rounding error of a typed number")
+                             "format, the value they stand for, its neighbours and the rounding error of a "
+                             "typed number")

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import html
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, Optional
 
 import numpy as np
 
-from ...core._validate import describe as _describe
 from ...core.formats import IntFormat, get_format
 from ...core.quantize import choose_qparams, fake_quantize
+from ...core.validate import describe as _describe
 from ._page import check_root_id, figure_html
 
 __all__ = [
@@ -187,7 +187,7 @@ class _Values:
     absmax: float
 
     @classmethod
-    def of(cls, x: np.ndarray) -> "_Values":
+    def of(cls, x: np.ndarray) -> _Values:
         if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.size == 0:
             raise TypeError(f"x must be a non-empty float numpy array, got {_describe(x)}")
         x64 = x.astype(np.float64).reshape(-1)
@@ -237,7 +237,7 @@ def clip_point(x: np.ndarray, bits: int, *, clip_ratio: float = 1.0,
     return _point(_Values.of(x), bits, clip_ratio, percentile)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _values(source: str) -> _Values:
     return _Values.of(values(source))
 
@@ -266,7 +266,7 @@ def _point_json(p: ClipPoint) -> dict[str, float]:
     return {k: _round(v) for k, v in asdict(p).items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _source_data(source: str) -> dict[str, Any]:
     v = _values(source)
     ratios = RATIOS[source]

@@ -36,9 +36,9 @@ from typing import Any, Optional, Union
 
 from ...core import gguf_blocks
 from ...core import memory as mem
-from ...core._validate import check_count, check_int
-from ...core._validate import describe as _describe
 from ...core.memory import QuantSpec
+from ...core.validate import check_count, check_int
+from ...core.validate import describe as _describe
 from ._page import check_root_id, figure_html
 
 __all__ = [
@@ -306,7 +306,8 @@ def static_html(root_id: str = "ql-fit", initial: Optional[Setting] = None) -> s
         f'<label for="{rid}-params">Parameters (billions)<input type="number" id="{rid}-params" '
         f'data-role="params" min="0.001" max="10000" step="any" value="{_billions(ini["n_params"])}" '
         'inputmode="decimal"></label>'
-        f'<label for="{rid}-weights">Weight format<select id="{rid}-weights" data-role="weights">{weights}</select></label>'
+        f'<label for="{rid}-weights">Weight format'
+        f'<select id="{rid}-weights" data-role="weights">{weights}</select></label>'
         "</div>"
         '<div class="qlf-controls">'
         f'<label for="{rid}-context" class="qlf-wide"><span>Context: <output data-out="context" for="{rid}-context">'

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, Optional
 
 import numpy as np
 
-from ...core._validate import describe as _describe
+from ...core.validate import describe as _describe
 from ._page import check_root_id, figure_html
 
 __all__ = [
@@ -157,7 +157,7 @@ class Episode:
     agreement: float
 
 
-@lru_cache(maxsize=None)
+@cache
 def episode(fmt: Optional[str] = None, granularity: str = "tensor") -> Episode:
     """The shown episode of the float32 policy (``fmt=None``) or of a rounded copy.
 

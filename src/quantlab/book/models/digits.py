@@ -27,6 +27,7 @@ from torch import nn
 
 from ...algorithms._model_utils import fake_quantized_copy
 from ...core.formats import FormatLike
+from ...core.validate import check_nonnegative_int, check_positive_int
 
 __all__ = [
     "DigitsData",
@@ -57,20 +58,6 @@ class DigitsData:
     y_test: torch.Tensor
 
 
-def _check_seed(seed: Any, name: str = "seed") -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {seed!r}")
-    return int(seed)
-
-
-def _check_pos_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
-
-
 def load_data(test_size: float = 0.3, split_seed: int = 0) -> DigitsData:
     """Load the bundled digits and split them (stratified by label).
 
@@ -88,7 +75,7 @@ def load_data(test_size: float = 0.3, split_seed: int = 0) -> DigitsData:
         raise TypeError(f"test_size must be a number in (0, 1), got {test_size!r}")
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1), got {test_size}")
-    split_seed = _check_seed(split_seed, "split_seed")
+    split_seed = check_nonnegative_int(split_seed, "split_seed")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -114,7 +101,7 @@ class DigitsMLP(nn.Module):
 
     def __init__(self, hidden: int = 64) -> None:
         super().__init__()
-        hidden = _check_pos_int(hidden, "hidden")
+        hidden = check_positive_int(hidden, "hidden")
         self.net = nn.Sequential(
             nn.Linear(64, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(),
@@ -205,13 +192,13 @@ def train(
     Raises:
         ValueError, TypeError: a negative seed or a non-positive epochs/batch_size/lr/hidden.
     """
-    seed = _check_seed(seed)
-    epochs = _check_pos_int(epochs, "epochs")
-    batch_size = _check_pos_int(batch_size, "batch_size")
+    seed = check_nonnegative_int(seed, "seed")
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if num_threads is not None:
-        num_threads = _check_pos_int(num_threads, "num_threads")
+        num_threads = check_positive_int(num_threads, "num_threads")
     if data is None:
         data = load_data()
     if not isinstance(data, DigitsData):
@@ -300,7 +287,7 @@ def accuracy_vs_bits(
             granularity other than "tensor"/"channel".
     """
     bit_list = list(bits)
-    seed_list = [_check_seed(s) for s in seeds]
+    seed_list = [check_nonnegative_int(s, "seed") for s in seeds]
     gran_list = list(granularities)
     if not bit_list or not seed_list or not gran_list:
         raise ValueError(

