@@ -202,7 +202,7 @@ def _precision(dtype: Optional[np.dtype], value: float, ref: float, what: str) -
     if not math.isclose(value, ref, rel_tol=2 * eps):
         return None
     return (f"{what} is {value:.7g}, {ref:.7g} rounded to {dtype.name} (about "
-            f"{int(round(-math.log10(eps)))} digits): compute and return it in float64, "
+            f"{round(-math.log10(eps))} digits): compute and return it in float64, "
             "numpy's default")
 
 
@@ -588,7 +588,7 @@ def _check_asymmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarr
     if i is not None:
         raise _Fail(f"the codes are not integers (e.g. {codes.ravel()[i]:.4g}): round x / scale "
                     f"with np.round, then add the zero point and clip{where}")
-    zp = int(round(zp))
+    zp = int(round(zp))  # noqa: RUF046 -- zp may be a numpy or torch scalar, whose round() is not an int
     if zp != ref_zp:
         expl = (f"zero_point = round(-min / scale) = {ref_zp} (min = min(x.min(), 0) = {lo:.4g}, "
                 f"scale = {ref_scale:.4g}), the code that 0.0 maps to")
@@ -907,7 +907,8 @@ class _ColumnQuantizer:
     original weight (the per-row grid :func:`quantlab.gptq.gptq_reference` uses with
     ``group_size=None``). The grid is fixed before GPTQ's corrections move the later columns,
     so an updated weight can round beyond ``-7``; int4's spare code ``-8`` then catches it, as
-    in :func:`quantlab.quantize` (chapters/02b_build_it.ipynb, "One GPTQ step"). Returns the dequantized values, same shape as ``w``.
+    in :func:`quantlab.quantize` (chapters/02b_build_it.ipynb, "One GPTQ step").
+    Returns the dequantized values, same shape as ``w``.
     """
 
     def __init__(self, scale: np.ndarray):
@@ -988,10 +989,10 @@ def _check_gptq_case(gptq_step: Callable, W: np.ndarray, M: np.ndarray, j: int,
         k = int(np.argmax(np.abs(later - expected[:, j + 1:]).max(axis=0))) + j + 1
         ex = (f"(column {k}: expected {_show(expected[:, k], 4)}, got {_show(got[:, k], 4)})")
         variants = [
-            (rest, f"the columns after j did not change: spread the rounding error of column j "
-             f"over them, err = (w_j - q_j) / U[j, j], W[:, j+1:] -= err[:, None] * "
-             f"U[j, j+1:][None, :] (row j of U; with the upper-triangular Cholesky "
-             f"factor, the column U[j+1:, j] is zero) "),
+            (rest, "the columns after j did not change: spread the rounding error of column j "
+             "over them, err = (w_j - q_j) / U[j, j], W[:, j+1:] -= err[:, None] * "
+             "U[j, j+1:][None, :] (row j of U; with the upper-triangular Cholesky "
+             "factor, the column U[j+1:, j] is zero) "),
             (rest - (w - q)[:, None] * row, f"you forgot the division by U[j, j] = {d:.4g}: "
              f"err = (w_j - q_j) / U[j, j], then W[:, j+1:] -= err[:, None] * "
              f"U[j, j+1:][None, :] "),
@@ -1000,8 +1001,8 @@ def _check_gptq_case(gptq_step: Callable, W: np.ndarray, M: np.ndarray, j: int,
             (rest + err[:, None] * row, "the update has the wrong sign: with err = (w_j - q_j) / "
              "U[j, j] (original minus quantized), the later columns are corrected by "
              "W[:, j+1:] -= err[:, None] * U[j, j+1:][None, :] "),
-            (rest - ((w - q) / d ** 2)[:, None] * row, f"you divided by U[j, j] twice: "
-             f"err = (w_j - q_j) / U[j, j] "),
+            (rest - ((w - q) / d ** 2)[:, None] * row, "you divided by U[j, j] twice: "
+             "err = (w_j - q_j) / U[j, j] "),
         ]
         for variant, message in variants:
             if close(later, variant):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -40,7 +40,7 @@ def rounded(a: Union[np.ndarray, torch.Tensor]) -> list[float]:
     return [float(v) + 0.0 for v in np.round(np.asarray(a, dtype=np.float64), DECIMALS)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def block_quantized(source: str, family: str) -> tuple[Any, torch.Tensor, float]:
     """A source in a block format: what is stored (the :class:`QTensor` of ``mxfp4`` and
     ``nvfp4``, the GGUF bytes of ``q4_0`` and ``q4_k``), the decoded weights (float32) and
@@ -316,7 +316,7 @@ def _view_q4_k(source: str, row: int, start: int) -> dict[str, Any]:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _block_view(source: str, family: str) -> BlockView:
     row, group = strip_location(source)
     start, k = group * GROUP_SIZE, BLOCK_FORMATS[family]

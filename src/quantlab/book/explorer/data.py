@@ -14,7 +14,7 @@ Taught in: chapters/02_explorer.ipynb, "What you just saw" and "The other contro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any, Optional
 
 import numpy as np
@@ -26,7 +26,16 @@ from ...core.quantize import QTensor, quantize
 from . import blocks
 from .blocks import BlockView
 from .settings import FAMILIES, GRANULARITIES, GROUP_SIZE, SOURCES, Resolved, Settings, resolve
-from .sources import OUTLIER_SOURCES, WINDOW, histogram, largest_weight, source_histogram, strip, strip_location, weights
+from .sources import (
+    OUTLIER_SOURCES,
+    WINDOW,
+    histogram,
+    largest_weight,
+    source_histogram,
+    strip,
+    strip_location,
+    weights,
+)
 from .text import compression_text, pct_text, plural, sig
 
 __all__ = ["ExplorerData", "explore", "format_figures", "beyond_text", "clear_cache", "MAX_GRID_LINES"]
@@ -192,7 +201,8 @@ def _regime(res: Resolved, settings: Settings, step: Optional[float], zeroed: Op
     if b == 16:
         text = f"16-bit: {codes}; the error is far below anything a network notices."
     elif b > 8:
-        text = f"{b}-bit: finer than 8 bits; the error keeps halving with every bit, but 8 bits already suffice for most weights."
+        text = (f"{b}-bit: finer than 8 bits; the error keeps halving with every bit, "
+                "but 8 bits already suffice for most weights.")
     elif b == 8:
         text = f"8-bit: {codes}; for well-behaved weights the error is tiny. The standard choice for inference."
     elif b >= 5:
@@ -289,7 +299,7 @@ def _frozen(a: Optional[np.ndarray]) -> Optional[np.ndarray]:
     return a
 
 
-@lru_cache(maxsize=None)
+@cache
 def _measure(source: str, fmt_name: str, granularity: Optional[str], symmetric: bool) -> _Measured:
     """Quantize a source as ``resolve`` says, once per distinct call (cached)."""
     x = weights(source)
@@ -344,7 +354,7 @@ def _measure_block(source: str, fam: str) -> _Measured:
                      grid_lines=grid_lines, hist=_frozen(histogram(x_hat)), block=view, notes=(note,))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _explore(settings: Settings) -> ExplorerData:
     source = settings.source
     hist_original, beyond = source_histogram(source)

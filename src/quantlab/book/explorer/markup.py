@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any, Optional, Sequence, Union
 
@@ -34,7 +34,7 @@ ASSETS_PACKAGE = "quantlab.book"
 ASSETS_DIR = "explorer_assets"
 
 
-@lru_cache(maxsize=None)
+@cache
 def asset(name: str) -> str:
     """The text of ``quantlab/book/explorer_assets/<name>`` without its leading ``/* ... */``
     comment (a note for readers of the file, which the page leaves out)."""
@@ -67,7 +67,7 @@ class El:
 
     tag: str
     attrs: dict[str, Any] = field(default_factory=dict)
-    children: list[Union["El", str, "Raw"]] = field(default_factory=list)
+    children: list[Union[El, str, Raw]] = field(default_factory=list)
 
     @property
     def classes(self) -> set[str]:
@@ -120,7 +120,7 @@ def _compound(text: str) -> Optional[_Compound]:
     return _Compound(m.group(1), classes, attrs)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rules(css: str) -> tuple[_Rule, ...]:
     """The rules of a stylesheet that inlining can apply: plain selectors (tags, classes,
     ``[attr=value]``, descendant combinators) outside ``@media``; custom properties and

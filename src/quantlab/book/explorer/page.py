@@ -18,6 +18,7 @@ Taught in: chapters/02_explorer.ipynb, "Try it first".
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 from typing import Any, Optional
@@ -112,7 +113,7 @@ def entry(data: ExplorerData, strings: Optional[_Strings] = None) -> dict[str, A
     out["snap"] = [s - o for s, o in zip(_ints(data.snapped), strip)]
     if data.grid is not None:
         g = _ints(data.grid)
-        out["grid"] = g[:1] + [b - a for a, b in zip(g, g[1:])]
+        out["grid"] = g[:1] + [b - a for a, b in itertools.pairwise(g)]
     else:
         out["grid"] = None
     dense = runs_of_zeros([int(v) for v in data.hist])

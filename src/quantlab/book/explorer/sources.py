@@ -18,7 +18,7 @@ Taught in: chapters/02_explorer.ipynb, "Try it first" and "Real weights with out
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from typing import Union
 
 import numpy as np
@@ -84,7 +84,7 @@ def _synthetic(source: str) -> np.ndarray:
     return sign * 0.09 + rng.standard_normal(NORMAL_SHAPE) * 0.055
 
 
-@lru_cache(maxsize=None)
+@cache
 def _weights(source: str) -> torch.Tensor:
     if source != "minilm":
         return torch.from_numpy(_synthetic(source).astype(np.float32))
@@ -110,14 +110,14 @@ def weights(source: str) -> torch.Tensor:
     return _weights(_check_source(source)).clone()
 
 
-@lru_cache(maxsize=None)
+@cache
 def largest_weight(source: str) -> float:
     """The weight of largest magnitude of a source (signed): the outlier a regime names."""
     x = _weights(_check_source(source)).flatten()
     return float(x[x.abs().argmax()])
 
 
-@lru_cache(maxsize=None)
+@cache
 def strip_location(source: str) -> tuple[int, int]:
     """``(row, group)`` of the group of 64 weights shown on the strip.
 
@@ -163,7 +163,7 @@ def histogram(values: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
     return counts
 
 
-@lru_cache(maxsize=None)
+@cache
 def source_histogram(source: str) -> tuple[np.ndarray, int]:
     """Histogram of a source's original weights (read-only) and how many lie beyond the window."""
     x = _weights(_check_source(source))

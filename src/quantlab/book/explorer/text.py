@@ -74,7 +74,7 @@ def sig(v: float, digits: int = 3) -> str:
     """
     if v == 0:
         return "0"
-    decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(v)))))
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(v))))
     text = f"{v:.{decimals}f}"
     if float(text) != 0 and len(text.replace("-", "").replace(".", "").lstrip("0")) > digits:
         # rounding carried into a new digit (e.g. 9.996 -> 10.00): one decimal fewer

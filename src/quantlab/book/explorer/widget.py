@@ -189,7 +189,7 @@ class Explorer:
         from matplotlib.figure import Figure
         from PIL import Image
 
-        w, h = self.fig.canvas.get_width_height(physical=True)
+        w, _ = self.fig.canvas.get_width_height(physical=True)
         head = Figure(figsize=(w / self.dpi, 0.8), dpi=self.dpi)
         FigureCanvasAgg(head)
         d = self.data
