@@ -60,3 +60,29 @@ def test_lazy_reexport_of_fake_quantized_copy():
 
     assert quantlab.fake_quantized_copy is _model_utils.fake_quantized_copy
     assert qat.fake_quantized_copy is _model_utils.fake_quantized_copy
+
+
+def test_layered_names_are_reachable_as_attributes():
+    """After ``import quantlab``, ``quantlab.<layer>.<module>`` works as ``quantlab.<module>`` does
+    (the notebooks use the layered names), each the same module object; unknown names are
+    AttributeErrors."""
+    code = (
+        "import json, quantlab as ql\n"
+        "pairs = [(ql.core.memory, ql.memory), (ql.algorithms.gptq, ql.gptq), (ql.algorithms.qat, ql.qat),\n"
+        "         (ql.core.metrics, ql.metrics), (ql.book.sweeps, ql.sweeps)]\n"
+        "same = [a is b for a, b in pairs]\n"
+        "errors = []\n"
+        "for pkg, name in [(ql.core, 'nothing'), (ql.algorithms, '_model_utils_x'), (ql.book, 'gptq')]:\n"
+        "    try:\n"
+        "        getattr(pkg, name)\n"
+        "    except AttributeError as e:\n"
+        "        errors.append(str(e))\n"
+        "print(json.dumps([same, errors]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    same, errors = json.loads(out.stdout.strip().splitlines()[-1])
+    assert same == [True] * 5
+    assert errors == ["module 'quantlab.core' has no attribute 'nothing'",
+                      "module 'quantlab.algorithms' has no attribute '_model_utils_x'",
+                      "module 'quantlab.book' has no attribute 'gptq'"]

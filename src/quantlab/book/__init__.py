@@ -11,3 +11,18 @@ import every other layer; its heavy packages (matplotlib, transformers, gymnasiu
 imported on first use. Package data
 (sentences, stored policies) stays in ``quantlab/data``.
 """
+
+import importlib
+from types import ModuleType
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Import a submodule on first attribute access, so that ``quantlab.book.<module>``
+    works after a plain ``import quantlab`` (as ``quantlab.<module>`` does)."""
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
