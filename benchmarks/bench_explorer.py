@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 
-def _median_times(fn: Callable[[int], Any], repeats: int,
-                  setup: Callable[[int], Any] | None = None) -> tuple[float, float]:
+def _median_times(
+    fn: Callable[[int], Any], repeats: int, setup: Callable[[int], Any] | None = None
+) -> tuple[float, float]:
     """Median wall and CPU seconds of ``fn(i)`` over ``repeats`` calls (``setup(i)`` untimed)."""
     wall, cpu = [], []
     for i in range(repeats):
@@ -66,8 +67,13 @@ def _recreate_figure(data) -> Any:
         ax.vlines(data.grid, -0.25, 1.25, colors="0.6", linewidths=0.8, alpha=0.6)
     ax.scatter(data.strip, np.ones_like(data.strip), s=22, color="#1f77b4", alpha=0.7)
     if data.available:
-        links = np.stack([np.column_stack([data.strip, np.ones_like(data.strip)]),
-                          np.column_stack([data.snapped, np.zeros_like(data.snapped)])], axis=1)
+        links = np.stack(
+            [
+                np.column_stack([data.strip, np.ones_like(data.strip)]),
+                np.column_stack([data.snapped, np.zeros_like(data.snapped)]),
+            ],
+            axis=1,
+        )
         ax.add_collection(LineCollection(links, colors="0.5", linewidths=0.6, alpha=0.6))
         ax.scatter(data.snapped, np.zeros_like(data.snapped), s=26, color="#d95f02", alpha=0.6)
     floor = 10.0**-3.3
@@ -75,11 +81,19 @@ def _recreate_figure(data) -> Any:
     axh.set_yscale("log")
     axh.set_xlim(-E.WINDOW, E.WINDOW)
     axh.set_ylim(1e-3, 100)
-    axh.stairs(pct(data.hist_original), E.HIST_EDGES, fill=True, baseline=floor, color="#1f77b4",
-               alpha=0.3, label="float32 weights")
+    axh.stairs(
+        pct(data.hist_original),
+        E.HIST_EDGES,
+        fill=True,
+        baseline=floor,
+        color="#1f77b4",
+        alpha=0.3,
+        label="float32 weights",
+    )
     if data.available:
-        axh.stairs(pct(data.hist), E.HIST_EDGES, baseline=None, color="#d95f02", linewidth=1.6,
-                   label="after quantization")
+        axh.stairs(
+            pct(data.hist), E.HIST_EDGES, baseline=None, color="#d95f02", linewidth=1.6, label="after quantization"
+        )
     axh.set_xlabel("weight value (bins of 0.01)")
     axh.set_ylabel("% of weights per bin\n(log scale)")
     axh.set_title("All weights of the tensor, before and after quantization", fontsize=10, loc="left")
@@ -120,19 +134,24 @@ def bench_explorer(repeats: int = 32, threads: int = 1, static: bool = True) -> 
             res: dict[str, float] = {}
             w, c = _median_times(lambda i: ex.set(bits=bits(i)), repeats, setup=lambda i: E.clear_cache())
             res["update_ms"], res["update_cpu_ms"] = 1e3 * w, 1e3 * c
-            w, c = _median_times(lambda i: (ex.set(bits=bits(i)), ex.image()), repeats,
-                                 setup=lambda i: E.clear_cache())
+            w, c = _median_times(lambda i: (ex.set(bits=bits(i)), ex.image()), repeats, setup=lambda i: E.clear_cache())
             res["update_with_image_ms"], res["update_with_image_cpu_ms"] = 1e3 * w, 1e3 * c
             for b in E.BITS:
                 E.explore(source, b)
             w, c = _median_times(lambda i: ex.set(bits=bits(i)), repeats)
             res["redraw_ms"], res["redraw_cpu_ms"] = 1e3 * w, 1e3 * c
             # each closure is timed within this iteration, with this iteration's source
-            w, _ = _median_times(lambda i: E.explore(source, bits(i)), repeats,  # noqa: B023
-                                 setup=lambda i: E.clear_cache())
+            w, _ = _median_times(
+                lambda i: E.explore(source, bits(i)),  # noqa: B023
+                repeats,
+                setup=lambda i: E.clear_cache(),
+            )
             res["compute_ms"] = 1e3 * w
-            w, c = _median_times(lambda i: _recreate_figure(E.explore(source, bits(i))), repeats,  # noqa: B023
-                                 setup=lambda i: E.clear_cache())
+            w, c = _median_times(
+                lambda i: _recreate_figure(E.explore(source, bits(i))),  # noqa: B023
+                repeats,
+                setup=lambda i: E.clear_cache(),
+            )
             res["recreate_ms"], res["recreate_cpu_ms"] = 1e3 * w, 1e3 * c
             res["speedup"] = res["recreate_ms"] / res["update_ms"]
             out[source] = {k: round(v, 2) for k, v in res.items()}

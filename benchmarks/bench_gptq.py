@@ -71,12 +71,12 @@ def bench_gptq(repeats: int = 3, minilm: bool = True, threads: int = 1) -> dict[
         kw = dict(damp=damp, act_order=False, symmetric=True, scale_dtype="fp32")
 
         def blocked(factor=fac):
-            return _gptq_blocked(W, H, *args, 128, kw["damp"], kw["act_order"],
-                                 kw["symmetric"], kw["scale_dtype"], factor)
+            return _gptq_blocked(
+                W, H, *args, 128, kw["damp"], kw["act_order"], kw["symmetric"], kw["scale_dtype"], factor
+            )
 
         def column_loop(factor=fac):
-            return _gptq_columns(W, H, *args, kw["damp"], kw["act_order"], kw["symmetric"],
-                                 kw["scale_dtype"], factor)
+            return _gptq_columns(W, H, *args, kw["damp"], kw["act_order"], kw["symmetric"], kw["scale_dtype"], factor)
 
         fast = gptq_quantize_weight(W, H, "int4", group_size=128, block_size=128)
         slow = gptq_reference(W, H, "int4", group_size=128)
@@ -116,8 +116,7 @@ def _bench_minilm() -> dict[str, Any]:
     model = minilm.load_model()
     tok = minilm.load_tokenizer()
     names = [n[: -len(".weight")] for n in minilm.linear_weight_names()]
-    batch = tok(load_sentences("calibration"), padding=True, truncation=True, max_length=128,
-                return_tensors="pt")
+    batch = tok(load_sentences("calibration"), padding=True, truncation=True, max_length=128, return_tensors="pt")
     t0 = time.perf_counter()
     stats = collect_layer_stats(model, lambda m: m(**batch), names)
     t1 = time.perf_counter()
@@ -132,8 +131,10 @@ def _bench_minilm() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print("GPTQ, one 384x1536 layer: blocked_s / column_loop_s time the quantization loops "
-          "given the same precomputed factor (like with like); *_end_to_end_s include the "
-          "shared factorisation (factor_s)")
+    print(
+        "GPTQ, one 384x1536 layer: blocked_s / column_loop_s time the quantization loops "
+        "given the same precomputed factor (like with like); *_end_to_end_s include the "
+        "shared factorisation (factor_s)"
+    )
     for key, value in bench_gptq().items():
         print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")

@@ -59,8 +59,13 @@ THREADS: tuple[int, ...] = (1, 2)
 KINDS: dict[str, tuple[str, bool, Optional[tuple[str, int]], Optional[tuple[str, int]], str]] = {
     "F32": ("f32", False, None, None, "float32 (MatMul)"),
     "Q8_0": ("q8_0", False, ("int8", 64), ("int8", 64), "int8 g64, float32 scales (MatMulNBits)"),
-    "Q4_0": ("q4_0", True, ("int4", 64), ("int8", 64),
-             "int4 g64, float32 scales (MatMulNBits); head int8 g64 like the file's Q8_0 embeddings"),
+    "Q4_0": (
+        "q4_0",
+        True,
+        ("int4", 64),
+        ("int8", 64),
+        "int4 g64, float32 scales (MatMulNBits); head int8 g64 like the file's Q8_0 embeddings",
+    ),
 }
 BITS_PER_WEIGHT = {"F32": 32.0, "Q8_0": 8.5, "Q4_0": 4.5}
 #: Seconds of rest after each sample (one llama-bench call and the quantlab runs of one kind):
@@ -75,8 +80,9 @@ class PeerUnavailable(RuntimeError):
 # --------------------------------------------------------------------------- building
 
 
-def build_llama_bench(script: Path = BUILD_SCRIPT, env: Optional[Mapping[str, str]] = None,
-                      timeout: float = 3600) -> Path:
+def build_llama_bench(
+    script: Path = BUILD_SCRIPT, env: Optional[Mapping[str, str]] = None, timeout: float = 3600
+) -> Path:
     """The path of a built ``llama-bench`` (built first if the cache has none).
 
     Runs ``scripts/build_llamacpp.sh``: it prints the cached binary at once, or downloads the
@@ -103,13 +109,21 @@ def build_llama_bench(script: Path = BUILD_SCRIPT, env: Optional[Mapping[str, st
 
 def _record(d: Mapping[str, Any]) -> dict[str, Any]:
     samples = [float(x) for x in d.get("samples_ts") or []]
-    return {"model_type": d.get("model_type", ""), "model_size": int(d.get("model_size", 0)),
-            "n_params": int(d.get("model_n_params", 0)), "threads": int(d["n_threads"]),
-            "n_prompt": int(d.get("n_prompt", 0)), "n_gen": int(d.get("n_gen", 0)),
-            "tokens_per_s": float(d["avg_ts"]), "stddev_ts": float(d.get("stddev_ts", 0.0)),
-            "samples_ts": samples, "build_commit": d.get("build_commit", ""),
-            "build_number": d.get("build_number"), "cpu_info": d.get("cpu_info", ""),
-            "poll": d.get("poll")}
+    return {
+        "model_type": d.get("model_type", ""),
+        "model_size": int(d.get("model_size", 0)),
+        "n_params": int(d.get("model_n_params", 0)),
+        "threads": int(d["n_threads"]),
+        "n_prompt": int(d.get("n_prompt", 0)),
+        "n_gen": int(d.get("n_gen", 0)),
+        "tokens_per_s": float(d["avg_ts"]),
+        "stddev_ts": float(d.get("stddev_ts", 0.0)),
+        "samples_ts": samples,
+        "build_commit": d.get("build_commit", ""),
+        "build_number": d.get("build_number"),
+        "cpu_info": d.get("cpu_info", ""),
+        "poll": d.get("poll"),
+    }
 
 
 _SIZE = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
@@ -117,8 +131,11 @@ _PARAMS = {"K": 1e3, "M": 1e6, "B": 1e9}
 
 
 def _markdown(text: str) -> list[dict[str, Any]]:
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in text.splitlines() if line.strip().startswith("|")]
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.strip().startswith("|")
+    ]
     if len(rows) < 2:
         raise ValueError("llama-bench output holds neither JSON nor a Markdown table")
     head, out = rows[0], []
@@ -130,12 +147,20 @@ def _markdown(text: str) -> list[dict[str, Any]]:
         test = re.fullmatch(r"(?:pp(\d+))?\+?(?:tg(\d+))?(?: @ d\d+)?", d.get("test", ""))
         size, unit = (d.get("size", "0 MiB").split() + ["MiB"])[:2]
         params, punit = (d.get("params", "0 M").split() + ["M"])[:2]
-        out.append(_record({
-            "model_type": d.get("model", ""), "model_size": round(float(size) * _SIZE.get(unit, 1)),
-            "model_n_params": round(float(params) * _PARAMS.get(punit, 1)),
-            "n_threads": d.get("threads", d.get("n_threads", 0)),
-            "n_prompt": int(test.group(1) or 0) if test else 0, "n_gen": int(test.group(2) or 0) if test else 0,
-            "avg_ts": float(avg), "stddev_ts": float(std or 0)}))
+        out.append(
+            _record(
+                {
+                    "model_type": d.get("model", ""),
+                    "model_size": round(float(size) * _SIZE.get(unit, 1)),
+                    "model_n_params": round(float(params) * _PARAMS.get(punit, 1)),
+                    "n_threads": d.get("threads", d.get("n_threads", 0)),
+                    "n_prompt": int(test.group(1) or 0) if test else 0,
+                    "n_gen": int(test.group(2) or 0) if test else 0,
+                    "avg_ts": float(avg),
+                    "stddev_ts": float(std or 0),
+                }
+            )
+        )
     if not out:
         raise ValueError("llama-bench's Markdown table has no rows")
     return out
@@ -175,11 +200,26 @@ def parse_llama_bench(text: str) -> list[dict[str, Any]]:
     return _markdown(body)
 
 
-def run_llama_bench(binary: Path, model: Path, threads: int, n: int = 32, repeats: int = 3,
-                    extra: Sequence[str] = ()) -> dict[str, Any]:
+def run_llama_bench(
+    binary: Path, model: Path, threads: int, n: int = 32, repeats: int = 3, extra: Sequence[str] = ()
+) -> dict[str, Any]:
     """One ``llama-bench -p 0 -n n -r repeats -t threads -o json`` run; its one test record."""
-    cmd = [str(binary), "-m", str(model), "-p", "0", "-n", str(n), "-r", str(repeats), "-t", str(threads),
-           "-o", "json", *extra]
+    cmd = [
+        str(binary),
+        "-m",
+        str(model),
+        "-p",
+        "0",
+        "-n",
+        str(n),
+        "-r",
+        str(repeats),
+        "-t",
+        str(threads),
+        "-o",
+        "json",
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"llama-bench failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
@@ -198,8 +238,12 @@ def cpu_record() -> dict[str, Any]:
     from run import cpu_info  # the results file's own CPU record
 
     info = cpu_info()
-    return {"model": info["cpu_model"], "isa_flags": info["isa_flags"], "cores": os.cpu_count(),
-            "platform": platform.platform(terse=True)}
+    return {
+        "model": info["cpu_model"],
+        "isa_flags": info["isa_flags"],
+        "cores": os.cpu_count(),
+        "platform": platform.platform(terse=True),
+    }
 
 
 def scheduling() -> dict[str, Any]:
@@ -244,9 +288,13 @@ def quantlab_model(kind: str):
     if body is None:
         return model
     body, head = _scheme(body), _scheme(head)
-    return quantize_model(model, body, skip=None, progress=False,
-                          layer_fn=lambda name, lin: QuantizedLinear.from_linear(
-                              lin, head if name == "lm_head" else body))
+    return quantize_model(
+        model,
+        body,
+        skip=None,
+        progress=False,
+        layer_fn=lambda name, lin: QuantizedLinear.from_linear(lin, head if name == "lm_head" else body),
+    )
 
 
 def write_models(folder: Path, kinds: Sequence[str], max_len: int = 128) -> dict[str, dict[str, Path]]:
@@ -273,9 +321,16 @@ def quantlab_tokens_per_s(decoder, prompt: Sequence[int], n: int) -> float:
     return n / sum(times)
 
 
-def measure(binary: Path, models: Mapping[str, Mapping[str, Path]], threads: Sequence[int] = THREADS,
-            rounds: int = 3, n: int = 32, repeats: int = 3,
-            decoder_options: Optional[Mapping[str, Any]] = None, pause: float = PAUSE_S) -> dict[str, Any]:
+def measure(
+    binary: Path,
+    models: Mapping[str, Mapping[str, Path]],
+    threads: Sequence[int] = THREADS,
+    rounds: int = 3,
+    n: int = 32,
+    repeats: int = 3,
+    decoder_options: Optional[Mapping[str, Any]] = None,
+    pause: float = PAUSE_S,
+) -> dict[str, Any]:
     """Tokens/s of both engines for every kind and thread count, timed alternately.
 
     Per thread count: for ``rounds`` rounds, for each kind, one ``llama-bench`` call
@@ -292,7 +347,8 @@ def measure(binary: Path, models: Mapping[str, Mapping[str, Path]], threads: Seq
     prompt = smollm.load_tokenizer()("The capital of France is").input_ids
     before = load_average()
     samples: dict[str, dict[int, dict[str, list[float]]]] = {
-        k: {t: {"llama.cpp": [], "quantlab": []} for t in threads} for k in models}
+        k: {t: {"llama.cpp": [], "quantlab": []} for t in threads} for k in models
+    }
     record = None
     for t in threads:
         # The benchmark gives each engine the machine to itself at raised priority (see scheduling()),
@@ -315,8 +371,13 @@ def measure(binary: Path, models: Mapping[str, Mapping[str, Path]], threads: Seq
         for t, s in per.items():
             peer, ours = statistics.median(s["llama.cpp"]), statistics.median(s["quantlab"])
             table[kind][t] = {"llama.cpp": peer, "quantlab": ours, "ratio": peer / ours}
-    return {"tokens_per_s": table, "samples": samples, "llama_bench": record, "prompt_tokens": len(prompt),
-            "load_average": {"before": before, "after": load_average()}}
+    return {
+        "tokens_per_s": table,
+        "samples": samples,
+        "llama_bench": record,
+        "prompt_tokens": len(prompt),
+        "load_average": {"before": before, "after": load_average()},
+    }
 
 
 def record(result: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -329,23 +390,37 @@ def record(result: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, 
     return {
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_record(),
-        "engines": {"llama.cpp": {"source": f"llama-cpp-python {LLAMA_CPP_PYTHON} (PyPI sdist), GGML_NATIVE=ON",
-                                  "build_commit": lb.get("build_commit"), "build_number": lb.get("build_number"),
-                                  "cpu_info": lb.get("cpu_info")},
-                    "quantlab": {"version": quantlab.__version__, "onnxruntime": onnxruntime.__version__}},
+        "engines": {
+            "llama.cpp": {
+                "source": f"llama-cpp-python {LLAMA_CPP_PYTHON} (PyPI sdist), GGML_NATIVE=ON",
+                "build_commit": lb.get("build_commit"),
+                "build_number": lb.get("build_number"),
+                "cpu_info": lb.get("cpu_info"),
+            },
+            "quantlab": {"version": quantlab.__version__, "onnxruntime": onnxruntime.__version__},
+        },
         "load_average": result["load_average"],
         "scheduling": scheduling(),
         "settings": dict(settings),
         "kinds": {k: {"bits_per_weight": BITS_PER_WEIGHT[k], "quantlab": KINDS[k][4]} for k in result["tokens_per_s"]},
-        "tokens_per_s": {k: {str(t): {e: round(v, 2) for e, v in per.items()} for t, per in d.items()}
-                         for k, d in result["tokens_per_s"].items()},
-        "samples_tokens_per_s": {k: {str(t): {e: [round(x, 2) for x in v] for e, v in per.items()}
-                                     for t, per in d.items()} for k, d in result.get("samples", {}).items()},
+        "tokens_per_s": {
+            k: {str(t): {e: round(v, 2) for e, v in per.items()} for t, per in d.items()}
+            for k, d in result["tokens_per_s"].items()
+        },
+        "samples_tokens_per_s": {
+            k: {str(t): {e: [round(x, 2) for x in v] for e, v in per.items()} for t, per in d.items()}
+            for k, d in result.get("samples", {}).items()
+        },
     }
 
 
-def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] = None,
-         record_path: Optional[Path] = None, rounds: Optional[int] = None) -> list[dict[str, Any]]:
+def rows(
+    quick: bool,
+    threads: int = 1,
+    make_row: Optional[Callable[..., dict]] = None,
+    record_path: Optional[Path] = None,
+    rounds: Optional[int] = None,
+) -> list[dict[str, Any]]:
     """The benchmark rows, in the format of ``benchmarks/run.py`` (``make_row`` is its ``_row``).
 
     One row per kind and thread count: quantlab's tokens/s against llama.cpp's, ratio =
@@ -354,29 +429,37 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
     reason. ``record_path``: also write :func:`record` there.
     """
     if make_row is None:
+
         def make_row(key, title, reference, size, goal, **fields):
             return {"key": key, "benchmark": title, "reference": reference, "size": size, "goal": goal, **fields}
+
     title = "SmolLM2-135M decoding: quantlab + ONNX Runtime vs llama.cpp"
     reference = "llama.cpp llama-bench -p 0 -n 32 (same weights, same bits per weight), timed in turn"
     goal = "at least llama.cpp's tokens/s"
     try:
         binary = build_llama_bench()
     except PeerUnavailable as err:
-        return [make_row("peer", title, reference, "", goal, status="skipped",
-                         note=f"llama.cpp vs quantlab not measured: {err}")]
+        return [
+            make_row(
+                "peer", title, reference, "", goal, status="skipped", note=f"llama.cpp vs quantlab not measured: {err}"
+            )
+        ]
     kinds = ("F32", "Q4_0") if quick else tuple(KINDS)
     n, rounds = (8, 1) if quick else (32, rounds or 3)
     repeats = 1 if quick else 3
     with tempfile.TemporaryDirectory(prefix="quantlab_peer_") as tmp:
         models = write_models(Path(tmp), kinds)
         result = measure(binary, models, THREADS, rounds=rounds, n=n, repeats=repeats, pause=0.0 if quick else PAUSE_S)
-    settings = {"llama-bench": f"-p 0 -n {n} -r {repeats} (its default thread waiting: OpenMP, polling)",
-                "quantlab": "fused ONNX graph (quantlab.deploy.runtime.OrtDecoder, default options: worker "
-                            "threads spin "
-                            f"within a step when threads > 1), {n} greedy tokens after a "
-                            f"{result['prompt_tokens']}-token prompt, {repeats} runs per round",
-                "rounds": rounds, "alternation": "per thread count and round: llama.cpp then quantlab, kind by kind",
-                "tokens_per_s": "median over all runs of (tokens / seconds of the run)"}
+    settings = {
+        "llama-bench": f"-p 0 -n {n} -r {repeats} (its default thread waiting: OpenMP, polling)",
+        "quantlab": "fused ONNX graph (quantlab.deploy.runtime.OrtDecoder, default options: worker "
+        "threads spin "
+        f"within a step when threads > 1), {n} greedy tokens after a "
+        f"{result['prompt_tokens']}-token prompt, {repeats} runs per round",
+        "rounds": rounds,
+        "alternation": "per thread count and round: llama.cpp then quantlab, kind by kind",
+        "tokens_per_s": "median over all runs of (tokens / seconds of the run)",
+    }
     if record_path is not None and not quick:
         Path(record_path).write_text(json.dumps(record(result, settings), indent=1) + "\n")
     out = []
@@ -387,17 +470,31 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
             v = result["tokens_per_s"][kind][t]
             ours, peer = v["quantlab"], v["llama.cpp"]
             word = f"{peer / ours:.2f}x slower" if ours < peer else f"{ours / peer:.2f}x faster"
-            out.append(make_row(
-                f"peer_{kind.lower()}_{t}t", f"{title}: {kind} / {KINDS[kind][4].split(' (')[0]}, {t} thread(s)",
-                reference, f"{BITS_PER_WEIGHT[kind]:g} bits/weight", goal,
-                time_ms=1e3 / ours, reference_ms=1e3 / peer, ratio=peer / ours, met=ours >= peer,
-                result=f"{ours:.1f} vs {peer:.1f} tokens/s (quantlab {word})",
-                check={"tokens_per_s": {"quantlab": ours, "llama.cpp": peer}, "threads": t,
-                       "samples_ts": result["samples"][kind][t], "load_average": load,
-                       "llama_cpp_build": (result["llama_bench"] or {}).get("build_commit"), "cpu": cpu},
-                note=f"{cpu['model']}, {cpu['cores']} cores; medians of runs of {n} tokens, the engines timed in "
-                     f"turn; llama.cpp built from llama-cpp-python {LLAMA_CPP_PYTHON} (GGML_NATIVE); GGUF written "
-                     "by quantlab"))
+            out.append(
+                make_row(
+                    f"peer_{kind.lower()}_{t}t",
+                    f"{title}: {kind} / {KINDS[kind][4].split(' (')[0]}, {t} thread(s)",
+                    reference,
+                    f"{BITS_PER_WEIGHT[kind]:g} bits/weight",
+                    goal,
+                    time_ms=1e3 / ours,
+                    reference_ms=1e3 / peer,
+                    ratio=peer / ours,
+                    met=ours >= peer,
+                    result=f"{ours:.1f} vs {peer:.1f} tokens/s (quantlab {word})",
+                    check={
+                        "tokens_per_s": {"quantlab": ours, "llama.cpp": peer},
+                        "threads": t,
+                        "samples_ts": result["samples"][kind][t],
+                        "load_average": load,
+                        "llama_cpp_build": (result["llama_bench"] or {}).get("build_commit"),
+                        "cpu": cpu,
+                    },
+                    note=f"{cpu['model']}, {cpu['cores']} cores; medians of runs of {n} tokens, the engines timed in "
+                    f"turn; llama.cpp built from llama-cpp-python {LLAMA_CPP_PYTHON} (GGML_NATIVE); GGUF written "
+                    "by quantlab",
+                )
+            )
     return out
 
 

@@ -73,9 +73,16 @@ def layer_ratios(n: int, repeats: int, threads: int = 1) -> dict[str, dict[str, 
 def _tiny_llama() -> tuple[torch.nn.Module, list[int]]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).eval(), [1, 5, 9, 23]
 
@@ -106,11 +113,14 @@ def decode(quick: bool, threads: int = 1, n: int = 32, rounds: int = 3) -> dict[
         prompt = smollm.load_tokenizer()("The capital of France is").input_ids
         fresh = smollm.load_model
         max_len = 128
-    models = {k: model if scheme is None else quantize_model(fresh(), scheme, skip=None, progress=False)
-              for k, (scheme, _) in DECODE_VARIANTS.items()}
+    models = {
+        k: model if scheme is None else quantize_model(fresh(), scheme, skip=None, progress=False)
+        for k, (scheme, _) in DECODE_VARIANTS.items()
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {k: export_decoder(m, Path(tmp) / f"decoder{i}.onnx", max_len)
-                 for i, (k, m) in enumerate(models.items())}
+        paths = {
+            k: export_decoder(m, Path(tmp) / f"decoder{i}.onnx", max_len) for i, (k, m) in enumerate(models.items())
+        }
         # the same int4 model traced op by op, to show what the fused graph saves
         paths["int4 traced"] = export_decoder(models["int4"], Path(tmp) / "traced.onnx", max_len, fused=False)
         decoders = {k: OrtDecoder(p, threads) for k, p in paths.items()}
@@ -121,9 +131,13 @@ def decode(quick: bool, threads: int = 1, n: int = 32, rounds: int = 3) -> dict[
         bw = speed.measure_bandwidth(64 * 2**20 if quick else 256 * 2**20, repeats=3 if quick else 7)
         tok_s = speed.decode_speed(decoders, prompt, n=n, rounds=rounds)
     bandwidth = max(bw.values())
-    return {"tokens_per_s": tok_s, "bytes_per_token": traffic, "bandwidth_gbs": bandwidth,
-            "roofline_fraction": {k: tok_s[k] * traffic[k] / (bandwidth * 1e9) for k in tok_s},
-            "model": "tiny random Llama (quick mode)" if quick else "SmolLM2-135M"}
+    return {
+        "tokens_per_s": tok_s,
+        "bytes_per_token": traffic,
+        "bandwidth_gbs": bandwidth,
+        "roofline_fraction": {k: tok_s[k] * traffic[k] / (bandwidth * 1e9) for k in tok_s},
+        "model": "tiny random Llama (quick mode)" if quick else "SmolLM2-135M",
+    }
 
 
 def policy_latency(quick: bool, threads: int = 1) -> dict[str, dict[str, Any]]:
@@ -155,33 +169,48 @@ def policy_latency(quick: bool, threads: int = 1) -> dict[str, dict[str, Any]]:
                 def run() -> None:
                     for _ in range(inner):
                         run_once(obs)
+
                 return run
 
             t = speed.time_alternating({k: loop(r) for k, r in runners.items()}, repeats=repeats, warmup=2)
             linears = [m for m in policy.modules() if isinstance(m, torch.nn.Linear)]
-            out[name] = {"seconds": {k: v / inner for k, v in t.items()},
-                         "weights": sum(m.weight.numel() for m in linears),
-                         "shape": " -> ".join([str(linears[0].in_features)] + [str(m.out_features) for m in linears])}
+            out[name] = {
+                "seconds": {k: v / inner for k, v in t.items()},
+                "weights": sum(m.weight.numel() for m in linears),
+                "shape": " -> ".join([str(linears[0].in_features)] + [str(m.out_features) for m in linears]),
+            }
     return out
 
 
 def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] = None) -> list[dict[str, Any]]:
     """The benchmark rows, in the format of ``benchmarks/run.py`` (``make_row`` is its ``_row``)."""
     if make_row is None:
+
         def make_row(key, title, reference, size, goal, **fields):
             return {"key": key, "benchmark": title, "reference": reference, "size": size, "goal": goal, **fields}
+
     out = []
     n = 1024 if quick else 4096
     layer = layer_ratios(n, repeats=3 if quick else 30, threads=threads)
-    for name, op, goal_x in (("int8", "MatMulInteger, per channel", 2.0),
-                             ("int4", "MatMulNBits g32, accuracy_level 4", 3.0)):
+    for name, op, goal_x in (
+        ("int8", "MatMulInteger, per channel", 2.0),
+        ("int4", "MatMulNBits g32, accuracy_level 4", 3.0),
+    ):
         t = layer[name]
         speedup = 1.0 / t["ratio"]
-        out.append(make_row(
-            f"speed_layer_{name}_vs_fp32", f"Linear layer in ONNX Runtime, batch 1: {name} ({op})",
-            "the float32 layer in ONNX Runtime (MatMul)", f"{n}x{n}", f"at least {goal_x:g}x faster",
-            **t, met=speedup >= goal_x, result=f"{speedup:.2f}x faster",
-            note="alternating runs, median of the per-pair ratios; one thread"))
+        out.append(
+            make_row(
+                f"speed_layer_{name}_vs_fp32",
+                f"Linear layer in ONNX Runtime, batch 1: {name} ({op})",
+                "the float32 layer in ONNX Runtime (MatMul)",
+                f"{n}x{n}",
+                f"at least {goal_x:g}x faster",
+                **t,
+                met=speedup >= goal_x,
+                result=f"{speedup:.2f}x faster",
+                note="alternating runs, median of the per-pair ratios; one thread",
+            )
+        )
     d = decode(quick, threads)
     tok = d["tokens_per_s"]
     for name in ("int8", "int4"):
@@ -189,26 +218,40 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
         frac = d["roofline_fraction"][name]
         extra = ""
         if name == "int8":
-            extra = (f"; int8 per channel (MatMulInteger): {tok['int8 per channel']:.1f} tokens/s, "
-                     f"{d['roofline_fraction']['int8 per channel']:.0%} of its roofline")
+            extra = (
+                f"; int8 per channel (MatMulInteger): {tok['int8 per channel']:.1f} tokens/s, "
+                f"{d['roofline_fraction']['int8 per channel']:.0%} of its roofline"
+            )
         else:
-            extra = (f"; the same int4 model traced op by op: {tok['int4 traced']:.1f} tokens/s "
-                     f"(the fused graph {tok['int4'] / tok['int4 traced']:.2f}x faster)")
-        out.append(make_row(
-            f"speed_decode_{name}", f"{d['model']} greedy decoding with a KV cache, batch 1: {name} "
-            "(g64, MatMulNBits, head included)",
-            "the float32 model, same loop, timed alternately", f"{d['bytes_per_token'][name] / 1e6:.1f} MB/token",
-            "at least 2x the fp32 tokens/s and at least 70% of the roofline (bytes per token / bandwidth)",
-            time_ms=1e3 / tok[name], reference_ms=1e3 / tok["fp32"], ratio=tok["fp32"] / tok[name],
-            met=x >= 2.0 and frac >= 0.7,
-            result=f"{tok[name]:.1f} vs {tok['fp32']:.1f} tokens/s ({x:.2f}x); {frac:.0%} of its roofline "
-                   f"(fp32: {d['roofline_fraction']['fp32']:.0%}){extra}",
-            check={"tokens_per_s": tok, "bytes_per_token": d["bytes_per_token"],
-                   "bandwidth_gbs": d["bandwidth_gbs"], "roofline_fraction": d["roofline_fraction"],
-                   "kernels": {k: v[1] for k, v in DECODE_VARIANTS.items()}},
-            note="medians of all generating steps; fused graph (GroupQueryAttention, in-place cache); "
-                 "bandwidth: the best of a 256 MiB copy and read, same thread count; bytes per token count "
-                 "the scales and the cache read at the mean timed position"))
+            extra = (
+                f"; the same int4 model traced op by op: {tok['int4 traced']:.1f} tokens/s "
+                f"(the fused graph {tok['int4'] / tok['int4 traced']:.2f}x faster)"
+            )
+        out.append(
+            make_row(
+                f"speed_decode_{name}",
+                f"{d['model']} greedy decoding with a KV cache, batch 1: {name} (g64, MatMulNBits, head included)",
+                "the float32 model, same loop, timed alternately",
+                f"{d['bytes_per_token'][name] / 1e6:.1f} MB/token",
+                "at least 2x the fp32 tokens/s and at least 70% of the roofline (bytes per token / bandwidth)",
+                time_ms=1e3 / tok[name],
+                reference_ms=1e3 / tok["fp32"],
+                ratio=tok["fp32"] / tok[name],
+                met=x >= 2.0 and frac >= 0.7,
+                result=f"{tok[name]:.1f} vs {tok['fp32']:.1f} tokens/s ({x:.2f}x); {frac:.0%} of its roofline "
+                f"(fp32: {d['roofline_fraction']['fp32']:.0%}){extra}",
+                check={
+                    "tokens_per_s": tok,
+                    "bytes_per_token": d["bytes_per_token"],
+                    "bandwidth_gbs": d["bandwidth_gbs"],
+                    "roofline_fraction": d["roofline_fraction"],
+                    "kernels": {k: v[1] for k, v in DECODE_VARIANTS.items()},
+                },
+                note="medians of all generating steps; fused graph (GroupQueryAttention, in-place cache); "
+                "bandwidth: the best of a 256 MiB copy and read, same thread count; bytes per token count "
+                "the scales and the cache read at the mean timed position",
+            )
+        )
     pol = policy_latency(quick, threads)
     titles = {"cartpole": "CartPole policy (stored, seed 0)", "mlp512": "policy with hidden layers of 512 (random)"}
     for name, p in pol.items():
@@ -216,22 +259,40 @@ def rows(quick: bool, threads: int = 1, make_row: Optional[Callable[..., dict]] 
         check = {"us_per_action": {k: 1e6 * v for k, v in sec.items()}, "weights": p["weights"]}
         size = f"{p['shape']}, {p['weights']:,} weights"
         ratio = sec["fp32 ORT"] / sec["fp32 torch"]
-        out.append(make_row(
-            f"speed_policy_{name}_ort_vs_torch", f"{titles[name]}, one action at batch 1: float32 in ONNX Runtime",
-            "the same policy in eager torch (float32), timed in turn", size,
-            "report (bound: no slower than eager torch)",
-            time_ms=1e3 * sec["fp32 ORT"], reference_ms=1e3 * sec["fp32 torch"], ratio=ratio, met=ratio <= 1.0,
-            result=f"{1e6 * sec['fp32 ORT']:.1f} vs {1e6 * sec['fp32 torch']:.1f} us ({1 / ratio:.2f}x faster)",
-            check=check, note="medians of samples of repeated calls; the three formats timed in turn"))
+        out.append(
+            make_row(
+                f"speed_policy_{name}_ort_vs_torch",
+                f"{titles[name]}, one action at batch 1: float32 in ONNX Runtime",
+                "the same policy in eager torch (float32), timed in turn",
+                size,
+                "report (bound: no slower than eager torch)",
+                time_ms=1e3 * sec["fp32 ORT"],
+                reference_ms=1e3 * sec["fp32 torch"],
+                ratio=ratio,
+                met=ratio <= 1.0,
+                result=f"{1e6 * sec['fp32 ORT']:.1f} vs {1e6 * sec['fp32 torch']:.1f} us ({1 / ratio:.2f}x faster)",
+                check=check,
+                note="medians of samples of repeated calls; the three formats timed in turn",
+            )
+        )
         ratio = sec["int8 ORT"] / sec["fp32 ORT"]
         word = f"{1 / ratio:.2f}x faster" if ratio <= 1 else f"{ratio:.2f}x slower"
-        out.append(make_row(
-            f"speed_policy_{name}_int8_vs_fp32", f"{titles[name]}, one action at batch 1: int8 per channel "
-            "in ONNX Runtime (MatMulInteger)", "the float32 policy in ONNX Runtime, timed in turn", size,
-            "report (bound: within 2x of float32 either way)",
-            time_ms=1e3 * sec["int8 ORT"], reference_ms=1e3 * sec["fp32 ORT"], ratio=ratio,
-            met=0.5 <= ratio <= 2.0, result=f"{1e6 * sec['int8 ORT']:.1f} vs {1e6 * sec['fp32 ORT']:.1f} us ({word})",
-            check=check, note="medians of samples of repeated calls; the three formats timed in turn"))
+        out.append(
+            make_row(
+                f"speed_policy_{name}_int8_vs_fp32",
+                f"{titles[name]}, one action at batch 1: int8 per channel in ONNX Runtime (MatMulInteger)",
+                "the float32 policy in ONNX Runtime, timed in turn",
+                size,
+                "report (bound: within 2x of float32 either way)",
+                time_ms=1e3 * sec["int8 ORT"],
+                reference_ms=1e3 * sec["fp32 ORT"],
+                ratio=ratio,
+                met=0.5 <= ratio <= 2.0,
+                result=f"{1e6 * sec['int8 ORT']:.1f} vs {1e6 * sec['fp32 ORT']:.1f} us ({word})",
+                check=check,
+                note="medians of samples of repeated calls; the three formats timed in turn",
+            )
+        )
     return out
 
 

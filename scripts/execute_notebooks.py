@@ -35,8 +35,9 @@ def _execute(path: str, timeout: int) -> tuple[str, object, float, str | None]:
     from jupyter_cache.executors.utils import single_nb_execution
 
     nb = nbformat.read(path, as_version=4)
-    result = single_nb_execution(nb, cwd=str(Path(path).parent), timeout=timeout, allow_errors=False,
-                                 meta_override=True)
+    result = single_nb_execution(
+        nb, cwd=str(Path(path).parent), timeout=timeout, allow_errors=False, meta_override=True
+    )
     return path, result.nb, result.time, result.exc_string if result.err is not None else None
 
 
@@ -72,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if not todo and not alone:
         print("==> every notebook is in the execution cache")
         return 0
-    print(f"==> executing {len(todo) + len(alone)} notebooks, {args.jobs} at a time"
-          + (f" ({', '.join(Path(a).name for a in alone)} alone, last)" if alone else ""), flush=True)
+    print(
+        f"==> executing {len(todo) + len(alone)} notebooks, {args.jobs} at a time"
+        + (f" ({', '.join(Path(a).name for a in alone)} alone, last)" if alone else ""),
+        flush=True,
+    )
 
     failed = []
     start = time.perf_counter()
@@ -85,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    FAILED:   {name} after {seconds:.0f} s\n{error}", flush=True)
             return
         record = cache.add_nb_to_project(path)
-        cache.cache_notebook_bundle(CacheBundleIn(nb, record.uri, data={"execution_seconds": seconds}),
-                                    check_validity=False, overwrite=True)
+        cache.cache_notebook_bundle(
+            CacheBundleIn(nb, record.uri, data={"execution_seconds": seconds}), check_validity=False, overwrite=True
+        )
         print(f"    executed: {name} in {seconds:.0f} s", flush=True)
 
     if todo:
@@ -96,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
                 store(*fut.result())
     for p in alone:
         store(*_execute(p, args.timeout))
-    print(f"==> notebooks executed in {time.perf_counter() - start:.0f} s"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+    print(
+        f"==> notebooks executed in {time.perf_counter() - start:.0f} s"
+        + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+        flush=True,
+    )
     return 1 if failed else 0
 
 

@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         peer = json.loads(peer_file.read_text())
         if peer.get("cpu", {}).get("model") == record.machine["cpu"] and "tokens_per_s" in peer:
             record.put("peer", peer_values(peer))
-            record.note += (f"; llama.cpp and quantlab's decoder side by side from benchmarks/{peer_file.name} "
-                            f"({peer.get('date', '?')})")
+            record.note += (
+                f"; llama.cpp and quantlab's decoder side by side from benchmarks/{peer_file.name} "
+                f"({peer.get('date', '?')})"
+            )
     problems = speed_facts.sanity_problems(record)
     print(f"==> measured in {time.perf_counter() - start:.0f} s; sanity problems: {problems or 'none'}")
     if args.dry_run:

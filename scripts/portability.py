@@ -85,11 +85,26 @@ def main(argv: list[str] | None = None) -> int:
         notebooks = [with_threads(p, args.threads, out_dir) for p in notebooks]
     env = dict(os.environ, **ISA_ENV[args.isa])
     env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [sys.executable, "-m", "pytest", *map(str, notebooks), "--nbval", "--nbval-current-env",
-           "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "--nbval-cell-timeout=900",
-           "-p", "no:cacheprovider", "-q", *[a for a in extra if a != "--"]]
-    print(f"==> isa={args.isa} threads={args.threads or 'as each notebook sets'}: "
-          + " ".join(f"{k}={v}" for k, v in ISA_ENV[args.isa].items()), flush=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *map(str, notebooks),
+        "--nbval",
+        "--nbval-current-env",
+        "--nbval-sanitize-with",
+        str(ROOT / "tests" / "nbval_sanitize.cfg"),
+        "--nbval-cell-timeout=900",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        *[a for a in extra if a != "--"],
+    ]
+    print(
+        f"==> isa={args.isa} threads={args.threads or 'as each notebook sets'}: "
+        + " ".join(f"{k}={v}" for k, v in ISA_ENV[args.isa].items()),
+        flush=True,
+    )
     return subprocess.call(cmd, cwd=ROOT, env=env)
 
 

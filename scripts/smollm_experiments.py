@@ -45,9 +45,16 @@ def write_results(study: sx.Study, out: Path, names: Optional[Iterable[str]] = N
     start = time.perf_counter()
     rows = sx.run_settings(study, names, log=print)
     result: dict[str, Any] = dict(
-        config=sx.CONFIG, config_hash=sx.config_hash(sx.CONFIG), rows=rows,
-        meta=dict(machine=machine_info(threads=threads), threads=threads, load_at_start=load,
-                  seconds=round(time.perf_counter() - start, 1)))
+        config=sx.CONFIG,
+        config_hash=sx.config_hash(sx.CONFIG),
+        rows=rows,
+        meta=dict(
+            machine=machine_info(threads=threads),
+            threads=threads,
+            load_at_start=load,
+            seconds=round(time.perf_counter() - start, 1),
+        ),
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
@@ -67,9 +74,13 @@ def main(argv: Optional[list[str]] = None) -> Path:
     proto = sx.CONFIG["protocol"]
     calibration, evaluation = smollm.protocol_tokens()
     assert (calibration.numel(), evaluation.numel(), smollm.PROTOCOL.context) == (
-        proto["n_calibration"], proto["n_evaluation"], proto["context"])
-    study = sx.Study(smollm.load_model(fresh=False), calibration, evaluation, context=proto["context"],
-                     reference_bits=5.0)
+        proto["n_calibration"],
+        proto["n_evaluation"],
+        proto["context"],
+    )
+    study = sx.Study(
+        smollm.load_model(fresh=False), calibration, evaluation, context=proto["context"], reference_bits=5.0
+    )
     return write_results(study, args.out, args.only)
 
 

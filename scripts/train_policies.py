@@ -51,8 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(recipe["max_seed"] + 1):
         if len(curves) == recipe["n_policies"]:
             break
-        result = rl.train_reinforce(rl.Policy(seed=seed, **recipe["policy"]), seed=seed, progress=False,
-                                    env_id=recipe["env_id"], **recipe["reinforce"])
+        result = rl.train_reinforce(
+            rl.Policy(seed=seed, **recipe["policy"]),
+            seed=seed,
+            progress=False,
+            env_id=recipe["env_id"],
+            **recipe["reinforce"],
+        )
         if not result.solved:
             print(f"seed {seed}: not solved after {result.episodes} episodes (skipped)")
             unsolved.append(seed)
@@ -63,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for fmt in recipe["qat"]["formats"]:
             for gran in recipe["qat"]["granularities"]:
                 name = "binary" if fmt == "binary" else fmt
-                tuned = rl.finetune_qat(result.policy, rl.BINARY if fmt == "binary" else fmt, gran,
-                                        seed=seed, **qat)
+                tuned = rl.finetune_qat(result.policy, rl.BINARY if fmt == "binary" else fmt, gran, seed=seed, **qat)
                 policy = rl.Policy(seed=seed, **recipe["policy"])
                 policy.load_state_dict(tuned.state_dict())
                 policies[f"seed{seed}/qat-{name}-{gran}"] = policy

@@ -15,6 +15,7 @@ for f in tests/test_*.py; do
     *) units+=("$f") ;;
   esac
 done
-echo "==> ruff check (the rules of pyproject.toml's [tool.ruff])"
+echo "==> ruff check and ruff format --check (the settings of pyproject.toml's [tool.ruff])"
 .venv/bin/ruff check src tests scripts benchmarks
+.venv/bin/ruff format --check src tests scripts benchmarks
 exec "$PY" -m pytest "${units[@]}" -m "not slow" -q --durations=10 "$@"

@@ -78,7 +78,7 @@ def _newest_mtime(paths: Sequence[Path]) -> float:
     return newest
 
 
-BUILD_STAMP = REPO / "_build" / ".book-stamp"   # written by scripts/build_book.sh
+BUILD_STAMP = REPO / "_build" / ".book-stamp"  # written by scripts/build_book.sh
 
 
 def book_is_stale(html: Path = BUILD_HTML) -> bool:

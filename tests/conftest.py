@@ -89,8 +89,11 @@ def _no_leaked_torch_state() -> Iterator[None]:
     torch.set_default_dtype(before["torch.get_default_dtype()"])
     torch.set_grad_enabled(before["torch.is_grad_enabled()"])
     torch.use_deterministic_algorithms(before["torch.are_deterministic_algorithms_enabled()"])
-    pytest.fail("the test changed torch's global state without restoring it: "
-                + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()), pytrace=False)
+    pytest.fail(
+        "the test changed torch's global state without restoring it: "
+        + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
+        pytrace=False,
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -59,8 +59,9 @@ def requested_modes(value: str | None, avx512: bool | None = None) -> list[str]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--nbval-modes", default=None,
-                     help="run each notebook once per mode: comma-separated from " + ", ".join(MODES))
+    parser.addoption(
+        "--nbval-modes", default=None, help="run each notebook once per mode: comma-separated from " + ", ".join(MODES)
+    )
 
 
 def _mode_class(base: type) -> type:
@@ -97,8 +98,9 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[l
         if isinstance(res, IPyNbFile) and not getattr(res, "mode", None):
             cls = _mode_class(type(res))
             for mode in modes:
-                node = cls.from_parent(parent, path=file_path, name=f"{res.name}::{mode}",
-                                       nodeid=f"{res.nodeid}::{mode}")
+                node = cls.from_parent(
+                    parent, path=file_path, name=f"{res.name}::{mode}", nodeid=f"{res.nodeid}::{mode}"
+                )
                 node.mode = mode
                 out.append(node)
         else:

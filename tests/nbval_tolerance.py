@@ -85,7 +85,7 @@ def split_numbers(text: str) -> tuple[list[str], list[str]]:
     """``(pieces_of_text, numbers)``: the text between numbers, and the numbers in order."""
     pieces, numbers, last = [], [], 0
     for m in NUMBER.finditer(text):
-        pieces.append(text[last:m.start()])
+        pieces.append(text[last : m.start()])
         numbers.append(m.group())
         last = m.end()
     pieces.append(text[last:])
@@ -109,8 +109,10 @@ def mismatch(ref: str, test: str, rtol: float, atol: float) -> Optional[str]:
             continue
         allowed = atol + rtol * abs(x_ref) + unit
         if not abs(x - x_ref) <= allowed * (1 + 1e-12):
-            return (f"number {b} where the stored output has {a}: differs by {abs(x - x_ref):.6g}, "
-                    f"allowed {allowed:.6g} (rtol={rtol:g}, atol={atol:g}, last digit {unit:g})")
+            return (
+                f"number {b} where the stored output has {a}: differs by {abs(x - x_ref):.6g}, "
+                f"allowed {allowed:.6g} (rtol={rtol:g}, atol={atol:g}, last digit {unit:g})"
+            )
     return None
 
 
@@ -154,21 +156,21 @@ def install() -> None:
 
         got, stored = flatten(test), flatten(ref)
         if set(got) != set(stored):
-            self.comparison_traceback.append(
-                f"output fields differ: stored {sorted(stored)}, got {sorted(got)}")
+            self.comparison_traceback.append(f"output fields differ: stored {sorted(stored)}, got {sorted(got)}")
             return False
         for key, refs in stored.items():
             tests = got[key]
             if len(tests) != len(refs):
                 self.comparison_traceback.append(
-                    f"{len(tests)} outputs of type {key} where the stored notebook has {len(refs)}")
+                    f"{len(tests)} outputs of type {key} where the stored notebook has {len(refs)}"
+                )
                 return False
             for r, t in zip(refs, tests):
                 why = mismatch(r, t, rtol, atol)
                 if why is not None:
                     self.comparison_traceback.append(
-                        f"{key} (compared with rtol={rtol:g}, atol={atol:g}): {why}\n"
-                        f"--- stored:\n{r}\n--- got:\n{t}")
+                        f"{key} (compared with rtol={rtol:g}, atol={atol:g}): {why}\n--- stored:\n{r}\n--- got:\n{t}"
+                    )
                     return False
         return True
 

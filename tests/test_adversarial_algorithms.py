@@ -99,9 +99,9 @@ def test_gptq_on_awkward_layers(layer, name, block, act_order, symmetric):
     if bool(dead.any()):
         return
     for k in (-60, 60):
-        scaled = gptq_quantize_weight(W, H * 4.0 ** k, name, block_size=block, **kw)
+        scaled = gptq_quantize_weight(W, H * 4.0**k, name, block_size=block, **kw)
         assert torch.equal(scaled.qtensor.codes, q.codes)
-        assert scaled.loss == pytest.approx(res.loss * 4.0 ** k, rel=1e-12, abs=1e-300)
+        assert scaled.loss == pytest.approx(res.loss * 4.0**k, rel=1e-12, abs=1e-300)
 
 
 def test_gptq_float32_hessians_near_the_limits_factor():
@@ -112,33 +112,39 @@ def test_gptq_float32_hessians_near_the_limits_factor():
     # near float32's largest values (the mean diagonal overflowed) and among its subnormals
     # (the inverse overflowed): both were "not positive definite" before
     for k in (124, 126, -130, -140):
-        big = gptq_quantize_weight(W, H * 2.0 ** k, "int4", group_size=8)
+        big = gptq_quantize_weight(W, H * 2.0**k, "int4", group_size=8)
         assert torch.equal(big.qtensor.codes, base.qtensor.codes)
-        assert big.loss == pytest.approx(base.loss * 2.0 ** k, rel=1e-5)
+        assert big.loss == pytest.approx(base.loss * 2.0**k, rel=1e-5)
 
 
-@pytest.mark.parametrize("H, match", [
-    (-torch.eye(8), "not positive definite"),
-    (torch.eye(8) + torch.triu(torch.ones(8, 8), 1) * 3, "symmetric"),
-    (torch.full((8, 8), float("nan")), "NaN or infinity"),
-    (torch.eye(8).index_fill(0, torch.tensor([2]), float("inf")), "NaN or infinity"),
-    (torch.eye(7), r"H must be \(8, 8\)"),
-    (torch.eye(8, dtype=torch.int64), "floating-point"),
-])
+@pytest.mark.parametrize(
+    "H, match",
+    [
+        (-torch.eye(8), "not positive definite"),
+        (torch.eye(8) + torch.triu(torch.ones(8, 8), 1) * 3, "symmetric"),
+        (torch.full((8, 8), float("nan")), "NaN or infinity"),
+        (torch.eye(8).index_fill(0, torch.tensor([2]), float("inf")), "NaN or infinity"),
+        (torch.eye(7), r"H must be \(8, 8\)"),
+        (torch.eye(8, dtype=torch.int64), "floating-point"),
+    ],
+)
 def test_gptq_refuses_hessians_that_are_not(H, match):
     W = torch.randn(4, 8, generator=_gen(0))
     with pytest.raises((ValueError, TypeError), match=match):
         gptq_quantize_weight(W, H, "int4", group_size=4)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(fmt="mxfp4"), "block-scaled"),
-    (dict(group_size=3), "group_size must divide"),
-    (dict(group_size=0), "group_size must be positive"),
-    (dict(block_size=0), "block_size must be positive"),
-    (dict(damp=0.0), "damp"),
-    (dict(damp=float("nan")), "damp"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(fmt="mxfp4"), "block-scaled"),
+        (dict(group_size=3), "group_size must divide"),
+        (dict(group_size=0), "group_size must be positive"),
+        (dict(block_size=0), "block_size must be positive"),
+        (dict(damp=0.0), "damp"),
+        (dict(damp=float("nan")), "damp"),
+    ],
+)
 def test_gptq_argument_errors_name_the_argument(kw, match):
     kw = {"group_size": 4, **kw}
     fmt = kw.pop("fmt", "int4")
@@ -152,8 +158,11 @@ def test_gptq_numpy_layouts_give_the_torch_result():
     H = hessian(torch.randn(40, 12, generator=g))
     ref = gptq_quantize_weight(W, H, "int4", group_size=6)
     w, h = W.numpy(), H.numpy()
-    for a, b in [(w.astype(">f4"), h.astype(">f4")), (np.asfortranarray(w), np.asfortranarray(h)),
-                 (np.repeat(w, 2, axis=1)[:, ::2], h[::-1, ::-1][::-1, ::-1])]:
+    for a, b in [
+        (w.astype(">f4"), h.astype(">f4")),
+        (np.asfortranarray(w), np.asfortranarray(h)),
+        (np.repeat(w, 2, axis=1)[:, ::2], h[::-1, ::-1][::-1, ::-1]),
+    ]:
         out = gptq_quantize_weight(a, b, "int4", group_size=6)
         assert torch.equal(out.qtensor.codes, ref.qtensor.codes)
         np.testing.assert_array_equal(out.weight, ref.weight.numpy())
@@ -187,8 +196,14 @@ def test_calibration_statistics_refuse_nan_and_overflow_and_take_empty_widths():
 
 
 @SETTINGS
-@given(st.integers(0, 4), st.sampled_from([4, 6, 8]), st.integers(1, 12), st.integers(0, 999),
-       st.sampled_from([1.0, 1e-20, 1e20, 1e36]), st.sampled_from(["int4", "int3", "nf4", "uint4"]))
+@given(
+    st.integers(0, 4),
+    st.sampled_from([4, 6, 8]),
+    st.integers(1, 12),
+    st.integers(0, 999),
+    st.sampled_from([1.0, 1e-20, 1e20, 1e36]),
+    st.sampled_from(["int4", "int3", "nf4", "uint4"]),
+)
 def test_awq_on_awkward_inputs(rows, cols, n, seed, magnitude, name):
     g = _gen(seed)
     W = torch.randn(rows, cols, generator=g)
@@ -217,18 +232,21 @@ def test_awq_scales_of_huge_activations_stay_normalised():
     assert torch.equal(awq_scales(ordinary, 0.5), root / (root.max() * root.min()).sqrt())
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(X=torch.zeros(0, 8)), "at least one row"),
-    (dict(X=torch.randn(3, 7)), r"\(\.\.\., 8\)"),
-    (dict(X=torch.tensor(1.0)), r"\(\.\.\., 8\)"),
-    (dict(X=torch.full((3, 8), float("inf"))), "NaN or infinity"),
-    (dict(act_abs_mean=-torch.ones(8)), "non-negative"),
-    (dict(act_abs_mean=torch.ones(1, 8)), r"shape \(8,\)"),
-    (dict(alpha=1.5), "alpha"),
-    (dict(group_size=3), "group_size"),
-    (dict(W=[]), "non-empty"),
-    (dict(W=[torch.randn(2, 8), torch.randn(2, 4)]), "share in_features"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(X=torch.zeros(0, 8)), "at least one row"),
+        (dict(X=torch.randn(3, 7)), r"\(\.\.\., 8\)"),
+        (dict(X=torch.tensor(1.0)), r"\(\.\.\., 8\)"),
+        (dict(X=torch.full((3, 8), float("inf"))), "NaN or infinity"),
+        (dict(act_abs_mean=-torch.ones(8)), "non-negative"),
+        (dict(act_abs_mean=torch.ones(1, 8)), r"shape \(8,\)"),
+        (dict(alpha=1.5), "alpha"),
+        (dict(group_size=3), "group_size"),
+        (dict(W=[]), "non-empty"),
+        (dict(W=[torch.randn(2, 8), torch.randn(2, 4)]), "share in_features"),
+    ],
+)
 def test_awq_errors_name_the_argument(kw, match):
     args = dict(W=torch.randn(4, 8), X=torch.randn(6, 8))
     args.update(kw)
@@ -241,9 +259,14 @@ def test_awq_errors_name_the_argument(kw, match):
 
 
 @SETTINGS
-@given(st.integers(0, 3), st.sampled_from([1, 3, 4, 8, 12]), st.integers(0, 999),
-       st.sampled_from(["int4", "uint4", "int2", "int8", "uint3"]), st.booleans(),
-       st.sampled_from(["fp16", "bf16", "fp32"]))
+@given(
+    st.integers(0, 3),
+    st.sampled_from([1, 3, 4, 8, 12]),
+    st.integers(0, 999),
+    st.sampled_from(["int4", "uint4", "int2", "int8", "uint3"]),
+    st.booleans(),
+    st.sampled_from(["fp16", "bf16", "fp32"]),
+)
 def test_hqq_results_are_finite_and_on_their_grid(rows, cols, seed, name, opt, sdt):
     g = _gen(seed)
     w = torch.randn(rows, cols, generator=g)
@@ -258,7 +281,7 @@ def test_hqq_results_are_finite_and_on_their_grid(rows, cols, seed, name, opt, s
     assert bool(torch.isfinite(q.scale).all()) and bool((q.scale > 0).all())
     assert bool(torch.isfinite(q.zero_point).all())
     if rows:
-        assert float((d[0] - 5.0).abs().max()) <= 5.0 * 2 ** -6  # fp16/bf16 rounding of s, z
+        assert float((d[0] - 5.0).abs().max()) <= 5.0 * 2**-6  # fp16/bf16 rounding of s, z
 
 
 @pytest.mark.parametrize("c", [1e5, -4e4, 3e-3, 60000.0])
@@ -294,15 +317,20 @@ def test_hqq_shapes_and_layers():
 
 
 @SETTINGS
-@given(st.integers(0, 4), st.sampled_from([2, 4, 6, 8]), st.integers(0, 999),
-       st.integers(-1000, 1023), st.sampled_from(["int2", "int3", "int4", "int8"]))
+@given(
+    st.integers(0, 4),
+    st.sampled_from([2, 4, 6, 8]),
+    st.integers(0, 999),
+    st.integers(-1000, 1023),
+    st.sampled_from(["int2", "int3", "int4", "int8"]),
+)
 def test_imatrix_is_invariant_to_the_scale_of_importance(rows, cols, seed, k, name):
     g = _gen(seed)
     w = torch.randn(rows, cols, generator=g)
     imp = torch.rand(cols, generator=g, dtype=torch.float64) * 0.9 + 0.01
     imp[0] = 0.0  # a column that does not matter
     base = imatrix_quantize(w, imp, name, 2)
-    scaled = imp * 2.0 ** k  # up to 2^1000 (before: sums overflowed into NaN scales)
+    scaled = imp * 2.0**k  # up to 2^1000 (before: sums overflowed into NaN scales)
     if not bool(torch.isfinite(scaled).all()) or float(scaled.max()) < 1e-300:
         return
     q = imatrix_quantize(w, scaled, name, 2)
@@ -336,9 +364,16 @@ def test_imatrix_edges():
 
 
 @SETTINGS
-@given(st.integers(0, 2), st.integers(0, 9), st.integers(0, 9), st.integers(1, 12),
-       st.sampled_from(KV_FORMATS), st.sampled_from(["channel", "token"]),
-       st.sampled_from([torch.float32, torch.float16, torch.bfloat16]), st.integers(0, 999))
+@given(
+    st.integers(0, 2),
+    st.integers(0, 9),
+    st.integers(0, 9),
+    st.integers(1, 12),
+    st.sampled_from(KV_FORMATS),
+    st.sampled_from(["channel", "token"]),
+    st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
+    st.integers(0, 999),
+)
 def test_kv_cache_rounding_on_any_shape(heads, tokens, channels, group, fmt, axis, dtype, seed):
     x = (torch.randn(1, heads, tokens, channels, generator=_gen(seed)) * 3).to(dtype)
     y = fake_quantize_kv(x, fmt, axis, group)
@@ -349,7 +384,7 @@ def test_kv_cache_rounding_on_any_shape(heads, tokens, channels, group, fmt, axi
         # minimums and steps (integers) or by e4m3's half step, 2^-4 relative (fp8)
         lo, hi = float(x.float().min()), float(x.float().max())
         span = max(hi - lo, abs(lo), abs(hi))
-        slack = span * (2 ** -4 if fmt == "fp8" else 2 ** -7)
+        slack = span * (2**-4 if fmt == "fp8" else 2**-7)
         assert float(y.float().min()) >= lo - slack
         assert float(y.float().max()) <= hi + slack
     assert torch.equal(fake_quantize_kv(y, fmt, axis, group), fake_quantize_kv(y, fmt, axis, group))
@@ -371,8 +406,7 @@ def test_kv_cache_refuses_what_fp16_cannot_hold(fmt):
 
 
 @SETTINGS
-@given(st.integers(0, 6), st.integers(0, 6), st.sampled_from([1, 2, 4, 8, 16]), st.integers(0, 99),
-       st.booleans())
+@given(st.integers(0, 6), st.integers(0, 6), st.sampled_from([1, 2, 4, 8, 16]), st.integers(0, 99), st.booleans())
 def test_rotated_pairs_compute_the_same_function(n, m, d, seed, numpy_be):
     g = _gen(seed)
     w1 = torch.randn(d, n, generator=g, dtype=torch.float64)
@@ -392,8 +426,11 @@ def test_rotations_refuse_what_is_not_orthogonal_and_take_empty_pairs():
     w1, w2 = torch.zeros(0, 3), torch.zeros(2, 0)
     n1, n2, _ = R.rotate_linear_pair(w1, w2, torch.zeros(0, 0))
     assert n1.shape == (0, 3) and n2.shape == (2, 0)
-    for q, match in [(torch.full((4, 4), float("nan")), "orthogonal"), (torch.ones(4, 4), "orthogonal"),
-                     (torch.eye(3), "4 x 4")]:
+    for q, match in [
+        (torch.full((4, 4), float("nan")), "orthogonal"),
+        (torch.ones(4, 4), "orthogonal"),
+        (torch.eye(3), "4 x 4"),
+    ]:
         with pytest.raises(ValueError, match=match):
             R.rotate_linear_pair(torch.randn(4, 3), torch.randn(2, 4), q)
     with pytest.raises(ValueError, match="power of two"):
@@ -408,9 +445,13 @@ def test_a_refused_rotation_leaves_the_model_unchanged():
     model = tiny_llama(random_norms=True)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     d = model.model.embed_tokens.weight.shape[1]
-    for q, kw, match in [(np.ones((d, d)), {}, "orthogonal"), (np.eye(d - 1), {}, f"{d} x {d}"),
-                         (None, {"kind": "spiral"}, "kind"), (None, {"block": 3}, "power of two"),
-                         (np.full((d, d), np.nan), {}, "orthogonal")]:
+    for q, kw, match in [
+        (np.ones((d, d)), {}, "orthogonal"),
+        (np.eye(d - 1), {}, f"{d} x {d}"),
+        (None, {"kind": "spiral"}, "kind"),
+        (None, {"block": 3}, "power of two"),
+        (np.full((d, d), np.nan), {}, "orthogonal"),
+    ]:
         with pytest.raises(ValueError, match=match):
             R.fold_rotation(model, q, **kw)
         after = model.state_dict()
@@ -427,8 +468,10 @@ def test_awq_and_hqq_take_numpy_arrays_in_any_layout():
     g = _gen(4)
     W, X = torch.randn(6, 16, generator=g), torch.randn(20, 16, generator=g)
     ref = awq_quantize_weight(W, X, "int4", group_size=8, n_grid=4)
-    for w, x in [(W.numpy().astype(">f4"), X.numpy().astype(">f4")),
-                 (np.asfortranarray(W.numpy()), np.repeat(X.numpy(), 2, axis=1)[:, ::2])]:
+    for w, x in [
+        (W.numpy().astype(">f4"), X.numpy().astype(">f4")),
+        (np.asfortranarray(W.numpy()), np.repeat(X.numpy(), 2, axis=1)[:, ::2]),
+    ]:
         out = awq_quantize_weight(w, x, "int4", group_size=8, n_grid=4)
         assert out.alpha == ref.alpha
         np.testing.assert_array_equal(out.weight, ref.weight.numpy())

@@ -47,7 +47,7 @@ def sym_dq(codes, scale):
 
 
 def asym_q(x, bits):
-    top = 2 ** bits - 1
+    top = 2**bits - 1
     lo, hi = min(x.min(), 0.0), max(x.max(), 0.0)
     s = (hi - lo) / top
     zp = int(np.clip(np.round(-lo / s), 0, top))
@@ -76,18 +76,19 @@ def step(W, H, j, qc):
     q = qc(w)
     err = (w - q) / H[j, j]
     W[:, j] = q
-    W[:, j + 1:] -= err[:, None] * H[j, j + 1:][None, :]
+    W[:, j + 1 :] -= err[:, None] * H[j, j + 1 :][None, :]
     return W
 
 
 def test_right_answers_pass_in_any_numeric_type():
     for dt in (np.float64, np.float32, np.int64, np.int16):
         assert check_symmetric(lambda x, b, dt=dt: (sym_q(x, b)[0].astype(dt), sym_q(x, b)[1]), sym_dq)
-        assert check_asymmetric(lambda x, b, dt=dt: (asym_q(x, b)[0].astype(dt), *asym_q(x, b)[1:]),
-                                asym_dq)
+        assert check_asymmetric(lambda x, b, dt=dt: (asym_q(x, b)[0].astype(dt), *asym_q(x, b)[1:]), asym_dq)
         assert check_pack_int4(pack, lambda p, n, dt=dt: unpack(p, n).astype(dt))
-    assert check_symmetric(lambda x, b: (torch.from_numpy(sym_q(x, b)[0]), torch.tensor(sym_q(x, b)[1])),
-                           lambda c, s: torch.from_numpy(c) * s)
+    assert check_symmetric(
+        lambda x, b: (torch.from_numpy(sym_q(x, b)[0]), torch.tensor(sym_q(x, b)[1])),
+        lambda c, s: torch.from_numpy(c) * s,
+    )
     assert check_gptq_step(step)
 
 
@@ -117,12 +118,15 @@ _DTYPES = [np.float64, np.float32, np.float16, np.int8, np.uint8, np.int64, np.b
 
 @st.composite
 def garbage(draw):
-    kind = draw(st.sampled_from(["none", "number", "text", "dict", "array", "tuple", "list", "torch",
-                                 "broken", "generator", "huge"]))
+    kind = draw(
+        st.sampled_from(
+            ["none", "number", "text", "dict", "array", "tuple", "list", "torch", "broken", "generator", "huge"]
+        )
+    )
     if kind == "none":
         return None
     if kind == "number":
-        return draw(st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=True, allow_infinity=True)))
+        return draw(st.one_of(st.integers(-(10**6), 10**6), st.floats(allow_nan=True, allow_infinity=True)))
     if kind == "text":
         return draw(st.text(max_size=8))
     if kind == "dict":
@@ -132,8 +136,9 @@ def garbage(draw):
     if kind == "huge":
         return (10**400, 1)
     if kind == "broken":
-        return draw(st.sampled_from([_BrokenRepr(), _BrokenLen((1, 2)), (_BrokenRepr(), 1.0),
-                                     (np.zeros(3), _BrokenRepr())]))
+        return draw(
+            st.sampled_from([_BrokenRepr(), _BrokenLen((1, 2)), (_BrokenRepr(), 1.0), (np.zeros(3), _BrokenRepr())])
+        )
     shape = tuple(draw(st.lists(st.integers(0, 5), max_size=3)))
     dtype = draw(st.sampled_from(_DTYPES))
     fill = draw(st.sampled_from([0.0, 1.5, -3.0, np.nan, np.inf, 1e300]))
@@ -152,12 +157,24 @@ def garbage(draw):
 def _raiser(exc):
     def f(*args):
         raise exc
+
     return f
 
 
-EXCEPTIONS = [ValueError("nope"), ZeroDivisionError("division by zero"), RecursionError(), MemoryError(),
-              IndexError(), TypeError(), AssertionError(), StopIteration(), NotImplementedError(),
-              SystemExit(1), _BrokenMessage(), KeyError("k")]
+EXCEPTIONS = [
+    ValueError("nope"),
+    ZeroDivisionError("division by zero"),
+    RecursionError(),
+    MemoryError(),
+    IndexError(),
+    TypeError(),
+    AssertionError(),
+    StopIteration(),
+    NotImplementedError(),
+    SystemExit(1),
+    _BrokenMessage(),
+    KeyError("k"),
+]
 
 
 def _renders(r):
@@ -172,8 +189,7 @@ def _renders(r):
 @given(garbage(), st.sampled_from(["first", "second"]))
 def test_checkers_never_crash_on_garbage(value, which):
     student = lambda *args: value  # noqa: E731
-    pairs = [(check_symmetric, sym_q, sym_dq), (check_asymmetric, asym_q, asym_dq),
-             (check_pack_int4, pack, unpack)]
+    pairs = [(check_symmetric, sym_q, sym_dq), (check_asymmetric, asym_q, asym_dq), (check_pack_int4, pack, unpack)]
     for checker, right1, right2 in pairs:
         args = (student, right2) if which == "first" else (right1, student)
         _renders(checker(*args))
@@ -183,18 +199,41 @@ def test_checkers_never_crash_on_garbage(value, which):
 @pytest.mark.parametrize("exc", EXCEPTIONS, ids=lambda e: type(e).__name__)
 def test_checkers_report_any_exception(exc):
     f = _raiser(exc)
-    for r in (check_symmetric(f, sym_dq), check_symmetric(sym_q, f), check_asymmetric(f, asym_dq),
-              check_asymmetric(asym_q, f), check_pack_int4(f, unpack), check_pack_int4(pack, f),
-              check_gptq_step(f)):
+    for r in (
+        check_symmetric(f, sym_dq),
+        check_symmetric(sym_q, f),
+        check_asymmetric(f, asym_dq),
+        check_asymmetric(asym_q, f),
+        check_pack_int4(f, unpack),
+        check_pack_int4(pack, f),
+        check_gptq_step(f),
+    ):
         _renders(r)
         assert "raised " + type(exc).__name__ in r.message
 
 
 @SETTINGS
-@given(st.sampled_from(["transpose", "flatten", "extra axis", "drop last", "scalar codes",
-                        "scale array", "scale list", "swap outputs", "one output", "bool codes",
-                        "complex codes", "object codes", "nan scale", "negative scale"]),
-       st.sampled_from(["symmetric", "asymmetric"]))
+@given(
+    st.sampled_from(
+        [
+            "transpose",
+            "flatten",
+            "extra axis",
+            "drop last",
+            "scalar codes",
+            "scale array",
+            "scale list",
+            "swap outputs",
+            "one output",
+            "bool codes",
+            "complex codes",
+            "object codes",
+            "nan scale",
+            "negative scale",
+        ]
+    ),
+    st.sampled_from(["symmetric", "asymmetric"]),
+)
 def test_wrong_shapes_and_types_are_named(mutation, which):
     right_q, right_dq = (sym_q, sym_dq) if which == "symmetric" else (asym_q, asym_dq)
 
@@ -252,8 +291,7 @@ def test_low_precision_scales_and_integer_dequantize_are_named():
     r = check_symmetric(lambda x, b: (sym_q(x, b)[0], np.float16(sym_q(x, b)[1])), sym_dq)
     _renders(r)
     assert "rounded to float16" in r.message
-    r = check_asymmetric(lambda x, b: (asym_q(x, b)[0], np.float16(asym_q(x, b)[1]), asym_q(x, b)[2]),
-                         asym_dq)
+    r = check_asymmetric(lambda x, b: (asym_q(x, b)[0], np.float16(asym_q(x, b)[1]), asym_q(x, b)[2]), asym_dq)
     assert "rounded to float16" in r.message
     r = check_symmetric(sym_q, lambda c, s: (c * s).astype(np.int64))
     _renders(r)

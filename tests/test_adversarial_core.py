@@ -75,10 +75,16 @@ def test_decode_table_is_a_copy_and_the_cached_table_refuses_writes(name):
     public.fill_(123.0)  # the caller's copy: writable, and nothing else changes
     assert torch.equal(_all_values(name).nan_to_num(), before.nan_to_num())
     cached = fmt._decode_table
-    for write in (lambda t: t.mul_(2), lambda t: t.__setitem__(0, 1.0), lambda t: t.copy_(t * 0),
-                  lambda t: torch.mul(t, 2, out=t), lambda t: t[1:].add_(1),
-                  lambda t: t[torch.tensor(3)].add_(1), lambda t: t.view(-1).zero_(),
-                  lambda t: torch.nn.functional.relu(t, inplace=True)):
+    for write in (
+        lambda t: t.mul_(2),
+        lambda t: t.__setitem__(0, 1.0),
+        lambda t: t.copy_(t * 0),
+        lambda t: torch.mul(t, 2, out=t),
+        lambda t: t[1:].add_(1),
+        lambda t: t[torch.tensor(3)].add_(1),
+        lambda t: t.view(-1).zero_(),
+        lambda t: torch.nn.functional.relu(t, inplace=True),
+    ):
         with pytest.raises(RuntimeError, match="read-only"):
             write(cached)
     with pytest.raises(ValueError, match="read-only"):
@@ -118,8 +124,7 @@ def test_tables_survive_copies_and_pickles():
     fmt._decode_table  # noqa: B018 (builds the cache)
     for other in (copy.deepcopy(fmt), pickle.loads(pickle.dumps(fmt))):
         assert other == fmt
-        assert torch.equal(other.decode(torch.arange(256)).nan_to_num(),
-                           fmt.decode(torch.arange(256)).nan_to_num())
+        assert torch.equal(other.decode(torch.arange(256)).nan_to_num(), fmt.decode(torch.arange(256)).nan_to_num())
         with pytest.raises(RuntimeError, match="read-only"):
             other._decode_table.mul_(2)
 
@@ -168,8 +173,13 @@ def test_per_channel_on_1d_is_one_scale_per_element():
 
 
 @SETTINGS
-@given(arrays(np.float32, st.integers(1, 24), elements=FINITE), st.sampled_from(SCALED),
-       st.sampled_from(["tensor", "channel", "group"]), st.booleans(), st.sampled_from([None, 90.0]))
+@given(
+    arrays(np.float32, st.integers(1, 24), elements=FINITE),
+    st.sampled_from(SCALED),
+    st.sampled_from(["tensor", "channel", "group"]),
+    st.booleans(),
+    st.sampled_from([None, 90.0]),
+)
 def test_every_granularity_on_1d_agrees_with_fake_quantize(a, name, gran, sym, pct):
     kw = {"granularity": gran, "percentile": pct}
     if gran == "group":
@@ -205,13 +215,18 @@ def _layouts(a: np.ndarray):
     buf[1:] = a.ravel()
     yield "offset", buf[1:].reshape(a.shape)
     yield "torch strided", torch.from_numpy(wide)[..., ::2]
-    yield "torch transposed", (torch.from_numpy(np.ascontiguousarray(a.T)).T if a.ndim == 2
-                               else torch.from_numpy(a.copy()))
+    yield (
+        "torch transposed",
+        (torch.from_numpy(np.ascontiguousarray(a.T)).T if a.ndim == 2 else torch.from_numpy(a.copy())),
+    )
 
 
 @SETTINGS
-@given(arrays(np.float32, st.tuples(st.integers(1, 4), st.sampled_from([2, 4, 8])), elements=FINITE),
-       st.sampled_from(SCALED), st.sampled_from(["tensor", "channel", "group"]))
+@given(
+    arrays(np.float32, st.tuples(st.integers(1, 4), st.sampled_from([2, 4, 8])), elements=FINITE),
+    st.sampled_from(SCALED),
+    st.sampled_from(["tensor", "channel", "group"]),
+)
 def test_every_layout_quantizes_like_its_contiguous_copy(a, name, gran):
     kw = {"granularity": gran}
     if gran == "group":
@@ -304,15 +319,21 @@ def test_ascii_names_still_parse():
 
 
 @SETTINGS
-@given(st.integers(1, 16), st.integers(0, 40), st.integers(0, 3), st.integers(1, 3),
-       st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8]), st.booleans())
+@given(
+    st.integers(1, 16),
+    st.integers(0, 40),
+    st.integers(0, 3),
+    st.integers(1, 3),
+    st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8]),
+    st.booleans(),
+)
 def test_pack_and_unpack_take_any_view(bits, n, offset, step, dtype, as_numpy):
     rng = np.random.default_rng(bits * 1000 + n)
     lo = 0 if np.dtype(dtype).kind == "u" else -(1 << (bits - 1))
     hi = min((1 << bits) - 1 if lo == 0 else (1 << (bits - 1)) - 1, np.iinfo(dtype).max)
     base = rng.integers(lo, hi + 1, offset + n * step + 2).astype(dtype)
-    view = base[offset: offset + n * step: step]
-    src = view if as_numpy else torch.from_numpy(base)[offset: offset + n * step: step]
+    view = base[offset : offset + n * step : step]
+    src = view if as_numpy else torch.from_numpy(base)[offset : offset + n * step : step]
     ref = pack(np.ascontiguousarray(view), bits)
     got = pack(src, bits)
     np.testing.assert_array_equal(np.asarray(got), ref)
@@ -357,8 +378,7 @@ def test_unpack_refuses_an_out_that_overlaps_packed(bits):
 
 @pytest.mark.parametrize("bits", [1, 4, 8])
 def test_pack_refuses_an_out_that_overlaps_the_codes(bits):
-    codes = torch.randint(0, 1 << bits, (64,), dtype=torch.uint8,
-                          generator=torch.Generator().manual_seed(0))
+    codes = torch.randint(0, 1 << bits, (64,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     nbytes = 64 * bits // 8
     with pytest.raises(ValueError, match="out must not share memory with codes"):
         pack(codes, bits, out=codes[:nbytes])

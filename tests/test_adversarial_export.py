@@ -76,14 +76,18 @@ def test_mixed_model_keeps_float_layers_float(tmp_path):
     assert "MatMulNBits" in ops and ({"MatMul", "Gemm"} & set(ops))
 
 
-SCHEMES = [QuantScheme("int8"), QuantScheme("uint8", granularity="tensor", symmetric=False),
-           QuantScheme("int4", group_size=32), QuantScheme("int8", group_size=32, symmetric=False),
-           QuantScheme("uint4", group_size=64), None]
+SCHEMES = [
+    QuantScheme("int8"),
+    QuantScheme("uint8", granularity="tensor", symmetric=False),
+    QuantScheme("int4", group_size=32),
+    QuantScheme("int8", group_size=32, symmetric=False),
+    QuantScheme("uint4", group_size=64),
+    None,
+]
 
 
 @settings(max_examples=12, deadline=None)
-@given(st.sampled_from(SCHEMES), st.sampled_from([(0,), (1,), (3,), (2, 5), ()]),
-       st.integers(0, 99), st.booleans())
+@given(st.sampled_from(SCHEMES), st.sampled_from([(0,), (1,), (3,), (2, 5), ()]), st.integers(0, 99), st.booleans())
 def test_export_on_awkward_batches(tmp_path_factory, scheme, lead, seed, contiguous):
     torch.manual_seed(seed)
     m = nn.Sequential(nn.Linear(64, 8))
@@ -153,10 +157,12 @@ HIDDEN, VOCAB = 64, 16
 
 def _template(path):
     rng = np.random.default_rng(0)
-    tensors = {"token_embd.weight": rng.normal(0, 0.5, (VOCAB, HIDDEN)).astype(np.float32),
-               "blk.0.attn_norm.weight": np.ones(HIDDEN, np.float32),
-               "blk.0.attn_q.weight": rng.normal(0, 0.1, (HIDDEN, HIDDEN)).astype(np.float32),
-               "output_norm.weight": np.ones(HIDDEN, np.float32)}
+    tensors = {
+        "token_embd.weight": rng.normal(0, 0.5, (VOCAB, HIDDEN)).astype(np.float32),
+        "blk.0.attn_norm.weight": np.ones(HIDDEN, np.float32),
+        "blk.0.attn_q.weight": rng.normal(0, 0.1, (HIDDEN, HIDDEN)).astype(np.float32),
+        "output_norm.weight": np.ones(HIDDEN, np.float32),
+    }
     w = GGUFWriter(str(path), "llama")
     w.add_block_count(1)
     w.add_embedding_length(HIDDEN)
@@ -182,11 +188,17 @@ def test_gguf_layouts_write_what_their_values_say(template, tmp_path):
     ref = ge.write_gguf(tensors, tmp_path / "ref.gguf", template=path, default_kind="q8_0")
     want = ge.read_gguf_tensors(ref.path)
     q = tensors["blk.0.attn_q.weight"]
-    for label, arr in [("big-endian", q.astype(">f4")), ("reversed", q[::-1, ::-1].copy()[::-1, ::-1]),
-                       ("fortran", np.asfortranarray(q)), ("strided", np.repeat(q, 2, axis=1)[:, ::2]),
-                       ("float64", q.astype(np.float64)), ("torch view", torch.from_numpy(q.T.copy()).T)]:
-        out = ge.write_gguf({**tensors, "blk.0.attn_q.weight": arr}, tmp_path / "x.gguf",
-                            template=path, default_kind="q8_0")
+    for label, arr in [
+        ("big-endian", q.astype(">f4")),
+        ("reversed", q[::-1, ::-1].copy()[::-1, ::-1]),
+        ("fortran", np.asfortranarray(q)),
+        ("strided", np.repeat(q, 2, axis=1)[:, ::2]),
+        ("float64", q.astype(np.float64)),
+        ("torch view", torch.from_numpy(q.T.copy()).T),
+    ]:
+        out = ge.write_gguf(
+            {**tensors, "blk.0.attn_q.weight": arr}, tmp_path / "x.gguf", template=path, default_kind="q8_0"
+        )
         got = ge.read_gguf_tensors(out.path)
         assert all(torch.equal(got[k], want[k]) for k in want), label
 
@@ -204,24 +216,30 @@ def test_gguf_refuses_non_finite_values_by_name(template, tmp_path, kind, name, 
     assert not target.exists() and not (tmp_path / "bad.gguf.part").exists()
 
 
-@pytest.mark.parametrize("kind, scale", [("f16", 1e6), ("q8_0", 1e9), ("q4_0", 1e7), ("q4_1", 1e6),
-                                         ("q5_1", 1e6)])
+@pytest.mark.parametrize("kind, scale", [("f16", 1e6), ("q8_0", 1e9), ("q4_0", 1e7), ("q4_1", 1e6), ("q5_1", 1e6)])
 def test_gguf_refuses_values_its_fp16_fields_cannot_hold(template, tmp_path, kind, scale):
     path, tensors = template
     big = tensors["blk.0.attn_q.weight"] * scale
     with pytest.raises(ValueError, match="blk.0.attn_q.weight.*(f16|fp16)"):
-        ge.write_gguf({**tensors, "blk.0.attn_q.weight": big}, tmp_path / "b.gguf",
-                      template=path, default_kind=kind)
+        ge.write_gguf({**tensors, "blk.0.attn_q.weight": big}, tmp_path / "b.gguf", template=path, default_kind=kind)
     # the same values fit f32 (and a kind whose scales hold them is written)
-    out = ge.write_gguf({**tensors, "blk.0.attn_q.weight": big}, tmp_path / "ok.gguf", template=path,
-                        default_kind=kind, kinds={"blk.0.attn_q.weight": "f32"})
+    out = ge.write_gguf(
+        {**tensors, "blk.0.attn_q.weight": big},
+        tmp_path / "ok.gguf",
+        template=path,
+        default_kind=kind,
+        kinds={"blk.0.attn_q.weight": "f32"},
+    )
     back = ge.read_gguf_tensors(out.path, ["blk.0.attn_q.weight"])["blk.0.attn_q.weight"]
     np.testing.assert_array_equal(back.numpy(), big)
 
 
 @settings(max_examples=10, deadline=None)
-@given(st.sampled_from(["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4", "f16", "f32"]),
-       st.sampled_from([1e-30, 1e-3, 1.0, 300.0, 6e4]), st.integers(0, 99))
+@given(
+    st.sampled_from(["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4", "f16", "f32"]),
+    st.sampled_from([1e-30, 1e-3, 1.0, 300.0, 6e4]),
+    st.integers(0, 99),
+)
 def test_gguf_files_decode_to_finite_values_or_are_refused(template, tmp_path_factory, kind, scale, seed):
     path, tensors = template
     rng = np.random.default_rng(seed)

@@ -64,7 +64,8 @@ def _tamper(src, dst, record=None, tensors=None):
 
 def _snapshot(model):
     return [(n, type(m).__name__) for n, m in model.named_modules()], {
-        k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+        k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)
+    }
 
 
 def _refused(model, path, *words):
@@ -145,17 +146,40 @@ def test_codebook_codes_beyond_the_table_are_refused(tmp_path):
     _refused(_float(), bad, "'packed'", "code 7", "5 entries")
 
 
-@pytest.mark.parametrize("rec", [
-    {"kind": "float", "name": "fp8x", "bits": 8, "ebits": 5, "mbits": 3, "bias": 15, "has_inf": True,
-     "nan": "ieee", "overflow": "inf", "_nan_code": 127},
-    {"kind": "float", "name": "fp8y", "bits": 8, "ebits": 4, "mbits": 3, "bias": 7, "has_inf": False,
-     "nan": "all_ones", "overflow": "saturate", "_nan_code": 4096},
-    {"kind": "codebook", "name": "unsorted", "bits": 1, "table": [1.0, -1.0]},
-    {"kind": "codebook", "name": "nan", "bits": 1, "table": [float("nan"), 1.0]},
-    {"kind": "int", "name": "int99", "bits": 99, "signed": True},
-    {"name": "mxfp4"},
-    {"name": "int\u0668"},
-])
+@pytest.mark.parametrize(
+    "rec",
+    [
+        {
+            "kind": "float",
+            "name": "fp8x",
+            "bits": 8,
+            "ebits": 5,
+            "mbits": 3,
+            "bias": 15,
+            "has_inf": True,
+            "nan": "ieee",
+            "overflow": "inf",
+            "_nan_code": 127,
+        },
+        {
+            "kind": "float",
+            "name": "fp8y",
+            "bits": 8,
+            "ebits": 4,
+            "mbits": 3,
+            "bias": 7,
+            "has_inf": False,
+            "nan": "all_ones",
+            "overflow": "saturate",
+            "_nan_code": 4096,
+        },
+        {"kind": "codebook", "name": "unsorted", "bits": 1, "table": [1.0, -1.0]},
+        {"kind": "codebook", "name": "nan", "bits": 1, "table": [float("nan"), 1.0]},
+        {"kind": "int", "name": "int99", "bits": 99, "signed": True},
+        {"name": "mxfp4"},
+        {"name": "int\u0668"},
+    ],
+)
 def test_custom_formats_that_contradict_their_bits_are_refused(int8_file, tmp_path, rec):
     _, path = int8_file
     bad = _tamper(path, tmp_path / "x.safetensors", record=lambda r: r.update(format=rec))
@@ -165,26 +189,45 @@ def test_custom_formats_that_contradict_their_bits_are_refused(int8_file, tmp_pa
 # --------------------------------------------------------------------------- layouts and shapes
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda r: r.update(group_size=3), ["'group_size'"]),
-    (lambda r: r.update(granularity="group", group_size=48), ["'group_size'", "in_features 64"]),
-    (lambda r: r.update(granularity="group", group_size=32), ["'scale_shape'"]),
-    (lambda r: r.update(granularity="group", group_size=32, scale_shape=[OUT, 2]), ["tensor 'scale'", "shape"]),
-    (lambda r: r.update(scale_shape=[OUT + 1]), ["'scale_shape'"]),
-    (lambda r: r.update(granularity="diagonal"), ["'granularity'"]),
-    (lambda r: r.update(axis=2), ["'axis'"]),
-    (lambda r: r.update(scale_dtype="fp8"), ["'scale_dtype'"]),
-    (lambda r: r.update(symmetric="yes"), ["'symmetric'"]),
-    (lambda r: r.update(symmetric=False), ["'symmetric'", "'zero_point'"]),
-    (lambda r: r.update(zero_point=True), ["'zero_point'"]),
-    (lambda r: r.update(scaled=False), ["'scaled'"]),
-    (lambda r: r.update(weight_dtype="int8"), ["'weight_dtype'"]),
-    (lambda r: r.update(bias=1), ["'bias'"]),
-    (lambda r: r.update(shape=[OUT, IN, 1]), ["'shape'"]),
-    (lambda r: r.update(shape=[OUT * 2, IN // 2]), ["shape"]),
-], ids=["gs-3", "gs-48", "gs-no-scale-shape", "gs-wrong-tensor", "scale-shape", "granularity",
-        "axis", "scale-dtype", "symmetric-str", "asym-no-zp", "zp-missing", "cast-int", "weight-dtype",
-        "bias-int", "shape-3d", "shape-other"])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda r: r.update(group_size=3), ["'group_size'"]),
+        (lambda r: r.update(granularity="group", group_size=48), ["'group_size'", "in_features 64"]),
+        (lambda r: r.update(granularity="group", group_size=32), ["'scale_shape'"]),
+        (lambda r: r.update(granularity="group", group_size=32, scale_shape=[OUT, 2]), ["tensor 'scale'", "shape"]),
+        (lambda r: r.update(scale_shape=[OUT + 1]), ["'scale_shape'"]),
+        (lambda r: r.update(granularity="diagonal"), ["'granularity'"]),
+        (lambda r: r.update(axis=2), ["'axis'"]),
+        (lambda r: r.update(scale_dtype="fp8"), ["'scale_dtype'"]),
+        (lambda r: r.update(symmetric="yes"), ["'symmetric'"]),
+        (lambda r: r.update(symmetric=False), ["'symmetric'", "'zero_point'"]),
+        (lambda r: r.update(zero_point=True), ["'zero_point'"]),
+        (lambda r: r.update(scaled=False), ["'scaled'"]),
+        (lambda r: r.update(weight_dtype="int8"), ["'weight_dtype'"]),
+        (lambda r: r.update(bias=1), ["'bias'"]),
+        (lambda r: r.update(shape=[OUT, IN, 1]), ["'shape'"]),
+        (lambda r: r.update(shape=[OUT * 2, IN // 2]), ["shape"]),
+    ],
+    ids=[
+        "gs-3",
+        "gs-48",
+        "gs-no-scale-shape",
+        "gs-wrong-tensor",
+        "scale-shape",
+        "granularity",
+        "axis",
+        "scale-dtype",
+        "symmetric-str",
+        "asym-no-zp",
+        "zp-missing",
+        "cast-int",
+        "weight-dtype",
+        "bias-int",
+        "shape-3d",
+        "shape-other",
+    ],
+)
 def test_records_that_contradict_the_tensors_are_refused(int8_file, tmp_path, edit, words):
     _, path = int8_file
     bad = _tamper(path, tmp_path / "r.safetensors", record=edit)
@@ -233,18 +276,27 @@ def test_state_dicts_with_bad_scales_are_refused_before_copying():
 
 
 # every scheme still round-trips bit for bit through the checks
-ROUND_TRIP = [QuantScheme("int8"), QuantScheme("int8", axis=1), QuantScheme("int4", group_size=32),
-              QuantScheme("uint8", symmetric=False), QuantScheme("uint4", group_size=16),
-              QuantScheme("int3", group_size=16, scale_dtype="bf16"), QuantScheme("nf4", group_size=32),
-              QuantScheme("fp8_e4m3", granularity="tensor"), QuantScheme("fp8_e5m2"),
-              QuantScheme("fp4_e2m1", group_size=32), QuantScheme("fp6_e3m2"),
-              QuantScheme("fp16"), QuantScheme("bf16"), QuantScheme("fp32"),
-              QuantScheme(codebook([-2.0, -0.5, 0.0, 0.25, 1.0, 3.0], "six"), group_size=16)]
+ROUND_TRIP = [
+    QuantScheme("int8"),
+    QuantScheme("int8", axis=1),
+    QuantScheme("int4", group_size=32),
+    QuantScheme("uint8", symmetric=False),
+    QuantScheme("uint4", group_size=16),
+    QuantScheme("int3", group_size=16, scale_dtype="bf16"),
+    QuantScheme("nf4", group_size=32),
+    QuantScheme("fp8_e4m3", granularity="tensor"),
+    QuantScheme("fp8_e5m2"),
+    QuantScheme("fp4_e2m1", group_size=32),
+    QuantScheme("fp6_e3m2"),
+    QuantScheme("fp16"),
+    QuantScheme("bf16"),
+    QuantScheme("fp32"),
+    QuantScheme(codebook([-2.0, -0.5, 0.0, 0.25, 1.0, 3.0], "six"), group_size=16),
+]
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.sampled_from(ROUND_TRIP), st.integers(0, 1000), st.booleans(),
-       st.sampled_from([1.0, 1e-30, 1e20]))
+@given(st.sampled_from(ROUND_TRIP), st.integers(0, 1000), st.booleans(), st.sampled_from([1.0, 1e-30, 1e20]))
 def test_honest_files_still_load_bit_for_bit(tmp_path_factory, scheme, seed, bias, magnitude):
     m = _model(scheme, seed, bias=bias)
     if magnitude != 1.0:  # very small or very large weights (scales stay storable in fp32)
@@ -252,9 +304,14 @@ def test_honest_files_still_load_bit_for_bit(tmp_path_factory, scheme, seed, bia
         with torch.no_grad():
             m[0].weight.mul_(magnitude)
         try:
-            m = quantize_model(m, QuantScheme(scheme.fmt, scheme.granularity, scheme.group_size,
-                                              scheme.axis, scheme.symmetric, "fp32")
-                               if not scheme.is_cast else scheme, skip=("2",), progress=False)
+            m = quantize_model(
+                m,
+                QuantScheme(scheme.fmt, scheme.granularity, scheme.group_size, scheme.axis, scheme.symmetric, "fp32")
+                if not scheme.is_cast
+                else scheme,
+                skip=("2",),
+                progress=False,
+            )
         except ValueError:
             return  # a scale the format cannot hold is refused at quantize time, by name
     path = tmp_path_factory.mktemp("rt") / "m.safetensors"

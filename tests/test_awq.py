@@ -154,8 +154,7 @@ def test_model_helper_shares_scales_and_writes_effective_weights():
     model = _Block()
     X = torch.randn(4, 50, 128)
     X[..., :3] *= 20
-    res = awq_quantize_model(model, lambda m: m(X), "int4", group_size=64, max_rows=100,
-                             progress=False)
+    res = awq_quantize_model(model, lambda m: m(X), "int4", group_size=64, max_rows=100, progress=False)
     assert list(res) == ["q", "k", "out"]
     assert res["q"] is res["k"] and res["out"] is not res["q"]
     assert torch.equal(model.q.weight.detach(), res["q"].weights[0])
@@ -168,8 +167,7 @@ def test_model_helper_skips_lm_head_by_default():
     model.add_module("body", torch.nn.Linear(32, 32))
     model.add_module("lm_head", torch.nn.Linear(32, 100))
     head = model.lm_head.weight.detach().clone()
-    res = awq_quantize_model(model, lambda m: m(torch.randn(50, 32)), "int4", group_size=16,
-                             n_grid=4, progress=False)
+    res = awq_quantize_model(model, lambda m: m(torch.randn(50, 32)), "int4", group_size=16, n_grid=4, progress=False)
     assert list(res) == ["body"] and torch.equal(model.lm_head.weight.detach(), head)
 
 

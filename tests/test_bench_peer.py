@@ -67,11 +67,15 @@ def test_parses_jsonl_and_text_around_the_json(peer):
 
 def test_parses_the_markdown_table(peer):
     stored = json.loads(SAMPLE.read_text())
-    lines = ["| model | size | params | backend | threads | test | t/s |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    lines = [
+        "| model | size | params | backend | threads | test | t/s |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
     for d in stored:
-        lines.append(f"| {d['model_type']} | {d['model_size'] / 2**20:.2f} MiB | {d['model_n_params'] / 1e6:.2f} M | "
-                     f"CPU | {d['n_threads']} | tg{d['n_gen']} | {d['avg_ts']:.2f} ± {d['stddev_ts']:.2f} |")
+        lines.append(
+            f"| {d['model_type']} | {d['model_size'] / 2**20:.2f} MiB | {d['model_n_params'] / 1e6:.2f} M | "
+            f"CPU | {d['n_threads']} | tg{d['n_gen']} | {d['avg_ts']:.2f} ± {d['stddev_ts']:.2f} |"
+        )
     tests = peer.parse_llama_bench("\n".join(lines) + "\n\nbuild: abc (1)\n")
     assert [t["threads"] for t in tests] == [d["n_threads"] for d in stored]
     for got, raw in zip(tests, stored):
@@ -92,8 +96,9 @@ def test_output_without_a_test_is_an_error(peer, text):
 
 
 def test_build_script_stops_with_status_3_when_cmake_is_missing(no_cmake):
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build_llamacpp.sh")], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build_llamacpp.sh")], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 3
     assert "missing cmake" in proc.stderr and proc.stdout == ""
     assert not (no_cmake / "sdist").exists()  # stopped before downloading anything
@@ -124,8 +129,14 @@ def test_a_failing_build_is_an_error_not_a_skip(peer, tmp_path):
 def test_run_py_runs_the_peer_group_only_when_named(tmp_path):
     env = {**os.environ, "QUANTLAB_LLAMACPP_DIR": str(tmp_path / "cache"), "CMAKE": str(tmp_path / "none")}
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "peer",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "peer", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert [(r["key"], r["group"], r["status"]) for r in rows] == [("peer", "peer", "skipped")]
@@ -145,10 +156,10 @@ def run_module(monkeypatch):
         def bench(*args, **kwargs):
             ran.append(group)
             return [run._row(f"{group}_row", group, "-", "", "-", met=True, result="new")]
+
         return bench
 
-    for name in ("int8_channel", "int4_group", "float_casts", "pack", "gptq", "explorer", "speed", "peer",
-                 "notebooks"):
+    for name in ("int8_channel", "int4_group", "float_casts", "pack", "gptq", "explorer", "speed", "peer", "notebooks"):
         monkeypatch.setattr(run, f"bench_{name}", fake(name))
     threads = torch.get_num_threads()
     yield run, ran
@@ -159,12 +170,29 @@ def test_a_run_without_only_leaves_out_the_peer_and_keeps_its_rows(run_module, t
     run, ran = run_module
     assert run.GROUPS.index("peer") < run.GROUPS.index("notebooks") and run.OPT_IN_GROUPS == ("peer",)
     out = tmp_path / "results.json"
-    old = {"schema_version": 1, "mode": "quick", "threads": 1, "date": "2000-01-01 00:00 UTC",
-           "machine": {"cpu_model": "Another CPU 9000"},
-           "rows": [run._row("peer_q4_0_2t", "peer row", "-", "", "-", group="peer", met=False, result="old",
-                             measured="2000-01-01 00:00 UTC"),
-                    run._row("pack_row", "pack", "-", "", "-", group="pack", met=True, result="old",
-                             measured="2000-01-01 00:00 UTC")]}
+    old = {
+        "schema_version": 1,
+        "mode": "quick",
+        "threads": 1,
+        "date": "2000-01-01 00:00 UTC",
+        "machine": {"cpu_model": "Another CPU 9000"},
+        "rows": [
+            run._row(
+                "peer_q4_0_2t",
+                "peer row",
+                "-",
+                "",
+                "-",
+                group="peer",
+                met=False,
+                result="old",
+                measured="2000-01-01 00:00 UTC",
+            ),
+            run._row(
+                "pack_row", "pack", "-", "", "-", group="pack", met=True, result="old", measured="2000-01-01 00:00 UTC"
+            ),
+        ],
+    }
     out.write_text(json.dumps(old))
     assert run.main(["--quick", "--out", str(out)]) == 0
     assert "peer" not in ran and "notebooks" in ran
@@ -174,8 +202,10 @@ def test_a_run_without_only_leaves_out_the_peer_and_keeps_its_rows(run_module, t
     assert keys.index("peer_q4_0_2t") < keys.index("notebooks_row")  # rows in the order of their groups
     written = json.loads(out.read_text())
     assert written["machines_by_group"] == {"peer": {"cpu_model": "Another CPU 9000"}}  # kept, measured elsewhere
-    assert "Rows of the group(s) peer were measured on another CPU: Another CPU 9000." in \
-        out.with_suffix(".md").read_text()
+    assert (
+        "Rows of the group(s) peer were measured on another CPU: Another CPU 9000."
+        in out.with_suffix(".md").read_text()
+    )
     ran.clear()
     assert run.main(["--quick", "--only", "peer", "--out", str(out)]) == 0
     assert ran == ["peer"]
@@ -186,10 +216,15 @@ def test_a_run_without_only_leaves_out_the_peer_and_keeps_its_rows(run_module, t
 
 
 def test_the_stored_reference_names_the_machine_and_every_kind(peer):
-    table = {k: {t: {"llama.cpp": 100.0 / (i + 1), "quantlab": 80.0 / (i + 1), "ratio": 1.25} for t in (1, 2)}
-             for i, k in enumerate(peer.KINDS)}
-    result = {"tokens_per_s": table, "llama_bench": peer.parse_llama_bench(SAMPLE.read_text())[0],
-              "load_average": {"before": [1.0, 1.0, 1.0], "after": [2.0, 1.0, 1.0]}}
+    table = {
+        k: {t: {"llama.cpp": 100.0 / (i + 1), "quantlab": 80.0 / (i + 1), "ratio": 1.25} for t in (1, 2)}
+        for i, k in enumerate(peer.KINDS)
+    }
+    result = {
+        "tokens_per_s": table,
+        "llama_bench": peer.parse_llama_bench(SAMPLE.read_text())[0],
+        "load_average": {"before": [1.0, 1.0, 1.0], "after": [2.0, 1.0, 1.0]},
+    }
     rec = peer.record(result, {"rounds": 3})
     assert rec["cpu"]["cores"] == os.cpu_count() and rec["cpu"]["model"]
     assert rec["engines"]["llama.cpp"]["build_commit"] == json.loads(SAMPLE.read_text())[0]["build_commit"]

@@ -19,16 +19,40 @@ pytestmark = pytest.mark.slow  # runs the benchmark script end to end: make test
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_ROWS = {
-    "int8_channel_vs_copy", "int8_channel_vs_torch", "int4_group128_vs_copy",
-    "fp8_e4m3_vs_torch_cast", "bf16_vs_torch_cast", "pack_unpack_int4_vs_copy",
+    "int8_channel_vs_copy",
+    "int8_channel_vs_torch",
+    "int4_group128_vs_copy",
+    "fp8_e4m3_vs_torch_cast",
+    "bf16_vs_torch_cast",
+    "pack_unpack_int4_vs_copy",
 }
 SPEED_ROWS = {
-    "speed_layer_int8_vs_fp32", "speed_layer_int4_vs_fp32", "speed_decode_int8", "speed_decode_int4",
-    "speed_policy_cartpole_ort_vs_torch", "speed_policy_cartpole_int8_vs_fp32",
-    "speed_policy_mlp512_ort_vs_torch", "speed_policy_mlp512_int8_vs_fp32",
+    "speed_layer_int8_vs_fp32",
+    "speed_layer_int4_vs_fp32",
+    "speed_decode_int8",
+    "speed_decode_int4",
+    "speed_policy_cartpole_ort_vs_torch",
+    "speed_policy_cartpole_int8_vs_fp32",
+    "speed_policy_mlp512_ort_vs_torch",
+    "speed_policy_mlp512_int8_vs_fp32",
 }
-ROW_KEYS = {"key", "benchmark", "reference", "size", "goal", "status", "met", "time_ms",
-            "reference_ms", "ratio", "result", "check", "note", "group", "measured"}
+ROW_KEYS = {
+    "key",
+    "benchmark",
+    "reference",
+    "size",
+    "goal",
+    "status",
+    "met",
+    "time_ms",
+    "reference_ms",
+    "ratio",
+    "result",
+    "check",
+    "note",
+    "group",
+    "measured",
+}
 GROUPS = ("int8", "int4", "casts", "pack", "gptq", "explorer", "speed", "peer", "notebooks")
 
 
@@ -43,7 +67,10 @@ def quick(tmp_path_factory):
     before = _committed()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _committed() == before  # quick mode never overwrites the committed results
@@ -116,8 +143,13 @@ def test_speed_rows_report_policies_and_decoders(quick):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_only_merges_some_groups_into_existing_results(quick, tmp_path):

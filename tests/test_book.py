@@ -93,8 +93,10 @@ def test_notebooks_are_stored_executed_top_to_bottom() -> None:
         if any(n is None for n in counts):
             problems.append(f"{path.name}: {counts.count(None)} of {len(counts)} code cells not executed")
         elif counts != list(range(1, len(counts) + 1)):
-            problems.append(f"{path.name}: execution counts {counts[:12]}... are not 1, 2, 3, ... "
-                            "(run it top to bottom in a fresh kernel)")
+            problems.append(
+                f"{path.name}: execution counts {counts[:12]}... are not 1, 2, 3, ... "
+                "(run it top to bottom in a fresh kernel)"
+            )
     assert not problems, "\n".join(problems)
 
 

@@ -50,8 +50,7 @@ def site_report(book_html: Path, browse: Callable[..., dict[str, Any]]) -> dict[
 
 def test_no_request_leaves_the_machine(site_report: dict[str, Any]) -> None:
     assert site_report["externalRequestCount"] == 0, (
-        "requests to other hosts (vendor these, scripts/vendor_js.sh):\n"
-        + "\n".join(site_report["externalRequests"])
+        "requests to other hosts (vendor these, scripts/vendor_js.sh):\n" + "\n".join(site_report["externalRequests"])
     )
 
 
@@ -76,7 +75,9 @@ def test_widgets_render_and_math_is_typeset(site_report: dict[str, Any]) -> None
         if v["unrendered"]:
             bad.append(f"{page['path']}: {v['unrendered']} of {v['widgetViews']} widgets not rendered")
         if v["untypeset"] or v["mathErrors"]:
-            bad.append(f"{page['path']}: {v['untypeset']} of {v['maths']} formulas not typeset, {v['mathErrors']} errors")
+            bad.append(
+                f"{page['path']}: {v['untypeset']} of {v['maths']} formulas not typeset, {v['mathErrors']} errors"
+            )
     assert not bad, "\n".join(bad)
 
 
@@ -134,14 +135,19 @@ def test_checker_runs_actions_on_a_page(tmp_path: Path) -> None:
     with book_browser.serve(tmp_path) as url:
         report = book_browser.run_pages(
             url,
-            [{"path": "slider.html", "actions": [
-                {"type": "setRange", "selector": "#bits", "value": 3},
-                {"type": "text", "selector": "#out"},
-                {"type": "select", "selector": "#fmt", "value": "int4"},
-                {"type": "text", "selector": "#out"},
-                {"type": "eval", "expression": "document.getElementById('bits').value"},
-                {"type": "click", "selector": "#no-such-element", "timeoutMs": 500},
-            ]}],
+            [
+                {
+                    "path": "slider.html",
+                    "actions": [
+                        {"type": "setRange", "selector": "#bits", "value": 3},
+                        {"type": "text", "selector": "#out"},
+                        {"type": "select", "selector": "#fmt", "value": "int4"},
+                        {"type": "text", "selector": "#out"},
+                        {"type": "eval", "expression": "document.getElementById('bits').value"},
+                        {"type": "click", "selector": "#no-such-element", "timeoutMs": 500},
+                    ],
+                }
+            ],
         )
     actions = report["pages"][0]["actions"]
     assert [a["value"] for a in actions[:5] if "value" in a] == ["3 int8", "3 int4", "3"]

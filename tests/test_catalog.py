@@ -21,10 +21,12 @@ def test_the_records_are_the_rows_of_the_file():
     data = _file()
     gpu_fields = [f.name for f in fields(mem.GPU)]
     assert [tuple(getattr(g, n) for n in gpu_fields) for g in mem.GPUS] == [
-        tuple(row[n] for n in gpu_fields) for row in data["gpus"]["rows"]]
+        tuple(row[n] for n in gpu_fields) for row in data["gpus"]["rows"]
+    ]
     model_fields = [f.name for f in fields(mem.ModelShape)]
     assert [tuple(getattr(m, n) for n in model_fields) for m in mem.MODELS] == [
-        tuple(row[n] for n in model_fields) for row in data["models"]["rows"]]
+        tuple(row[n] for n in model_fields) for row in data["models"]["rows"]
+    ]
     assert list(mem.MODEL_SIZES) == data["model_sizes"]["values"]
     assert isinstance(mem.GPUS, tuple) and isinstance(mem.MODELS, tuple) and isinstance(mem.MODEL_SIZES, tuple)
 

@@ -90,18 +90,35 @@ The answer, collapsed.
 
 
 def test_page_elements_and_reading_time(tmp_path):
-    nb = {"cells": [
-        {"cell_type": "markdown", "metadata": {},
-         "source": "Text.\n\n$$\ny = x\n$$\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
-                                                           "\n```{glue:figure} fig\nCaption.\n```"},
-        {"cell_type": "code", "metadata": {}, "outputs": [
-            {"output_type": "display_data", "data": {"image/png": "...", "text/plain": "<Figure>"}},
-            {"output_type": "display_data", "data": {"text/html": "<table><tr><td>1</td></tr></table>"}},
-            {"output_type": "display_data", "data": {"text/html": "<div id=x></div><script>draw()</script>"}}],
-         "source": "show()"},
-        {"cell_type": "code", "metadata": {"tags": ["remove-cell"]}, "outputs": [
-            {"output_type": "display_data", "data": {"image/png": "..."}}], "source": "hidden()"},
-    ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    nb = {
+        "cells": [
+            {
+                "cell_type": "markdown",
+                "metadata": {},
+                "source": "Text.\n\n$$\ny = x\n$$\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+                "\n```{glue:figure} fig\nCaption.\n```",
+            },
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "outputs": [
+                    {"output_type": "display_data", "data": {"image/png": "...", "text/plain": "<Figure>"}},
+                    {"output_type": "display_data", "data": {"text/html": "<table><tr><td>1</td></tr></table>"}},
+                    {"output_type": "display_data", "data": {"text/html": "<div id=x></div><script>draw()</script>"}},
+                ],
+                "source": "show()",
+            },
+            {
+                "cell_type": "code",
+                "metadata": {"tags": ["remove-cell"]},
+                "outputs": [{"output_type": "display_data", "data": {"image/png": "..."}}],
+                "source": "hidden()",
+            },
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     path = tmp_path / "page.ipynb"
     path.write_text(json.dumps(nb))
     assert page_elements(path) == {"figures": 3, "tables": 2, "formulas": 1}
@@ -140,9 +157,24 @@ def test_glossary_is_large_and_sorted():
 
 #: Glossary terms that are also ordinary words in this chapter's prose ("the code beside it",
 #: "return to", "scale up"): not required to be linked at their first occurrence.
-ORDINARY_WORDS = {"code", "return", "scale", "weight", "kernel", "grid", "activation", "policy", "quantization",
-                  "advantage",
-                  "embedding", "rotation", "clipping", "outlier", "calibration", "sign bit"}
+ORDINARY_WORDS = {
+    "code",
+    "return",
+    "scale",
+    "weight",
+    "kernel",
+    "grid",
+    "activation",
+    "policy",
+    "quantization",
+    "advantage",
+    "embedding",
+    "rotation",
+    "clipping",
+    "outlier",
+    "calibration",
+    "sign bit",
+}
 
 
 def _prose_for_terms(markdown: str) -> str:
@@ -153,8 +185,13 @@ def _prose_for_terms(markdown: str) -> str:
     for line in markdown.splitlines():
         s = line.strip()
         m = re.match(r"^(`{3,}|~{3,}|:{3,})(.*)$", s)
-        if m and stack and not m.group(2).strip() and m.group(1)[0] == stack[-1][0][0] \
-                and len(m.group(1)) >= len(stack[-1][0]):
+        if (
+            m
+            and stack
+            and not m.group(2).strip()
+            and m.group(1)[0] == stack[-1][0][0]
+            and len(m.group(1)) >= len(stack[-1][0])
+        ):
             stack.pop()  # a closing fence
             continue
         if stack and stack[-1][1]:
@@ -268,11 +305,13 @@ def removed_names_used(nb: dict) -> list[tuple[int, str]]:
 
 
 def test_removed_names_rule():
-    nb = {"cells": [
-        {"cell_type": "code", "metadata": {"tags": ["remove-cell"]}, "source": "def helper():\n    return 1"},
-        {"cell_type": "code", "metadata": {}, "source": "x = helper()"},
-        {"cell_type": "code", "metadata": {}, "source": "def helper():\n    return 2\ny = helper()"},
-    ]}
+    nb = {
+        "cells": [
+            {"cell_type": "code", "metadata": {"tags": ["remove-cell"]}, "source": "def helper():\n    return 1"},
+            {"cell_type": "code", "metadata": {}, "source": "x = helper()"},
+            {"cell_type": "code", "metadata": {}, "source": "def helper():\n    return 2\ny = helper()"},
+        ]
+    }
     assert removed_names_used(nb) == [(1, "helper")]
 
 

@@ -78,7 +78,7 @@ def _one_layer(scheme, in_f=256, out_f=96, bias=True, seed=0) -> nn.Module:
 
 def _check_layer(model: nn.Module, x: torch.Tensor, y_ort: np.ndarray, accuracy_level: int = 4):
     """Per element within the activation-rounding bound (1% margin + float rounding)."""
-    (_, layer), = quantized_layers(model)
+    ((_, layer),) = quantized_layers(model)
     with torch.no_grad():
         y_t = model(x).numpy()
     bound = activation_error_bound(layer, x, accuracy_level=accuracy_level).numpy()
@@ -150,8 +150,13 @@ def test_int4_round_trip_matmul_nbits(tmp_path, group_size, symmetric):
     assert _ops(path) == ["MatMulNBits"]
     (node,) = _nodes(path, "MatMulNBits")
     assert node.domain == "com.microsoft"
-    assert _attrs(node) == {"K": 256, "N": 96, "bits": 4, "block_size": group_size,
-                            "accuracy_level": DEFAULT_ACCURACY_LEVEL}
+    assert _attrs(node) == {
+        "K": 256,
+        "N": 96,
+        "bits": 4,
+        "block_size": group_size,
+        "accuracy_level": DEFAULT_ACCURACY_LEVEL,
+    }
     # storage layout: (N, K / g, g / 2) bytes, low nibble first, codes + 8; scales (N, K / g)
     qt = model.fc.to_qtensor()
     packed = _init(path, "fc.weight_packed")
@@ -171,8 +176,12 @@ def test_int4_round_trip_matmul_nbits(tmp_path, group_size, symmetric):
 
 @pytest.mark.parametrize(
     "scheme",
-    [QuantScheme("int4", group_size=32), QuantScheme("int4", group_size=64, symmetric=False),
-     QuantScheme("uint4", group_size=32), QuantScheme("int8", group_size=128, symmetric=False)],
+    [
+        QuantScheme("int4", group_size=32),
+        QuantScheme("int4", group_size=64, symmetric=False),
+        QuantScheme("uint4", group_size=32),
+        QuantScheme("int8", group_size=128, symmetric=False),
+    ],
     ids=lambda s: s.label,
 )
 def test_matmul_nbits_float_accuracy_level_is_exact(tmp_path, scheme):
@@ -202,14 +211,27 @@ def test_int4_without_bias_and_3d_input(tmp_path):
 
 def test_mixed_model_keeps_float_layers_float(tmp_path):
     torch.manual_seed(5)
-    model = nn.Sequential(OrderedDict(
-        inp=nn.Linear(64, 128), act1=nn.GELU(), hidden=nn.Linear(128, 128), act2=nn.ReLU(),
-        out=nn.Linear(128, 32), head=nn.Linear(32, 10),
-    ))
-    schemes = {"inp": QuantScheme("int4", group_size=32), "hidden": QuantScheme("int8"),
-               "out": QuantScheme("int4", group_size=64, symmetric=False)}
-    quantize_model(model, skip=("head",), progress=False,
-                   layer_fn=lambda name, lin: QuantizedLinear.from_linear(lin, schemes[name]))
+    model = nn.Sequential(
+        OrderedDict(
+            inp=nn.Linear(64, 128),
+            act1=nn.GELU(),
+            hidden=nn.Linear(128, 128),
+            act2=nn.ReLU(),
+            out=nn.Linear(128, 32),
+            head=nn.Linear(32, 10),
+        )
+    )
+    schemes = {
+        "inp": QuantScheme("int4", group_size=32),
+        "hidden": QuantScheme("int8"),
+        "out": QuantScheme("int4", group_size=64, symmetric=False),
+    }
+    quantize_model(
+        model,
+        skip=("head",),
+        progress=False,
+        layer_fn=lambda name, lin: QuantizedLinear.from_linear(lin, schemes[name]),
+    )
     assert isinstance(model.head, nn.Linear)
     x = torch.randn(6, 64, generator=torch.Generator().manual_seed(6))
     path = export_onnx(model, x, tmp_path / "mlp.onnx")
@@ -218,7 +240,10 @@ def test_mixed_model_keeps_float_layers_float(tmp_path):
     assert sum(op in FLOAT_OPS for op in ops) == 1  # the head, float
     assert {"Gelu", "Relu"} <= set(ops) or "Erf" in ops
     assert [(p.name, p.op_type) for p in export_plan(model)] == [
-        ("inp", "MatMulNBits"), ("hidden", "MatMulInteger"), ("out", "MatMulNBits")]
+        ("inp", "MatMulNBits"),
+        ("hidden", "MatMulInteger"),
+        ("out", "MatMulNBits"),
+    ]
     onnx.checker.check_model(onnx.load(str(path)))
     with torch.no_grad():
         y_t = model(x).numpy()
@@ -249,8 +274,7 @@ class _Block(nn.Module):
         return x + self.down(nn.functional.gelu(self.up(self.norm2(x))))
 
 
-@pytest.mark.parametrize("scheme", [QuantScheme("int8"), QuantScheme("int4", group_size=32)],
-                         ids=lambda s: s.label)
+@pytest.mark.parametrize("scheme", [QuantScheme("int8"), QuantScheme("int4", group_size=32)], ids=lambda s: s.label)
 def test_transformer_block(tmp_path, scheme):
     torch.manual_seed(7)
     model = quantize_model(_Block().eval(), scheme, progress=False)
@@ -303,9 +327,11 @@ def test_model_that_is_one_quantized_layer(tmp_path):
 # --------------------------------------------------------------------------- real weights
 
 
-@pytest.mark.parametrize("scheme", [QuantScheme("int8"), QuantScheme("int4", group_size=32),
-                                    QuantScheme("int4", group_size=128, symmetric=False)],
-                         ids=lambda s: s.label)
+@pytest.mark.parametrize(
+    "scheme",
+    [QuantScheme("int8"), QuantScheme("int4", group_size=32), QuantScheme("int4", group_size=128, symmetric=False)],
+    ids=lambda s: s.label,
+)
 def test_real_minilm_layer(tmp_path, scheme):
     minilm = pytest.importorskip("quantlab.models.minilm")
     try:
@@ -349,10 +375,12 @@ def test_real_minilm_layer(tmp_path, scheme):
 )
 def test_unsupported_scheme_names_layer_and_reason(tmp_path, scheme, in_f, reason):
     torch.manual_seed(13)
-    model = nn.Sequential(OrderedDict(first=nn.Linear(in_f, in_f), act=nn.ReLU(),
-                                      proj=nn.Linear(in_f, 16)))
-    quantize_model(model, progress=False, layer_fn=lambda name, lin: QuantizedLinear.from_linear(
-        lin, QuantScheme("int8") if name == "first" else scheme))
+    model = nn.Sequential(OrderedDict(first=nn.Linear(in_f, in_f), act=nn.ReLU(), proj=nn.Linear(in_f, 16)))
+    quantize_model(
+        model,
+        progress=False,
+        layer_fn=lambda name, lin: QuantizedLinear.from_linear(lin, QuantScheme("int8") if name == "first" else scheme),
+    )
     path = tmp_path / "bad.onnx"
     with pytest.raises(ValueError, match="layer 'proj'") as info:
         export_onnx(model, torch.randn(2, in_f), path)

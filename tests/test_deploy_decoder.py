@@ -37,9 +37,16 @@ from quantlab.nn import QuantizedLinear, QuantScheme, quantize_model  # noqa: E4
 def tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():  # larger weights than the default init, so the logits are not near-ties
@@ -54,9 +61,15 @@ PROMPT = [3, 17, 42, 5, 99]
 
 def _hf_greedy(model, prompt, n):
     with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                             pad_token_id=0, eos_token_id=None)
-    return out[0, len(prompt):].tolist()
+        out = model.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+    return out[0, len(prompt) :].tolist()
 
 
 def test_decode_step_in_torch_matches_generate(tiny_llama):
@@ -116,9 +129,16 @@ def test_exported_int4_decode_matches_quantlab_perplexity(tiny_llama, tmp_path):
 def test_fused_graph_has_ten_nodes_per_layer_and_stacks_projections(tiny_llama, tmp_path):
     fused = graph_ops(export_decoder(tiny_llama, tmp_path / "f.onnx", 32))
     # per layer: 2 norms, q/k/v stacked, attention, o, gate/up stacked, split, SiLU, mul, down
-    assert fused == {"MatMul": 2 * 4 + 1, "SkipSimplifiedLayerNormalization": 2 * 2 - 1 + 1,
-                     "GroupQueryAttention": 2, "Split": 2, "QuickGelu": 2, "Mul": 2,
-                     "Gather": 1, "SimplifiedLayerNormalization": 1}
+    assert fused == {
+        "MatMul": 2 * 4 + 1,
+        "SkipSimplifiedLayerNormalization": 2 * 2 - 1 + 1,
+        "GroupQueryAttention": 2,
+        "Split": 2,
+        "QuickGelu": 2,
+        "Mul": 2,
+        "Gather": 1,
+        "SimplifiedLayerNormalization": 1,
+    }
     traced = graph_ops(export_decoder(tiny_llama, tmp_path / "t.onnx", 32, fused=False))
     assert sum(traced.values()) > 3 * sum(fused.values())
     q = quantize_model(copy.deepcopy(tiny_llama), QuantScheme("int4", group_size=32), skip=None, progress=False)
@@ -128,6 +148,7 @@ def test_fused_graph_has_ten_nodes_per_layer_and_stacks_projections(tiny_llama, 
 
 def _mixed(model):
     """q_proj and gate_proj in int4 g32, k/v/up in int4 g64, o_proj and down_proj left float."""
+
     def layer_fn(name, linear):
         g = 32 if name.endswith(("q_proj", "gate_proj", "lm_head")) else 64
         return QuantizedLinear.from_linear(linear, QuantScheme("int4", group_size=g))
@@ -200,8 +221,11 @@ def test_decoder_session_sleeps_by_default_and_spins_only_within_a_step(tiny_lla
 
     def entries(sess):
         opts = sess.get_session_options()
-        return (opts.intra_op_num_threads, opts.get_session_config_entry("session.intra_op.allow_spinning"),
-                opts.get_session_config_entry("session.force_spinning_stop"))
+        return (
+            opts.intra_op_num_threads,
+            opts.get_session_config_entry("session.intra_op.allow_spinning"),
+            opts.get_session_config_entry("session.force_spinning_stop"),
+        )
 
     assert entries(decoder_session(path, 1)) == (1, "0", "1")  # one thread: no workers to wait for
     assert entries(decoder_session(path, 2)) == (2, "0", "1")  # workers sleep unless asked to spin
@@ -210,8 +234,9 @@ def test_decoder_session_sleeps_by_default_and_spins_only_within_a_step(tiny_lla
     assert entries(decoder_session(path, 1, spinning=True)) == (1, "1", "1")
     base, ours = ort_session(path, 2).get_session_options(), decoder_session(path, 2).get_session_options()
     assert ours.graph_optimization_level == base.graph_optimization_level
-    assert ours.get_session_config_entry("session.x64quantprecision") == \
-        base.get_session_config_entry("session.x64quantprecision")
+    assert ours.get_session_config_entry("session.x64quantprecision") == base.get_session_config_entry(
+        "session.x64quantprecision"
+    )
     assert entries(OrtDecoder(path, threads=2).session) == (2, "0", "1")
     assert entries(OrtDecoder(path, threads=2, spinning=True).session) == (2, "1", "1")
     assert entries(OrtDecoder(path, threads=2, spinning=False).session) == (2, "0", "1")
@@ -276,9 +301,16 @@ def test_the_former_names_in_book_speed_are_the_deploy_objects():
     from quantlab.book import speed
     from quantlab.deploy import decoder, onnx, profiling, runtime
 
-    moved = {"export_float": onnx, "LlamaDecodeStep": decoder, "export_decoder": decoder,
-             "OrtDecoder": runtime, "greedy_decode": runtime, "onnx_bytes_per_token": profiling,
-             "graph_ops": profiling, "profile_decoder": profiling}
+    moved = {
+        "export_float": onnx,
+        "LlamaDecodeStep": decoder,
+        "export_decoder": decoder,
+        "OrtDecoder": runtime,
+        "greedy_decode": runtime,
+        "onnx_bytes_per_token": profiling,
+        "graph_ops": profiling,
+        "profile_decoder": profiling,
+    }
     for name, module in moved.items():
         assert getattr(speed, name) is getattr(module, name), name
         assert getattr(quantlab.speed, name) is getattr(module, name), name

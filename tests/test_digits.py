@@ -142,7 +142,11 @@ def test_accuracy_vs_bits_rows(data):
     assert len(rows) == 2 * (1 + 2 * 2)
     assert rows[0]["granularity"] == "fp32" and rows[0]["bits"] == 32 and rows[0]["seed"] == 0
     assert [(r["bits"], r["granularity"]) for r in rows[1:5]] == [
-        (8, "tensor"), (8, "channel"), (2, "tensor"), (2, "channel")]
+        (8, "tensor"),
+        (8, "channel"),
+        (2, "tensor"),
+        (2, "channel"),
+    ]
     assert all(0 <= r["accuracy"] <= 1 for r in rows)
 
 

@@ -62,8 +62,9 @@ def test_environment_yml_pins_exactly_requirements_txt(environment: dict) -> Non
         pip_pins[_normalize(match[1])] = match[2]
     missing = sorted(set(REQUIREMENTS) - set(pip_pins))
     extra = sorted(set(pip_pins) - set(REQUIREMENTS))
-    differ = {n: (pip_pins[n], REQUIREMENTS[n]) for n in set(pip_pins) & set(REQUIREMENTS)
-              if pip_pins[n] != REQUIREMENTS[n]}
+    differ = {
+        n: (pip_pins[n], REQUIREMENTS[n]) for n in set(pip_pins) & set(REQUIREMENTS) if pip_pins[n] != REQUIREMENTS[n]
+    }
     assert not missing, f"in requirements.txt but not in environment.yml: {missing}"
     assert not extra, f"in environment.yml but not in requirements.txt: {extra}"
     assert not differ, f"versions differ (environment.yml, requirements.txt): {differ}"

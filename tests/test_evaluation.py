@@ -211,7 +211,8 @@ def test_perturbed_model_has_positive_kl_and_cached_reference_gives_the_same():
     want = float((lr.exp() * (lr - lp)).sum(1).mean())
     assert ev.kl_divergence(m, p, toks[:64], context=64) == pytest.approx(want, rel=1e-4)
     assert ev.top_token_agreement(m, p, toks[:64], context=64) == pytest.approx(
-        float((lr.argmax(1) == lp.argmax(1)).double().mean()))
+        float((lr.argmax(1) == lp.argmax(1)).double().mean())
+    )
 
 
 def test_compare_to_reference_errors():

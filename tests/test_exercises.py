@@ -77,17 +77,20 @@ def test_symmetric_missing_clip_alone_passes():
     [
         (sym_variant(codes_fn=lambda x, s: np.floor(x / s)), ["you floored instead of rounding"]),
         (sym_variant(codes_fn=lambda x, s: np.floor_divide(x, s)), ["you floored instead of rounding"]),
-        (sym_variant(codes_fn=lambda x, s: (x / s).astype(int)),
-         ["truncated toward zero instead of rounding"]),
+        (sym_variant(codes_fn=lambda x, s: (x / s).astype(int)), ["truncated toward zero instead of rounding"]),
         (sym_variant(codes_fn=lambda x, s: np.ceil(x / s)), ["ceiling instead of rounding"]),
         (sym_variant(codes_fn=lambda x, s: x / s), ["codes are not integers"]),
         (sym_variant(codes_fn=lambda x, s: np.round(x * s)), ["multiplied by the scale"]),
         (sym_variant(scale_fn=lambda x, q: x.max() / q), ["x.max() instead of max|x|"]),
-        (sym_variant(scale_fn=lambda x, q: q / np.abs(x).max(), codes_fn=lambda x, s: np.round(x * s)),
-         ["scale is inverted"]),
+        (
+            sym_variant(scale_fn=lambda x, q: q / np.abs(x).max(), codes_fn=lambda x, s: np.round(x * s)),
+            ["scale is inverted"],
+        ),
         (sym_variant(scale_fn=lambda x, q: np.abs(x).max() / (2 * q + 1)), ["unsigned levels"]),
-        (sym_variant(scale_fn=lambda x, q: np.abs(x).max(axis=-1, keepdims=True) / q),
-         ["must be one number", "ONE absmax scale"]),
+        (
+            sym_variant(scale_fn=lambda x, q: np.abs(x).max(axis=-1, keepdims=True) / q),
+            ["must be one number", "ONE absmax scale"],
+        ),
     ],
 )
 def test_symmetric_mistakes(quantize, phrases):
@@ -100,8 +103,7 @@ def test_symmetric_wrong_qmax():
         scale = np.abs(x).max() / qmax
         return np.clip(np.round(x / scale), -qmax, qmax), scale
 
-    failed_with(check_symmetric(quantize, sym_dequantize),
-                "codes reach 8 at 4 bits: qmax for signed 4-bit is 7")
+    failed_with(check_symmetric(quantize, sym_dequantize), "codes reach 8 at 4 bits: qmax for signed 4-bit is 7")
 
     def quantize_clip_8_7(x, bits):  # the qmax of 2**(bits-1) in the scale only
         qmax = 2 ** (bits - 1) - 1
@@ -113,8 +115,12 @@ def test_symmetric_wrong_qmax():
 
 def test_symmetric_missing_clip_with_max_scale():
     quantize = sym_variant(scale_fn=lambda x, q: x.max() / q, clip=False)
-    failed_with(check_symmetric(quantize, sym_dequantize), "outside the signed 4-bit grid -7..7",
-                "clip them", "x.max() instead of max|x|")
+    failed_with(
+        check_symmetric(quantize, sym_dequantize),
+        "outside the signed 4-bit grid -7..7",
+        "clip them",
+        "x.max() instead of max|x|",
+    )
 
 
 def test_symmetric_dequantize_mistakes():
@@ -124,11 +130,15 @@ def test_symmetric_dequantize_mistakes():
 
 
 def test_symmetric_return_types_and_shapes():
-    failed_with(check_symmetric(lambda x, b: sym_quantize(x, b)[0], sym_dequantize),
-                "quantize must return 2 values (codes, scale)")
+    failed_with(
+        check_symmetric(lambda x, b: sym_quantize(x, b)[0], sym_dequantize),
+        "quantize must return 2 values (codes, scale)",
+    )
     failed_with(check_symmetric(lambda x, b: None, sym_dequantize), "got None")
-    failed_with(check_symmetric(lambda x, b: (sym_quantize(x, b)[0].ravel(), sym_quantize(x, b)[1]),
-                                sym_dequantize), "has shape (24,), expected (4, 6)")
+    failed_with(
+        check_symmetric(lambda x, b: (sym_quantize(x, b)[0].ravel(), sym_quantize(x, b)[1]), sym_dequantize),
+        "has shape (24,), expected (4, 6)",
+    )
     failed_with(check_symmetric(lambda x, b: ("codes", 1.0), sym_dequantize), "numeric array")
 
 
@@ -149,7 +159,7 @@ def test_symmetric_exceptions_are_reported():
 
 
 def asym_quantize(x, bits):
-    top = 2 ** bits - 1
+    top = 2**bits - 1
     lo, hi = min(x.min(), 0.0), max(x.max(), 0.0)
     scale = (hi - lo) / top
     zero_point = int(np.clip(np.round(-lo / scale), 0, top))
@@ -161,7 +171,7 @@ def asym_dequantize(codes, scale, zero_point):
 
 
 def asym_quantize_uint8_half_away(x, bits):
-    top = 2 ** bits - 1
+    top = 2**bits - 1
     lo, hi = min(x.min(), 0.0), max(x.max(), 0.0)
     scale = np.float32((hi - lo) / top)
     zp = np.clip(round_half_away(-lo / scale), 0, top)
@@ -173,7 +183,7 @@ def asym_variant(scale_fn=None, zp_fn=None, codes_fn=None, include_zero=True):
     """An asymmetric quantizer with one part replaced; fns get (x, lo, hi, top, scale, zp)."""
 
     def quantize(x, bits):
-        top = 2 ** bits - 1
+        top = 2**bits - 1
         lo, hi = (min(x.min(), 0.0), max(x.max(), 0.0)) if include_zero else (x.min(), x.max())
         scale = scale_fn(lo, hi, top) if scale_fn else (hi - lo) / top
         zp = zp_fn(lo, scale, top) if zp_fn else np.clip(np.round(-lo / scale), 0, top)
@@ -194,19 +204,17 @@ def test_asymmetric_correct_solutions_pass():
     "quantize, phrases",
     [
         (asym_variant(zp_fn=lambda lo, s, top: np.round(lo / s)), ["zero_point has the wrong sign"]),
-        (asym_variant(zp_fn=lambda lo, s, top: np.clip(np.round(lo / s), 0, top)),
-         ["zero_point is 0", "wrong sign"]),
+        (asym_variant(zp_fn=lambda lo, s, top: np.clip(np.round(lo / s), 0, top)), ["zero_point is 0", "wrong sign"]),
         (asym_variant(zp_fn=lambda lo, s, top: -lo / s), ["zero_point must be an integer"]),
-        (asym_variant(scale_fn=lambda lo, hi, top: (hi - lo) / (top + 1)),
-         ["divides by 2**bits = 16", "(2**bits - 1)"]),
+        (
+            asym_variant(scale_fn=lambda lo, hi, top: (hi - lo) / (top + 1)),
+            ["divides by 2**bits = 16", "(2**bits - 1)"],
+        ),
         (asym_variant(include_zero=False), ["leaves out 0", "min(x.min(), 0)"]),
         (asym_variant(codes_fn=lambda x, lo, s, zp: np.round(x / s)), ["forgot to add the zero point"]),
-        (asym_variant(codes_fn=lambda x, lo, s, zp: np.round(x / s) - zp),
-         ["subtracted the zero point in quantize"]),
-        (asym_variant(codes_fn=lambda x, lo, s, zp: np.round((x - lo) / s)),
-         ["rounded (x - min) / scale in one go"]),
-        (asym_variant(codes_fn=lambda x, lo, s, zp: np.floor(x / s) + zp),
-         ["you floored instead of rounding"]),
+        (asym_variant(codes_fn=lambda x, lo, s, zp: np.round(x / s) - zp), ["subtracted the zero point in quantize"]),
+        (asym_variant(codes_fn=lambda x, lo, s, zp: np.round((x - lo) / s)), ["rounded (x - min) / scale in one go"]),
+        (asym_variant(codes_fn=lambda x, lo, s, zp: np.floor(x / s) + zp), ["you floored instead of rounding"]),
         (asym_variant(codes_fn=lambda x, lo, s, zp: (x / s).astype(int) + zp), ["truncated toward zero"]),
         (asym_variant(codes_fn=lambda x, lo, s, zp: x / s + zp), ["codes are not integers"]),
     ],
@@ -216,8 +224,7 @@ def test_asymmetric_mistakes(quantize, phrases):
 
 
 def test_asymmetric_dequantize_mistakes():
-    failed_with(check_asymmetric(asym_quantize, lambda c, s, z: c * s),
-                "dequantize forgot to subtract the zero point")
+    failed_with(check_asymmetric(asym_quantize, lambda c, s, z: c * s), "dequantize forgot to subtract the zero point")
     failed_with(check_asymmetric(asym_quantize, lambda c, s, z: (c + z) * s), "added the zero point")
     failed_with(check_asymmetric(asym_quantize, lambda c, s, z: c * s - z), "after scaling")
 
@@ -228,8 +235,10 @@ def test_asymmetric_codes_off_grid_and_return_types():
         return codes + 2 ** (bits - 1), scale, zp
 
     failed_with(check_asymmetric(unclipped, asym_dequantize), "outside the unsigned 4-bit grid 0..15")
-    failed_with(check_asymmetric(lambda x, b: asym_quantize(x, b)[:2], asym_dequantize),
-                "quantize must return 3 values (codes, scale, zero_point)")
+    failed_with(
+        check_asymmetric(lambda x, b: asym_quantize(x, b)[:2], asym_dequantize),
+        "quantize must return 3 values (codes, scale, zero_point)",
+    )
     failed_with(check_asymmetric(lambda x, b: 1 / 0, asym_dequantize), "ZeroDivisionError: division by zero")
 
 
@@ -329,7 +338,7 @@ def gptq_step(W, U, j, quantize_column):
     q = quantize_column(W[:, j])
     err = (W[:, j] - q) / U[j, j]
     W[:, j] = q
-    W[:, j + 1:] -= err[:, None] * U[j, j + 1:][None, :]
+    W[:, j + 1 :] -= err[:, None] * U[j, j + 1 :][None, :]
     return W
 
 
@@ -359,15 +368,15 @@ def update_every_other_column(W, U, j, w, q):
 
 
 def update_without_division(W, U, j, w, q):
-    W[:, j + 1:] -= np.outer(w - q, U[j, j + 1:])
+    W[:, j + 1 :] -= np.outer(w - q, U[j, j + 1 :])
 
 
 def update_multiplying(W, U, j, w, q):
-    W[:, j + 1:] -= np.outer((w - q) * U[j, j], U[j, j + 1:])
+    W[:, j + 1 :] -= np.outer((w - q) * U[j, j], U[j, j + 1 :])
 
 
 def update_wrong_sign(W, U, j, w, q):
-    W[:, j + 1:] += np.outer((w - q) / U[j, j], U[j, j + 1:])
+    W[:, j + 1 :] += np.outer((w - q) / U[j, j], U[j, j + 1 :])
 
 
 def update_nothing(W, U, j, w, q):
@@ -375,7 +384,7 @@ def update_nothing(W, U, j, w, q):
 
 
 def update_with_column(W, U, j, w, q):
-    W[:, j + 1:] -= np.outer((w - q) / U[j, j], U[j + 1:, j])
+    W[:, j + 1 :] -= np.outer((w - q) / U[j, j], U[j + 1 :, j])
 
 
 def test_gptq_step_correct_solutions_pass():
@@ -415,8 +424,9 @@ def test_gptq_step_column_j_and_return_value():
 
     failed_with(check_gptq_step(in_place_no_return), "returned None", "return the updated W")
     failed_with(check_gptq_step(lambda W, H, j, qc: W.T), "has shape (3, 4), expected (4, 3)")
-    failed_with(check_gptq_step(lambda W, H, j, qc: qc(W)), "raised ValueError",
-                "quantize_column expects one column W[:, j]")
+    failed_with(
+        check_gptq_step(lambda W, H, j, qc: qc(W)), "raised ValueError", "quantize_column expects one column W[:, j]"
+    )
 
 
 def library_toy():
@@ -459,8 +469,11 @@ def test_gptq_step_agrees_with_library_on_a_three_column_toy():
 def test_checker_column_quantizer_is_the_library_grid():
     W, *_ = library_toy()
     qc = ex._ColumnQuantizer(np.abs(W).max(axis=1) / 7)
-    lib = ql.quantize(torch.tensor(W[:, :1]), "int4", qparams=ql.choose_qparams(
-        torch.tensor(W), "int4", granularity="channel", axis=0, scale_dtype="fp32"))
+    lib = ql.quantize(
+        torch.tensor(W[:, :1]),
+        "int4",
+        qparams=ql.choose_qparams(torch.tensor(W), "int4", granularity="channel", axis=0, scale_dtype="fp32"),
+    )
     assert np.allclose(qc(W[:, 0]), lib.dequantize().numpy().ravel(), atol=1e-6)
 
 

@@ -315,8 +315,10 @@ def test_grid_holds_every_snapped_value():
 
 def test_histogram_bins_are_hundredths():
     np.testing.assert_allclose(np.diff(E.HIST_EDGES), 0.01, atol=1e-12)
-    np.testing.assert_array_equal(E.histogram(torch.tensor([-0.45, -0.4401, 0.0, 0.449, 0.45, 0.46])),
-                                  np.bincount([0, 0, 45, 89, 89], minlength=90))
+    np.testing.assert_array_equal(
+        E.histogram(torch.tensor([-0.45, -0.4401, 0.0, 0.449, 0.45, 0.46])),
+        np.bincount([0, 0, 45, 89, 89], minlength=90),
+    )
 
 
 def test_histograms_count_every_weight_inside_the_window():
@@ -339,8 +341,17 @@ def test_results_are_cached_and_read_only():
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(0, "0"), (0.99217, "0.992"), (0.0038567, "0.00386"), (12.345, "12.3"), (99.996, "100"),
-     (99.94, "99.9"), (45.5, "45.5"), (1234.5, "1234"), (5e-7, "0.000000500")],
+    [
+        (0, "0"),
+        (0.99217, "0.992"),
+        (0.0038567, "0.00386"),
+        (12.345, "12.3"),
+        (99.996, "100"),
+        (99.94, "99.9"),
+        (45.5, "45.5"),
+        (1234.5, "1234"),
+        (5e-7, "0.000000500"),
+    ],
 )
 def test_sig_known_answers(value, expected):
     assert text.sig(value) == expected
@@ -389,7 +400,11 @@ def test_static_data_equals_kernel_data_for_every_setting(page_data):
         d = E.explore(**s.controls())
         assert entry["figs"] == d.figures, s
         assert (entry["title"], entry["regime"], entry["gridText"], entry["notes"]) == (
-            d.title, d.regime, d.grid_text, list(d.notes))
+            d.title,
+            d.regime,
+            d.grid_text,
+            list(d.notes),
+        )
         assert entry["ok"] == d.available and entry["fmt"] == d.fmt
         if d.available:
             np.testing.assert_allclose(entry["snap"], d.snapped, atol=0.5e-4 + 1e-12)
@@ -443,8 +458,9 @@ def test_kernel_explorer_shows_the_same_as_the_static_page(page_data):
         if d.available:
             # the artists hold exactly the data's values
             np.testing.assert_array_equal(ex.pts_quant.get_offsets()[:, 0], d.snapped)
-            np.testing.assert_allclose(ex.hist_quant.get_data().values,
-                                       np.where(d.hist > 0, d.hist * 100.0 / d.n, ex._floor))
+            np.testing.assert_allclose(
+                ex.hist_quant.get_data().values, np.where(d.hist > 0, d.hist * 100.0 / d.n, ex._floor)
+            )
         else:
             assert len(ex.pts_quant.get_offsets()) == 0 and not ex.hist_quant.get_visible()
 
@@ -476,8 +492,14 @@ def test_script_and_styles_are_package_files_inlined_verbatim(html_page):
 
 def test_one_palette_for_both_front_ends():
     css = markup.asset("explorer.css")
-    assert E.COLORS == {"fg": "#1f2328", "muted": "#59636e", "border": "#d0d7de", "bg": "#f3f5f7",
-                        "orig": "#1f77b4", "quant": "#d95f02"}
+    assert E.COLORS == {
+        "fg": "#1f2328",
+        "muted": "#59636e",
+        "border": "#d0d7de",
+        "bg": "#f3f5f7",
+        "orig": "#1f77b4",
+        "quant": "#d95f02",
+    }
     for name, value in E.COLORS.items():
         assert css.count(value) == 1, name  # written once, in the custom properties
     js = markup.asset("explorer.js")
@@ -545,8 +567,10 @@ def visible_text(html_text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html_text))
 
 
-@pytest.mark.parametrize("initial", [E.Settings("normal", 4), E.Settings("outlier", 4, family="q4_0"),
-                                     E.Settings("minilm", 7, family="float")])
+@pytest.mark.parametrize(
+    "initial",
+    [E.Settings("normal", 4), E.Settings("outlier", 4, family="q4_0"), E.Settings("minilm", 7, family="float")],
+)
 def test_page_reads_without_script_and_styles(page_data, initial):
     """The initial setting is rendered in Python: filled cards, the regime, a still picture."""
     d = E.explore(**initial.controls())
@@ -555,7 +579,7 @@ def test_page_reads_without_script_and_styles(page_data, initial):
     for k, label in E.FIGURE_LABELS.items():
         assert f"{label} {d.figures[k]}" in words, (k, words[:400])
     assert d.regime in html.unescape(words)
-    still = kept[kept.index('data-role="still"'):]
+    still = kept[kept.index('data-role="still"') :]
     assert still.count('class="qlx-still-o"') == np.sum(np.abs(d.strip) <= E.WINDOW)
     assert still.count('class="qlx-still-q"') == (np.sum(np.abs(d.snapped) <= E.WINDOW) if d.available else 0)
     assert still.count('class="qlx-still-grid"') == (0 if d.grid is None else len(d.grid))
@@ -571,11 +595,15 @@ def test_page_reads_without_script_and_styles(page_data, initial):
 
 
 def test_inlined_styles_follow_the_stylesheet():
-    css = ".a{color:red;margin:0}.b .c{color:blue}.b[data-x=y] .c{margin:1px}" \
-          "@media (max-width:4px){.a{color:green}}.a:hover{color:pink}"
+    css = (
+        ".a{color:red;margin:0}.b .c{color:blue}.b[data-x=y] .c{margin:1px}"
+        "@media (max-width:4px){.a{color:green}}.a:hover{color:pink}"
+    )
     node = markup.el("div", {"class": "b", "data-x": "y"}, markup.el("p", {"class": "a c"}, "t"))
-    assert markup.render(node, inline=True, css=css) == \
-        '<div class="b" data-x="y"><p class="a c" style="color:blue;margin:1px">t</p></div>'
+    assert (
+        markup.render(node, inline=True, css=css)
+        == '<div class="b" data-x="y"><p class="a c" style="color:blue;margin:1px">t</p></div>'
+    )
     assert markup.render(node) == '<div class="b" data-x="y"><p class="a c">t</p></div>'
 
 
@@ -620,8 +648,13 @@ def test_kernel_widget_presets_move_the_controls():
 
 def test_presets_are_the_downloadable_formats():
     assert list(E.PRESETS) == ["Q4_0", "Q4_K", "MXFP4", "NVFP4", "int8 per channel"]
-    expected = {"Q4_0": ("q4_0", 4.5), "Q4_K": ("q4_k", 4.5), "MXFP4": ("mxfp4", 4.25),
-                "NVFP4": ("nvfp4", 4.5 + 32 / 16384), "int8 per channel": ("int8", 8 + 32 / 256)}
+    expected = {
+        "Q4_0": ("q4_0", 4.5),
+        "Q4_K": ("q4_k", 4.5),
+        "MXFP4": ("mxfp4", 4.25),
+        "NVFP4": ("nvfp4", 4.5 + 32 / 16384),
+        "int8 per channel": ("int8", 8 + 32 / 256),
+    }
     for name, preset in E.PRESETS.items():
         s = preset.apply(E.Settings("normal", 2, "group", False, "float"))
         assert E.preset_of(s) == name and preset.matches(s)
@@ -697,8 +730,17 @@ def test_docstring_examples_run(module):
 
 def test_package_modules_stay_small():
     sizes = {f.name: len(f.read_text("utf-8").splitlines()) for f in PACKAGE_FILES}
-    assert set(sizes) >= {"__init__.py", "settings.py", "sources.py", "data.py", "blocks.py",
-                          "text.py", "markup.py", "page.py", "widget.py"}
+    assert set(sizes) >= {
+        "__init__.py",
+        "settings.py",
+        "sources.py",
+        "data.py",
+        "blocks.py",
+        "text.py",
+        "markup.py",
+        "page.py",
+        "widget.py",
+    }
     assert max(sizes.values()) <= 800, sizes
 
 
@@ -712,8 +754,10 @@ def test_resolve_explains_how_controls_are_read():
     assert r.fmt is None and "4, 6, 8, 16, 32" in r.notes[0]
     r = E.resolve(E.Settings("minilm", 32, "group", False, "nf4"))
     assert (r.fmt, r.granularity) == ("fp32", None)
-    assert E.explore("normal", 8, "group", False, "float").notes == E.resolve(
-        E.Settings("normal", 8, "group", False, "float")).notes
+    assert (
+        E.explore("normal", 8, "group", False, "float").notes
+        == E.resolve(E.Settings("normal", 8, "group", False, "float")).notes
+    )
 
 
 # --------------------------------------------------------------------------- block formats
@@ -740,8 +784,11 @@ def test_block_formats_ignore_granularity_and_symmetric():
         assert (r.fmt, r.granularity, r.symmetric) == (fam, "block", True)
         assert "granularity" in r.notes[0] and "do not apply" in r.notes[0]
         for source in E.SOURCES:
-            entries = {json.dumps(page.entry(E.explore(source, 4, gran, sym, fam)), sort_keys=True)
-                       for gran in E.GRANULARITIES for sym in (True, False)}
+            entries = {
+                json.dumps(page.entry(E.explore(source, 4, gran, sym, fam)), sort_keys=True)
+                for gran in E.GRANULARITIES
+                for sym in (True, False)
+            }
             assert len(entries) == 1, (source, fam)
         d = E.explore("normal", 4, family=fam)
         assert d.notes[:1] == r.notes and "grey lines" in d.notes[1]

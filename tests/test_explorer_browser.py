@@ -55,63 +55,106 @@ READ_BACK = f"""(() => {{
 # (settings, how to reach them from the previous step)
 STEPS: list[tuple[E.Settings, list[dict[str, Any]]]] = []
 for _bits in (2, 3, 4, 8, 16, 32):
-    STEPS.append((E.Settings("normal", _bits),
-                  [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]",
-                    "value": E.BITS.index(_bits)}]))
+    STEPS.append(
+        (
+            E.Settings("normal", _bits),
+            [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]", "value": E.BITS.index(_bits)}],
+        )
+    )
 STEPS += [
-    (E.Settings("minilm", 32), [{"type": "select", "selector": f"{ROOT} select[data-role=source]",
-                                 "value": "minilm"}]),
-    (E.Settings("minilm", 8), [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]",
-                                "value": E.BITS.index(8)}]),
-    (E.Settings("minilm", 8, "group"), [{"type": "select", "selector": f"{ROOT} select[data-role=granularity]",
-                                         "value": "group"}]),
-    (E.Settings("minilm", 8, "group", False), [{"type": "select", "selector": f"{ROOT} select[data-role=symmetric]",
-                                                "value": "a"}]),
-    (E.Settings("minilm", 8, "group", False, "float"), [{"type": "select", "selector": f"{ROOT} select[data-role=family]",
-                                                         "value": "float"}]),
-    (E.Settings("minilm", 4, "group", False, "nf4"), [
-        {"type": "select", "selector": f"{ROOT} select[data-role=family]", "value": "nf4"},
-        {"type": "setRange", "selector": f"{ROOT} input[data-role=bits]", "value": E.BITS.index(4)}]),
-    (E.Settings("minilm", 5, "group", False, "nf4"), [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]",
-                                                       "value": E.BITS.index(5)}]),
-    (E.Settings("minilm", 5, "group", False, "mxfp4"), [{"type": "select", "selector": f"{ROOT} select[data-role=family]",
-                                                         "value": "mxfp4"}]),
-    (E.Settings("minilm", 4, "group", False, "mxfp4"), [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]",
-                                                         "value": E.BITS.index(4)}]),
-    (E.Settings("normal", 4, "group", False, "mxfp4"), [{"type": "select", "selector": f"{ROOT} select[data-role=source]",
-                                                         "value": "normal"}]),
-    (E.Settings("normal", 4, "group", False, "q4_k"), [{"type": "select", "selector": f"{ROOT} select[data-role=family]",
-                                                        "value": "q4_k"}]),
-    (E.Settings("laplace", 4, "group", False, "q4_k"), [{"type": "select", "selector": f"{ROOT} select[data-role=source]",
-                                                         "value": "laplace"}]),
-    (E.Settings("laplace", 8, "channel", True, "int"), [{"type": "select", "selector": f"{ROOT} select[data-role=preset]",
-                                                          "value": "int8 per channel"}]),
-    (E.Settings("outlier", 8, "channel", True, "int"), [{"type": "select", "selector": f"{ROOT} select[data-role=source]",
-                                                          "value": "outlier"}]),
-    (E.Settings("outlier", 4, "channel", True, "q4_0"), [{"type": "select", "selector": f"{ROOT} select[data-role=preset]",
-                                                           "value": "Q4_0"}]),
-    (E.Settings("uniform", 4, "channel", True, "q4_0"), [{"type": "select", "selector": f"{ROOT} select[data-role=source]",
-                                                           "value": "uniform"}]),
-    (E.Settings("uniform", 4, "channel", True, "nvfp4"), [{"type": "select", "selector": f"{ROOT} select[data-role=preset]",
-                                                            "value": "NVFP4"}]),
-    (E.Settings("bimodal", 4, "tensor", True, "nvfp4"), [
-        {"type": "select", "selector": f"{ROOT} select[data-role=source]", "value": "bimodal"},
-        {"type": "select", "selector": f"{ROOT} select[data-role=granularity]", "value": "tensor"}]),
-    (E.Settings("bimodal", 3, "tensor", True, "nvfp4"), [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]",
-                                                          "value": E.BITS.index(3)}]),
+    (E.Settings("minilm", 32), [{"type": "select", "selector": f"{ROOT} select[data-role=source]", "value": "minilm"}]),
+    (
+        E.Settings("minilm", 8),
+        [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]", "value": E.BITS.index(8)}],
+    ),
+    (
+        E.Settings("minilm", 8, "group"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=granularity]", "value": "group"}],
+    ),
+    (
+        E.Settings("minilm", 8, "group", False),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=symmetric]", "value": "a"}],
+    ),
+    (
+        E.Settings("minilm", 8, "group", False, "float"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=family]", "value": "float"}],
+    ),
+    (
+        E.Settings("minilm", 4, "group", False, "nf4"),
+        [
+            {"type": "select", "selector": f"{ROOT} select[data-role=family]", "value": "nf4"},
+            {"type": "setRange", "selector": f"{ROOT} input[data-role=bits]", "value": E.BITS.index(4)},
+        ],
+    ),
+    (
+        E.Settings("minilm", 5, "group", False, "nf4"),
+        [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]", "value": E.BITS.index(5)}],
+    ),
+    (
+        E.Settings("minilm", 5, "group", False, "mxfp4"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=family]", "value": "mxfp4"}],
+    ),
+    (
+        E.Settings("minilm", 4, "group", False, "mxfp4"),
+        [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]", "value": E.BITS.index(4)}],
+    ),
+    (
+        E.Settings("normal", 4, "group", False, "mxfp4"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=source]", "value": "normal"}],
+    ),
+    (
+        E.Settings("normal", 4, "group", False, "q4_k"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=family]", "value": "q4_k"}],
+    ),
+    (
+        E.Settings("laplace", 4, "group", False, "q4_k"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=source]", "value": "laplace"}],
+    ),
+    (
+        E.Settings("laplace", 8, "channel", True, "int"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=preset]", "value": "int8 per channel"}],
+    ),
+    (
+        E.Settings("outlier", 8, "channel", True, "int"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=source]", "value": "outlier"}],
+    ),
+    (
+        E.Settings("outlier", 4, "channel", True, "q4_0"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=preset]", "value": "Q4_0"}],
+    ),
+    (
+        E.Settings("uniform", 4, "channel", True, "q4_0"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=source]", "value": "uniform"}],
+    ),
+    (
+        E.Settings("uniform", 4, "channel", True, "nvfp4"),
+        [{"type": "select", "selector": f"{ROOT} select[data-role=preset]", "value": "NVFP4"}],
+    ),
+    (
+        E.Settings("bimodal", 4, "tensor", True, "nvfp4"),
+        [
+            {"type": "select", "selector": f"{ROOT} select[data-role=source]", "value": "bimodal"},
+            {"type": "select", "selector": f"{ROOT} select[data-role=granularity]", "value": "tensor"},
+        ],
+    ),
+    (
+        E.Settings("bimodal", 3, "tensor", True, "nvfp4"),
+        [{"type": "setRange", "selector": f"{ROOT} input[data-role=bits]", "value": E.BITS.index(3)}],
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def explorer_report(browse: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    actions: list[dict[str, Any]] = [{"type": "waitFor", "selector": f"{ROOT} svg[data-role=hist] path"},
-                                     {"type": "eval", "expression": READ_BACK}]
+    actions: list[dict[str, Any]] = [
+        {"type": "waitFor", "selector": f"{ROOT} svg[data-role=hist] path"},
+        {"type": "eval", "expression": READ_BACK},
+    ]
     for _, moves in STEPS:
         actions += moves + [{"type": "eval", "expression": READ_BACK}]
     report = browse([{"path": PAGE, "actions": actions}])
     (page,) = report["pages"]
-    return {"report": report, "page": page,
-            "reads": [a for a in page["actions"] if a["action"]["type"] == "eval"]}
+    return {"report": report, "page": page, "reads": [a for a in page["actions"] if a["action"]["type"] == "eval"]}
 
 
 def test_page_loads_offline_without_errors(explorer_report):
@@ -135,8 +178,7 @@ def test_displayed_figures_equal_quantlab(explorer_report, step):
     settings, _ = STEPS[step]
     shown = explorer_report["reads"][step + 1]["value"]
     assert shown["key"] == settings.key
-    data = E.explore(settings.source, settings.bits, settings.granularity, settings.symmetric,
-                     settings.family)
+    data = E.explore(settings.source, settings.bits, settings.granularity, settings.symmetric, settings.family)
     expected = dict(data.figures, regime=data.regime)
     assert {k: shown["figs"][k] for k in expected} == expected
     preset = E.preset_of(settings)
@@ -145,7 +187,7 @@ def test_displayed_figures_equal_quantlab(explorer_report, step):
     assert shown["still"] == 0 and shown["styled"] == 0  # the script took over from the still picture
     if data.available:
         # the numbers behind the strings, straight from quantlab
-        assert float(shown["figs"]["levels"].replace(",", "")) == 2 ** data.bits
+        assert float(shown["figs"]["levels"].replace(",", "")) == 2**data.bits
         bpw = float(shown["figs"]["bpw"])
         assert bpw == pytest.approx(data.bits_per_weight, abs=0.00501)  # 8.125 shows as 8.12
         assert float(shown["figs"]["compression"].rstrip("×")) == pytest.approx(32 / data.bits_per_weight, abs=0.005)
@@ -234,9 +276,17 @@ LAYOUT = f"""(async () => {{
 
 @pytest.fixture(scope="module")
 def layout(browse: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    report = browse([{"path": PAGE, "actions": [
-        {"type": "waitFor", "selector": f"{ROOT} svg[data-role=hist] path"},
-        {"type": "eval", "expression": LAYOUT, "timeoutMs": 30000}]}])
+    report = browse(
+        [
+            {
+                "path": PAGE,
+                "actions": [
+                    {"type": "waitFor", "selector": f"{ROOT} svg[data-role=hist] path"},
+                    {"type": "eval", "expression": LAYOUT, "timeoutMs": 30000},
+                ],
+            }
+        ]
+    )
     (page,) = report["pages"]
     action = page["actions"][-1]
     assert action["ok"], action

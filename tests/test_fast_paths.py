@@ -26,9 +26,7 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bit-identical, except that any NaN matches any NaN."""
-    return a.dtype == b.dtype and a.shape == b.shape and bool(
-        ((_bits(a) == _bits(b)) | (a.isnan() & b.isnan())).all()
-    )
+    return a.dtype == b.dtype and a.shape == b.shape and bool(((_bits(a) == _bits(b)) | (a.isnan() & b.isnan())).all())
 
 
 def _every_kind_of_float32(n: int, seed: int) -> torch.Tensor:
@@ -126,19 +124,25 @@ def test_fake_quantize_fast_path_matches_on_awkward_inputs():
     x[0] = 0.0
     x[1] = 2.5
     x[2] *= 1e-40
-    for kw in (dict(granularity="channel", axis=0), dict(granularity="group", group_size=16),
-               dict(granularity="tensor")):
+    for kw in (
+        dict(granularity="channel", axis=0),
+        dict(granularity="group", group_size=16),
+        dict(granularity="tensor"),
+    ):
         assert _same(ql.fake_quantize(x, "int4", **kw), _general(x, "int4", **kw))
     v = torch.randn(5 * CHUNK_ELEMENTS + 3)
     assert _same(ql.fake_quantize(v, "int8"), _general(v, "int8"))
     assert _same(ql.fake_quantize(v, "fp8_e4m3"), _general(v, "fp8_e4m3"))
 
 
-@pytest.mark.parametrize("fmt,kw", [
-    ("int8", dict(granularity="channel", axis=0)),
-    ("int4", dict(granularity="group", group_size=128, symmetric=False)),
-    ("fp8_e4m3", dict(granularity="group", group_size=64)),
-])
+@pytest.mark.parametrize(
+    "fmt,kw",
+    [
+        ("int8", dict(granularity="channel", axis=0)),
+        ("int4", dict(granularity="group", group_size=128, symmetric=False)),
+        ("fp8_e4m3", dict(granularity="group", group_size=64)),
+    ],
+)
 def test_fake_quantize_with_an_outlier_row_over_several_chunks(fmt, kw):
     rows = 3 * CHUNK_ELEMENTS // 512 + 37
     x = torch.randn(rows, 512, generator=torch.Generator().manual_seed(3))
@@ -261,8 +265,12 @@ def test_fast_paths_agree_with_several_threads():
     try:
         assert chunk_elements() == MULTI_THREAD_CHUNK_ELEMENTS
         x = torch.randn(2 * MULTI_THREAD_CHUNK_ELEMENTS // 1024 + 3, 1024)
-        for fmt, kw in [("int8", dict(granularity="channel")), ("fp8_e4m3", dict(scaled=False)),
-                        ("int4", dict(granularity="group", group_size=128)), ("bf16", dict())]:
+        for fmt, kw in [
+            ("int8", dict(granularity="channel")),
+            ("fp8_e4m3", dict(scaled=False)),
+            ("int4", dict(granularity="group", group_size=128)),
+            ("bf16", dict()),
+        ]:
             assert _same(ql.fake_quantize(x, fmt, **kw), _general(x, fmt, **kw)), fmt
         codes = torch.randint(-8, 8, (x.numel() + 1,), dtype=torch.int32)
         assert torch.equal(ql.unpack(ql.pack(codes, 4), 4, codes.numel(), signed=True), codes)

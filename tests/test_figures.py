@@ -75,8 +75,18 @@ def test_payload_is_safe_inside_a_script():
 
 
 def test_assets_are_package_files_without_their_header_comment():
-    for name in ("figures.css", "common.js", "bits.js", "bits.css", "fit.js", "fit.css", "clip.js",
-                 "clip.css", "policy.js", "policy.css"):
+    for name in (
+        "figures.css",
+        "common.js",
+        "bits.js",
+        "bits.css",
+        "fit.js",
+        "fit.css",
+        "clip.js",
+        "clip.css",
+        "policy.js",
+        "policy.css",
+    ):
         text = _page.asset(name)
         assert text and not text.startswith("/*"), name
     with pytest.raises(FileNotFoundError):
@@ -94,7 +104,7 @@ def test_scripts_pick_colours_from_the_theme_variables():
 
 
 def _luminance(hex_colour: str) -> float:
-    rgb = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    rgb = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
     lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
     return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
 
@@ -103,8 +113,11 @@ def _luminance(hex_colour: str) -> float:
 def test_text_colours_contrast_with_the_panels(theme):
     """WCAG contrast of at least 4.5:1 for every text colour on both backgrounds."""
     css = _page.asset("figures.css")
-    block = (re.search(r"\.qlf\{(--qlf-[^}]*)", css) if theme == "light"
-             else re.search(r'html\[data-theme="dark"\] \.qlf,[^{]*\{([^}]*)\}', css)).group(1)
+    block = (
+        re.search(r"\.qlf\{(--qlf-[^}]*)", css)
+        if theme == "light"
+        else re.search(r'html\[data-theme="dark"\] \.qlf,[^{]*\{([^}]*)\}', css)
+    ).group(1)
     colours = dict(re.findall(r"--qlf-([a-z]+):(#[0-9a-fA-F]{6})", block))
     for bg in ("panel", "bg"):
         for fg in ("fg", "muted", "a", "b", "good", "bad", "sign", "exp", "man"):
@@ -135,7 +148,12 @@ def test_format_facts_are_quantlabs(name):
     assert facts["max"] == fmt.max_value and facts["min_normal"] == fmt.min_normal
     assert facts["min_subnormal"] == fmt.min_subnormal and facts["eps"] == fmt.eps
     assert (facts["emin"], facts["emax"], facts["has_inf"], facts["nan"], facts["overflow"]) == (
-        fmt.emin, fmt.emax, fmt.has_inf, fmt.nan, fmt.overflow)
+        fmt.emin,
+        fmt.emax,
+        fmt.has_inf,
+        fmt.nan,
+        fmt.overflow,
+    )
     if fmt.bits <= 16:
         assert facts["levels"] == fmt.levels
     if facts["nan_code"] is None:
@@ -190,9 +208,17 @@ def test_fp16_neighbours_are_one_code_apart():
 
 @pytest.mark.parametrize(
     "name, typed, stored",
-    [("fp16", 0.1, 0.0999755859375), ("bf16", 0.1, 0.10009765625), ("fp8_e4m3", 500.0, 448.0),
-     ("fp8_e5m2", 1e6, math.inf), ("fp4_e2m1", 2.5, 2.0), ("fp4_e2m1", 3.5, 4.0), ("fp6_e2m3", -100.0, -7.5),
-     ("fp8_e4m3", 2.0**-10, 0.0), ("fp32", 0.1, 0.10000000149011612)],
+    [
+        ("fp16", 0.1, 0.0999755859375),
+        ("bf16", 0.1, 0.10009765625),
+        ("fp8_e4m3", 500.0, 448.0),
+        ("fp8_e5m2", 1e6, math.inf),
+        ("fp4_e2m1", 2.5, 2.0),
+        ("fp4_e2m1", 3.5, 4.0),
+        ("fp6_e2m3", -100.0, -7.5),
+        ("fp8_e4m3", 2.0**-10, 0.0),
+        ("fp32", 0.1, 0.10000000149011612),
+    ],
 )
 def test_store_rounds_as_quantlab(name, typed, stored):
     s = bits.store(name, typed)
@@ -216,8 +242,19 @@ def test_store_special_inputs():
         bits.store("fp16", "0.1")
 
 
-@pytest.mark.parametrize("text, value", [("0.1", 0.1), (" -2.5e-3 ", -2.5e-3), ("1E5", 1e5), (".5", 0.5),
-                                         ("−1", -1.0), ("inf", math.inf), ("-Infinity", -math.inf), ("∞", math.inf)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("0.1", 0.1),
+        (" -2.5e-3 ", -2.5e-3),
+        ("1E5", 1e5),
+        (".5", 0.5),
+        ("−1", -1.0),
+        ("inf", math.inf),
+        ("-Infinity", -math.inf),
+        ("∞", math.inf),
+    ],
+)
 def test_parse_value(text, value):
     assert bits.parse_value(text) == value
 
@@ -291,8 +328,9 @@ def test_breakdown_is_the_memory_calculators(s):
     b = fit.breakdown(s)
     shape = mem.get_model(s.model)
     w = fit.WEIGHT_FORMATS[s.weights]
-    kv = mem.kv_cache_bytes(shape.n_layers, shape.n_kv_heads, shape.head_dim, s.context, s.batch,
-                            fit.KV_FORMATS[s.kv][1])
+    kv = mem.kv_cache_bytes(
+        shape.n_layers, shape.n_kv_heads, shape.head_dim, s.context, s.batch, fit.KV_FORMATS[s.kv][1]
+    )
     assert b.kv_cache == kv
     if w.spec is not None:
         assert b.weights == mem.weight_bytes(s.n_params, w.spec)
@@ -318,11 +356,16 @@ def test_breakdown_known_answers():
 
 @pytest.mark.parametrize(
     "kwargs, exc, words",
-    [({"model": "GPT-5"}, ValueError, "name must be one of"),
-     ({"weights": "int5"}, ValueError, "weights must be one of"),
-     ({"kv": 8}, TypeError, "kv must be a string, got int"), ({"batch": 0}, ValueError, "batch"),
-     ({"batch": 2000}, ValueError, "batch"), ({"context": 1.5}, TypeError, "context"),
-     ({"n_params": -1}, ValueError, "n_params"), ({"gpu": "TPU"}, ValueError, "name must be one of")],
+    [
+        ({"model": "GPT-5"}, ValueError, "name must be one of"),
+        ({"weights": "int5"}, ValueError, "weights must be one of"),
+        ({"kv": 8}, TypeError, "kv must be a string, got int"),
+        ({"batch": 0}, ValueError, "batch"),
+        ({"batch": 2000}, ValueError, "batch"),
+        ({"context": 1.5}, TypeError, "context"),
+        ({"n_params": -1}, ValueError, "n_params"),
+        ({"gpu": "TPU"}, ValueError, "name must be one of"),
+    ],
 )
 def test_bad_settings_raise(kwargs, exc, words):
     with pytest.raises(exc, match=words):
@@ -336,17 +379,29 @@ def test_fit_page_embeds_the_catalogs():
     assert [m["name"] for m in data["models"]] == [m.name for m in mem.MODELS]
     for m, shape in zip(data["models"], mem.MODELS):
         assert (m["n_params"], m["n_layers"], m["n_kv_heads"], m["head_dim"]) == (
-            shape.n_params, shape.n_layers, shape.n_kv_heads, shape.head_dim)
+            shape.n_params,
+            shape.n_layers,
+            shape.n_kv_heads,
+            shape.head_dim,
+        )
     assert [(g["name"], g["memory_bytes"]) for g in data["gpus"]] == [(g.name, g.memory_bytes) for g in mem.GPUS]
     assert {w["key"]: w["bpw"] for w in data["weights"]} == {
-        k: w.bits_per_weight for k, w in fit.WEIGHT_FORMATS.items()}
+        k: w.bits_per_weight for k, w in fit.WEIGHT_FORMATS.items()
+    }
     for k in data["kv"]:
         spec = fit.KV_FORMATS[k["key"]][1]
         assert mem.kv_cache_bytes(1, 1, 1, 1, 1, spec) == 2 * k["bits"] / 8
     assert data["overhead"] == mem.DEFAULT_OVERHEAD and data["gib"] == mem.GiB
     assert data["contexts"] == [2**k for k in range(9, 18)]
-    assert data["initial"] == {"model": "Llama-2-7B", "n_params": 6.74e9, "weights": "int4_g128", "context": 4096,
-                               "batch": 1, "kv": "fp16", "gpu": "RTX 4090"}
+    assert data["initial"] == {
+        "model": "Llama-2-7B",
+        "n_params": 6.74e9,
+        "weights": "int4_g128",
+        "context": 4096,
+        "batch": 1,
+        "kv": "fp16",
+        "gpu": "RTX 4090",
+    }
     with pytest.raises(ValueError, match="initial.context must be one of"):
         fit.static_html(initial=fit.Setting(context=1000))
     with pytest.raises(TypeError, match="initial must be a Setting"):
@@ -535,7 +590,10 @@ def test_policy_page_embeds_the_episodes():
         for gran in policy.GRANULARITIES:
             ep, entry = policy.episode(fmt, gran), data["rounded"][f"{fmt}-{gran}"]
             assert (entry["ret"], entry["first_difference"], entry["agreement"]) == (
-                ep.ret, ep.first_difference, ep.agreement)
+                ep.ret,
+                ep.first_difference,
+                ep.agreement,
+            )
             start = entry["start"]
             x, t = rebuild(entry, fx[:start], ft[:start])
             np.testing.assert_allclose(x, ep.states[:, 0], atol=0.5 / policy.X_SCALE + 1e-9)

@@ -45,8 +45,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fragments = {"bits": bits.static_html(), "fit": fit.static_html(), "clip": clip.static_html(),
-                     "policy": policy.static_html()}
+        fragments = {
+            "bits": bits.static_html(),
+            "fit": fit.static_html(),
+            "clip": clip.static_html(),
+            "policy": policy.static_html(),
+        }
     finally:
         torch.set_num_threads(threads)
     for name, fragment in fragments.items():
@@ -151,11 +155,18 @@ CONTRAST = r"""(() => [...document.querySelectorAll('.qlf')].map((fig) => {
 
 @pytest.fixture(scope="module")
 def layout(site: dict[str, Any]) -> dict[str, Any]:
-    pages = [{"path": f"{name}-{theme}.html", "actions": [
-        {"type": "waitFor", "selector": ".qlf"},
-        {"type": "eval", "expression": CONTRAST},
-        {"type": "eval", "expression": LAYOUT, "timeoutMs": 30000}]}
-        for name in FIGURES for theme in _page.THEMES]
+    pages = [
+        {
+            "path": f"{name}-{theme}.html",
+            "actions": [
+                {"type": "waitFor", "selector": ".qlf"},
+                {"type": "eval", "expression": CONTRAST},
+                {"type": "eval", "expression": LAYOUT, "timeoutMs": 30000},
+            ],
+        }
+        for name in FIGURES
+        for theme in _page.THEMES
+    ]
     report = book_browser.run_pages(site["url"], pages)
     return report
 
@@ -218,18 +229,31 @@ def in_book(site: dict[str, Any], book_html: Path, tmp_path_factory: pytest.Temp
     page = BOOK_PAGE.read_text("utf-8")
     assert 'class="qlf' not in page, f"{BOOK_PAGE.name} already shows a figure: the copy would hold it twice"
     at = page.index(">", page.index('<section class="tex2jax_ignore mathjax_ignore"')) + 1
-    cells = "".join('<div class="cell docutils container"><div class="cell_output docutils container">'
-                    f'<div class="output text_html">{site["fragments"][name]}</div></div></div>' for name in FIGURES)
+    cells = "".join(
+        '<div class="cell docutils container"><div class="cell_output docutils container">'
+        f'<div class="output text_html">{site["fragments"][name]}</div></div></div>'
+        for name in FIGURES
+    )
     (folder / "chapters" / "figures.html").write_text(page[:at] + cells + page[at:], "utf-8")
     dark = "document.documentElement.dataset.theme = 'dark'; document.documentElement.dataset.theme"
     with book_browser.serve(folder) as url:
-        report = book_browser.run_pages(url, [{"path": "chapters/figures.html", "actions": [
-            {"type": "waitFor", "selector": ".qlf"},
-            {"type": "eval", "expression": "document.documentElement.dataset.theme = 'light'"},
-            {"type": "eval", "expression": CONTRAST},
-            {"type": "eval", "expression": dark}, {"type": "wait", "ms": 200},
-            {"type": "eval", "expression": CONTRAST},
-            {"type": "eval", "expression": LAYOUT, "timeoutMs": 30000}]}])
+        report = book_browser.run_pages(
+            url,
+            [
+                {
+                    "path": "chapters/figures.html",
+                    "actions": [
+                        {"type": "waitFor", "selector": ".qlf"},
+                        {"type": "eval", "expression": "document.documentElement.dataset.theme = 'light'"},
+                        {"type": "eval", "expression": CONTRAST},
+                        {"type": "eval", "expression": dark},
+                        {"type": "wait", "ms": 200},
+                        {"type": "eval", "expression": CONTRAST},
+                        {"type": "eval", "expression": LAYOUT, "timeoutMs": 30000},
+                    ],
+                }
+            ],
+        )
     (page_report,) = report["pages"]
     return {"report": report, "page": page_report, "reads": _evals(page_report)}
 
@@ -265,13 +289,41 @@ FORMATTING = r"""(() => {
 
 
 def test_number_formatting_is_pythons(site):
-    values = [0.25, 0.35, 2.5, 0.125, 1.05, -0.25, 9.95, 0.05, 1e-7, 123456.789, 1.5, 2.675, -0.0, 0.0, 4.35,
-              0.375, 1.25, 3.5, 24.0, 17.05, 0.015625, 1 / 3, 2.0**-20, 1e15 + 0.5]
+    values = [
+        0.25,
+        0.35,
+        2.5,
+        0.125,
+        1.05,
+        -0.25,
+        9.95,
+        0.05,
+        1e-7,
+        123456.789,
+        1.5,
+        2.675,
+        -0.0,
+        0.0,
+        4.35,
+        0.375,
+        1.25,
+        3.5,
+        24.0,
+        17.05,
+        0.015625,
+        1 / 3,
+        2.0**-20,
+        1e15 + 0.5,
+    ]
     rng = np.random.default_rng(0)
     values += [float(v) for v in rng.uniform(-100, 100, 60)] + [k / 8 for k in range(-20, 21)]
-    cases = {"fixed": [[v, d] for v in values for d in range(4)],
-             "ints": [0, 7, 999, 1000, 65535, 4278190079, -1234567, 10**15]}
-    page = _run(site, "fit-light.html", [{"type": "eval", "expression": FORMATTING.replace("__CASES__", json.dumps(cases))}])
+    cases = {
+        "fixed": [[v, d] for v in values for d in range(4)],
+        "ints": [0, 7, 999, 1000, 65535, 4278190079, -1234567, 10**15],
+    }
+    page = _run(
+        site, "fit-light.html", [{"type": "eval", "expression": FORMATTING.replace("__CASES__", json.dumps(cases))}]
+    )
     got = _evals(page)[0]
     assert got["fixed"] == [f"{v:.{d}f}" for v, d in cases["fixed"]]
     assert got["thousands"] == [f"{n:,}" for n in cases["ints"]]
@@ -375,8 +427,12 @@ def _expected_domain(name: str, codes: np.ndarray) -> dict[str, list]:
             dn, un = np.nextafter(v32, np.float32(-np.inf)), np.nextafter(v32, np.float32(np.inf))
         down = [None if math.isnan(v) or v == -math.inf else float(d) for v, d in zip(values, dn)]
         up = [None if math.isnan(v) or v == math.inf else float(u) for v, u in zip(values, un)]
-    return {"value": [float(v) for v in values], "kind": [_kind(v, z) for v, z in zip(values, exponent_zero)],
-            "down": down, "up": up}
+    return {
+        "value": [float(v) for v in values],
+        "kind": [_kind(v, z) for v, z in zip(values, exponent_zero)],
+        "down": down,
+        "up": up,
+    }
 
 
 def _typed_samples(name: str, rng: np.random.Generator) -> list[float]:
@@ -385,8 +441,23 @@ def _typed_samples(name: str, rng: np.random.Generator) -> list[float]:
     boundaries, and random numbers over the format's whole range."""
     fmt = ql.get_format(name)
     big = 2.0 ** (fmt.emax + 1)
-    xs = [0.0, -0.0, math.inf, -math.inf, fmt.max_value, big, (fmt.max_value + big) / 2, 2 * big, 1e300, -1e300,
-          fmt.min_subnormal / 2, fmt.min_subnormal * 0.75, fmt.min_normal, fmt.min_normal * (1 - 2**-30), 5e-324]
+    xs = [
+        0.0,
+        -0.0,
+        math.inf,
+        -math.inf,
+        fmt.max_value,
+        big,
+        (fmt.max_value + big) / 2,
+        2 * big,
+        1e300,
+        -1e300,
+        fmt.min_subnormal / 2,
+        fmt.min_subnormal * 0.75,
+        fmt.min_normal,
+        fmt.min_normal * (1 - 2**-30),
+        5e-324,
+    ]
     if fmt.nan != "none":
         xs.append(math.nan)
     if fmt.bits <= 16:
@@ -409,62 +480,121 @@ def _typed_samples(name: str, rng: np.random.Generator) -> list[float]:
 
 def _js_numbers(xs: list[float]) -> str:
     """A JavaScript array literal of the numbers, exactly (NaN, infinities and -0 included)."""
+
     def one(x: float) -> str:
         if math.isnan(x):
             return "NaN"
         if math.isinf(x):
             return "Infinity" if x > 0 else "-Infinity"
         return "-0" if x == 0 and math.copysign(1, x) < 0 else repr(x)
+
     return "[" + ",".join(one(x) for x in xs) + "]"
 
 
 @pytest.fixture(scope="module")
 def bits_report(site: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
-    fp32_codes = [0, 1, 2, 0x007FFFFF, 0x00800000, 0x00800001, 0x3F7FFFFF, 0x3F800000, 0x3F800001, 0x7F7FFFFF,
-                  0x7F800000, 0x7F800001, 0x7FC00000, 0x7FFFFFFF, 0x80000000, 0x80000001, 0x807FFFFF, 0x80800000,
-                  0xBF800000, 0xFF7FFFFF, 0xFF800000, 0xFF800001, 0xFFFFFFFF]
+    fp32_codes = [
+        0,
+        1,
+        2,
+        0x007FFFFF,
+        0x00800000,
+        0x00800001,
+        0x3F7FFFFF,
+        0x3F800000,
+        0x3F800001,
+        0x7F7FFFFF,
+        0x7F800000,
+        0x7F800001,
+        0x7FC00000,
+        0x7FFFFFFF,
+        0x80000000,
+        0x80000001,
+        0x807FFFFF,
+        0x80800000,
+        0xBF800000,
+        0xFF7FFFFF,
+        0xFF800000,
+        0xFF800001,
+        0xFFFFFFFF,
+    ]
     fp32_codes += [int(c) for c in rng.integers(0, 2**32, 30000, dtype=np.uint64)]
     typed = {name: _typed_samples(name, rng) for name in bits.FORMATS}
     encode_js = "{" + ",".join(f'"{k}":{_js_numbers(v)}' for k, v in typed.items()) + "}"
-    ui_typed = [("fp16", "0.1"), ("bf16", "0.1"), ("fp8_e4m3", "500"), ("fp8_e5m2", "1e5"), ("fp6_e3m2", "-0.3"),
-                ("fp6_e2m3", "inf"), ("fp4_e2m1", "2.5"), ("fp32", "0.1"), ("fp32", "1e-45"), ("fp16", "-inf"),
-                ("fp8_e5m2", "nan"), ("fp4_e2m1", "nan"), ("fp16", "twelve")]
-    actions: list[dict[str, Any]] = [{"type": "waitFor", "selector": "#ql-bits button.qlf-bit"},
-                                     {"type": "eval", "expression": BITS_READ}]
+    ui_typed = [
+        ("fp16", "0.1"),
+        ("bf16", "0.1"),
+        ("fp8_e4m3", "500"),
+        ("fp8_e5m2", "1e5"),
+        ("fp6_e3m2", "-0.3"),
+        ("fp6_e2m3", "inf"),
+        ("fp4_e2m1", "2.5"),
+        ("fp32", "0.1"),
+        ("fp32", "1e-45"),
+        ("fp16", "-inf"),
+        ("fp8_e5m2", "nan"),
+        ("fp4_e2m1", "nan"),
+        ("fp16", "twelve"),
+    ]
+    actions: list[dict[str, Any]] = [
+        {"type": "waitFor", "selector": "#ql-bits button.qlf-bit"},
+        {"type": "eval", "expression": BITS_READ},
+    ]
     for name, text in ui_typed:
-        actions += [{"type": "select", "selector": "#ql-bits select[data-role=format]", "value": name},
-                    {"type": "fill", "selector": "#ql-bits input[data-role=value]", "value": text},
-                    {"type": "press", "selector": "#ql-bits input[data-role=value]", "key": "Enter"},
-                    {"type": "eval", "expression": BITS_READ}]
+        actions += [
+            {"type": "select", "selector": "#ql-bits select[data-role=format]", "value": name},
+            {"type": "fill", "selector": "#ql-bits input[data-role=value]", "value": text},
+            {"type": "press", "selector": "#ql-bits input[data-role=value]", "key": "Enter"},
+            {"type": "eval", "expression": BITS_READ},
+        ]
     # the other controls: a bit from the keyboard, next down / up, the special values
-    actions += [{"type": "select", "selector": "#ql-bits select[data-role=format]", "value": "fp16"},
-                {"type": "fill", "selector": "#ql-bits input[data-role=value]", "value": "1"},
-                {"type": "click", "selector": "#ql-bits button[data-role=store]"},
-                {"type": "eval", "expression": BITS_READ},
-                {"type": "press", "selector": "#ql-bits button.qlf-bit[data-bit='15']", "key": "Space"},
-                {"type": "eval", "expression": BITS_READ},
-                {"type": "press", "selector": "#ql-bits button.qlf-bit[data-bit='0']", "key": "Enter"},
-                {"type": "eval", "expression": BITS_READ},
-                {"type": "click", "selector": "#ql-bits button[data-role=up]"},
-                {"type": "eval", "expression": BITS_READ},
-                {"type": "click", "selector": "#ql-bits button[data-role=down]"},
-                {"type": "click", "selector": "#ql-bits button[data-role=down]"},
-                {"type": "eval", "expression": BITS_READ}]
+    actions += [
+        {"type": "select", "selector": "#ql-bits select[data-role=format]", "value": "fp16"},
+        {"type": "fill", "selector": "#ql-bits input[data-role=value]", "value": "1"},
+        {"type": "click", "selector": "#ql-bits button[data-role=store]"},
+        {"type": "eval", "expression": BITS_READ},
+        {"type": "press", "selector": "#ql-bits button.qlf-bit[data-bit='15']", "key": "Space"},
+        {"type": "eval", "expression": BITS_READ},
+        {"type": "press", "selector": "#ql-bits button.qlf-bit[data-bit='0']", "key": "Enter"},
+        {"type": "eval", "expression": BITS_READ},
+        {"type": "click", "selector": "#ql-bits button[data-role=up]"},
+        {"type": "eval", "expression": BITS_READ},
+        {"type": "click", "selector": "#ql-bits button[data-role=down]"},
+        {"type": "click", "selector": "#ql-bits button[data-role=down]"},
+        {"type": "eval", "expression": BITS_READ},
+    ]
     for special in ("max", "min_normal", "min_subnormal", "inf", "nan", "zero", "one"):
-        actions += [{"type": "click", "selector": f"#ql-bits button[data-special={special}]"},
-                    {"type": "eval", "expression": BITS_READ}]
-    actions += [{"type": "eval", "expression": BITS_UI_DOMAIN.replace("__NAMES__", json.dumps(list(SMALL))),
-                 "timeoutMs": 120000},
-                {"type": "eval", "expression": BITS_ROUTINE_DOMAIN.replace("__FP32_CODES__", json.dumps(fp32_codes)),
-                 "timeoutMs": 120000},
-                {"type": "eval", "expression": BITS_ENCODE.replace("__XS__", encode_js), "timeoutMs": 120000}]
+        actions += [
+            {"type": "click", "selector": f"#ql-bits button[data-special={special}]"},
+            {"type": "eval", "expression": BITS_READ},
+        ]
+    actions += [
+        {
+            "type": "eval",
+            "expression": BITS_UI_DOMAIN.replace("__NAMES__", json.dumps(list(SMALL))),
+            "timeoutMs": 120000,
+        },
+        {
+            "type": "eval",
+            "expression": BITS_ROUTINE_DOMAIN.replace("__FP32_CODES__", json.dumps(fp32_codes)),
+            "timeoutMs": 120000,
+        },
+        {"type": "eval", "expression": BITS_ENCODE.replace("__XS__", encode_js), "timeoutMs": 120000},
+    ]
     page = _run(site, "bits-dark.html", actions)
     reads = _evals(page)
     n_ui = 1 + len(ui_typed)
-    return {"initial": reads[0], "typed": list(zip(ui_typed, reads[1:n_ui])), "controls": reads[n_ui:-3],
-            "ui_domain": reads[-3], "routine": reads[-2], "encode": reads[-1], "typed_xs": typed,
-            "fp32_codes": fp32_codes}
+    return {
+        "initial": reads[0],
+        "typed": list(zip(ui_typed, reads[1:n_ui])),
+        "controls": reads[n_ui:-3],
+        "ui_domain": reads[-3],
+        "routine": reads[-2],
+        "encode": reads[-1],
+        "typed_xs": typed,
+        "fp32_codes": fp32_codes,
+    }
 
 
 def test_bits_initial_view_is_quantlabs(bits_report):
@@ -497,10 +627,14 @@ def test_bits_routine_over_fp16_bf16_and_fp32(bits_report, name):
     got = bits_report["routine"][name]
     codes = np.arange(65536) if name != "fp32" else np.array(bits_report["fp32_codes"], dtype=np.uint64)
     want = _expected_domain(name, codes)
-    bad = [int(c) for i, c in enumerate(codes)
-           if not _same(_num(got["value"][i]), want["value"][i]) or got["kind"][i] != want["kind"][i]
-           or (None if got["down"][i] is None else _num(got["down"][i])) != want["down"][i]
-           or (None if got["up"][i] is None else _num(got["up"][i])) != want["up"][i]]
+    bad = [
+        int(c)
+        for i, c in enumerate(codes)
+        if not _same(_num(got["value"][i]), want["value"][i])
+        or got["kind"][i] != want["kind"][i]
+        or (None if got["down"][i] is None else _num(got["down"][i])) != want["down"][i]
+        or (None if got["up"][i] is None else _num(got["up"][i])) != want["up"][i]
+    ]
     assert bad == [], (name, len(bad), [hex(c) for c in bad[:10]])
     assert len(codes) >= 30000 and sum(k == "subnormal" for k in got["kind"]) > 10
 
@@ -587,19 +721,38 @@ def _fit_steps() -> list[tuple[fit.Setting, list[dict[str, Any]]]]:
         (fit.Setting("Llama-2-70B", weights="fp16", gpu="RTX 3060"), [sel("model", "Llama-2-70B")]),
         (fit.Setting("Llama-2-70B", weights="q4_k", gpu="RTX 3060"), [sel("weights", "q4_k")]),
         (fit.Setting("Llama-2-70B", weights="q4_k", gpu="RTX A6000"), [sel("gpu", "RTX A6000")]),
-        (fit.Setting("Llama-2-70B", weights="q4_k", context=32768, gpu="RTX A6000"),
-         [{"type": "setRange", "selector": "#ql-fit input[data-role=context]", "value": fit.CONTEXTS.index(32768)}]),
-        (fit.Setting("Llama-2-70B", weights="q4_k", context=32768, batch=8, gpu="RTX A6000"),
-         [{"type": "fill", "selector": "#ql-fit input[data-role=batch]", "value": "8"}]),
-        (fit.Setting("Llama-2-70B", weights="q4_k", context=32768, batch=8, kv="int4_g32", gpu="RTX A6000"),
-         [sel("kv", "int4_g32")]),
-        (fit.Setting("Llama-2-70B", n_params=float("405") * 1e9, weights="q4_k", context=32768, batch=8,
-                     kv="int4_g32", gpu="RTX A6000"),
-         [{"type": "fill", "selector": "#ql-fit input[data-role=params]", "value": "405"}]),
-        (fit.Setting("Llama-3.2-3B", weights="tq1_0", context=32768, batch=8, kv="int4_g32", gpu="RTX A6000"),
-         [sel("model", "Llama-3.2-3B"), sel("weights", "tq1_0")]),
-        (fit.Setting("Llama-3.2-3B", weights="nvfp4", context=32768, batch=8, kv="fp8", gpu="Jetson Orin Nano 8GB"),
-         [sel("weights", "nvfp4"), sel("kv", "fp8"), sel("gpu", "Jetson Orin Nano 8GB")]),
+        (
+            fit.Setting("Llama-2-70B", weights="q4_k", context=32768, gpu="RTX A6000"),
+            [{"type": "setRange", "selector": "#ql-fit input[data-role=context]", "value": fit.CONTEXTS.index(32768)}],
+        ),
+        (
+            fit.Setting("Llama-2-70B", weights="q4_k", context=32768, batch=8, gpu="RTX A6000"),
+            [{"type": "fill", "selector": "#ql-fit input[data-role=batch]", "value": "8"}],
+        ),
+        (
+            fit.Setting("Llama-2-70B", weights="q4_k", context=32768, batch=8, kv="int4_g32", gpu="RTX A6000"),
+            [sel("kv", "int4_g32")],
+        ),
+        (
+            fit.Setting(
+                "Llama-2-70B",
+                n_params=float("405") * 1e9,
+                weights="q4_k",
+                context=32768,
+                batch=8,
+                kv="int4_g32",
+                gpu="RTX A6000",
+            ),
+            [{"type": "fill", "selector": "#ql-fit input[data-role=params]", "value": "405"}],
+        ),
+        (
+            fit.Setting("Llama-3.2-3B", weights="tq1_0", context=32768, batch=8, kv="int4_g32", gpu="RTX A6000"),
+            [sel("model", "Llama-3.2-3B"), sel("weights", "tq1_0")],
+        ),
+        (
+            fit.Setting("Llama-3.2-3B", weights="nvfp4", context=32768, batch=8, kv="fp8", gpu="Jetson Orin Nano 8GB"),
+            [sel("weights", "nvfp4"), sel("kv", "fp8"), sel("gpu", "Jetson Orin Nano 8GB")],
+        ),
     ]
     return steps
 
@@ -611,22 +764,44 @@ def fit_report(site: dict[str, Any]) -> dict[str, Any]:
     for _ in range(500):
         model = mem.MODELS[rng.integers(len(mem.MODELS))].name
         n = float(f"{rng.uniform(0.05, 500):.3f}") * 1e9 if rng.random() < 0.5 else None
-        samples.append(fit.Setting(model, n_params=n, weights=list(fit.WEIGHT_FORMATS)[rng.integers(len(fit.WEIGHT_FORMATS))],
-                                   context=int(fit.CONTEXTS[rng.integers(len(fit.CONTEXTS))]),
-                                   batch=round(2 ** rng.uniform(0, 10)),
-                                   kv=list(fit.KV_FORMATS)[rng.integers(len(fit.KV_FORMATS))],
-                                   gpu=mem.GPUS[rng.integers(len(mem.GPUS))].name))
-    js = json.dumps([{"model": s.model, "n": s.n_params, "weights": s.weights, "context": s.context,
-                      "batch": s.batch, "kv": s.kv, "gpu": s.gpu} for s in samples])
-    actions: list[dict[str, Any]] = [{"type": "waitFor", "selector": "#ql-fit svg[data-role=bar] rect"},
-                                     {"type": "eval", "expression": FIT_READ}]
+        samples.append(
+            fit.Setting(
+                model,
+                n_params=n,
+                weights=list(fit.WEIGHT_FORMATS)[rng.integers(len(fit.WEIGHT_FORMATS))],
+                context=int(fit.CONTEXTS[rng.integers(len(fit.CONTEXTS))]),
+                batch=round(2 ** rng.uniform(0, 10)),
+                kv=list(fit.KV_FORMATS)[rng.integers(len(fit.KV_FORMATS))],
+                gpu=mem.GPUS[rng.integers(len(mem.GPUS))].name,
+            )
+        )
+    js = json.dumps(
+        [
+            {
+                "model": s.model,
+                "n": s.n_params,
+                "weights": s.weights,
+                "context": s.context,
+                "batch": s.batch,
+                "kv": s.kv,
+                "gpu": s.gpu,
+            }
+            for s in samples
+        ]
+    )
+    actions: list[dict[str, Any]] = [
+        {"type": "waitFor", "selector": "#ql-fit svg[data-role=bar] rect"},
+        {"type": "eval", "expression": FIT_READ},
+    ]
     for _, moves in _fit_steps():
         actions += moves + [{"type": "eval", "expression": FIT_READ}]
-    actions += [{"type": "fill", "selector": "#ql-fit input[data-role=batch]", "value": "0"},
-                {"type": "eval", "expression": FIT_READ},
-                {"type": "fill", "selector": "#ql-fit input[data-role=batch]", "value": "8"},
-                {"type": "eval", "expression": FIT_READ},
-                {"type": "eval", "expression": FIT_ROUTINE.replace("__SETTINGS__", js)}]
+    actions += [
+        {"type": "fill", "selector": "#ql-fit input[data-role=batch]", "value": "0"},
+        {"type": "eval", "expression": FIT_READ},
+        {"type": "fill", "selector": "#ql-fit input[data-role=batch]", "value": "8"},
+        {"type": "eval", "expression": FIT_READ},
+        {"type": "eval", "expression": FIT_ROUTINE.replace("__SETTINGS__", js)},
+    ]
     page = _run(site, "fit-dark.html", actions)
     reads = _evals(page)
     return {"reads": reads, "samples": samples}
@@ -669,9 +844,18 @@ def test_fit_routine_equals_quantlab_over_sampled_settings(fit_report):
     for s, g in zip(fit_report["samples"], got):
         b = fit.breakdown(s)
         assert (g["weights"], g["kv_cache"], g["needed"], g["capacity"], g["overhead"]) == (
-            b.weights, b.kv_cache, b.needed, b.capacity, b.overhead), s
+            b.weights,
+            b.kv_cache,
+            b.needed,
+            b.capacity,
+            b.overhead,
+        ), s
         assert (g["fits"], g["smallest_gpu"], g["gib"], g["bits_per_weight"]) == (
-            b.fits, b.smallest_gpu, b.gib, b.bits_per_weight), s
+            b.fits,
+            b.smallest_gpu,
+            b.gib,
+            b.bits_per_weight,
+        ), s
     assert 25 < sum(g["fits"] for g in got) < 475  # the sample holds both verdicts
 
 
@@ -701,26 +885,40 @@ def _clip_steps() -> list[tuple[tuple[str, int, str], list[dict[str, Any]]]]:
     steps: list[tuple[tuple[str, int, str], list[dict[str, Any]]]] = []
     for source in ("weights", "activations"):
         for b in clip.BITS:
-            moves = [{"type": "select", "selector": "#ql-clip select[data-role=source]", "value": source},
-                     {"type": "click", "selector": f"#ql-clip input[data-role=bits][value='{b}']"}]
+            moves = [
+                {"type": "select", "selector": "#ql-clip select[data-role=source]", "value": source},
+                {"type": "click", "selector": f"#ql-clip input[data-role=bits][value='{b}']"},
+            ]
             for i in rng_idx[source]:
-                steps.append(((source, b, str(i)), moves + [
-                    {"type": "setRange", "selector": "#ql-clip input[data-role=alpha]", "value": i}]))
+                steps.append(
+                    (
+                        (source, b, str(i)),
+                        moves + [{"type": "setRange", "selector": "#ql-clip input[data-role=alpha]", "value": i}],
+                    )
+                )
                 moves = []
             for marker in ("mse", "absmax"):
-                steps.append(((source, b, marker), [
-                    {"type": "click", "selector": f"#ql-clip button[data-role=jump][data-marker='{marker}']"}]))
+                steps.append(
+                    (
+                        (source, b, marker),
+                        [{"type": "click", "selector": f"#ql-clip button[data-role=jump][data-marker='{marker}']"}],
+                    )
+                )
     return steps
 
 
 @pytest.fixture(scope="module")
 def clip_report(site: dict[str, Any]) -> list[dict[str, Any]]:
-    actions: list[dict[str, Any]] = [{"type": "waitFor", "selector": "#ql-clip svg[data-role=curves] path"},
-                                     {"type": "eval", "expression": CLIP_READ}]
+    actions: list[dict[str, Any]] = [
+        {"type": "waitFor", "selector": "#ql-clip svg[data-role=curves] path"},
+        {"type": "eval", "expression": CLIP_READ},
+    ]
     for _, moves in _clip_steps():
         actions += moves + [{"type": "eval", "expression": CLIP_READ}]
-    actions += [{"type": "press", "selector": "#ql-clip input[data-role=alpha]", "key": "ArrowLeft"},
-                {"type": "eval", "expression": CLIP_READ}]
+    actions += [
+        {"type": "press", "selector": "#ql-clip input[data-role=alpha]", "key": "ArrowLeft"},
+        {"type": "eval", "expression": CLIP_READ},
+    ]
     return _evals(_run(site, "clip-light.html", actions))
 
 
@@ -792,23 +990,36 @@ def policy_report(site: dict[str, Any]) -> dict[str, Any]:
     sel = lambda role, value: {"type": "select", "selector": f"#ql-policy select[data-role={role}]", "value": value}  # noqa: E731
     read = {"type": "eval", "expression": POLICY_READ}
     actions: list[dict[str, Any]] = [
-        {"type": "waitFor", "selector": "#ql-policy svg[data-role=cart-q] [data-role=cart]"}, read,
-        {"type": "setRange", "selector": "#ql-policy input[data-role=step]", "value": 120}, read,
-        {"type": "click", "selector": "#ql-policy button[data-role=to-first]"}, read,
-        {"type": "click", "selector": "#ql-policy button[data-role=forward]"}, read,
-        {"type": "press", "selector": "#ql-policy button[data-role=back]", "key": "ArrowRight"}, read,
-        {"type": "setRange", "selector": "#ql-policy input[data-role=step]", "value": 400}, read,
-        sel("format", "int8"), read,
-        sel("granularity", "channel"), read,
-        {"type": "click", "selector": "#ql-policy button[data-role=restart]"}, read,
+        {"type": "waitFor", "selector": "#ql-policy svg[data-role=cart-q] [data-role=cart]"},
+        read,
+        {"type": "setRange", "selector": "#ql-policy input[data-role=step]", "value": 120},
+        read,
+        {"type": "click", "selector": "#ql-policy button[data-role=to-first]"},
+        read,
+        {"type": "click", "selector": "#ql-policy button[data-role=forward]"},
+        read,
+        {"type": "press", "selector": "#ql-policy button[data-role=back]", "key": "ArrowRight"},
+        read,
+        {"type": "setRange", "selector": "#ql-policy input[data-role=step]", "value": 400},
+        read,
+        sel("format", "int8"),
+        read,
+        sel("granularity", "channel"),
+        read,
+        {"type": "click", "selector": "#ql-policy button[data-role=restart]"},
+        read,
         {"type": "click", "selector": "#ql-policy button[data-role=play]"},
-        {"type": "wait", "ms": 600}, read,
-        {"type": "press", "selector": "#ql-policy button[data-role=forward]", "key": "k"}, read,
-        {"type": "wait", "ms": 300}, read,
+        {"type": "wait", "ms": 600},
+        read,
+        {"type": "press", "selector": "#ql-policy button[data-role=forward]", "key": "k"},
+        read,
+        {"type": "wait", "ms": 300},
+        read,
         sel("speed", "0.1"),
         {"type": "click", "selector": "#ql-policy button[data-role=restart]"},
         {"type": "click", "selector": "#ql-policy button[data-role=play]"},
-        {"type": "wait", "ms": 1000}, read,
+        {"type": "wait", "ms": 1000},
+        read,
         {"type": "click", "selector": "#ql-policy button[data-role=play]"},
         {"type": "eval", "expression": POLICY_ROUTINE.replace("__KEYS__", json.dumps(keys)), "timeoutMs": 30000},
     ]

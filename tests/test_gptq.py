@@ -52,7 +52,7 @@ def _reference_transcription(W, H, bits, groupsize, blocksize=128, percdamp=0.01
             w = W1[:, i]
             d = Hinv1[i, i]
             if (i1 + i) % groupsize == 0:
-                scale = (W[:, i1 + i:i1 + i + groupsize].abs().amax(1) / maxq).float().double()
+                scale = (W[:, i1 + i : i1 + i + groupsize].abs().amax(1) / maxq).float().double()
             q = torch.clamp(torch.round(w / scale), -maxq - 1, maxq)
             q = (q.float() * scale.float()).double()
             Q[:, i1 + i] = q
@@ -116,8 +116,14 @@ def test_act_order_beats_rtn_and_keeps_contiguous_groups():
 
 @pytest.mark.parametrize(
     "group_size, block_size, act_order, symmetric",
-    [(128, 128, False, True), (32, 128, False, True), (128, 32, False, False),
-     (64, 50, True, True), (None, 100, True, False), (256, 7, False, True)],
+    [
+        (128, 128, False, True),
+        (32, 128, False, True),
+        (128, 32, False, False),
+        (64, 50, True, True),
+        (None, 100, True, False),
+        (256, 7, False, True),
+    ],
 )
 def test_blocked_equals_column_loop(group_size, block_size, act_order, symmetric):
     W, _, H = _layer(4)
@@ -195,8 +201,7 @@ class _Shared(torch.nn.Module):
 def test_model_helper_stacks_siblings_and_replaces_weights():
     torch.manual_seed(0)
     model = _Shared()
-    originals = {n: m.weight.detach().clone() for n, m in model.named_modules()
-                 if isinstance(m, torch.nn.Linear)}
+    originals = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     X = torch.randn(300, 64) * torch.linspace(0.2, 3, 64)
     res = gptq_quantize_model(model, lambda m: m(X), "int4", group_size=16, progress=False)
     assert list(res) == ["a", "b", "c"]
@@ -213,16 +218,16 @@ def test_model_helper_skips_lm_head_by_default():
     model.add_module("body", torch.nn.Linear(32, 32))
     model.add_module("lm_head", torch.nn.Linear(32, 100))
     head = model.lm_head.weight.detach().clone()
-    res = gptq_quantize_model(model, lambda m: m(torch.randn(50, 32)), "int4", group_size=16,
-                              progress=False)
+    res = gptq_quantize_model(model, lambda m: m(torch.randn(50, 32)), "int4", group_size=16, progress=False)
     assert list(res) == ["body"] and torch.equal(model.lm_head.weight.detach(), head)
 
 
 def test_model_helper_layers_subset():
     model = _Shared()
     before = model.a.weight.detach().clone()
-    res = gptq_quantize_model(model, lambda m: m(torch.randn(40, 64)), "int8", group_size=None,
-                              layers=["c"], progress=False)
+    res = gptq_quantize_model(
+        model, lambda m: m(torch.randn(40, 64)), "int8", group_size=None, layers=["c"], progress=False
+    )
     assert list(res) == ["c"] and torch.equal(model.a.weight.detach(), before)
 
 
@@ -285,8 +290,7 @@ def test_model_helper_reuses_the_factor_for_a_second_format():
 
     stats = collect_layer_stats(model, lambda m: m(X))
     w_c = model.c.weight.detach().clone()
-    gptq_quantize_model(model, None, "int4", group_size=16, stats=stats, replace_weights=False,
-                        progress=False)
+    gptq_quantize_model(model, None, "int4", group_size=16, stats=stats, replace_weights=False, progress=False)
     res3 = gptq_quantize_model(model, None, "int3", group_size=16, stats=stats, progress=False)
     alone = gptq_quantize_weight(w_c, stats["c"].hessian, "int3", group_size=16)
     assert torch.equal(res3["c"].qtensor.codes, alone.qtensor.codes)

@@ -30,8 +30,7 @@ def _lp(w, w_hat, p=0.7) -> float:
 def test_hqq_beats_min_max_rtn(kind, bits):
     w = _weights(kind)
     fmt = f"uint{bits}"
-    rtn = ql.quantize(w, fmt, granularity="group", group_size=64, symmetric=False,
-                      scale_dtype="fp16").dequantize()
+    rtn = ql.quantize(w, fmt, granularity="group", group_size=64, symmetric=False, scale_dtype="fp16").dequantize()
     q = hqq_quantize(w, fmt, 64)
     w_hat = q.dequantize()
     assert isinstance(w_hat, np.ndarray) and w_hat.dtype == np.float32
@@ -85,18 +84,21 @@ def test_shrink_lp():
     assert float(out[4]) == pytest.approx(2.0 - 2.0**-0.3 / 10, rel=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    (dict(fmt="fp8_e4m3"), ValueError, "integer format"),
-    (dict(group_size=48), ValueError, "group_size must divide the last dimension 256, got 48"),
-    (dict(group_size=0), ValueError, "group_size must be >= 1"),
-    (dict(group_size=64.0), TypeError, "group_size"),
-    (dict(iters=-1), ValueError, "iters"),
-    (dict(lp_norm=1.5), ValueError, "lp_norm must be in \\(0, 1\\], got 1.5"),
-    (dict(beta=0.0), ValueError, "beta"),
-    (dict(kappa=0.5), ValueError, "kappa"),
-    (dict(optimize_scale=1), TypeError, "optimize_scale"),
-    (dict(scale_dtype="fp8"), ValueError, "scale_dtype"),
-])
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        (dict(fmt="fp8_e4m3"), ValueError, "integer format"),
+        (dict(group_size=48), ValueError, "group_size must divide the last dimension 256, got 48"),
+        (dict(group_size=0), ValueError, "group_size must be >= 1"),
+        (dict(group_size=64.0), TypeError, "group_size"),
+        (dict(iters=-1), ValueError, "iters"),
+        (dict(lp_norm=1.5), ValueError, "lp_norm must be in \\(0, 1\\], got 1.5"),
+        (dict(beta=0.0), ValueError, "beta"),
+        (dict(kappa=0.5), ValueError, "kappa"),
+        (dict(optimize_scale=1), TypeError, "optimize_scale"),
+        (dict(scale_dtype="fp8"), ValueError, "scale_dtype"),
+    ],
+)
 def test_hqq_errors(kwargs, err, match):
     with pytest.raises(err, match=match):
         hqq_quantize(np.ones((2, 256), np.float32), **kwargs)

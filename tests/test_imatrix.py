@@ -82,20 +82,23 @@ def test_deterministic_and_torch_in_torch_out():
     assert torch.equal(q1.scale, q1.scale.half().float())
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    (dict(importance=np.ones(5)), ValueError, "importance must have shape \\(128,\\)"),
-    (dict(importance=-np.ones(128)), ValueError, "importance must hold finite values >= 0"),
-    (dict(importance=np.zeros(128)), ValueError, "at least one positive"),
-    (dict(importance=np.arange(128)), TypeError, "importance"),
-    (dict(fmt="uint4"), ValueError, "signed integer format"),
-    (dict(fmt="nf4"), ValueError, "signed integer format"),
-    (dict(group_size=48), ValueError, "group_size must divide the last dimension 128, got 48"),
-    (dict(n_grid=0), ValueError, "n_grid must be >= 1"),
-    (dict(factor_range=(0.0, 1.0)), ValueError, "factor_range\\[0\\]"),
-    (dict(factor_range=(1.2, 0.9)), ValueError, "factor_range\\[1\\]"),
-    (dict(factor_range=0.9), TypeError, "factor_range"),
-    (dict(scale_dtype="int8"), ValueError, "scale_dtype"),
-])
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        (dict(importance=np.ones(5)), ValueError, "importance must have shape \\(128,\\)"),
+        (dict(importance=-np.ones(128)), ValueError, "importance must hold finite values >= 0"),
+        (dict(importance=np.zeros(128)), ValueError, "at least one positive"),
+        (dict(importance=np.arange(128)), TypeError, "importance"),
+        (dict(fmt="uint4"), ValueError, "signed integer format"),
+        (dict(fmt="nf4"), ValueError, "signed integer format"),
+        (dict(group_size=48), ValueError, "group_size must divide the last dimension 128, got 48"),
+        (dict(n_grid=0), ValueError, "n_grid must be >= 1"),
+        (dict(factor_range=(0.0, 1.0)), ValueError, "factor_range\\[0\\]"),
+        (dict(factor_range=(1.2, 0.9)), ValueError, "factor_range\\[1\\]"),
+        (dict(factor_range=0.9), TypeError, "factor_range"),
+        (dict(scale_dtype="int8"), ValueError, "scale_dtype"),
+    ],
+)
 def test_imatrix_errors(kwargs, err, match):
     w, _ = _layer()
     kwargs.setdefault("importance", None)

@@ -10,22 +10,53 @@ import subprocess
 import sys
 
 CORE = [
-    "quantlab", "quantlab.formats", "quantlab.quantize", "quantlab.packing", "quantlab.metrics",
-    "quantlab.memory", "quantlab.nn", "quantlab.gptq", "quantlab.awq", "quantlab.outliers",
-    "quantlab.qat", "quantlab.calibration", "quantlab._model_utils",
+    "quantlab",
+    "quantlab.formats",
+    "quantlab.quantize",
+    "quantlab.packing",
+    "quantlab.metrics",
+    "quantlab.memory",
+    "quantlab.nn",
+    "quantlab.gptq",
+    "quantlab.awq",
+    "quantlab.outliers",
+    "quantlab.qat",
+    "quantlab.calibration",
+    "quantlab._model_utils",
 ]
 #: Packages of the extras (book, models, rl, deploy): none may be imported by the core.
 HEAVY = [
-    "gymnasium", "transformers", "sklearn", "gguf", "matplotlib", "ipywidgets", "scipy",
-    "IPython", "onnx", "onnxruntime", "sentence_transformers", "tokenizers", "accelerate",
-    "pandas", "PIL",
+    "gymnasium",
+    "transformers",
+    "sklearn",
+    "gguf",
+    "matplotlib",
+    "ipywidgets",
+    "scipy",
+    "IPython",
+    "onnx",
+    "onnxruntime",
+    "sentence_transformers",
+    "tokenizers",
+    "accelerate",
+    "pandas",
+    "PIL",
 ]
 #: Modules outside the core that import their heavy packages on first use only.
 LAZY = [
-    "quantlab.explorer", "quantlab.plotting", "quantlab.sweeps", "quantlab.evaluation",
-    "quantlab.models", "quantlab.models.digits", "quantlab.models.minilm",
-    "quantlab.models.smollm", "quantlab.rl", "quantlab.book.figures.bits", "quantlab.book.figures.fit",
-    "quantlab.book.figures.clip", "quantlab.book.figures.policy",
+    "quantlab.explorer",
+    "quantlab.plotting",
+    "quantlab.sweeps",
+    "quantlab.evaluation",
+    "quantlab.models",
+    "quantlab.models.digits",
+    "quantlab.models.minilm",
+    "quantlab.models.smollm",
+    "quantlab.rl",
+    "quantlab.book.figures.bits",
+    "quantlab.book.figures.fit",
+    "quantlab.book.figures.clip",
+    "quantlab.book.figures.policy",
 ]
 
 
@@ -83,6 +114,8 @@ def test_layered_names_are_reachable_as_attributes():
     assert out.returncode == 0, out.stderr[-3000:]
     same, errors = json.loads(out.stdout.strip().splitlines()[-1])
     assert same == [True] * 5
-    assert errors == ["module 'quantlab.core' has no attribute 'nothing'",
-                      "module 'quantlab.algorithms' has no attribute '_model_utils_x'",
-                      "module 'quantlab.book' has no attribute 'gptq'"]
+    assert errors == [
+        "module 'quantlab.core' has no attribute 'nothing'",
+        "module 'quantlab.algorithms' has no attribute '_model_utils_x'",
+        "module 'quantlab.book' has no attribute 'gptq'",
+    ]

@@ -44,8 +44,7 @@ KEYS = ["End", "Home", "ArrowRight", "ArrowRight"]  # 32 bits, 2 bits, 3 bits, 4
 SETTINGS = {  # JupyterLab user settings for the run: no autosave, every cell in the DOM
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
-        "checkForUpdates": False, "fetchNews": "false"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"checkForUpdates": False, "fetchNews": "false"},
 }
 
 
@@ -76,6 +75,7 @@ def lab() -> dict[str, Any]:
     except book_browser.BrowserUnavailable as exc:
         pytest.fail(f"JupyterLab in Chromium cannot be tested: {exc}", pytrace=False)
     import jupyterlab  # noqa: F401  (pinned in requirements.txt: its absence is a broken environment)
+
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ql-jupyterlab-") as tmp:
         tmp = Path(tmp)
@@ -89,14 +89,28 @@ def lab() -> dict[str, Any]:
         env = dict(
             os.environ,
             PYTHONPATH=os.pathsep.join([str(REPO / "src")] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-            JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
-            JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-            IPYTHONDIR=str(tmp / "ipython"), MPLCONFIGDIR=str(tmp / "matplotlib"),
-            OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+            JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
+            JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
+            JUPYTER_CONFIG_DIR=str(tmp / "config"),
+            JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+            IPYTHONDIR=str(tmp / "ipython"),
+            MPLCONFIGDIR=str(tmp / "matplotlib"),
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            OPENBLAS_NUM_THREADS="1",
         )
-        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-               f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--ServerApp.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")  # JupyterLab refuses to start as root without it
         log = open(tmp / "server.log", "w")  # noqa: SIM115 (open while the server runs)
@@ -105,17 +119,38 @@ def lab() -> dict[str, Any]:
             base = f"http://127.0.0.1:{port}/"
             _wait_for_server(f"{base}api/status?token={token}", proc)
             server_s = time.monotonic() - started
-            shots = Path(os.environ["QUANTLAB_JUPYTERLAB_SCREENSHOTS"]) if "QUANTLAB_JUPYTERLAB_SCREENSHOTS" in os.environ else None
-            spec = {"baseUrl": base, "token": token, "chromium": book_browser.CHROMIUM,
-                    "notebooks": list(NOTEBOOKS), "liveCell": LIVE_CELL, "slider": {"keys": KEYS},
-                    "firstOpenWait": {"02_explorer.ipynb": [".jp-OutputArea-output .qlx .qlx-still-o",
-                                                            ".jp-CodeCell .jp-OutputArea-output img"]},
-                    "screenshots": str(shots) if shots else None}
+            shots = (
+                Path(os.environ["QUANTLAB_JUPYTERLAB_SCREENSHOTS"])
+                if "QUANTLAB_JUPYTERLAB_SCREENSHOTS" in os.environ
+                else None
+            )
+            spec = {
+                "baseUrl": base,
+                "token": token,
+                "chromium": book_browser.CHROMIUM,
+                "notebooks": list(NOTEBOOKS),
+                "liveCell": LIVE_CELL,
+                "slider": {"keys": KEYS},
+                "firstOpenWait": {
+                    "02_explorer.ipynb": [
+                        ".jp-OutputArea-output .qlx .qlx-still-o",
+                        ".jp-CodeCell .jp-OutputArea-output img",
+                    ]
+                },
+                "screenshots": str(shots) if shots else None,
+            }
             (tmp / "spec.json").write_text(json.dumps(spec))
-            run = subprocess.run(["node", str(DRIVER), str(tmp / "spec.json"), str(tmp / "report.json")],
-                                 cwd=REPO, capture_output=True, text=True, timeout=400)
+            run = subprocess.run(
+                ["node", str(DRIVER), str(tmp / "spec.json"), str(tmp / "report.json")],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=400,
+            )
             if run.returncode != 0 or not (tmp / "report.json").is_file():
-                raise RuntimeError(f"jupyterlab.mjs failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+                raise RuntimeError(
+                    f"jupyterlab.mjs failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+                )
             report = json.loads((tmp / "report.json").read_text())
         finally:
             proc.terminate()
@@ -129,11 +164,15 @@ def lab() -> dict[str, Any]:
         report["unchanged"] = {name: (root / name).read_bytes() == stored[name] for name in NOTEBOOKS}
         report["server_log"] = (tmp / "server.log").read_text()[-4000:]
     report["seconds"] = time.monotonic() - started
-    steps = "; ".join(f"{nb['name']}: opened in {nb['timings'].get('open_ms', 0) / 1e3:.1f} s, ran in "
-                      f"{nb['timings'].get('run_ms', 0) / 1e3:.1f} s" for nb in report["notebooks"])
+    steps = "; ".join(
+        f"{nb['name']}: opened in {nb['timings'].get('open_ms', 0) / 1e3:.1f} s, ran in "
+        f"{nb['timings'].get('run_ms', 0) / 1e3:.1f} s"
+        for nb in report["notebooks"]
+    )
     book_browser.SUMMARY["jupyterlab"] = (
         f"{len(NOTEBOOKS)} notebooks opened, run and driven in {report['seconds']:.0f} s (server up in "
-        f"{report['server_s']:.1f} s; {steps})")
+        f"{report['server_s']:.1f} s; {steps})"
+    )
     report["by_name"] = {nb["name"]: nb for nb in report["notebooks"]}
     return report
 

@@ -78,6 +78,7 @@ def test_quantized_kv_on_a_tiny_llama():
         with quantized_kv(m, None, None):  # nothing quantized: the same logits
             l0 = m(input_ids=ids).logits
         after = m(input_ids=ids).logits  # forward restored
+
     def rel(a):
         return float((a - ref).norm() / ref.norm())
 
@@ -108,6 +109,12 @@ def test_cache_is_a_dynamic_cache_for_generation():
     import inspect
 
     key = "cache" if "cache" in inspect.signature(m.forward).parameters else "past_key_values"
-    out = m.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
-                     do_sample=False, pad_token_id=0, **{key: cache})
+    out = m.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=4,
+        do_sample=False,
+        pad_token_id=0,
+        **{key: cache},
+    )
     assert out.shape == (1, 12)

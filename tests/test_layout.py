@@ -38,8 +38,21 @@ ROOT_NAMES = {"__version__"}
 #: Third-party packages the core may import; anything else must be the standard library.
 CORE_THIRD_PARTY = {"numpy", "torch"}
 #: Packages of the extras that ``import quantlab.core`` must not load.
-HEAVY = ["gymnasium", "transformers", "sklearn", "gguf", "matplotlib", "scipy", "onnx",
-         "onnxruntime", "ipywidgets", "IPython", "sentence_transformers", "tokenizers", "pandas"]
+HEAVY = [
+    "gymnasium",
+    "transformers",
+    "sklearn",
+    "gguf",
+    "matplotlib",
+    "scipy",
+    "onnx",
+    "onnxruntime",
+    "ipywidgets",
+    "IPython",
+    "sentence_transformers",
+    "tokenizers",
+    "pandas",
+]
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,8 @@ def _modules() -> dict[str, Path]:
 def _is_type_checking(test: ast.expr) -> bool:
     """Whether an ``if`` tests ``TYPE_CHECKING`` (its imports serve annotations only)."""
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _from_target(package: str, node: ast.ImportFrom) -> str:
@@ -171,15 +185,24 @@ def test_the_rule_checker_flags_imports_from_lower_layers():
     )
     imports = _imports("quantlab.core.example", source)
     assert [(i.target, i.module_level) for i in imports] == [
-        ("numpy", True), ("quantlab.core", True), ("quantlab.nn", True), ("quantlab", True),
-        ("quantlab.book", False), ("quantlab.gptq", False),
+        ("numpy", True),
+        ("quantlab.core", True),
+        ("quantlab.nn", True),
+        ("quantlab", True),
+        ("quantlab.book", False),
+        ("quantlab.gptq", False),
     ]
     bad = _violations("quantlab.core.example", imports, set())
     assert [b.split(" imports ")[1].split(" ")[0] for b in bad] == [
-        "quantlab.nn", "quantlab", "quantlab.book", "quantlab.gptq"]
+        "quantlab.nn",
+        "quantlab",
+        "quantlab.book",
+        "quantlab.gptq",
+    ]
     # the same targets are all allowed in the book layer, except ``nn`` from the root
     assert _violations("quantlab.book.example", imports, set()) == [
-        bad[1].replace("quantlab.core.example", "quantlab.book.example")]
+        bad[1].replace("quantlab.core.example", "quantlab.book.example")
+    ]
 
 
 def test_core_imports_only_numpy_torch_and_the_standard_library():
@@ -230,8 +253,13 @@ def _private_imports(name: str, source: str, modules: set[str], is_package: bool
                 elif _private(alias.name) and _resolve(target) != name:
                     found.append(f"{name}:{node.lineno} takes {target}.{alias.name}")
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.value, ast.Name)
-                and node.value.id in aliases and _resolve(aliases[node.value.id]) != name):
+        if (
+            isinstance(node, ast.Attribute)
+            and _private(node.attr)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and _resolve(aliases[node.value.id]) != name
+        ):
             found.append(f"{name}:{node.lineno} takes {aliases[node.value.id]}.{node.attr}")
     return found
 
@@ -271,18 +299,28 @@ def test_the_private_name_checker_flags_both_forms():
         "    return ox._f32, mx.decode_blocks, quantize._choose, _backend.as_tensor, ox.__name__\n"
         "    from quantlab.gptq import _check_damp\n"
     )
-    modules = {"quantlab.core.quantize", "quantlab.core._backend", "quantlab.deploy.onnx",
-               "quantlab.core.mx", "quantlab.algorithms.gptq"}
+    modules = {
+        "quantlab.core.quantize",
+        "quantlab.core._backend",
+        "quantlab.deploy.onnx",
+        "quantlab.core.mx",
+        "quantlab.algorithms.gptq",
+    }
     hits = _private_imports("quantlab.core.example", source, modules)
-    assert sorted(h.split(" takes ")[1] for h in hits) == sorted([
-        "quantlab.core.quantize._store", "quantlab.deploy.onnx._f32", "quantlab.core.quantize._choose",
-        "quantlab.gptq._check_damp"])
+    assert sorted(h.split(" takes ")[1] for h in hits) == sorted(
+        [
+            "quantlab.core.quantize._store",
+            "quantlab.deploy.onnx._f32",
+            "quantlab.core.quantize._choose",
+            "quantlab.gptq._check_damp",
+        ]
+    )
     # a module may use its own private names through any of its names
-    assert _private_imports("quantlab.algorithms.gptq", "from quantlab.gptq import _check_damp\n",
-                            modules) == []
+    assert _private_imports("quantlab.algorithms.gptq", "from quantlab.gptq import _check_damp\n", modules) == []
 
 
 # --------------------------------------------------------------------------- import cycles
+
 
 def _import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
     """Module -> the quantlab modules its module-level imports load (``from P import m`` of
@@ -352,8 +390,10 @@ def test_the_cycle_checker_finds_a_cycle():
     sources = {
         "quantlab.core.a": ("from . import b\n", False),
         "quantlab.core.b": ("from .c import thing\n", False),
-        "quantlab.core.c": ("from typing import TYPE_CHECKING\nfrom .a import x\n"
-                            "if TYPE_CHECKING:\n    from .d import T\n", False),
+        "quantlab.core.c": (
+            "from typing import TYPE_CHECKING\nfrom .a import x\nif TYPE_CHECKING:\n    from .d import T\n",
+            False,
+        ),
         "quantlab.core.d": ("from .c import y\ndef f():\n    from .a import z\n", False),
     }
     graph = _import_graph(sources)
@@ -364,6 +404,7 @@ def test_the_cycle_checker_finds_a_cycle():
 
 
 # --------------------------------------------------------------------------- old names
+
 
 def _present(module: str) -> bool:
     try:
@@ -390,17 +431,24 @@ def test_every_moved_module_has_its_old_name():
     """Each module of a layer keeps its flat-layout name in ``quantlab.MOVED``, besides
     ``deploy.onnx`` (the former ``quantlab.deploy``) and the modules written after the layers
     were introduced, which never had a flat name."""
-    new_only = {"quantlab.deploy.onnx", "quantlab.deploy.decoder", "quantlab.deploy.runtime",
-                "quantlab.deploy.profiling", "quantlab.deploy.shipped", "quantlab.core.validate",
-                *(f"quantlab.nn.{m}" for m in ("scheme", "codes", "layout", "layer", "model", "size", "io")),
-                "quantlab.book.course",
-                "quantlab.book.speed_facts", "quantlab.book.speed_run", "quantlab.book.figures",
-                "quantlab.book.smollm_study"}
+    new_only = {
+        "quantlab.deploy.onnx",
+        "quantlab.deploy.decoder",
+        "quantlab.deploy.runtime",
+        "quantlab.deploy.profiling",
+        "quantlab.deploy.shipped",
+        "quantlab.core.validate",
+        *(f"quantlab.nn.{m}" for m in ("scheme", "codes", "layout", "layer", "model", "size", "io")),
+        "quantlab.book.course",
+        "quantlab.book.speed_facts",
+        "quantlab.book.speed_run",
+        "quantlab.book.figures",
+        "quantlab.book.smollm_study",
+    }
     missing = []
     for name in _modules():
         parts = name.split(".")
-        if (len(parts) == 3 and parts[1] in RANK and name not in new_only
-                and quantlab.MOVED.get(parts[2]) != parts[1]):
+        if len(parts) == 3 and parts[1] in RANK and name not in new_only and quantlab.MOVED.get(parts[2]) != parts[1]:
             missing.append(name)
     assert missing == []
 
@@ -468,6 +516,7 @@ def test_importing_the_core_loads_no_heavy_package_and_no_other_layer():
 
 # --------------------------------------------------------------------------- type names
 
+
 def test_one_name_for_a_format_or_its_name():
     """``FormatLike`` (core.formats) is the one alias for "a format or its name"; the wider
     unions name what they add (``SpecLike``: or a QuantSpec; ``SchemeLike``: or a QuantScheme)."""
@@ -483,9 +532,11 @@ def test_one_name_for_a_format_or_its_name():
     assert set(typing.get_args(memory.SpecLike)) == {str, Format, memory.QuantSpec}
     assert set(typing.get_args(qnn.SchemeLike)) == {str, Format, qnn.QuantScheme}
     spelled_out = [
-        f"{name}:{n}" for name, path in _modules().items()
+        f"{name}:{n}"
+        for name, path in _modules().items()
         for n, line in enumerate(path.read_text("utf-8").splitlines(), 1)
         if ("Union[str, Format]" in line and not line.startswith("FormatLike = "))
-        or "FormatArg]" in line or ": FormatArg" in line
+        or "FormatArg]" in line
+        or ": FormatArg" in line
     ]
     assert spelled_out == []

@@ -1,9 +1,9 @@
-"""The source passes the linter: ``ruff check`` over src/, tests/, scripts/ and benchmarks/,
-with the rules configured in pyproject.toml (``[tool.ruff]``, ``[tool.ruff.lint]``).
+"""The source passes the linter and the formatter: ``ruff check`` and ``ruff format --check``
+over src/, tests/, scripts/ and benchmarks/, with the settings of pyproject.toml
+(``[tool.ruff]``, ``[tool.ruff.lint]``).
 
 The ruff used is the one pinned in the project's environment (``.venv/bin/ruff``, or the
-``ruff`` beside the running interpreter). Formatting (``ruff format --check``) is not
-checked yet.
+``ruff`` beside the running interpreter).
 """
 
 from __future__ import annotations
@@ -30,16 +30,30 @@ def _ruff() -> str:
 
 
 def test_ruff_check_is_clean():
-    out = subprocess.run([_ruff(), "check", "--no-cache", *FOLDERS], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [_ruff(), "check", "--no-cache", *FOLDERS], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, f"ruff check found problems:\n{out.stdout[-8000:]}{out.stderr[-2000:]}"
+
+
+def test_ruff_format_is_clean():
+    out = subprocess.run(
+        [_ruff(), "format", "--check", "--no-cache", *FOLDERS], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, f"ruff format would reformat (run `.venv/bin/ruff format`):\n{out.stdout[-8000:]}"
 
 
 def test_ruff_reads_the_project_configuration():
     """The rules come from pyproject.toml (a finding the default rules would not report
     is reported), so a clean run above means clean under the project's rules."""
     source = "import os\n\nx = [1] \n"  # F401 is a default rule, W291 (trailing space) is not
-    out = subprocess.run([_ruff(), "check", "--no-cache", "--stdin-filename", "src/quantlab/example.py", "-"],
-                         cwd=REPO, input=source, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [_ruff(), "check", "--no-cache", "--stdin-filename", "src/quantlab/example.py", "-"],
+        cwd=REPO,
+        input=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 1
     assert "F401" in out.stdout and "W291" in out.stdout

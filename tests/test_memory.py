@@ -25,9 +25,22 @@ def test_7b_fp32_is_28_gb_and_26_1_gib():
 
 @pytest.mark.parametrize(
     "fmt, bits",
-    [("fp32", 32), ("fp16", 16), ("bf16", 16), ("fp8_e4m3", 8), ("fp8_e5m2", 8), ("int8", 8),
-     ("uint8", 8), ("int4", 4), ("int3", 3), ("uint1", 1), ("int16", 16), ("nf4", 4),
-     ("fp4_e2m1", 4), ("fp6_e3m2", 6)],
+    [
+        ("fp32", 32),
+        ("fp16", 16),
+        ("bf16", 16),
+        ("fp8_e4m3", 8),
+        ("fp8_e5m2", 8),
+        ("int8", 8),
+        ("uint8", 8),
+        ("int4", 4),
+        ("int3", 3),
+        ("uint1", 1),
+        ("int16", 16),
+        ("nf4", 4),
+        ("fp4_e2m1", 4),
+        ("fp6_e3m2", 6),
+    ],
 )
 def test_plain_formats_have_their_bit_width(fmt, bits):
     assert mem.bits_per_weight(fmt) == bits
@@ -151,8 +164,11 @@ def test_activation_estimate():
 def test_training_state_adam_is_16_bytes_per_param():
     parts = mem.training_breakdown(7e9)
     assert parts == {
-        "weights": 14e9, "adapters": 0.0, "gradients": 14e9,
-        "master_weights": 28e9, "optimizer_state": 56e9,
+        "weights": 14e9,
+        "adapters": 0.0,
+        "gradients": 14e9,
+        "master_weights": 28e9,
+        "optimizer_state": 56e9,
     }
     assert mem.training_bytes(7e9) == 112e9
     # plain fp32 Adam: no separate master copy, still 16 bytes per parameter
@@ -430,8 +446,11 @@ def test_reachable_as_ql_memory_and_takes_format_objects():
         ("int4", dict(granularity="group", group_size=128, scale_dtype="fp16"), dict(group_size=128)),
         ("int4", dict(granularity="group", group_size=32, scale_dtype="fp16"), dict(group_size=32)),
         ("nf4", dict(granularity="group", group_size=64), dict(group_size=64, scale_dtype="fp32")),
-        ("uint4", dict(granularity="group", group_size=32, symmetric=False, scale_dtype="fp16"),
-         dict(group_size=32, zero_point_dtype="uint4")),
+        (
+            "uint4",
+            dict(granularity="group", group_size=32, symmetric=False, scale_dtype="fp16"),
+            dict(group_size=32, zero_point_dtype="uint4"),
+        ),
         ("int8", dict(granularity="channel", axis=0), dict(group_size=256, scale_dtype="fp32")),
     ],
 )

@@ -79,8 +79,7 @@ def test_input_hooks_group_layers_fed_the_same_tensor():
         calls.append((name, owner, repeat))
         return not repeat
 
-    owners = run_with_input_hooks(model, lambda m: [m(torch.ones(2, 4)) for _ in range(2)],
-                                  ["a", "b", "c"], on_input)
+    owners = run_with_input_hooks(model, lambda m: [m(torch.ones(2, 4)) for _ in range(2)], ["a", "b", "c"], on_input)
     assert owners == {"a": "a", "b": "a", "c": "c"}
     assert calls[:3] == [("a", "a", False), ("b", "a", True), ("c", "c", False)]
     with pytest.raises(ValueError, match=r"received no input during run\(model\): \['c'\]"):

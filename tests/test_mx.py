@@ -133,8 +133,7 @@ def test_e8m0_scales_agree_with_torch_float8_e8m0fnu():
     assert torch.equal(scale_codes(q), q.scale.to(torch.float8_e8m0fnu).view(torch.uint8))
 
 
-@pytest.mark.parametrize("name, dtype", [("mxfp8_e4m3", torch.float8_e4m3fn),
-                                         ("mxfp8_e5m2", torch.float8_e5m2)])
+@pytest.mark.parametrize("name, dtype", [("mxfp8_e4m3", torch.float8_e4m3fn), ("mxfp8_e5m2", torch.float8_e5m2)])
 def test_mxfp8_elements_agree_with_torch_fp8_casts(name, dtype):
     x = torch.from_numpy(_blocks(np.random.default_rng(3)))
     q = ql.quantize(x, name)
@@ -272,9 +271,18 @@ def test_nvfp4_matches_its_two_level_recipe():
 # --------------------------------------------------------------------------- sizes
 
 
-@pytest.mark.parametrize("name, bits", [("mxfp8_e4m3", 8.25), ("mxfp8_e5m2", 8.25),
-                                        ("mxfp6_e3m2", 6.25), ("mxfp6_e2m3", 6.25),
-                                        ("mxfp4", 4.25), ("mxint8", 8.25), ("nvfp4", 4.5)])
+@pytest.mark.parametrize(
+    "name, bits",
+    [
+        ("mxfp8_e4m3", 8.25),
+        ("mxfp8_e5m2", 8.25),
+        ("mxfp6_e3m2", 6.25),
+        ("mxfp6_e2m3", 6.25),
+        ("mxfp4", 4.25),
+        ("mxint8", 8.25),
+        ("nvfp4", 4.5),
+    ],
+)
 def test_sizes_count_the_scales(name, bits):
     x = np.ones((4, 256), np.float32)
     q = ql.quantize(x, name)
@@ -295,12 +303,15 @@ def test_nvfp4_memory_accepts_its_own_scale_format():
     assert mem.bits_per_weight("nvfp4", 16, "fp8_e4m3") == 4.5
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(group_size=64), "blocks of 32: group_size must be None or 32, got 64"),
-    (dict(scale_dtype="fp32"), "scale_dtype"),
-    (dict(zero_point_dtype="fp16"), "zero_point_dtype"),
-    (dict(double_quant=True), "double_quant"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(group_size=64), "blocks of 32: group_size must be None or 32, got 64"),
+        (dict(scale_dtype="fp32"), "scale_dtype"),
+        (dict(zero_point_dtype="fp16"), "zero_point_dtype"),
+        (dict(double_quant=True), "double_quant"),
+    ],
+)
 def test_memory_refuses_contradicting_scale_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         mem.bits_per_weight("mxfp4", **kwargs)
@@ -329,18 +340,21 @@ def test_nan_and_infinity_are_refused(name, bad):
         ql.fake_quantize(x, name)
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    (dict(granularity="channel"), ValueError, "granularity='channel'"),
-    (dict(granularity="group"), ValueError, "needs group_size"),
-    (dict(granularity="group", group_size=16), ValueError, "group_size must be None or 32, got 16"),
-    (dict(group_size=32.0), TypeError, "group_size"),
-    (dict(symmetric=False), ValueError, "symmetric=False"),
-    (dict(symmetric="no"), TypeError, "symmetric"),
-    (dict(clip_ratio=0.9), ValueError, "clip_ratio must be 1, got 0.9"),
-    (dict(percentile=99.0), ValueError, "percentile must be None"),
-    (dict(scale_dtype="fp16"), ValueError, "e8m0.*got 'fp16'"),
-    (dict(scaled=False), ValueError, "scaled must be None or True, got False"),
-])
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        (dict(granularity="channel"), ValueError, "granularity='channel'"),
+        (dict(granularity="group"), ValueError, "needs group_size"),
+        (dict(granularity="group", group_size=16), ValueError, "group_size must be None or 32, got 16"),
+        (dict(group_size=32.0), TypeError, "group_size"),
+        (dict(symmetric=False), ValueError, "symmetric=False"),
+        (dict(symmetric="no"), TypeError, "symmetric"),
+        (dict(clip_ratio=0.9), ValueError, "clip_ratio must be 1, got 0.9"),
+        (dict(percentile=99.0), ValueError, "percentile must be None"),
+        (dict(scale_dtype="fp16"), ValueError, "e8m0.*got 'fp16'"),
+        (dict(scaled=False), ValueError, "scaled must be None or True, got False"),
+    ],
+)
 def test_scale_options_are_refused(kwargs, err, match):
     x = np.ones((2, 64), np.float32)
     with pytest.raises(err, match=match):

@@ -30,13 +30,16 @@ def test_avx2_mode_matches_make_portability():
     assert nbval_modes.MODES["native"] == {}
 
 
-@pytest.mark.parametrize("nodeid, scope", [
-    ("chapters/04c_speed.ipynb::avx2::Cell 3", "chapters/04c_speed.ipynb::avx2"),
-    ("chapters/04c_speed.ipynb::native::Cell 12", "chapters/04c_speed.ipynb::native"),
-    ("tests/test_book.py::test_x", "book"),
-    ("tests/test_explorer_browser.py::test_y[a::b]", "book"),
-    ("tests/test_formats.py::TestX::test_z", "tests/test_formats.py"),
-    ("tests/test_formats.py::test_z[x::y]", "tests/test_formats.py"),
-])
+@pytest.mark.parametrize(
+    "nodeid, scope",
+    [
+        ("chapters/04c_speed.ipynb::avx2::Cell 3", "chapters/04c_speed.ipynb::avx2"),
+        ("chapters/04c_speed.ipynb::native::Cell 12", "chapters/04c_speed.ipynb::native"),
+        ("tests/test_book.py::test_x", "book"),
+        ("tests/test_explorer_browser.py::test_y[a::b]", "book"),
+        ("tests/test_formats.py::TestX::test_z", "tests/test_formats.py"),
+        ("tests/test_formats.py::test_z[x::y]", "tests/test_formats.py"),
+    ],
+)
 def test_xdist_scopes(nodeid, scope):
     assert nbval_modes.scope_of(nodeid) == scope

@@ -32,8 +32,10 @@ def sanitize(text: str) -> str:
             "/work/main/.venv/lib/python3.11/site-packages/torch/nn/modules/module.py:1: FutureWarning: y",
             "/tmp/fresh/.venv/lib/python3.11/site-packages/torch/nn/modules/module.py:1: FutureWarning: y",
         ),
-        ("/work/main/src/quantlab/gptq.py:120: RuntimeWarning: z",
-         "/tmp/fresh/src/quantlab/gptq.py:120: RuntimeWarning: z"),
+        (
+            "/work/main/src/quantlab/gptq.py:120: RuntimeWarning: z",
+            "/tmp/fresh/src/quantlab/gptq.py:120: RuntimeWarning: z",
+        ),
         ("saved to /tmp/tmpab12cd/weights.npy", "saved to /tmp/tmpzz99/weights.npy"),
         (
             "layers: 100%|██████████| 36/36 [00:01<00:00, 25.13it/s]",

@@ -109,8 +109,10 @@ def test_nbytes_equals_qtensor_and_stored_buffers(scheme):
         (QuantScheme("int8"), dict(fmt="int8", group_size=512, scale_dtype="fp16")),
         (QuantScheme("nf4", group_size=64, scale_dtype="fp32"), dict(fmt="nf4", group_size=64, scale_dtype="fp32")),
         (QuantScheme("int3", group_size=128, scale_dtype="bf16"), dict(fmt="int3", group_size=128, scale_dtype="bf16")),
-        (QuantScheme("uint4", group_size=128, symmetric=False),
-         dict(fmt="uint4", group_size=128, scale_dtype="fp16", zero_point_dtype="uint4")),
+        (
+            QuantScheme("uint4", group_size=128, symmetric=False),
+            dict(fmt="uint4", group_size=128, scale_dtype="fp16", zero_point_dtype="uint4"),
+        ),
         (QuantScheme("fp16"), dict(fmt="fp16")),
         (QuantScheme("bf16"), dict(fmt="bf16")),
         (QuantScheme("fp32"), dict(fmt="fp32")),
@@ -344,9 +346,12 @@ def test_install_results_from_gptq_and_awq():
     packed = ql.nn.install_results(copy.deepcopy(ref), res)
     assert len(quantized_layers(packed)) == 3
     assert torch.allclose(packed(x), fake(x), atol=1e-5)
-    assert size_report(packed).linear_after == size_report(
-        quantize_model(copy.deepcopy(ref), QuantScheme("int4", group_size=32), progress=False)
-    ).linear_after
+    assert (
+        size_report(packed).linear_after
+        == size_report(
+            quantize_model(copy.deepcopy(ref), QuantScheme("int4", group_size=32), progress=False)
+        ).linear_after
+    )
     # AWQ: two layers sharing one input share one result and its 1/s
     twin = nn.ModuleDict({"a": nn.Linear(64, 16), "b": nn.Linear(64, 8)})
     run2 = lambda m: (m["a"](x), m["b"](x))  # noqa: E731

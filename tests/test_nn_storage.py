@@ -70,10 +70,14 @@ class _Net(nn.Module):
 
 def _mixed(model: nn.Module) -> nn.Module:
     """Quantize ``_Net`` with a different scheme per layer (and keep ``head`` in float)."""
-    schemes = {"up": QuantScheme("int4", group_size=16), "mid.a": QuantScheme("nf4", group_size=32),
-               "mid.b": QuantScheme("fp8_e4m3", scale_dtype="bf16")}
-    return quantize_model(model, skip=("head",), progress=False,
-                          layer_fn=lambda n, lin: QuantizedLinear.from_linear(lin, schemes[n]))
+    schemes = {
+        "up": QuantScheme("int4", group_size=16),
+        "mid.a": QuantScheme("nf4", group_size=32),
+        "mid.b": QuantScheme("fp8_e4m3", scale_dtype="bf16"),
+    }
+    return quantize_model(
+        model, skip=("head",), progress=False, layer_fn=lambda n, lin: QuantizedLinear.from_linear(lin, schemes[n])
+    )
 
 
 # ----------------------------------------------------------------- one representation
@@ -126,9 +130,17 @@ def test_forward_numpy_in_numpy_out():
 # ----------------------------------------------------------------- devices and dtypes
 
 
-@pytest.mark.parametrize("scheme", [QuantScheme("int4", group_size=32), QuantScheme("nf4", group_size=32),
-                                    QuantScheme("fp8_e4m3"), QuantScheme("bf16"), QuantScheme("int8")],
-                         ids=lambda s: s.label)
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        QuantScheme("int4", group_size=32),
+        QuantScheme("nf4", group_size=32),
+        QuantScheme("fp8_e4m3"),
+        QuantScheme("bf16"),
+        QuantScheme("int8"),
+    ],
+    ids=lambda s: s.label,
+)
 def test_meta_device_and_back(scheme):
     q = QuantizedLinear.from_linear(_linear(), scheme)
     x = _x(5, 64)
@@ -200,9 +212,9 @@ def test_state_dict_round_trips_through_torch_save(tmp_path):
 def test_save_and_load_mixed_schemes_bit_for_bit(tmp_path):
     model = _mixed(_Net())
     model.mid["a"] = QuantizedLinear.from_qtensor(
-        ql.quantize(model.mid["a"].dequantize_weight(), "uint3", granularity="group", group_size=8,
-                    symmetric=False),
-        input_scale=torch.linspace(0.5, 2, 64))
+        ql.quantize(model.mid["a"].dequantize_weight(), "uint3", granularity="group", group_size=8, symmetric=False),
+        input_scale=torch.linspace(0.5, 2, 64),
+    )
     x = _x(7, 32)
     ref = model(x)
     path = tmp_path / "model.safetensors"

@@ -67,8 +67,7 @@ def test_threshold_inf_is_plain_int8():
 def test_threshold_zero_is_the_float_product():
     X, W = _outlier_inputs(3)
     X[:, 7] = 0  # an all-zero column is not an outlier; it contributes nothing anyway
-    torch.testing.assert_close(mixed_precision_matmul(X, W, threshold=0.0), X @ W.T,
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mixed_precision_matmul(X, W, threshold=0.0), X @ W.T, rtol=1e-12, atol=1e-12)
 
 
 def test_decomposition_beats_plain_int8_on_outliers():

@@ -58,8 +58,11 @@ def test_numpy_in_numpy_out():
         (lambda: ql.pack(torch.tensor([1]), 4.0), TypeError, "bits must be an int"),
         (lambda: ql.unpack(torch.tensor([1], dtype=torch.int32), 4, 2), TypeError, "packed must be uint8"),
         (lambda: ql.unpack(torch.tensor([1], dtype=torch.uint8), 4, 3), ValueError, "holds 1 bytes"),
-        (lambda: ql.unpack(torch.tensor([1], dtype=torch.uint8), 4, -1), ValueError,
-         "n must be a non-negative int, got -1"),
+        (
+            lambda: ql.unpack(torch.tensor([1], dtype=torch.uint8), 4, -1),
+            ValueError,
+            "n must be a non-negative int, got -1",
+        ),
         (lambda: ql.packed_nbytes(-1, 4), ValueError, "n must be >= 0, got -1"),
     ],
 )

@@ -49,8 +49,7 @@ def test_fp16_minus_two_and_a_half_is_drawn_with_its_formula(ax):
 
 
 def test_title_and_formula_options(ax):
-    plotting.draw_bit_fields(ax, "bf16", 0.0342, title="bf16", show_formula=False,
-                             colors={"sign": "red"})
+    plotting.draw_bit_fields(ax, "bf16", 0.0342, title="bf16", show_formula=False, colors={"sign": "red"})
     assert ax.get_title(loc="left") == "bf16"
     assert not any(t.get_text().startswith("(-1)") for t in ax.texts)
     assert _cells(ax)[0].get_facecolor() == pytest.approx(to_rgba("red"))

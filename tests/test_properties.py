@@ -49,8 +49,11 @@ def test_codes_in_range_and_error_within_half_a_step(data, name, gran, symmetric
 
 
 @SETTINGS
-@given(tensors(), st.sampled_from(INT_FMTS + ["fp8_e4m3", "fp8_e5m2", "fp4_e2m1", "fp6_e2m3", "nf4"]),
-       st.sampled_from(["tensor", "channel", "group"]))
+@given(
+    tensors(),
+    st.sampled_from(INT_FMTS + ["fp8_e4m3", "fp8_e5m2", "fp4_e2m1", "fp6_e2m3", "nf4"]),
+    st.sampled_from(["tensor", "channel", "group"]),
+)
 def test_quantizing_twice_equals_once(data, name, gran):
     a, gs = data
     kw = dict(granularity=gran)
@@ -80,8 +83,10 @@ def test_pack_round_trips(bits, n, seed):
 
 
 @SETTINGS
-@given(arrays(np.float32, st.integers(1, 50), elements=st.floats(width=32, allow_nan=False)),
-       st.sampled_from(["fp16", "bf16", "fp8_e4m3", "fp8_e5m2"]))
+@given(
+    arrays(np.float32, st.integers(1, 50), elements=st.floats(width=32, allow_nan=False)),
+    st.sampled_from(["fp16", "bf16", "fp8_e4m3", "fp8_e5m2"]),
+)
 def test_float_round_is_idempotent_and_monotone(a, name):
     fmt = ql.get_format(name)
     t = torch.from_numpy(a)

@@ -150,9 +150,12 @@ def test_int8_per_channel_matches_torch_fake_quantize():
 def test_numpy_and_torch_give_identical_results():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((8, 64)).astype(np.float32)
-    for kw in [dict(fmt="int4", granularity="group", group_size=32),
-               dict(fmt="int8", granularity="channel", axis=1, symmetric=False),
-               dict(fmt="fp8_e5m2"), dict(fmt="nf4", granularity="group", group_size=64)]:
+    for kw in [
+        dict(fmt="int4", granularity="group", group_size=32),
+        dict(fmt="int8", granularity="channel", axis=1, symmetric=False),
+        dict(fmt="fp8_e5m2"),
+        dict(fmt="nf4", granularity="group", group_size=64),
+    ]:
         qn = ql.quantize(a, **kw)
         qt = ql.quantize(torch.from_numpy(a.copy()), **kw)
         dn, dt = qn.dequantize(), qt.dequantize()
@@ -191,8 +194,11 @@ def test_nbytes_and_bits_per_weight():
 
 
 def test_empty_tensor_defined():
-    for shape, kw in [((0,), {}), ((0, 8), dict(granularity="group", group_size=4)),
-                      ((3, 0), dict(granularity="channel", axis=0))]:
+    for shape, kw in [
+        ((0,), {}),
+        ((0, 8), dict(granularity="group", group_size=4)),
+        ((3, 0), dict(granularity="channel", axis=0)),
+    ]:
         q = ql.quantize(torch.empty(shape), "int4", **kw)
         assert q.codes.shape == shape and q.dequantize().shape == shape
         assert q.nbytes == 4 * q.scale.numel()

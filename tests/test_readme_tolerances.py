@@ -67,7 +67,8 @@ def test_readme_rows_match_the_cell_tags(notebook: Path):
     for cells, tol in rows:
         if cells == "all":
             assert parse_tolerance(tol) is None and not tags, (
-                f"{notebook.name}: README says every cell is exact, but cells {sorted(tags)} have tolerance tags")
+                f"{notebook.name}: README says every cell is exact, but cells {sorted(tags)} have tolerance tags"
+            )
             return
         for token in cells.split(","):
             listed[int(token)] = parse_tolerance(tol)

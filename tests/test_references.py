@@ -39,7 +39,7 @@ def _entries() -> dict[str, tuple[str, str]]:
         end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
         key = m.group(2)
         assert key not in out, f"duplicate bib key {key!r}"
-        out[key] = (m.group(1).lower(), text[m.end():end])
+        out[key] = (m.group(1).lower(), text[m.end() : end])
     return out
 
 
@@ -61,8 +61,7 @@ def test_bib_has_enough_entries():
 def test_entry_has_author_title_year(key):
     _, body = _entries()[key]
     for field in ("author", "title", "year"):
-        assert re.search(rf"^\s*{field}\s*=", body, re.MULTILINE | re.IGNORECASE), \
-            f"{key}: no {field} field"
+        assert re.search(rf"^\s*{field}\s*=", body, re.MULTILINE | re.IGNORECASE), f"{key}: no {field} field"
     year = re.search(r"^\s*year\s*=\s*[{\"]?(\d{4})", body, re.MULTILINE | re.IGNORECASE)
     assert year and 1900 < int(year.group(1)) < 2100, f"{key}: year is not a four-digit year"
 

@@ -201,15 +201,16 @@ def test_fixed_order_matmul_matches_float64_and_does_not_depend_on_the_batch():
     np.testing.assert_allclose(y, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-4)
     # each row's bits are the same alone, in a small batch and in a large one
     for i in [0, 511, 512, 1099]:
-        assert np.array_equal(rl.fixed_order_matmul(x[i:i + 1], w)[0], y[i])
-        assert np.array_equal(rl.fixed_order_matmul(x[max(0, i - 3):i + 1], w)[-1], y[i])
+        assert np.array_equal(rl.fixed_order_matmul(x[i : i + 1], w)[0], y[i])
+        assert np.array_equal(rl.fixed_order_matmul(x[max(0, i - 3) : i + 1], w)[-1], y[i])
 
 
 def test_stored_policies_match_the_recipe_and_solve_the_task():
     stored = rl.load_policies()
     recipe = json.loads(stored.metadata["recipe"])
-    assert recipe == rl.TRAINING_RECIPE, \
+    assert recipe == rl.TRAINING_RECIPE, (
         "the stored policies were made with another recipe: rerun scripts/train_policies.py"
+    )
     assert stored.metadata["recipe_hash"] == rl.recipe_hash(rl.TRAINING_RECIPE)
     seeds = stored.seeds()
     assert len(seeds) == recipe["n_policies"]
@@ -227,8 +228,9 @@ def test_stored_policies_match_the_recipe_and_solve_the_task():
 
 def test_save_and_load_policies_round_trip(tmp_path):
     a, b = rl.Policy(seed=1), rl.Policy(hidden=8, seed=2)
-    path = rl.save_policies(tmp_path / "p.safetensors", {"a/fp32": a, "b": b},
-                            curves={"a/fp32": [9.0, 10.0]}, metadata={"note": "x"})
+    path = rl.save_policies(
+        tmp_path / "p.safetensors", {"a/fp32": a, "b": b}, curves={"a/fp32": [9.0, 10.0]}, metadata={"note": "x"}
+    )
     stored = rl.load_policies(path)
     assert set(stored.policies) == {"a/fp32", "b"} and stored.metadata["note"] == "x"
     x = torch.randn(5, 4)
@@ -242,6 +244,7 @@ def test_save_and_load_policies_round_trip(tmp_path):
     with pytest.raises(FileNotFoundError):
         rl.load_policies(tmp_path / "missing.safetensors")
     from safetensors.torch import save_file
+
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="save_policies"):
         rl.load_policies(tmp_path / "other.safetensors")
@@ -250,8 +253,12 @@ def test_save_and_load_policies_round_trip(tmp_path):
 @pytest.mark.slow
 def test_train_policies_script_quick(tmp_path):
     out = tmp_path / "p.safetensors"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_policies.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train_policies.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stored = rl.load_policies(out)
     assert set(stored.policies) == {"seed0/fp32", "seed0/qat-int2-tensor"}

@@ -80,8 +80,9 @@ def test_gaussian_log_prob_matches_torch():
     torch.testing.assert_close(logp, dist.log_prob(act).sum(-1))
     torch.testing.assert_close(ent, dist.entropy().sum(-1))
     mean = m.actor(obs).detach().numpy()
-    np.testing.assert_allclose(gaussian_log_prob(mean, m.log_std.detach().numpy(), act.numpy()),
-                               logp.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        gaussian_log_prob(mean, m.log_std.detach().numpy(), act.numpy()), logp.detach().numpy(), rtol=1e-5, atol=1e-5
+    )
     # and a Pendulum run goes through (one 200-step episode per environment and update)
     h = train_ppo("Pendulum-v1", seed=0, **dict(TINY, steps=200)).history
     assert all(math.isfinite(x) and x < 0 for x in h["return"])
@@ -105,26 +106,29 @@ def test_truncated_weights_are_bounded(c):
     assert all(0 <= s <= 1 for s in h["ratio_truncated"])
 
 
-@pytest.mark.parametrize("kwargs, exc, word", [
-    (dict(env_id="MountainCar-v0"), ValueError, "env_id"),
-    (dict(env_id=3), TypeError, "env_id"),
-    (dict(actor_format="int99"), ValueError, "actor_format"),
-    (dict(actor_format=8), TypeError, "actor_format"),
-    (dict(is_correction="full"), ValueError, "is_correction"),
-    (dict(is_clip=0.0), ValueError, "is_clip"),
-    (dict(seed=-1), ValueError, "seed"),
-    (dict(seed=1.5), TypeError, "seed"),
-    (dict(updates=0), ValueError, "updates"),
-    (dict(gamma=1.5), ValueError, "gamma"),
-    (dict(granularity="row"), ValueError, "granularity"),
-    (dict(ent_coef="x"), TypeError, "ent_coef"),
-    (dict(qat_format="nvfp4"), ValueError, "qat_format"),
-    (dict(qat_format="int99"), ValueError, "qat_format"),
-    (dict(qat_format=4), TypeError, "qat_format"),
-    (dict(qat_format="int4", actor_format="int8"), ValueError, "actor_format"),
-    (dict(init_model="policy"), TypeError, "init_model"),
-    (dict(init_model=ActorCritic(3, 1, discrete=False)), ValueError, "model"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, word",
+    [
+        (dict(env_id="MountainCar-v0"), ValueError, "env_id"),
+        (dict(env_id=3), TypeError, "env_id"),
+        (dict(actor_format="int99"), ValueError, "actor_format"),
+        (dict(actor_format=8), TypeError, "actor_format"),
+        (dict(is_correction="full"), ValueError, "is_correction"),
+        (dict(is_clip=0.0), ValueError, "is_clip"),
+        (dict(seed=-1), ValueError, "seed"),
+        (dict(seed=1.5), TypeError, "seed"),
+        (dict(updates=0), ValueError, "updates"),
+        (dict(gamma=1.5), ValueError, "gamma"),
+        (dict(granularity="row"), ValueError, "granularity"),
+        (dict(ent_coef="x"), TypeError, "ent_coef"),
+        (dict(qat_format="nvfp4"), ValueError, "qat_format"),
+        (dict(qat_format="int99"), ValueError, "qat_format"),
+        (dict(qat_format=4), TypeError, "qat_format"),
+        (dict(qat_format="int4", actor_format="int8"), ValueError, "actor_format"),
+        (dict(init_model="policy"), TypeError, "init_model"),
+        (dict(init_model=ActorCritic(3, 1, discrete=False)), ValueError, "model"),
+    ],
+)
 def test_argument_errors(kwargs, exc, word):
     with pytest.raises(exc, match=word):
         train_ppo(**kwargs)
@@ -152,8 +156,9 @@ def test_qat_actors_act_with_the_learners_rounded_policy(fmt):
     assert all(type(m) is torch.nn.Linear for m in res.model.actor if isinstance(m, torch.nn.Linear))
     qat = prepare_qat(res.model.actor, fmt, granularity="channel", axis=0, symmetric=True)
     mu = behaviour_policy(res.model, fmt)
-    for a, b in zip([m for m in qat if isinstance(m, FakeQuantLinear)],
-                    [m for m in mu.actor if isinstance(m, torch.nn.Linear)]):
+    for a, b in zip(
+        [m for m in qat if isinstance(m, FakeQuantLinear)], [m for m in mu.actor if isinstance(m, torch.nn.Linear)]
+    ):
         assert torch.equal(a.quantized_weight(), b.weight)
 
 
@@ -238,21 +243,25 @@ def test_acting_speed_rows():
     rows = acting_speed("Pendulum-v1", hidden=[8], batches=[1, 3], repeats=1, transitions=4)
     assert len(rows) == 2 * len(SPEED_VARIANTS) * 2
     assert {(r["batch"], r["variant"], r["mode"]) for r in rows} == {
-        (b, v, m) for b in (1, 3) for v in SPEED_VARIANTS for m in ("forward", "forward+env")}
+        (b, v, m) for b in (1, 3) for v in SPEED_VARIANTS for m in ("forward", "forward+env")
+    }
     for r in rows:
         assert r["calls"] == max(1, 4 // r["batch"]) and r["seconds"] > 0
         assert math.isclose(r["steps_per_s"], r["batch"] * r["calls"] / r["seconds"])
         assert math.isclose(r["us_per_step"], r["seconds"] / r["calls"] * 1e6)
 
 
-@pytest.mark.parametrize("kwargs, exc, word", [
-    (dict(env_id="Breakout"), ValueError, "env_id"),
-    (dict(variants=["int4 ORT"]), ValueError, "variants"),
-    (dict(variants="fp32 ORT"), TypeError, "variants"),
-    (dict(batches=[0]), ValueError, "batches"),
-    (dict(hidden=64), TypeError, "hidden"),
-    (dict(repeats=0), ValueError, "repeats"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, word",
+    [
+        (dict(env_id="Breakout"), ValueError, "env_id"),
+        (dict(variants=["int4 ORT"]), ValueError, "variants"),
+        (dict(variants="fp32 ORT"), TypeError, "variants"),
+        (dict(batches=[0]), ValueError, "batches"),
+        (dict(hidden=64), TypeError, "hidden"),
+        (dict(repeats=0), ValueError, "repeats"),
+    ],
+)
 def test_acting_speed_argument_errors(kwargs, exc, word):
     with pytest.raises(exc, match=word):
         acting_speed(**kwargs)
@@ -267,7 +276,8 @@ def test_stored_results_hold_the_full_config():
     mod = _script()
     data = json.loads(STORED.read_text())
     assert data["config_hash"] == mod.config_hash(mod.FULL), (
-        "benchmarks/rl_experiments.json was made with another configuration: run `make experiments`")
+        "benchmarks/rl_experiments.json was made with another configuration: run `make experiments`"
+    )
     assert data["config_hash"] == mod.config_hash(data["config"])
     jobs = {(r["env"], r["format"], r["is_correction"], r["seed"]) for r in data["runs"]}
     assert jobs == set(mod._jobs(mod.FULL)) and len(data["runs"]) == len(jobs)
@@ -292,7 +302,10 @@ def test_quick_sweep_writes_hashed_results(tmp_path):
         assert len(r["history"]["kl"]) == cfg["updates"]
         assert (r["format"] == "fp32") == (max(r["history"]["kl"]) == 0.0)
     assert {(s["format"], s["is_correction"]) for s in data["summary"]} == {
-        ("fp32", None), ("int2", None), ("int2", "truncated")}
+        ("fp32", None),
+        ("int2", None),
+        ("int2", "truncated"),
+    }
     # the PTQ/QAT study of each fp32 policy, and the speed rows
     widths = cfg["study"]["widths"]
     assert [(r["env"], r["seed"]) for r in data["study"]] == [("CartPole-v1", s) for s in cfg["seeds"]]

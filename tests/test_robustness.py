@@ -24,8 +24,10 @@ SETTINGS = settings(max_examples=40, deadline=None)
 def test_fp16_subnormal_scales_keep_small_rows_accurate():
     torch.manual_seed(0)
     w = torch.randn(64, 256) * 1e-4  # int8 scales ~3e-6: below fp16's smallest normal
-    errs = {sd: ql.relative_error(w, ql.quantize(w, "int8", granularity="channel", scale_dtype=sd).dequantize())
-            for sd in ("fp16", "fp32")}
+    errs = {
+        sd: ql.relative_error(w, ql.quantize(w, "int8", granularity="channel", scale_dtype=sd).dequantize())
+        for sd in ("fp16", "fp32")
+    }
     assert errs["fp16"] < 1.05 * errs["fp32"] < 0.0075
 
 
@@ -73,9 +75,11 @@ def test_scale_underflow_raises_but_zero_groups_are_fine():
 
 
 @SETTINGS
-@given(arrays(np.float32, st.integers(1, 24), elements=st.floats(-1e5, 1e5, width=32)),
-       st.sampled_from(["int4", "int8", "int12", "int16", "uint8"]),
-       st.sampled_from(["fp32", "fp16", "bf16"]))
+@given(
+    arrays(np.float32, st.integers(1, 24), elements=st.floats(-1e5, 1e5, width=32)),
+    st.sampled_from(["int4", "int8", "int12", "int16", "uint8"]),
+    st.sampled_from(["fp32", "fp16", "bf16"]),
+)
 @example(np.array([1.1754944e-38], dtype=np.float32), "int16", "fp32")  # an fp32 scale among the subnormals
 def test_every_scale_dtype_holds_the_range_or_says_why(a, name, sdt):
     fmt = ql.get_format(name)
@@ -188,9 +192,11 @@ def test_uint_symmetric_grid_is_symmetric_and_uint1_is_refused():
 
 def test_qparams_from_a_slice_are_refused_at_quantize_time():
     x = torch.randn(64, 256)
-    for kw, part in ((dict(granularity="group", group_size=64), x[:, :128]),
-                     (dict(granularity="group", group_size=64), x[:1]),
-                     (dict(granularity="channel", axis=0), x[:16])):
+    for kw, part in (
+        (dict(granularity="group", group_size=64), x[:, :128]),
+        (dict(granularity="group", group_size=64), x[:1]),
+        (dict(granularity="channel", axis=0), x[:16]),
+    ):
         qp = ql.choose_qparams(part, "int8", **kw)
         with pytest.raises(ValueError, match=r"qparams with scale shape .* do not fit x of shape \(64, 256\)"):
             ql.quantize(x, "int8", qparams=qp)
@@ -397,9 +403,12 @@ def test_numpy_in_numpy_out():
 
 
 @SETTINGS
-@given(arrays(np.float16, st.integers(1, 16), elements=st.floats(-65504, 65504, width=16)),
-       st.sampled_from(["uint8", "uint4", "int4", "int8"]), st.booleans(),
-       st.sampled_from(["fp32", "fp16", "bf16"]))
+@given(
+    arrays(np.float16, st.integers(1, 16), elements=st.floats(-65504, 65504, width=16)),
+    st.sampled_from(["uint8", "uint4", "int4", "int8"]),
+    st.booleans(),
+    st.sampled_from(["fp32", "fp16", "bf16"]),
+)
 def test_dequantized_values_stay_finite_in_fp16(a, name, sym, sdt):
     try:
         q = ql.quantize(a, name, symmetric=sym, scale_dtype=sdt)
@@ -412,20 +421,25 @@ def test_dequantized_values_stay_finite_in_fp16(a, name, sym, sdt):
 
 
 @SETTINGS
-@given(arrays(np.float32, st.integers(2, 12), elements=st.floats(-10, 10, width=32)),
-       st.integers(0, 11), st.sampled_from([math.nan, math.inf, -math.inf]),
-       st.sampled_from(["int4", "uint8", "fp8_e4m3", "nf4"]))
+@given(
+    arrays(np.float32, st.integers(2, 12), elements=st.floats(-10, 10, width=32)),
+    st.integers(0, 11),
+    st.sampled_from([math.nan, math.inf, -math.inf]),
+    st.sampled_from(["int4", "uint8", "fp8_e4m3", "nf4"]),
+)
 def test_non_finite_values_raise_on_every_scaled_path(a, i, bad, name):
     sym = name != "uint8"
     a = np.append(a, np.float32(1.0))  # a range every scale dtype holds
     qp = ql.choose_qparams(a, name, symmetric=sym)
     a[i % (a.size - 1)] = bad
-    calls = [lambda: ql.quantize(a, name, symmetric=sym),
-             lambda: ql.fake_quantize(a, name, symmetric=sym),
-             lambda: ql.quantize(a, name, qparams=qp),
-             lambda: ql.fake_quantize(a, name, qparams=qp),
-             lambda: ql.fake_quantize(a.astype(np.float64), name, qparams=qp),
-             lambda: ql.quantize(a, name, symmetric=sym, percentile=90)]
+    calls = [
+        lambda: ql.quantize(a, name, symmetric=sym),
+        lambda: ql.fake_quantize(a, name, symmetric=sym),
+        lambda: ql.quantize(a, name, qparams=qp),
+        lambda: ql.fake_quantize(a, name, qparams=qp),
+        lambda: ql.fake_quantize(a.astype(np.float64), name, qparams=qp),
+        lambda: ql.quantize(a, name, symmetric=sym, percentile=90),
+    ]
     for call in calls:
         with pytest.raises(ValueError, match="NaN or infinity"):
             call()

@@ -41,15 +41,18 @@ def test_rotations_are_orthogonal():
     assert np.count_nonzero(b) == 9 * 64 * 64  # 576 = 9 blocks of 64
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: block_hadamard(100, 64), "n must be a multiple of block 64, got n=100"),
-    (lambda: block_hadamard(96, 48), "block must be a power of two, got 48"),
-    (lambda: hadamard(12), "power of two"),
-    (lambda: random_orthogonal(0), "n must be >= 1"),
-    (lambda: rotate_linear_pair(np.ones((4, 3)), np.ones((2, 5)), np.eye(4)), "must chain"),
-    (lambda: rotate_linear_pair(np.ones((4, 3)), np.ones((2, 4)), np.ones((4, 4))), "orthogonal"),
-    (lambda: fold_rotation(torch.nn.Linear(4, 4)), "Llama-style"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: block_hadamard(100, 64), "n must be a multiple of block 64, got n=100"),
+        (lambda: block_hadamard(96, 48), "block must be a power of two, got 48"),
+        (lambda: hadamard(12), "power of two"),
+        (lambda: random_orthogonal(0), "n must be >= 1"),
+        (lambda: rotate_linear_pair(np.ones((4, 3)), np.ones((2, 5)), np.eye(4)), "must chain"),
+        (lambda: rotate_linear_pair(np.ones((4, 3)), np.ones((2, 4)), np.ones((4, 4))), "orthogonal"),
+        (lambda: fold_rotation(torch.nn.Linear(4, 4)), "Llama-style"),
+    ],
+)
 def test_rotation_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -74,8 +77,7 @@ def test_fold_rotation_leaves_the_logits_unchanged(kind, tied):
     after = _logits(model, ids)
     assert q.shape == (64, 64)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
-    assert all(float((m.weight.detach() - 1).abs().max()) == 0 for n, m in model.named_modules()
-               if n.endswith("norm"))
+    assert all(float((m.weight.detach() - 1).abs().max()) == 0 for n, m in model.named_modules() if n.endswith("norm"))
     # the residual stream really is rotated: embeddings are E Q now
     assert not torch.allclose(model.model.embed_tokens.weight, model.lm_head.weight)
 
@@ -115,8 +117,13 @@ def test_rtn_and_gptq_on_the_rotated_model():
     model = tiny_llama(tied=True, random_norms=True)
     with torch.no_grad():  # a few residual dimensions with large weights wherever they are read
         for layer in model.model.layers:
-            for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
-                        layer.mlp.gate_proj, layer.mlp.up_proj):
+            for lin in (
+                layer.self_attn.q_proj,
+                layer.self_attn.k_proj,
+                layer.self_attn.v_proj,
+                layer.mlp.gate_proj,
+                layer.mlp.up_proj,
+            ):
                 lin.weight[:, [5, 17]] *= 20.0
     ids = torch.randint(0, 96, (4, 16), generator=torch.Generator().manual_seed(2))
     ref = _logits(model, ids)

@@ -42,10 +42,20 @@ def tiny_study():
 
 #: Bits per weight that a setting's format promises whatever the layer shapes (fp16 scales per
 #: group of 64; int zero points stored in the codes' width; HQQ's zero points in fp16).
-PROMISED = {"RTN int4": 4.25, "RTN int3": 3.25, "RTN int2": 2.25, "GPTQ int4, symmetric": 4.25,
-            "GPTQ int4, zero point": 4 + 20 / 64, "GPTQ int3, zero point": 3 + 19 / 64,
-            "GPTQ int3 g32, zero point": 3 + 19 / 32, "imatrix-RTN int4": 4.25, "AWQ int4": 4.25,
-            "HQQ int4, zero point": 4.5, "rotation+RTN int4": 4.25, "MXFP4": 4.25}
+PROMISED = {
+    "RTN int4": 4.25,
+    "RTN int3": 3.25,
+    "RTN int2": 2.25,
+    "GPTQ int4, symmetric": 4.25,
+    "GPTQ int4, zero point": 4 + 20 / 64,
+    "GPTQ int3, zero point": 3 + 19 / 64,
+    "GPTQ int3 g32, zero point": 3 + 19 / 32,
+    "imatrix-RTN int4": 4.25,
+    "AWQ int4": 4.25,
+    "HQQ int4, zero point": 4.5,
+    "rotation+RTN int4": 4.25,
+    "MXFP4": 4.25,
+}
 
 
 def test_settings_are_named_and_described():

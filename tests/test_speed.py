@@ -32,10 +32,15 @@ def test_time_call_returns_a_positive_median_and_calls_warmup_plus_repeats():
     assert speed.time_call(lambda: None, repeats=3, best=True) >= 0
 
 
-@pytest.mark.parametrize("kwargs, err", [
-    (dict(fn=42), TypeError), (dict(fn=lambda: None, repeats=0), ValueError),
-    (dict(fn=lambda: None, repeats=1.5), TypeError), (dict(fn=lambda: None, warmup=-1), ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, err",
+    [
+        (dict(fn=42), TypeError),
+        (dict(fn=lambda: None, repeats=0), ValueError),
+        (dict(fn=lambda: None, repeats=1.5), TypeError),
+        (dict(fn=lambda: None, warmup=-1), ValueError),
+    ],
+)
 def test_time_call_rejects_bad_arguments(kwargs, err):
     with pytest.raises(err):
         speed.time_call(**kwargs)
@@ -43,8 +48,7 @@ def test_time_call_rejects_bad_arguments(kwargs, err):
 
 def test_time_alternating_runs_in_turn():
     order = []
-    out = speed.time_alternating({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
-                                 repeats=3, warmup=0)
+    out = speed.time_alternating({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=0)
     assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
     assert order == ["a", "b"] * 3
     with pytest.raises(ValueError):
@@ -70,8 +74,10 @@ def test_machine_measurements_are_positive():
 
 def test_cpu_flags_reads_a_cpuinfo_file(tmp_path):
     f = tmp_path / "cpuinfo"
-    f.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 fma avx512_vnni\n"
-                 "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
+    f.write_text(
+        "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx2 fma avx512_vnni\n"
+        "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n"
+    )
     info = speed.cpu_flags(f)
     assert info["model"] == "Test CPU"
     assert set(info["flags"]) == set(speed.ISA_FLAGS)
@@ -95,9 +101,12 @@ def test_linear_cost_counts_operations_and_bytes():
     int8 = speed.linear_cost(576, 1536, 8, bits=8)
     assert int8.weight_bytes == 576 * 1536 + 1536 * 4  # codes + one fp32 scale per output row
     assert int8.flops == int4.flops == 2 * 8 * 576 * 1536
-    for bad in (dict(in_features=0, out_features=4, batch=1), dict(in_features=4, out_features=4, batch=0),
-                dict(in_features=4, out_features=4, batch=1, bits=0),
-                dict(in_features=4, out_features=4, batch=1, bits=4, group_size=0)):
+    for bad in (
+        dict(in_features=0, out_features=4, batch=1),
+        dict(in_features=4, out_features=4, batch=0),
+        dict(in_features=4, out_features=4, batch=1, bits=0),
+        dict(in_features=4, out_features=4, batch=1, bits=4, group_size=0),
+    ):
         with pytest.raises(ValueError):
             speed.linear_cost(**bad)
 
@@ -125,8 +134,9 @@ def test_layer_sweep_returns_one_row_per_batch_and_format():
     assert [r["format"] for r in one] == ["int8 ORT"]
 
 
-@pytest.mark.parametrize("kwargs", [dict(formats=("fp64",)), dict(formats=()), dict(batches=()),
-                                    dict(batches=(0,)), dict(repeats=0)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(formats=("fp64",)), dict(formats=()), dict(batches=()), dict(batches=(0,)), dict(repeats=0)]
+)
 def test_layer_sweep_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         speed.layer_sweep(64, 32, **kwargs)
@@ -178,8 +188,14 @@ def test_encoder_speed_times_both_formats_and_compares_embeddings():
     from transformers import BertConfig, BertModel
 
     minilm = pytest.importorskip("quantlab.models.minilm")
-    cfg = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=128, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     model = BertModel(cfg).eval()
     q = quantize_model(copy.deepcopy(model), QuantScheme("int8"), skip=None, progress=False)

@@ -15,15 +15,18 @@ from quantlab.book import speed_facts as sf
 from quantlab.book.speed_facts import SpeedRecord
 
 
-def _layer(fp32_b1: float, int8_x: float, int4_x: float, fp32_b64: float, int4_x64: float,
-           torch_b1: float, eager_b1: float) -> dict:
-    return {"4096x4096": {
-        "fp32 torch": {"1": torch_b1, "64": 2 * fp32_b64},
-        "fp32 ORT": {"1": fp32_b1, "64": fp32_b64},
-        "int8 ORT": {"1": fp32_b1 / int8_x, "64": fp32_b64 / 1.5},
-        "int4 ORT": {"1": fp32_b1 / int4_x, "64": fp32_b64 / int4_x64},
-        "int4 eager": {"1": eager_b1, "64": eager_b1 * 1.4},
-    }}
+def _layer(
+    fp32_b1: float, int8_x: float, int4_x: float, fp32_b64: float, int4_x64: float, torch_b1: float, eager_b1: float
+) -> dict:
+    return {
+        "4096x4096": {
+            "fp32 torch": {"1": torch_b1, "64": 2 * fp32_b64},
+            "fp32 ORT": {"1": fp32_b1, "64": fp32_b64},
+            "int8 ORT": {"1": fp32_b1 / int8_x, "64": fp32_b64 / 1.5},
+            "int4 ORT": {"1": fp32_b1 / int4_x, "64": fp32_b64 / int4_x64},
+            "int4 eager": {"1": eager_b1, "64": eager_b1 * 1.4},
+        }
+    }
 
 
 def _decode(fp32: float, int8: float, int4b: float, int4a: float, two: float) -> dict:
@@ -36,47 +39,83 @@ MB = {"fp32": 538.7, "int8 g64": 143.6, "int4 g64, head fp32": 173.7, "int4 g64,
 
 def amd_profile() -> SpeedRecord:
     return SpeedRecord(
-        machine={"cpu": "AMD EPYC 9R14", "flags": ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"],
-                 "cores": 2, "threads": 1, "date": "2026-12-01"},
-        values={"bandwidth": {"read": 37.8, "copy": 36.2}, "peaks": {"fp32 ORT": 104.0, "int8 ORT": 386.0},
-                "layer": _layer(2.36e-3, 1.93, 4.93, 12.6e-3, 1.54, 2.82e-3, 70.7e-3),
-                "decode": _decode(52.6, 119.4, 127.8, 206.8, 1.15), "decode_bandwidth": {"1": 38.6, "2": 47.1},
-                "decode_mb_per_token": MB,
-                "encoder": {"fp32": {"1": 162.0, "32": 285.0}, "int8": {"1": 272.0, "32": 403.0}},
-                "policy": {"64": {"fp32 torch": 19e-6, "int8 torch (eager)": 83e-6, "fp32 ORT": 6e-6, "int8 ORT": 8e-6},
-                           "2048": {"fp32 torch": 877e-6, "int8 torch (eager)": 1905e-6, "fp32 ORT": 566e-6,
-                                    "int8 ORT": 304e-6}}})
+        machine={
+            "cpu": "AMD EPYC 9R14",
+            "flags": ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"],
+            "cores": 2,
+            "threads": 1,
+            "date": "2026-12-01",
+        },
+        values={
+            "bandwidth": {"read": 37.8, "copy": 36.2},
+            "peaks": {"fp32 ORT": 104.0, "int8 ORT": 386.0},
+            "layer": _layer(2.36e-3, 1.93, 4.93, 12.6e-3, 1.54, 2.82e-3, 70.7e-3),
+            "decode": _decode(52.6, 119.4, 127.8, 206.8, 1.15),
+            "decode_bandwidth": {"1": 38.6, "2": 47.1},
+            "decode_mb_per_token": MB,
+            "encoder": {"fp32": {"1": 162.0, "32": 285.0}, "int8": {"1": 272.0, "32": 403.0}},
+            "policy": {
+                "64": {"fp32 torch": 19e-6, "int8 torch (eager)": 83e-6, "fp32 ORT": 6e-6, "int8 ORT": 8e-6},
+                "2048": {"fp32 torch": 877e-6, "int8 torch (eager)": 1905e-6, "fp32 ORT": 566e-6, "int8 ORT": 304e-6},
+            },
+        },
+    )
 
 
 def intel_profile() -> SpeedRecord:
     return SpeedRecord(
-        machine={"cpu": "Intel(R) Xeon(R) Processor", "cores": 2, "threads": 1, "date": "2026-12-07",
-                 "flags": ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                           "amx_tile", "amx_int8", "amx_bf16"]},
-        values={"bandwidth": {"read": 11.5, "copy": 12.1}, "peaks": {"fp32 ORT": 141.0, "int8 ORT": 152.0},
-                "layer": _layer(6.1e-3, 2.89, 3.87, 30e-3, 1.3, 6.5e-3, 95e-3),
-                "decode": _decode(17.4, 47.3, 40.0, 66.0, 1.6), "decode_bandwidth": {"1": 12.1, "2": 20.0},
-                "decode_mb_per_token": MB,
-                "encoder": {"fp32": {"1": 120.0, "32": 240.0}, "int8": {"1": 125.0, "32": 230.0}},
-                "policy": {"64": {"fp32 torch": 51.4e-6, "int8 torch (eager)": 160e-6, "fp32 ORT": 10.0e-6,
-                                  "int8 ORT": 13.2e-6},
-                           "2048": {"fp32 torch": 1500e-6, "int8 torch (eager)": 3000e-6, "fp32 ORT": 1200e-6,
-                                    "int8 ORT": 700e-6}}})
+        machine={
+            "cpu": "Intel(R) Xeon(R) Processor",
+            "cores": 2,
+            "threads": 1,
+            "date": "2026-12-07",
+            "flags": [
+                "avx2",
+                "fma",
+                "avx512f",
+                "avx512bw",
+                "avx512_vnni",
+                "avx_vnni",
+                "avx512_bf16",
+                "amx_tile",
+                "amx_int8",
+                "amx_bf16",
+            ],
+        },
+        values={
+            "bandwidth": {"read": 11.5, "copy": 12.1},
+            "peaks": {"fp32 ORT": 141.0, "int8 ORT": 152.0},
+            "layer": _layer(6.1e-3, 2.89, 3.87, 30e-3, 1.3, 6.5e-3, 95e-3),
+            "decode": _decode(17.4, 47.3, 40.0, 66.0, 1.6),
+            "decode_bandwidth": {"1": 12.1, "2": 20.0},
+            "decode_mb_per_token": MB,
+            "encoder": {"fp32": {"1": 120.0, "32": 240.0}, "int8": {"1": 125.0, "32": 230.0}},
+            "policy": {
+                "64": {"fp32 torch": 51.4e-6, "int8 torch (eager)": 160e-6, "fp32 ORT": 10.0e-6, "int8 ORT": 13.2e-6},
+                "2048": {"fp32 torch": 1500e-6, "int8 torch (eager)": 3000e-6, "fp32 ORT": 1200e-6, "int8 ORT": 700e-6},
+            },
+        },
+    )
 
 
 def avx2_profile() -> SpeedRecord:
     """An AVX2-only CPU without VNNI: int8 products slower than float32, int4 barely ahead of int8."""
     return SpeedRecord(
         machine={"cpu": "AMD EPYC 7R13", "flags": ["avx2", "fma"], "cores": 2, "threads": 1, "date": "2026-12-02"},
-        values={"bandwidth": {"read": 20.0, "copy": 22.0}, "peaks": {"fp32 ORT": 80.0, "int8 ORT": 55.0},
-                "layer": _layer(3.6e-3, 1.6, 1.7, 20e-3, 0.9, 3.9e-3, 120e-3),
-                "decode": _decode(30.0, 50.0, 48.0, 60.0, 1.3), "decode_bandwidth": {"1": 22.0, "2": 30.0},
-                "decode_mb_per_token": MB,
-                "encoder": {"fp32": {"1": 100.0, "32": 180.0}, "int8": {"1": 70.0, "32": 120.0}},
-                "policy": {"64": {"fp32 torch": 30e-6, "int8 torch (eager)": 120e-6, "fp32 ORT": 9e-6,
-                                  "int8 ORT": 14e-6},
-                           "2048": {"fp32 torch": 1200e-6, "int8 torch (eager)": 2600e-6, "fp32 ORT": 900e-6,
-                                    "int8 ORT": 650e-6}}})
+        values={
+            "bandwidth": {"read": 20.0, "copy": 22.0},
+            "peaks": {"fp32 ORT": 80.0, "int8 ORT": 55.0},
+            "layer": _layer(3.6e-3, 1.6, 1.7, 20e-3, 0.9, 3.9e-3, 120e-3),
+            "decode": _decode(30.0, 50.0, 48.0, 60.0, 1.3),
+            "decode_bandwidth": {"1": 22.0, "2": 30.0},
+            "decode_mb_per_token": MB,
+            "encoder": {"fp32": {"1": 100.0, "32": 180.0}, "int8": {"1": 70.0, "32": 120.0}},
+            "policy": {
+                "64": {"fp32 torch": 30e-6, "int8 torch (eager)": 120e-6, "fp32 ORT": 9e-6, "int8 ORT": 14e-6},
+                "2048": {"fp32 torch": 1200e-6, "int8 torch (eager)": 2600e-6, "fp32 ORT": 900e-6, "int8 ORT": 650e-6},
+            },
+        },
+    )
 
 
 PROFILES = {"amd": amd_profile, "intel": intel_profile, "avx2": avx2_profile}
@@ -100,8 +139,17 @@ def test_every_profile_passes_the_page(name):
     others = [p() for n, p in PROFILES.items() if n != name]
     assert sf.sanity_problems(rec) == []
     text = sf.describe(rec, others)
-    assert set(text) == {"peaks", "batch1", "int4_vs_int8", "batch64", "decode", "threads", "encoder", "policy",
-                         "reference"}
+    assert set(text) == {
+        "peaks",
+        "batch1",
+        "int4_vs_int8",
+        "batch64",
+        "decode",
+        "threads",
+        "encoder",
+        "policy",
+        "reference",
+    }
     for key, sentence in text.items():
         assert sentence.endswith("."), (key, sentence)
         assert "nan" not in sentence.lower() and "inf" not in sentence.lower(), sentence
@@ -238,8 +286,10 @@ def test_record_roundtrip_and_errors(tmp_path):
 def test_machine_label_and_info(tmp_path):
     assert sf.machine_label(intel_profile().machine) == "Intel Xeon, AVX-512 + VNNI + AMX, 2 cores"
     assert sf.machine_label(avx2_profile().machine) == "AMD EPYC, AVX2 only, 2 cores"
-    assert sf.machine_label({"cpu": "AMD EPYC 9R14 Processor", "flags": ["avx2", "avx512f", "avx512_vnni"]}) \
+    assert (
+        sf.machine_label({"cpu": "AMD EPYC 9R14 Processor", "flags": ["avx2", "avx512f", "avx512_vnni"]})
         == "AMD EPYC, AVX-512 + VNNI"
+    )
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("model name\t: Test CPU 1\nflags\t\t: fpu avx2 fma avx512f\n")
     info = sf.machine_info(2, cpuinfo)

@@ -141,8 +141,7 @@ def w() -> torch.Tensor:
 
 def test_error_row_keys_and_bits_per_weight(w):
     row = sweeps.error_row(w, "int8", "tensor")
-    assert set(row) == {"format", "bits", "granularity", "group_size", "bits_per_weight",
-                        "sqnr_db", "relative_error"}
+    assert set(row) == {"format", "bits", "granularity", "group_size", "bits_per_weight", "sqnr_db", "relative_error"}
     assert row["bits_per_weight"] == pytest.approx(8 + 32 / w.numel())
     ch = sweeps.error_row(w, "int8", "channel")
     assert ch["bits_per_weight"] == pytest.approx(8 + 32 / 256)  # one fp32 scale per row of 256
@@ -187,7 +186,11 @@ def test_error_row_errors(w, fmt, gran, err, match):
 
 def test_granularity_label():
     assert [sweeps.granularity_label(g) for g in ("tensor", "channel", "cast", 32)] == [
-        "tensor", "channel", "cast", "g32"]
+        "tensor",
+        "channel",
+        "cast",
+        "g32",
+    ]
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -196,7 +199,8 @@ def test_granularity_label():
 def test_sweep_shape_and_order(w):
     rows = sweeps.sqnr_sweep(w, [2, 4, 8], ("tensor", "channel", 32))
     assert [(r["bits"], r["granularity"]) for r in rows] == [
-        (b, g) for b in (2, 4, 8) for g in ("tensor", "channel", "g32")]
+        (b, g) for b in (2, 4, 8) for g in ("tensor", "channel", "g32")
+    ]
     assert [r["format"] for r in rows[:3]] == ["int2"] * 3
 
 

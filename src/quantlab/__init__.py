@@ -52,19 +52,16 @@ from typing import Any, Optional, Sequence
 #: ``quantlab.<name>`` (and ``quantlab.<name>.<sub>``) is ``quantlab.<layer>.<name>[.<sub>]``.
 MOVED: dict[str, str] = {
     **dict.fromkeys(
-        ["formats", "quantize", "packing", "metrics", "mx", "memory", "gguf_blocks",
-         "_backend", "_fast", "_validate"],
+        ["formats", "quantize", "packing", "metrics", "mx", "memory", "gguf_blocks", "_backend", "_fast", "_validate"],
         "core",
     ),
     **dict.fromkeys(
-        ["gptq", "awq", "hqq", "rotations", "imatrix", "outliers", "calibration", "qat",
-         "kv_cache", "_model_utils"],
+        ["gptq", "awq", "hqq", "rotations", "imatrix", "outliers", "calibration", "qat", "kv_cache", "_model_utils"],
         "algorithms",
     ),
     "gguf_export": "deploy",
     **dict.fromkeys(
-        ["explorer", "plotting", "sweeps", "evaluation", "exercises", "rl", "rl_train", "rl_speed",
-         "speed", "models"],
+        ["explorer", "plotting", "sweeps", "evaluation", "exercises", "rl", "rl_train", "rl_speed", "speed", "models"],
         "book",
     ),
 }
@@ -162,11 +159,30 @@ del _old, _layer
 __version__ = "0.1.0"
 
 __all__ = [
-    "Format", "IntFormat", "FloatFormat", "CodebookFormat", "NF4_VALUES", "codebook", "get_format",
-    "QParams", "QTensor", "choose_qparams", "quantize", "dequantize", "fake_quantize",
-    "pack", "unpack", "packed_nbytes",
-    "mse", "relative_error", "mean_relative_error", "sqnr_db", "cosine_similarity",
-    "formats", "metrics", "packing",
+    "Format",
+    "IntFormat",
+    "FloatFormat",
+    "CodebookFormat",
+    "NF4_VALUES",
+    "codebook",
+    "get_format",
+    "QParams",
+    "QTensor",
+    "choose_qparams",
+    "quantize",
+    "dequantize",
+    "fake_quantize",
+    "pack",
+    "unpack",
+    "packed_nbytes",
+    "mse",
+    "relative_error",
+    "mean_relative_error",
+    "sqnr_db",
+    "cosine_similarity",
+    "formats",
+    "metrics",
+    "packing",
 ]
 
 

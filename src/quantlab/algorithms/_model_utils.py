@@ -123,8 +123,7 @@ def fake_quantized_copy(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     scheme = _is_scheme(fmt)
     if scheme and qparams:
-        raise TypeError(
-            f"qparams must not be given with a scheme object (it carries its own), got {sorted(qparams)}")
+        raise TypeError(f"qparams must not be given with a scheme object (it carries its own), got {sorted(qparams)}")
     if not scheme:
         fmt = get_format(fmt)
     if not isinstance(inplace, bool):
@@ -196,6 +195,7 @@ def run_with_input_hooks(
                 owner[name] = same if same is not None else name
             if on_input(name, owner[name], x, same is not None and same == owner[name]):
                 seen[id(x)] = (weakref.ref(x), owner[name])
+
         return hook
 
     handles = [modules[n].register_forward_pre_hook(hook_for(n)) for n in names]

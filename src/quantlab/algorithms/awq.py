@@ -172,8 +172,7 @@ def _as_weights(W) -> tuple[list[torch.Tensor], bool]:
         if t.dim() != 2:
             raise ValueError(f"W[{i}] must be 2-d (out_features, in_features), got shape {tuple(t.shape)}")
         if out and t.shape[1] != out[0].shape[1]:
-            raise ValueError(
-                f"all weights must share in_features {out[0].shape[1]}, W[{i}] has {t.shape[1]}")
+            raise ValueError(f"all weights must share in_features {out[0].shape[1]}, W[{i}] has {t.shape[1]}")
         out.append(t)
     return out, was_numpy
 
@@ -251,8 +250,7 @@ def awq_quantize_weight(
     else:
         awq_scales(m, alpha)  # validates alpha
         alphas = torch.tensor([float(alpha)], dtype=torch.float64)
-    kw = dict(granularity="group", group_size=group_size) if group_size else dict(
-        granularity="channel", axis=0)
+    kw = dict(granularity="group", group_size=group_size) if group_size else dict(granularity="channel", axis=0)
     y_ref = [x @ w.T for w in ws]
     n_out = sum(w.shape[0] for w in ws)
     losses = torch.empty(len(alphas), dtype=torch.float64)
@@ -272,9 +270,14 @@ def awq_quantize_weight(
     out_dtype = weights[0].dtype
     for qt in qts:
         qt.dtype, qt.was_numpy = out_dtype, was_numpy
-    return AWQResult(float(a), like_input(s, was_numpy), qts,
-                     [like_input(e.to(out_dtype), was_numpy) for e in eff],
-                     like_input(alphas, was_numpy), like_input(losses, was_numpy))
+    return AWQResult(
+        float(a),
+        like_input(s, was_numpy),
+        qts,
+        [like_input(e.to(out_dtype), was_numpy) for e in eff],
+        like_input(alphas, was_numpy),
+        like_input(losses, was_numpy),
+    )
 
 
 # --------------------------------------------------------------------------- folding
@@ -458,9 +461,15 @@ def awq_quantize_model(
             X = X[torch.randperm(X.shape[0], generator=gen)[:max_rows]]
         lins = [modules[n] for n in members]
         res = awq_quantize_weight(
-            [lin.weight.detach().float() for lin in lins], X, fmt, group_size=group_size,
-            n_grid=n_grid, act_abs_mean=abs_sum[lead] / count[lead], symmetric=symmetric,
-            scale_dtype=scale_dtype)
+            [lin.weight.detach().float() for lin in lins],
+            X,
+            fmt,
+            group_size=group_size,
+            n_grid=n_grid,
+            act_abs_mean=abs_sum[lead] / count[lead],
+            symmetric=symmetric,
+            scale_dtype=scale_dtype,
+        )
         for n, lin, w in zip(members, lins, res.weights):
             if replace_weights:
                 lin.weight.copy_(w.to(lin.weight.dtype))

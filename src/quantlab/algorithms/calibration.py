@@ -103,14 +103,14 @@ class LayerStats:
             self.abs_sum = torch.zeros(d, dtype=dtype, device=t.device)
             self.abs_max = torch.zeros(d, dtype=dtype, device=t.device)
         elif t.shape[1] != self.xtx.shape[0]:
-            raise ValueError(
-                f"x must have {self.xtx.shape[0]} features like the earlier batches, got {t.shape[1]}"
-            )
+            raise ValueError(f"x must have {self.xtx.shape[0]} features like the earlier batches, got {t.shape[1]}")
         t = t.to(device=self.xtx.device, dtype=self.xtx.dtype)
         if t.numel():
             if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"x contains NaN or infinity ({int((~torch.isfinite(t)).sum())} "
-                                 f"of {t.numel()} values): the statistics would be NaN")
+                raise ValueError(
+                    f"x contains NaN or infinity ({int((~torch.isfinite(t)).sum())} "
+                    f"of {t.numel()} values): the statistics would be NaN"
+                )
             big = float(t.abs().max())
             if big * big * (self.n + t.shape[0]) > torch.finfo(t.dtype).max:
                 raise ValueError(

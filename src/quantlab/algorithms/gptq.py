@@ -103,8 +103,7 @@ def _check_damp(damp, act_order) -> None:
         raise TypeError(f"act_order must be True or False, got {act_order!r}")
 
 
-def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype,
-             factor=None):
+def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype, factor=None):
     fmt = get_format(fmt)
     if isinstance(fmt, BlockFormat):
         raise ValueError(
@@ -120,9 +119,7 @@ def _prepare(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scal
         raise ValueError(f"W must be 2-d (out_features, in_features), got shape {tuple(w.shape)}")
     cols = w.shape[1]
     if h.shape != (cols, cols):
-        raise ValueError(
-            f"H must be ({cols}, {cols}) to match W's {cols} input features, got shape {tuple(h.shape)}"
-        )
+        raise ValueError(f"H must be ({cols}, {cols}) to match W's {cols} input features, got shape {tuple(h.shape)}")
     group_size = check_positive_int(group_size, "group_size", allow_none=True)
     if group_size is not None and cols % group_size != 0:
         raise ValueError(f"group_size must divide the last dimension {cols}, got {group_size}")
@@ -169,8 +166,7 @@ def _factor(h: torch.Tensor, damp: float, act_order: bool, work: torch.dtype):
         asym = float((Hk - Hk.T).abs().max())
         if asym > _SYMMETRY_TOL * top:
             raise ValueError(
-                f"H must be symmetric (a Hessian 2 X^T X / n), got max |H - H^T| = {asym:.3g} "
-                f"with max |H| = {top:.3g}"
+                f"H must be symmetric (a Hessian 2 X^T X / n), got max |H - H^T| = {asym:.3g} with max |H| = {top:.3g}"
             )
     dead = torch.diagonal(Hk) == 0
     Hk[dead, dead] = 1.0
@@ -179,8 +175,8 @@ def _factor(h: torch.Tensor, damp: float, act_order: bool, work: torch.dtype):
     if mean_diag > 0 and math.isfinite(mean_diag):
         j = round(math.log2(mean_diag) / 2)  # H * 4^-j: mean diagonal within [1/2, 2]
         if j:
-            Hk.mul_(2.0 ** -j).mul_(2.0 ** -j)  # two steps: 4^-j alone may overflow the dtype
-            loss_scale = 4.0 ** j
+            Hk.mul_(2.0**-j).mul_(2.0**-j)  # two steps: 4^-j alone may overflow the dtype
+            loss_scale = 4.0**j
     perm = None
     if act_order:
         perm = torch.argsort(torch.diagonal(Hk), descending=True, stable=True)
@@ -196,8 +192,10 @@ def _factor(h: torch.Tensor, damp: float, act_order: bool, work: torch.dtype):
             "pass a larger damp or more calibration rows"
         ) from err
     if not bool(torch.isfinite(U).all()):
-        raise ValueError(f"H (plus damping {damp} * mean diagonal) is too ill-conditioned to "
-                         "invert in its dtype; pass a larger damp or more calibration rows")
+        raise ValueError(
+            f"H (plus damping {damp} * mean diagonal) is too ill-conditioned to "
+            "invert in its dtype; pass a larger damp or more calibration rows"
+        )
     return U, perm, dead, loss_scale
 
 
@@ -213,8 +211,7 @@ class _Groups:
         self.orig = torch.arange(cols, device=W.device) if perm is None else perm
         self.pos = torch.empty_like(self.orig)
         self.pos[self.orig] = torch.arange(cols, device=self.orig.device)
-        self.group_ids: list[int] = (
-            [0] * cols if group_size is None else (self.orig // group_size).tolist())
+        self.group_ids: list[int] = [0] * cols if group_size is None else (self.orig // group_size).tolist()
         self.params: list[Optional[QParams]] = [None] * self.n_groups
         self._fast: list[Optional[tuple]] = [None] * self.n_groups
         self._buf = torch.empty(rows, dtype=W.dtype, device=W.device)
@@ -223,8 +220,9 @@ class _Groups:
 
     def start(self, g: int, values: torch.Tensor) -> None:
         """Choose group ``g``'s parameters from its current values ``(rows, group_size)``."""
-        qp = choose_qparams(values, self.fmt, granularity="channel", axis=0,
-                            symmetric=self.symmetric, scale_dtype=self.scale_dtype)
+        qp = choose_qparams(
+            values, self.fmt, granularity="channel", axis=0, symmetric=self.symmetric, scale_dtype=self.scale_dtype
+        )
         self.params[g] = qp
         if isinstance(self.fmt, IntFormat):
             zp = None if qp.zero_point is None else qp.zero_point.to(torch.float32).reshape(-1)
@@ -233,7 +231,7 @@ class _Groups:
 
     def positions(self, g: int) -> torch.Tensor:
         """Processing positions of group ``g``'s columns (all not yet quantized)."""
-        return self.pos[g * self.group_size:(g + 1) * self.group_size]
+        return self.pos[g * self.group_size : (g + 1) * self.group_size]
 
     def quantize_column(self, col: torch.Tensor, g: int, code_out: torch.Tensor) -> torch.Tensor:
         """Round one weight column ``col`` (a contiguous ``(rows,)`` vector) onto group
@@ -271,21 +269,42 @@ class _Groups:
     def build(self, codes: torch.Tensor, w: torch.Tensor, was_numpy: bool) -> QTensor:
         codes = codes[:, self.pos]  # back to the original column order
         scale = torch.cat([p.scale for p in self.params], dim=1)
-        zp = None if self.params[0].zero_point is None else torch.cat(
-            [p.zero_point for p in self.params], dim=1)
+        zp = None if self.params[0].zero_point is None else torch.cat([p.zero_point for p in self.params], dim=1)
         if self.group_size is None:
-            return QTensor(codes, scale.reshape(-1), None if zp is None else zp.reshape(-1),
-                           self.fmt, tuple(w.shape), "channel", 0, None, self.scale_dtype,
-                           w.dtype, was_numpy)
-        return QTensor(codes, scale, zp, self.fmt, tuple(w.shape), "group", 0, self.group_size,
-                       self.scale_dtype, w.dtype, was_numpy)
+            return QTensor(
+                codes,
+                scale.reshape(-1),
+                None if zp is None else zp.reshape(-1),
+                self.fmt,
+                tuple(w.shape),
+                "channel",
+                0,
+                None,
+                self.scale_dtype,
+                w.dtype,
+                was_numpy,
+            )
+        return QTensor(
+            codes,
+            scale,
+            zp,
+            self.fmt,
+            tuple(w.shape),
+            "group",
+            0,
+            self.group_size,
+            self.scale_dtype,
+            w.dtype,
+            was_numpy,
+        )
 
 
 _SUB_BLOCK = 16  # columns per sub-block of the fast path's rank-1 updates
 
 
-def _start_group(groups: _Groups, g: int, Wt: torch.Tensor, U: torch.Tensor,
-                 Err1: torch.Tensor, i2: int, rows: int) -> None:
+def _start_group(
+    groups: _Groups, g: int, Wt: torch.Tensor, U: torch.Tensor, Err1: torch.Tensor, i2: int, rows: int
+) -> None:
     """Choose group ``g``'s grid from its current values as its first column comes up in
     the block ending at ``i2``: the block's columns hold their updated values; columns
     after the block still miss the block's errors ``Err1`` (zero for the rows not yet
@@ -346,16 +365,26 @@ def gptq_quantize_weight(
             or ``H`` not positive definite even after damping.
     """
     if not blocked:
-        return gptq_reference(W, H, fmt, group_size=group_size, damp=damp, act_order=act_order,
-                              symmetric=symmetric, scale_dtype=scale_dtype)
+        return gptq_reference(
+            W,
+            H,
+            fmt,
+            group_size=group_size,
+            damp=damp,
+            act_order=act_order,
+            symmetric=symmetric,
+            scale_dtype=scale_dtype,
+        )
     return _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype)
 
 
-def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype,
-                  factor=None) -> GPTQResult:
+def _gptq_blocked(
+    W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype, factor=None
+) -> GPTQResult:
     """The blocked algorithm; ``factor`` reuses :func:`_factor`'s output for this ``H``."""
     fmt, w, was_numpy, Wk, U, perm, group_size, block_size, loss_scale = _prepare(
-        W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype, factor)
+        W, H, fmt, group_size, block_size, damp, act_order, symmetric, scale_dtype, factor
+    )
     rows, cols = Wk.shape
     groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
     # Work on the transpose: column q of W is the contiguous row q of Wt, so rounding a
@@ -389,14 +418,12 @@ def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric,
             fast = fast_ok
             if fast:  # every group of the block must be started before its first column;
                 # with group starts inside the block, use the column-by-column path
-                fast = all(groups.params[g] is not None or gid.index(g, i1, i2) == i1
-                           for g in set(gid[i1:i2]))
+                fast = all(groups.params[g] is not None or gid.index(g, i1, i2) == i1 for g in set(gid[i1:i2]))
                 if fast:
                     for g in set(gid[i1:i2]):
                         if groups.params[g] is None:
                             _start_group(groups, g, Wt, U, Err1, i2, rows)
-                    fast = all(groups._fast[g] is not None and groups._fast[g][2] is None
-                               for g in set(gid[i1:i2]))
+                    fast = all(groups._fast[g] is not None and groups._fast[g][2] is None for g in set(gid[i1:i2]))
             if fast:
                 # [H^-1]_{q, q+1:} / [H^-1]_qq, zero on and below the diagonal
                 Us = torch.triu(U[i1:i2, i1:i2], diagonal=1).div_(d1)
@@ -408,8 +435,7 @@ def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric,
                 for j1 in range(0, n, _SUB_BLOCK):
                     j2 = min(j1 + _SUB_BLOCK, n)
                     Wsub = W1[j1:j2]
-                    for w_col, r, u_row, p in zip(Wsub, Err1[j1:j2], Us[j1:j2, j1:j2],
-                                                  range(i1 + j1, i1 + j2)):
+                    for w_col, r, u_row, p in zip(Wsub, Err1[j1:j2], Us[j1:j2, j1:j2], range(i1 + j1, i1 + j2)):
                         g = gid[p]
                         if g != g_cur:
                             g_cur, scale = g, groups._fast[g][0]
@@ -420,8 +446,11 @@ def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric,
                         Wsub.addr_(u_row, r, alpha=-1)  # W[:, q+1:] -= r [H^-1]_{q, q+1:} / [H^-1]_qq
                     if j2 < n:
                         W1[j2:].addmm_(Us[j1:j2, j2:].T, Err1[j1:j2], alpha=-1)
-                S = torch.stack([groups._fast[g][0] for g in gid[i1:i2]]) if len(
-                    set(gid[i1:i2])) > 1 else groups._fast[gid[i1]][0].expand(n, rows)
+                S = (
+                    torch.stack([groups._fast[g][0] for g in gid[i1:i2]])
+                    if len(set(gid[i1:i2])) > 1
+                    else groups._fast[gid[i1]][0].expand(n, rows)
+                )
                 Q1 = Qt[i1:i2]
                 torch.div(W1, S, out=Q1)
                 Q1.round_().clamp_(fmt.qmin, fmt.qmax)
@@ -441,7 +470,7 @@ def _gptq_blocked(W, H, fmt, group_size, block_size, damp, act_order, symmetric,
                     torch.sub(w_col, q, out=err)
                     err /= diag[p]
                     if i + 1 < n:  # W[:, q+1:] -= e [H^-1]_{q, q+1:} within the block
-                        W1[i + 1:].addr_(U1[i, i + 1:], err, alpha=-1)
+                        W1[i + 1 :].addr_(U1[i, i + 1 :], err, alpha=-1)
             loss += float(Err1.square().sum()) / 2
             if i2 < cols:  # the lazy batch update of all later columns: one matrix product
                 Wt[i2:].addmm_(U[i1:i2, i2:].T, Err1, alpha=-1)
@@ -475,11 +504,11 @@ def gptq_reference(
     return _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype)
 
 
-def _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype,
-                  factor=None) -> GPTQResult:
+def _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype, factor=None) -> GPTQResult:
     """The column loop; ``factor`` reuses :func:`_factor`'s output for this ``H``."""
     fmt, w, was_numpy, Wk, U, perm, group_size, _, loss_scale = _prepare(
-        W, H, fmt, group_size, 1, damp, act_order, symmetric, scale_dtype, factor)
+        W, H, fmt, group_size, 1, damp, act_order, symmetric, scale_dtype, factor
+    )
     rows, cols = Wk.shape
     groups = _Groups(Wk, fmt, group_size, perm, symmetric, scale_dtype)
     codes = _code_buffer(fmt, rows, cols, Wk.device)
@@ -488,12 +517,12 @@ def _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype
         g = groups.group_ids[p]
         if groups.params[g] is None:  # the group starts: choose its grid from current values
             groups.start(g, Wk[:, groups.positions(g)])
-        w_col = Wk[:, p:p + 1]
+        w_col = Wk[:, p : p + 1]
         qt = quantize(w_col, fmt, qparams=groups.params[g])  # the library's quantizer
-        codes[:, p:p + 1] = qt.codes
+        codes[:, p : p + 1] = qt.codes
         err = (w_col - qt.dequantize()) / U[p, p]
         loss += float((err * err).sum()) / 2
-        Wk[:, p:] -= err @ U[p:p + 1, p:]  # spread the error over all later columns
+        Wk[:, p:] -= err @ U[p : p + 1, p:]  # spread the error over all later columns
     qt = groups.build(codes, w, was_numpy)
     return GPTQResult(qt, qt.dequantize(), _perm_out(perm, was_numpy), loss * loss_scale)
 
@@ -513,8 +542,7 @@ def output_error(W: ArrayLike, W_hat: ArrayLike, H: ArrayLike) -> float:
     for t, name in ((w, "W"), (wh, "W_hat"), (h, "H")):
         require_float(t, name)
     if w.dim() != 2 or wh.shape != w.shape:
-        raise ValueError(
-            f"W and W_hat must be 2-d of the same shape, got {tuple(w.shape)} and {tuple(wh.shape)}")
+        raise ValueError(f"W and W_hat must be 2-d of the same shape, got {tuple(w.shape)} and {tuple(wh.shape)}")
     if h.shape != (w.shape[1], w.shape[1]):
         raise ValueError(f"H must be ({w.shape[1]}, {w.shape[1]}), got shape {tuple(h.shape)}")
     dw = w.double() - wh.double()
@@ -530,9 +558,19 @@ def _rows(res: GPTQResult, r0: int, r1: int) -> GPTQResult:
     """The rows ``r0:r1`` of a result (one layer of a stacked batch)."""
     q = res.qtensor
     zp = None if q.zero_point is None else q.zero_point[r0:r1].clone()
-    qt = QTensor(q.codes[r0:r1].clone(), q.scale[r0:r1].clone(), zp, q.format,
-                 (r1 - r0, *q.shape[1:]), q.granularity, q.axis, q.group_size, q.scale_dtype,
-                 q.dtype, q.was_numpy)
+    qt = QTensor(
+        q.codes[r0:r1].clone(),
+        q.scale[r0:r1].clone(),
+        zp,
+        q.format,
+        (r1 - r0, *q.shape[1:]),
+        q.granularity,
+        q.axis,
+        q.group_size,
+        q.scale_dtype,
+        q.dtype,
+        q.was_numpy,
+    )
     return GPTQResult(qt, qt.dequantize(), res.perm, float("nan"))
 
 
@@ -617,8 +655,17 @@ def gptq_quantize_model(
             cache[key] = _factor(H, damp, act_order, torch.float32)
         with torch.no_grad():
             res = _gptq_blocked(
-                torch.cat(weights) if len(weights) > 1 else weights[0], H, fmt,
-                group_size, block_size, damp, act_order, symmetric, scale_dtype, cache[key])
+                torch.cat(weights) if len(weights) > 1 else weights[0],
+                H,
+                fmt,
+                group_size,
+                block_size,
+                damp,
+                act_order,
+                symmetric,
+                scale_dtype,
+                cache[key],
+            )
             row = 0
             for name, lin, w in zip(batch, lins, weights):
                 part = res if len(batch) == 1 else _rows(res, row, row + w.shape[0])

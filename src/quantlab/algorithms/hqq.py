@@ -204,5 +204,16 @@ def hqq_quantize(
             "scale_dtype='fp32', or center w"
         )
     codes = _grid(g, s_st, z_st, f).to(f.code_dtype).reshape(t.shape)
-    return QTensor(codes, s_st.squeeze(-1).float(), z_st.squeeze(-1).float(), f, tuple(t.shape),
-                   "group", 0, group_size, scale_dtype, t.dtype, was_numpy)
+    return QTensor(
+        codes,
+        s_st.squeeze(-1).float(),
+        z_st.squeeze(-1).float(),
+        f,
+        tuple(t.shape),
+        "group",
+        0,
+        group_size,
+        scale_dtype,
+        t.dtype,
+        was_numpy,
+    )

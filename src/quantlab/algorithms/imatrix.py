@@ -70,13 +70,13 @@ def importance_from_activations(x: ArrayLike) -> ArrayLike:
     require_finite(t)
     imp = (t * t).sum(0)
     if not bool(torch.isfinite(imp).all()):
-        raise ValueError(f"x holds values up to {float(t.abs().max()):.4g}, whose sums of squares "
-                         "overflow float64")
+        raise ValueError(f"x holds values up to {float(t.abs().max()):.4g}, whose sums of squares overflow float64")
     return like_input(imp, was_numpy)
 
 
 def collect_importance(
-    model: torch.nn.Module, run: Callable[[torch.nn.Module], object],
+    model: torch.nn.Module,
+    run: Callable[[torch.nn.Module], object],
     layers: Optional[Iterable[str]] = None,
 ) -> dict[str, np.ndarray]:
     """Importance of every input column of a model's Linear layers, from one calibration run.
@@ -121,8 +121,7 @@ def _importance(importance: Any, n: int) -> torch.Tensor:
         raise ValueError(f"importance must have shape ({n},) (one per input column), got {tuple(t.shape)}")
     t = t.detach().double()
     if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
-        raise ValueError("importance must hold finite values >= 0, got "
-                         f"{t[~torch.isfinite(t) | (t < 0)][:4].tolist()}")
+        raise ValueError(f"importance must hold finite values >= 0, got {t[~torch.isfinite(t) | (t < 0)][:4].tolist()}")
     if n and not bool((t > 0).any()):
         raise ValueError("importance must have at least one positive entry, got all zeros")
     return t
@@ -220,5 +219,6 @@ def imatrix_quantize(
             best_q = torch.where(better, q, best_q)
     scale = store_scales(best_s, scale_dtype)
     codes = best_q.to(f.code_dtype).reshape(t.shape)
-    return QTensor(codes, scale.squeeze(-1), None, f, tuple(t.shape), "group", 0, group_size,
-                   scale_dtype, t.dtype, was_numpy)
+    return QTensor(
+        codes, scale.squeeze(-1), None, f, tuple(t.shape), "group", 0, group_size, scale_dtype, t.dtype, was_numpy
+    )

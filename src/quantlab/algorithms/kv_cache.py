@@ -137,8 +137,10 @@ def fake_quantize_kv(x: torch.Tensor, fmt: str, axis: str, group_size: int = 32)
         return x.detach().clone()
     t = x.detach().float()
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"x contains NaN or infinity ({int((~torch.isfinite(t)).sum())} of "
-                         f"{t.numel()} values): one would poison the scale of its whole group")
+        raise ValueError(
+            f"x contains NaN or infinity ({int((~torch.isfinite(t)).sum())} of "
+            f"{t.numel()} values): one would poison the scale of its whole group"
+        )
     big = float(t.abs().max())
     limit = _FP16_MAX * (_FP8_MAX if fmt == "fp8" else 1.0)  # fp8: the scale is amax / 448
     if big > limit:
@@ -183,7 +185,9 @@ def _cache_class():
 
 
 def quantized_cache(
-    key_fmt: Optional[str] = "int4", value_fmt: Optional[str] = "same", group_size: int = 32,
+    key_fmt: Optional[str] = "int4",
+    value_fmt: Optional[str] = "same",
+    group_size: int = 32,
     config=None,
 ):
     """A transformers ``DynamicCache`` whose keys/values attention reads are fake-quantized.
@@ -213,7 +217,9 @@ def quantized_cache(
 
 @contextlib.contextmanager
 def quantized_kv(
-    model: torch.nn.Module, key_fmt: Optional[str] = "int4", value_fmt: Optional[str] = "same",
+    model: torch.nn.Module,
+    key_fmt: Optional[str] = "int4",
+    value_fmt: Optional[str] = "same",
     group_size: int = 32,
 ) -> Iterator[torch.nn.Module]:
     """Within the block, every forward call of ``model`` without a cache gets a fresh

@@ -54,8 +54,7 @@ def _pair(X: ArrayLike, W: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, bool]
     if w.dim() != 2:
         raise ValueError(f"W must be 2-d (out_features, in_features), got shape {tuple(w.shape)}")
     if x.shape[1] != w.shape[1]:
-        raise ValueError(
-            f"X has {x.shape[1]} features but W has {w.shape[1]} input features; they must match")
+        raise ValueError(f"X has {x.shape[1]} features but W has {w.shape[1]} input features; they must match")
     return x, w, was_numpy
 
 
@@ -87,8 +86,11 @@ def outlier_columns(X: ArrayLike, threshold: float = 6.0) -> ArrayLike:
     if x.dim() == 0:
         raise ValueError("X must have at least one axis (..., in_features), got a 0-d value")
     flat = x.reshape(-1, x.shape[-1])
-    mask = (flat.abs() > threshold).any(0) if flat.shape[0] else torch.zeros(
-        x.shape[-1], dtype=torch.bool, device=x.device)
+    mask = (
+        (flat.abs() > threshold).any(0)
+        if flat.shape[0]
+        else torch.zeros(x.shape[-1], dtype=torch.bool, device=x.device)
+    )
     return like_input(mask, was_numpy)
 
 
@@ -160,9 +162,7 @@ def mixed_precision_matmul(
     return like_input(y, was_numpy)
 
 
-def smoothquant_scales(
-    act_abs_max: ArrayLike, W: ArrayLike, alpha: float = 0.5
-) -> ArrayLike:
+def smoothquant_scales(act_abs_max: ArrayLike, W: ArrayLike, alpha: float = 0.5) -> ArrayLike:
     """SmoothQuant's migration scales ``s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)``.
 
     Args:
@@ -221,5 +221,8 @@ def smooth(
     amax = x.detach().abs().amax(0) if act_abs_max is None else act_abs_max
     s_t, _ = as_tensor(smoothquant_scales(amax, w, alpha))
     w_was_numpy = isinstance(W, np.ndarray)
-    return (like_input(x / s_t.to(x.dtype), was_numpy), like_input(w * s_t.to(w.dtype), w_was_numpy),
-            like_input(s_t, was_numpy))
+    return (
+        like_input(x / s_t.to(x.dtype), was_numpy),
+        like_input(w * s_t.to(w.dtype), w_was_numpy),
+        like_input(s_t, was_numpy),
+    )

@@ -33,7 +33,11 @@ from ..core.quantize import fake_quantize
 from ._model_utils import fake_quantized_copy
 
 __all__ = [
-    "FakeQuantSTE", "fake_quant_ste", "FakeQuantLinear", "prepare_qat", "convert",
+    "FakeQuantSTE",
+    "fake_quant_ste",
+    "FakeQuantLinear",
+    "prepare_qat",
+    "convert",
     "fake_quantized_copy",
 ]
 
@@ -159,8 +163,14 @@ class FakeQuantLinear(nn.Linear):
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
-        out = cls(linear.in_features, linear.out_features, linear.bias is not None, fmt=fmt,
-                  device=linear.weight.device, **kwargs)
+        out = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            fmt=fmt,
+            device=linear.weight.device,
+            **kwargs,
+        )
         with torch.no_grad():
             out.weight.copy_(linear.weight)
             if linear.bias is not None:
@@ -178,8 +188,7 @@ class FakeQuantLinear(nn.Linear):
     def to_linear(self) -> nn.Linear:
         """A plain ``nn.Linear`` whose weight is ``Q(W)`` (what the deployed layer computes),
         on this layer's device."""
-        out = nn.Linear(self.in_features, self.out_features, self.bias is not None,
-                        device=self.weight.device)
+        out = nn.Linear(self.in_features, self.out_features, self.bias is not None, device=self.weight.device)
         with torch.no_grad():
             out.weight.copy_(self.quantized_weight())
             if self.bias is not None:

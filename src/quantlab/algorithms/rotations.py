@@ -179,9 +179,7 @@ def rotate_linear_pair(
     for t, name in ((t1, "w1"), (t2, "w2"), (tq, "q")):
         require_float(t, name)
     if t1.dim() != 2 or t2.dim() != 2 or t2.shape[1] != t1.shape[0]:
-        raise ValueError(
-            f"w1 (d, n) and w2 (m, d) must chain, got shapes {tuple(t1.shape)} and {tuple(t2.shape)}"
-        )
+        raise ValueError(f"w1 (d, n) and w2 (m, d) must chain, got shapes {tuple(t1.shape)} and {tuple(t2.shape)}")
     d = t1.shape[0]
     _check_orthogonal(tq, d)
     qd = tq.double()
@@ -204,16 +202,25 @@ def _llama_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """``(decoder, lm_head)`` of a Llama-style causal LM, or a ValueError."""
     inner = getattr(model, "model", None)
     head = getattr(model, "lm_head", None)
-    ok = (inner is not None and isinstance(head, nn.Linear)
-          and isinstance(getattr(inner, "embed_tokens", None), nn.Embedding)
-          and hasattr(inner, "layers") and hasattr(inner, "norm"))
+    ok = (
+        inner is not None
+        and isinstance(head, nn.Linear)
+        and isinstance(getattr(inner, "embed_tokens", None), nn.Embedding)
+        and hasattr(inner, "layers")
+        and hasattr(inner, "norm")
+    )
     if ok:
         for layer in inner.layers:
             att, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
-            ok = ok and att is not None and mlp is not None and all(
-                isinstance(getattr(att, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj")
-            ) and all(isinstance(getattr(mlp, n, None), nn.Linear) for n in ("gate_proj", "up_proj", "down_proj")) \
-                and hasattr(layer, "input_layernorm") and hasattr(layer, "post_attention_layernorm")
+            ok = (
+                ok
+                and att is not None
+                and mlp is not None
+                and all(isinstance(getattr(att, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+                and all(isinstance(getattr(mlp, n, None), nn.Linear) for n in ("gate_proj", "up_proj", "down_proj"))
+                and hasattr(layer, "input_layernorm")
+                and hasattr(layer, "post_attention_layernorm")
+            )
     if not ok:
         raise ValueError(
             "model must be a Llama-style causal LM (model.embed_tokens, model.layers[i].self_attn."
@@ -268,7 +275,11 @@ def fold_rmsnorm(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def fold_rotation(
-    model: nn.Module, q: Optional[ArrayLike] = None, *, kind: str = "hadamard", seed: int = 0,
+    model: nn.Module,
+    q: Optional[ArrayLike] = None,
+    *,
+    kind: str = "hadamard",
+    seed: int = 0,
     block: Optional[int] = None,
 ) -> np.ndarray:
     """Rotate the residual stream of a Llama-style model by ``Q`` (in place; QuaRot's R1).
@@ -337,8 +348,14 @@ def _not_head(name: str, module: nn.Linear) -> bool:
 
 
 def rtn_rotated(
-    model: nn.Module, fmt: Any = "int4", *, q: Optional[ArrayLike] = None, kind: str = "hadamard",
-    seed: int = 0, inplace: bool = False, **qparams: Any,
+    model: nn.Module,
+    fmt: Any = "int4",
+    *,
+    q: Optional[ArrayLike] = None,
+    kind: str = "hadamard",
+    seed: int = 0,
+    inplace: bool = False,
+    **qparams: Any,
 ) -> nn.Module:
     """Rotate (:func:`fold_rotation`) then round every Linear weight but ``lm_head`` to ``fmt``.
 
@@ -362,8 +379,14 @@ def rtn_rotated(
 
 
 def gptq_rotated(
-    model: nn.Module, run: Callable[[nn.Module], object], fmt: Any = "int4", *,
-    q: Optional[ArrayLike] = None, kind: str = "hadamard", seed: int = 0, inplace: bool = False,
+    model: nn.Module,
+    run: Callable[[nn.Module], object],
+    fmt: Any = "int4",
+    *,
+    q: Optional[ArrayLike] = None,
+    kind: str = "hadamard",
+    seed: int = 0,
+    inplace: bool = False,
     **gptq_kwargs: Any,
 ) -> tuple[nn.Module, dict]:
     """Rotate (:func:`fold_rotation`) then run GPTQ on the rotated model.

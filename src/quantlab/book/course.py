@@ -27,8 +27,16 @@ import re
 from pathlib import Path
 from typing import Union
 
-__all__ = ["prose_words", "page_words", "page_elements", "reading_minutes", "WORDS_PER_MINUTE", "MINUTES_PER",
-           "glossary_terms", "markdown_of"]
+__all__ = [
+    "prose_words",
+    "page_words",
+    "page_elements",
+    "reading_minutes",
+    "WORDS_PER_MINUTE",
+    "MINUTES_PER",
+    "glossary_terms",
+    "markdown_of",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -83,8 +91,9 @@ def prose_words(markdown: str) -> int:
         stripped = line.strip()
         if stack:
             fence, skipped = stack[-1]
-            if stripped == fence or (stripped.startswith(fence) and set(stripped) <= set(fence[0])
-                                     and len(stripped) >= len(fence)):
+            if stripped == fence or (
+                stripped.startswith(fence) and set(stripped) <= set(fence[0]) and len(stripped) >= len(fence)
+            ):
                 stack.pop()
                 i += 1
                 continue
@@ -183,8 +192,12 @@ def reading_minutes(words: int, figures: int = 0, tables: int = 0, formulas: int
     for name, v in (("words", words), ("figures", figures), ("tables", tables), ("formulas", formulas)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"{name} must be an int >= 0, got {v!r}")
-    minutes = (words / WORDS_PER_MINUTE + MINUTES_PER["figures"] * figures + MINUTES_PER["tables"] * tables
-               + MINUTES_PER["formulas"] * formulas)
+    minutes = (
+        words / WORDS_PER_MINUTE
+        + MINUTES_PER["figures"] * figures
+        + MINUTES_PER["tables"] * tables
+        + MINUTES_PER["formulas"] * formulas
+    )
     return max(1, math.ceil(minutes))
 
 

@@ -306,16 +306,13 @@ def _reference_logprobs(ref, t: torch.Tensor, context: int) -> torch.Tensor:
     n = _n_predictions(t, context)
     if r.dim() != 2 or r.shape[0] != n:
         raise ValueError(
-            f"ref log-probs must have shape ({n}, vocabulary) for these tokens and context, "
-            f"got {tuple(r.shape)}"
+            f"ref log-probs must have shape ({n}, vocabulary) for these tokens and context, got {tuple(r.shape)}"
         )
     return r
 
 
 @torch.no_grad()
-def compare_to_reference(
-    ref, model: torch.nn.Module, tokens: ArrayLike, context: int = 256
-) -> OutputComparison:
+def compare_to_reference(ref, model: torch.nn.Module, tokens: ArrayLike, context: int = 256) -> OutputComparison:
     """Perplexity, KL divergence and top-token agreement in one forward pass per window.
 
     With reference distributions ``p_ref`` and the model's ``p`` at each of the ``N``
@@ -423,4 +420,4 @@ def generate(model: torch.nn.Module, tokenizer, prompt: str, n: int = 20) -> str
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

@@ -106,7 +106,7 @@ class CheckResult:
         mark = "✓ passed:" if self.passed else "✗"
         return (
             f'<div style="border-left:4px solid {color};background:{tint};padding:6px 10px;'
-            f'margin:4px 0;font-family:system-ui,-apple-system,Segoe UI,sans-serif;'
+            f"margin:4px 0;font-family:system-ui,-apple-system,Segoe UI,sans-serif;"
             f'line-height:1.45;white-space:pre-wrap">'
             f'<span style="color:{color};font-weight:bold">{mark}</span> '
             f"{html.escape(self.message)}</div>"
@@ -132,8 +132,7 @@ def _run(body: Callable[[], str]) -> CheckResult:
     except _Fail as fail:
         return CheckResult(False, str(fail))
     except Exception as err:  # a return value the checks below could not even look at
-        return CheckResult(False, f"could not check the returned values: {type(err).__name__}: "
-                                  f"{_text(err)}")
+        return CheckResult(False, f"could not check the returned values: {type(err).__name__}: {_text(err)}")
 
 
 def _call(func: Callable, text: str, *args: Any, hint: str = "") -> Any:
@@ -142,8 +141,9 @@ def _call(func: Callable, text: str, *args: Any, hint: str = "") -> Any:
     try:
         return func(*args)
     except (Exception, SystemExit) as err:
-        more = " (sys.exit() and exit() stop the program: return a value instead)" if isinstance(
-            err, SystemExit) else ""
+        more = (
+            " (sys.exit() and exit() stop the program: return a value instead)" if isinstance(err, SystemExit) else ""
+        )
         raise _Fail(f"{text} raised {type(err).__name__}: {_text(err)}{more}{hint}") from None
 
 
@@ -179,18 +179,26 @@ def _wrapped(dtype: Optional[np.dtype], got: np.ndarray, ref: np.ndarray, bits: 
         need = f"signed codes ({lo}..{hi}) need a signed type such as np.int8"
     else:
         need = f"codes {lo}..{hi} need a type that holds them, such as np.uint8 (0..255) or np.int16"
-    return (f"the codes are right, but stored as {dtype.name}, which cannot hold {int(ref.ravel()[k])}: "
-            f"it wrapped around to {int(got.ravel()[k])}; {need} (or keep the float array "
-            "np.round returns)")
+    return (
+        f"the codes are right, but stored as {dtype.name}, which cannot hold {int(ref.ravel()[k])}: "
+        f"it wrapped around to {int(got.ravel()[k])}; {need} (or keep the float array "
+        "np.round returns)"
+    )
 
 
 def _integer_values(dtype: Optional[np.dtype], got: np.ndarray, expected: np.ndarray, where: str) -> None:
     """A diagnosis if dequantize returned the right values cut to integers."""
-    if (dtype is not None and dtype.kind in "iub" and not np.allclose(got, expected, rtol=1e-6, atol=1e-12)
-            and np.array_equal(got, np.trunc(expected))):
-        raise _Fail(f"dequantize returned integers (dtype {dtype.name}): the values codes * scale "
-                    f"have fractions, e.g. {_show(expected, 3)} came back as {_show(got, 3)}; keep "
-                    f"them float (no .astype(int)){where}")
+    if (
+        dtype is not None
+        and dtype.kind in "iub"
+        and not np.allclose(got, expected, rtol=1e-6, atol=1e-12)
+        and np.array_equal(got, np.trunc(expected))
+    ):
+        raise _Fail(
+            f"dequantize returned integers (dtype {dtype.name}): the values codes * scale "
+            f"have fractions, e.g. {_show(expected, 3)} came back as {_show(got, 3)}; keep "
+            f"them float (no .astype(int)){where}"
+        )
 
 
 def _precision(dtype: Optional[np.dtype], value: float, ref: float, what: str) -> Optional[str]:
@@ -201,9 +209,11 @@ def _precision(dtype: Optional[np.dtype], value: float, ref: float, what: str) -
     eps = float(np.finfo(dtype).eps)
     if not math.isclose(value, ref, rel_tol=2 * eps):
         return None
-    return (f"{what} is {value:.7g}, {ref:.7g} rounded to {dtype.name} (about "
-            f"{round(-math.log10(eps))} digits): compute and return it in float64, "
-            "numpy's default")
+    return (
+        f"{what} is {value:.7g}, {ref:.7g} rounded to {dtype.name} (about "
+        f"{round(-math.log10(eps))} digits): compute and return it in float64, "
+        "numpy's default"
+    )
 
 
 def _describe(value: Any) -> str:
@@ -333,33 +343,44 @@ def _symmetric_scale_problem(scale: float, x: np.ndarray, bits: int) -> Optional
     if _close(scale, ref):
         return None
     if _close(scale, xmax / qmax) and not _close(xmax, absmax):
-        return (f"the scale comes from x.max() instead of max|x| (x.max() = {xmax:.4g}, "
-                f"max|x| = {absmax:.4g}): values below -x.max(), here down to x.min() = "
-                f"{xmin:.4g}, do not fit and get clipped. Use the absolute maximum: "
-                f"scale = np.abs(x).max() / qmax")
+        return (
+            f"the scale comes from x.max() instead of max|x| (x.max() = {xmax:.4g}, "
+            f"max|x| = {absmax:.4g}): values below -x.max(), here down to x.min() = "
+            f"{xmin:.4g}, do not fit and get clipped. Use the absolute maximum: "
+            f"scale = np.abs(x).max() / qmax"
+        )
     if _close(scale, 1.0 / ref):
-        return (f"the scale is inverted: you returned qmax / max|x| = {scale:.4g}; the scale is "
-                f"the step between codes, scale = max|x| / qmax = {ref:.4g}, so that "
-                f"x ≈ codes * scale")
-    span = (xmax - xmin) / (2 ** bits - 1)
+        return (
+            f"the scale is inverted: you returned qmax / max|x| = {scale:.4g}; the scale is "
+            f"the step between codes, scale = max|x| / qmax = {ref:.4g}, so that "
+            f"x ≈ codes * scale"
+        )
+    span = (xmax - xmin) / (2**bits - 1)
     if _close(scale, span) and not _close(span, ref):
-        return ("that is the asymmetric scale (x.max() - x.min()) / (2**bits - 1); the symmetric "
-                f"scheme uses scale = max|x| / qmax = {ref:.4g}")
+        return (
+            "that is the asymmetric scale (x.max() - x.min()) / (2**bits - 1); the symmetric "
+            f"scheme uses scale = max|x| / qmax = {ref:.4g}"
+        )
     if scale > 0:
         k = absmax / scale
         kk = round(k)
         if kk > 0 and _close(k, kk):
             if kk == half:
-                return (f"the scale is max|x| / {half}: qmax for signed {bits}-bit is {qmax} = "
-                        f"2**(bits-1) - 1, not 2**(bits-1) = {half}")
-            if kk in (2 ** bits - 1, 2 ** bits):
-                return (f"the scale is max|x| / {kk}, a count of unsigned levels; the signed "
-                        f"symmetric grid -{qmax}..{qmax} needs scale = max|x| / qmax = "
-                        f"max|x| / {qmax}")
-            return (f"the scale is max|x| / {kk}; it should be max|x| / qmax = max|x| / {qmax} "
-                    f"(qmax = 2**(bits-1) - 1 at {bits} bits)")
-    return (f"the scale is {scale:.6g}, expected max|x| / qmax = {absmax:.6g} / {qmax} = "
-            f"{ref:.6g}")
+                return (
+                    f"the scale is max|x| / {half}: qmax for signed {bits}-bit is {qmax} = "
+                    f"2**(bits-1) - 1, not 2**(bits-1) = {half}"
+                )
+            if kk in (2**bits - 1, 2**bits):
+                return (
+                    f"the scale is max|x| / {kk}, a count of unsigned levels; the signed "
+                    f"symmetric grid -{qmax}..{qmax} needs scale = max|x| / qmax = "
+                    f"max|x| / {qmax}"
+                )
+            return (
+                f"the scale is max|x| / {kk}; it should be max|x| / qmax = max|x| / {qmax} "
+                f"(qmax = 2**(bits-1) - 1 at {bits} bits)"
+            )
+    return f"the scale is {scale:.6g}, expected max|x| / qmax = {absmax:.6g} / {qmax} = {ref:.6g}"
 
 
 def _check_symmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarray, bits: int) -> None:
@@ -370,14 +391,16 @@ def _check_symmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarra
     out = _call(quantize, f"quantize(x, {bits})", x.copy(), bits, hint=where)
     codes, scale = _items(out, 2, "quantize", "(codes, scale)")
     code_dtype, scale_dtype = _dtype(codes), _dtype(scale)
-    codes = _shaped(codes, "the codes returned by quantize", x.shape,
-                    ": return one code per element of x" + where)
-    scale = _scalar(scale, "the scale returned by quantize",
-                    "this exercise uses ONE absmax scale for the whole tensor" + where)
+    codes = _shaped(codes, "the codes returned by quantize", x.shape, ": return one code per element of x" + where)
+    scale = _scalar(
+        scale, "the scale returned by quantize", "this exercise uses ONE absmax scale for the whole tensor" + where
+    )
     i = _integral(codes)
     if i is not None:
-        raise _Fail(f"the codes are not integers (e.g. {codes.ravel()[i]:.4g}): round x / scale "
-                    f"to the nearest integer with np.round, then clip{where}")
+        raise _Fail(
+            f"the codes are not integers (e.g. {codes.ravel()[i]:.4g}): round x / scale "
+            f"to the nearest integer with np.round, then clip{where}"
+        )
     wrapped = _wrapped(code_dtype, codes, ref_codes, bits)
     if wrapped:
         raise _Fail(wrapped + where)
@@ -386,15 +409,20 @@ def _check_symmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarra
         raise _Fail(rounded + where)
     hi, lo = int(codes.max()), int(codes.min())
     if hi == half:
-        raise _Fail(f"codes reach {half} at {bits} bits: qmax for signed {bits}-bit is {qmax} "
-                    f"(2**(bits-1) - 1), so scale = max|x| / {qmax} and the codes are clipped "
-                    f"to -{qmax}..{qmax}{where}")
+        raise _Fail(
+            f"codes reach {half} at {bits} bits: qmax for signed {bits}-bit is {qmax} "
+            f"(2**(bits-1) - 1), so scale = max|x| / {qmax} and the codes are clipped "
+            f"to -{qmax}..{qmax}{where}"
+        )
     if hi > qmax or lo < -half:
         worst = hi if hi > qmax else lo
         also = _symmetric_scale_problem(scale, x, bits)
-        raise _Fail(f"codes reach {worst}, outside the signed {bits}-bit grid -{qmax}..{qmax}: "
-                    f"clip them, codes = np.clip(np.round(x / scale), -qmax, qmax)"
-                    + (f". Also, {also}" if also else "") + where)
+        raise _Fail(
+            f"codes reach {worst}, outside the signed {bits}-bit grid -{qmax}..{qmax}: "
+            f"clip them, codes = np.clip(np.round(x / scale), -qmax, qmax)"
+            + (f". Also, {also}" if also else "")
+            + where
+        )
     problem = _symmetric_scale_problem(scale, x, bits)
     if problem:
         raise _Fail(problem + where)
@@ -403,26 +431,45 @@ def _check_symmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarra
         r = x / ref_scale
         on_int = np.abs(r - np.round(r)) < 1e-6  # floor/trunc of these may go either way
         k = _first_diff(codes, ref_codes)
-        ex = (f"(e.g. x = {x.ravel()[k]:.4g}: x / scale = {r.ravel()[k]:.3f}, which must give code "
-              f"{int(ref_codes.ravel()[k])}, you returned {int(codes.ravel()[k])})")
+        ex = (
+            f"(e.g. x = {x.ravel()[k]:.4g}: x / scale = {r.ravel()[k]:.3f}, which must give code "
+            f"{int(ref_codes.ravel()[k])}, you returned {int(codes.ravel()[k])})"
+        )
         variants = [
-            (np.floor(r), on_int, "you floored instead of rounding: np.floor (and //) always goes "
-             "down, so most values land a whole step too low; round to the nearest code with "
-             "np.round " + ex),
-            (np.trunc(r), on_int, "you truncated toward zero instead of rounding (int(), "
-             ".astype(int) and np.trunc drop the fraction): round to the nearest code with "
-             "np.round before converting " + ex),
-            (np.ceil(r), on_int, "you took the ceiling instead of rounding: np.ceil always goes "
-             "up; round to the nearest code with np.round " + ex),
-            (np.round(x * ref_scale), None, "quantize multiplied by the scale: codes = "
-             "round(x / scale) (dequantize is the one that multiplies, x_hat = codes * scale) " + ex),
+            (
+                np.floor(r),
+                on_int,
+                "you floored instead of rounding: np.floor (and //) always goes "
+                "down, so most values land a whole step too low; round to the nearest code with "
+                "np.round " + ex,
+            ),
+            (
+                np.trunc(r),
+                on_int,
+                "you truncated toward zero instead of rounding (int(), "
+                ".astype(int) and np.trunc drop the fraction): round to the nearest code with "
+                "np.round before converting " + ex,
+            ),
+            (
+                np.ceil(r),
+                on_int,
+                "you took the ceiling instead of rounding: np.ceil always goes "
+                "up; round to the nearest code with np.round " + ex,
+            ),
+            (
+                np.round(x * ref_scale),
+                None,
+                "quantize multiplied by the scale: codes = "
+                "round(x / scale) (dequantize is the one that multiplies, x_hat = codes * scale) " + ex,
+            ),
         ]
         for variant, ignore, message in variants:
             if _same(codes, np.clip(variant, -qmax, qmax), ignore):
                 raise _Fail(message + where)
         wrong = int(np.sum(codes != ref_codes))
-        raise _Fail(f"codes differ from clip(round(x / scale), -qmax, qmax) at {wrong} of "
-                    f"{codes.size} positions {ex}{where}")
+        raise _Fail(
+            f"codes differ from clip(round(x / scale), -qmax, qmax) at {wrong} of {codes.size} positions {ex}{where}"
+        )
 
     # dequantize, on the reference codes
     int_codes = ref_codes.astype(np.int64)
@@ -433,8 +480,10 @@ def _check_symmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarra
     _integer_values(xh_dtype, xh, expected, where)
     if not np.allclose(xh, expected, rtol=1e-6, atol=1e-12):
         k = int(np.argmax(np.abs(xh - expected)))
-        ex = (f"(code {int(ref_codes.ravel()[k])} with scale {ref_scale:.4g} should give "
-              f"{expected.ravel()[k]:.4g}, you returned {xh.ravel()[k]:.4g})")
+        ex = (
+            f"(code {int(ref_codes.ravel()[k])} with scale {ref_scale:.4g} should give "
+            f"{expected.ravel()[k]:.4g}, you returned {xh.ravel()[k]:.4g})"
+        )
         if np.allclose(xh, ref_codes / ref_scale, rtol=1e-6):
             raise _Fail(f"dequantize divided by the scale: x_hat = codes * scale {ex}{where}")
         if np.allclose(xh, ref_codes, rtol=1e-6):
@@ -489,9 +538,11 @@ def check_symmetric(quantize: Callable, dequantize: Callable) -> CheckResult:
         for x, bits in cases:
             _check_symmetric_case(quantize, dequantize, x, bits)
         widths = ", ".join(str(b) for b in sorted({b for _, b in cases}))
-        return (f"quantize and dequantize agree with the reference on {len(cases)} tensors "
-                f"({widths} bits): scale = max|x| / qmax, codes = clip(round(x / scale), "
-                f"-qmax, qmax), x_hat = codes * scale.")
+        return (
+            f"quantize and dequantize agree with the reference on {len(cases)} tensors "
+            f"({widths} bits): scale = max|x| / qmax, codes = clip(round(x / scale), "
+            f"-qmax, qmax), x_hat = codes * scale."
+        )
 
     return _run(body)
 
@@ -506,7 +557,7 @@ def _asym_range(x: np.ndarray) -> tuple[float, float]:
 
 def _ref_asymmetric(x: np.ndarray, bits: int) -> tuple[np.ndarray, float, int]:
     """Reference: min/max scale over a range that includes 0, unsigned codes ``0..2^bits-1``."""
-    top = 2 ** bits - 1
+    top = 2**bits - 1
     lo, hi = _asym_range(x)
     scale = (hi - lo) / top
     zp = int(np.clip(np.round(-lo / scale), 0, top))
@@ -524,42 +575,51 @@ def _asymmetric_cases() -> list[tuple[np.ndarray, int]]:
     cases = []
     for x, bits in [(a, 4), (b, 8), (c, 4), (d, 3), (e, 2)]:
         lo, hi = _asym_range(x)
-        s = (hi - lo) / (2 ** bits - 1)
+        s = (hi - lo) / (2**bits - 1)
         cases.append((_avoid_ties(x, lambda v, s=s: v / s, s), bits))
     return cases
 
 
 def _asymmetric_scale_problem(scale: float, x: np.ndarray, bits: int) -> Optional[str]:
-    top = 2 ** bits - 1
+    top = 2**bits - 1
     lo, hi = _asym_range(x)
     ref = (hi - lo) / top
     xmin, xmax = float(x.min()), float(x.max())
     if _close(scale, ref):
         return None
-    if _close(scale, (hi - lo) / 2 ** bits):
-        return (f"the scale divides by 2**bits = {2 ** bits}, but the grid 0..{top} has "
-                f"{top} steps between its ends: scale = (max - min) / (2**bits - 1) = "
-                f"{hi - lo:.4g} / {top}")
-    if (_close(scale, (xmax - xmin) / top) or _close(scale, (xmax - xmin) / 2 ** bits)) and not (
-            xmin <= 0 <= xmax):
-        return (f"the scale uses the range x.min()..x.max() = [{xmin:.4g}, {xmax:.4g}], which "
-                f"leaves out 0. The convention here includes 0 in the range, min = "
-                f"min(x.min(), 0), max = max(x.max(), 0) (here [{lo:.4g}, {hi:.4g}]), so that "
-                f"0.0 (padding, ReLU zeros) is represented exactly")
+    if _close(scale, (hi - lo) / 2**bits):
+        return (
+            f"the scale divides by 2**bits = {2**bits}, but the grid 0..{top} has "
+            f"{top} steps between its ends: scale = (max - min) / (2**bits - 1) = "
+            f"{hi - lo:.4g} / {top}"
+        )
+    if (_close(scale, (xmax - xmin) / top) or _close(scale, (xmax - xmin) / 2**bits)) and not (xmin <= 0 <= xmax):
+        return (
+            f"the scale uses the range x.min()..x.max() = [{xmin:.4g}, {xmax:.4g}], which "
+            f"leaves out 0. The convention here includes 0 in the range, min = "
+            f"min(x.min(), 0), max = max(x.max(), 0) (here [{lo:.4g}, {hi:.4g}]), so that "
+            f"0.0 (padding, ReLU zeros) is represented exactly"
+        )
     if _close(scale, 1.0 / ref):
-        return (f"the scale is inverted: you returned (2**bits - 1) / (max - min) = {scale:.4g}; "
-                f"the scale is the step between codes, (max - min) / (2**bits - 1) = {ref:.4g}")
+        return (
+            f"the scale is inverted: you returned (2**bits - 1) / (max - min) = {scale:.4g}; "
+            f"the scale is the step between codes, (max - min) / (2**bits - 1) = {ref:.4g}"
+        )
     absmax = max(abs(xmin), abs(xmax))
     if any(_close(scale, absmax / k) for k in (2 ** (bits - 1) - 1, 2 ** (bits - 1), top / 2)):
-        return ("that is a symmetric absmax scale; the asymmetric scheme spans min..max: "
-                f"scale = (max - min) / (2**bits - 1) = {ref:.4g}")
-    return (f"the scale is {scale:.6g}, expected (max - min) / (2**bits - 1) = "
-            f"({hi:.4g} - {lo:.4g}) / {top} = {ref:.6g} (min = min(x.min(), 0), "
-            f"max = max(x.max(), 0))")
+        return (
+            "that is a symmetric absmax scale; the asymmetric scheme spans min..max: "
+            f"scale = (max - min) / (2**bits - 1) = {ref:.4g}"
+        )
+    return (
+        f"the scale is {scale:.6g}, expected (max - min) / (2**bits - 1) = "
+        f"({hi:.4g} - {lo:.4g}) / {top} = {ref:.6g} (min = min(x.min(), 0), "
+        f"max = max(x.max(), 0))"
+    )
 
 
 def _check_asymmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarray, bits: int) -> None:
-    top = 2 ** bits - 1
+    top = 2**bits - 1
     where = f" (on x = {_show(x)} of shape {x.shape}, bits = {bits})"
     ref_codes, ref_scale, ref_zp = _ref_asymmetric(x, bits)
     lo, _ = _asym_range(x)
@@ -567,8 +627,7 @@ def _check_asymmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarr
     out = _call(quantize, f"quantize(x, {bits})", x.copy(), bits, hint=where)
     codes, scale, zp = _items(out, 3, "quantize", "(codes, scale, zero_point)")
     code_dtype, scale_dtype = _dtype(codes), _dtype(scale)
-    codes = _shaped(codes, "the codes returned by quantize", x.shape,
-                    ": return one code per element of x" + where)
+    codes = _shaped(codes, "the codes returned by quantize", x.shape, ": return one code per element of x" + where)
     one = "this exercise uses one scale and one zero point for the whole tensor" + where
     scale = _scalar(scale, "the scale returned by quantize", one)
     zp = _scalar(zp, "the zero_point returned by quantize", one)
@@ -582,54 +641,81 @@ def _check_asymmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarr
     if problem:
         raise _Fail(problem + where)
     if zp != round(zp):
-        raise _Fail(f"the zero_point must be an integer, round(-min / scale) = {ref_zp}, got "
-                    f"{zp:.4g}: rounding it makes 0.0 land exactly on a code{where}")
+        raise _Fail(
+            f"the zero_point must be an integer, round(-min / scale) = {ref_zp}, got "
+            f"{zp:.4g}: rounding it makes 0.0 land exactly on a code{where}"
+        )
     i = _integral(codes)
     if i is not None:
-        raise _Fail(f"the codes are not integers (e.g. {codes.ravel()[i]:.4g}): round x / scale "
-                    f"with np.round, then add the zero point and clip{where}")
+        raise _Fail(
+            f"the codes are not integers (e.g. {codes.ravel()[i]:.4g}): round x / scale "
+            f"with np.round, then add the zero point and clip{where}"
+        )
     zp = int(round(zp))  # noqa: RUF046 -- zp may be a numpy or torch scalar, whose round() is not an int
     if zp != ref_zp:
-        expl = (f"zero_point = round(-min / scale) = {ref_zp} (min = min(x.min(), 0) = {lo:.4g}, "
-                f"scale = {ref_scale:.4g}), the code that 0.0 maps to")
+        expl = (
+            f"zero_point = round(-min / scale) = {ref_zp} (min = min(x.min(), 0) = {lo:.4g}, "
+            f"scale = {ref_scale:.4g}), the code that 0.0 maps to"
+        )
         if zp == -ref_zp:
-            raise _Fail(f"the zero_point has the wrong sign: {expl}; you returned {zp} = "
-                        f"round(min / scale){where}")
+            raise _Fail(f"the zero_point has the wrong sign: {expl}; you returned {zp} = round(min / scale){where}")
         if zp == 0:
-            raise _Fail(f"the zero_point is 0, expected {expl}. If you computed round(min / scale), "
-                        f"it has the wrong sign and the clip to 0..{top} turned it into 0{where}")
+            raise _Fail(
+                f"the zero_point is 0, expected {expl}. If you computed round(min / scale), "
+                f"it has the wrong sign and the clip to 0..{top} turned it into 0{where}"
+            )
         raise _Fail(f"the zero_point is {zp}, expected {expl}{where}")
 
     if not np.array_equal(codes, ref_codes):
         r = x / ref_scale
         on_int = np.abs(r - np.round(r)) < 1e-6
         k = _first_diff(codes, ref_codes)
-        ex = (f"(e.g. x = {x.ravel()[k]:.4g}: x / scale = {r.ravel()[k]:.3f}, zero_point = "
-              f"{ref_zp}, must give code {int(ref_codes.ravel()[k])}, you returned "
-              f"{int(codes.ravel()[k])})")
+        ex = (
+            f"(e.g. x = {x.ravel()[k]:.4g}: x / scale = {r.ravel()[k]:.3f}, zero_point = "
+            f"{ref_zp}, must give code {int(ref_codes.ravel()[k])}, you returned "
+            f"{int(codes.ravel()[k])})"
+        )
 
         def clip(v: np.ndarray) -> np.ndarray:
             return np.clip(v, 0, top)
 
-        no_zp = ("you forgot to add the zero point: codes = round(x / scale) + zero_point, so that "
-                 f"0.0 maps to the code zero_point and min to 0 {ex}")
-        minus_zp = ("you subtracted the zero point in quantize: codes = round(x / scale) + "
-                    f"zero_point (dequantize is the one that subtracts it) {ex}")
+        no_zp = (
+            "you forgot to add the zero point: codes = round(x / scale) + zero_point, so that "
+            f"0.0 maps to the code zero_point and min to 0 {ex}"
+        )
+        minus_zp = (
+            "you subtracted the zero point in quantize: codes = round(x / scale) + "
+            f"zero_point (dequantize is the one that subtracts it) {ex}"
+        )
         variants = [
-            (clip(np.floor(r) + ref_zp), on_int, "you floored instead of rounding: np.floor "
-             "always goes down, so most values land a whole step too low; round with np.round " + ex),
-            (clip(np.trunc(r) + ref_zp), on_int, "you truncated toward zero instead of rounding "
-             "(int(), .astype(int) and np.trunc drop the fraction): round with np.round " + ex),
+            (
+                clip(np.floor(r) + ref_zp),
+                on_int,
+                "you floored instead of rounding: np.floor "
+                "always goes down, so most values land a whole step too low; round with np.round " + ex,
+            ),
+            (
+                clip(np.trunc(r) + ref_zp),
+                on_int,
+                "you truncated toward zero instead of rounding "
+                "(int(), .astype(int) and np.trunc drop the fraction): round with np.round " + ex,
+            ),
             (np.round(r), None, no_zp),
             (clip(np.round(r)), None, no_zp),
             (np.round(r) - ref_zp, None, minus_zp),
             (clip(np.round(r) - ref_zp), None, minus_zp),
-            (clip(np.round((x - lo) / ref_scale)), None,
-             "you rounded (x - min) / scale in one go; the zero point is rounded on its own and "
-             "added after rounding, codes = round(x / scale) + zero_point, so that the codes "
-             f"agree with the zero_point you return and 0.0 lands exactly on it {ex}"),
-            (clip(np.round(x * ref_scale) + ref_zp), None, "quantize multiplied by the scale: "
-             "codes = round(x / scale) + zero_point (dequantize multiplies) " + ex),
+            (
+                clip(np.round((x - lo) / ref_scale)),
+                None,
+                "you rounded (x - min) / scale in one go; the zero point is rounded on its own and "
+                "added after rounding, codes = round(x / scale) + zero_point, so that the codes "
+                f"agree with the zero_point you return and 0.0 lands exactly on it {ex}",
+            ),
+            (
+                clip(np.round(x * ref_scale) + ref_zp),
+                None,
+                "quantize multiplied by the scale: codes = round(x / scale) + zero_point (dequantize multiplies) " + ex,
+            ),
         ]
         for variant, ignore, message in variants:
             if _same(codes, variant, ignore):
@@ -637,34 +723,47 @@ def _check_asymmetric_case(quantize: Callable, dequantize: Callable, x: np.ndarr
         cmin, cmax = int(codes.min()), int(codes.max())
         if cmin < 0 or cmax > top:
             worst = cmin if cmin < 0 else cmax
-            raise _Fail(f"codes reach {worst}, outside the unsigned {bits}-bit grid 0..{top} "
-                        f"(0..2**bits - 1): clip them, codes = np.clip(np.round(x / scale) + "
-                        f"zero_point, 0, 2**bits - 1){where}")
+            raise _Fail(
+                f"codes reach {worst}, outside the unsigned {bits}-bit grid 0..{top} "
+                f"(0..2**bits - 1): clip them, codes = np.clip(np.round(x / scale) + "
+                f"zero_point, 0, 2**bits - 1){where}"
+            )
         wrong = int(np.sum(codes != ref_codes))
-        raise _Fail(f"codes differ from clip(round(x / scale) + zero_point, 0, 2**bits - 1) at "
-                    f"{wrong} of {codes.size} positions {ex}{where}")
+        raise _Fail(
+            f"codes differ from clip(round(x / scale) + zero_point, 0, 2**bits - 1) at "
+            f"{wrong} of {codes.size} positions {ex}{where}"
+        )
 
     int_codes = ref_codes.astype(np.int64)
-    xh = _call(dequantize, f"dequantize(codes, {ref_scale:.4g}, {ref_zp})", int_codes.copy(),
-               ref_scale, ref_zp, hint=where)
+    xh = _call(
+        dequantize, f"dequantize(codes, {ref_scale:.4g}, {ref_zp})", int_codes.copy(), ref_scale, ref_zp, hint=where
+    )
     xh_dtype = _dtype(xh)
     xh = _shaped(xh, "the values returned by dequantize", x.shape, ": one value per code" + where)
     expected = (ref_codes - ref_zp) * ref_scale
     _integer_values(xh_dtype, xh, expected, where)
     if not np.allclose(xh, expected, rtol=1e-6, atol=1e-12):
         k = int(np.argmax(np.abs(xh - expected)))
-        ex = (f"(code {int(ref_codes.ravel()[k])} with zero_point {ref_zp} and scale "
-              f"{ref_scale:.4g} should give {expected.ravel()[k]:.4g}, you returned "
-              f"{xh.ravel()[k]:.4g})")
+        ex = (
+            f"(code {int(ref_codes.ravel()[k])} with zero_point {ref_zp} and scale "
+            f"{ref_scale:.4g} should give {expected.ravel()[k]:.4g}, you returned "
+            f"{xh.ravel()[k]:.4g})"
+        )
         variants = [
-            (ref_codes * ref_scale, "dequantize forgot to subtract the zero point: x_hat = "
-             "(codes - zero_point) * scale"),
-            ((ref_codes + ref_zp) * ref_scale, "dequantize added the zero point, the wrong sign: "
-             "x_hat = (codes - zero_point) * scale"),
-            (ref_codes * ref_scale - ref_zp, "dequantize subtracted the zero point after "
-             "scaling; subtract it from the codes first: x_hat = (codes - zero_point) * scale"),
-            ((ref_codes - ref_zp) / ref_scale, "dequantize divided by the scale: x_hat = "
-             "(codes - zero_point) * scale"),
+            (
+                ref_codes * ref_scale,
+                "dequantize forgot to subtract the zero point: x_hat = (codes - zero_point) * scale",
+            ),
+            (
+                (ref_codes + ref_zp) * ref_scale,
+                "dequantize added the zero point, the wrong sign: x_hat = (codes - zero_point) * scale",
+            ),
+            (
+                ref_codes * ref_scale - ref_zp,
+                "dequantize subtracted the zero point after "
+                "scaling; subtract it from the codes first: x_hat = (codes - zero_point) * scale",
+            ),
+            ((ref_codes - ref_zp) / ref_scale, "dequantize divided by the scale: x_hat = (codes - zero_point) * scale"),
         ]
         for variant, message in variants:
             if np.allclose(xh, variant, rtol=1e-6, atol=1e-12):
@@ -718,11 +817,13 @@ def check_asymmetric(quantize: Callable, dequantize: Callable) -> CheckResult:
         for x, bits in cases:
             _check_asymmetric_case(quantize, dequantize, x, bits)
         widths = ", ".join(str(b) for b in sorted({b for _, b in cases}))
-        return (f"quantize and dequantize agree with the reference on {len(cases)} tensors "
-                f"({widths} bits): range [min(x.min(), 0), max(x.max(), 0)], scale = "
-                f"(max - min) / (2**bits - 1), zero_point = round(-min / scale), codes = "
-                f"clip(round(x / scale) + zero_point, 0, 2**bits - 1), x_hat = "
-                f"(codes - zero_point) * scale.")
+        return (
+            f"quantize and dequantize agree with the reference on {len(cases)} tensors "
+            f"({widths} bits): range [min(x.min(), 0), max(x.max(), 0)], scale = "
+            f"(max - min) / (2**bits - 1), zero_point = round(-min / scale), codes = "
+            f"clip(round(x / scale) + zero_point, 0, 2**bits - 1), x_hat = "
+            f"(codes - zero_point) * scale."
+        )
 
     return _run(body)
 
@@ -760,8 +861,14 @@ def _check_pack_case(pack: Callable, unpack: Callable, codes: np.ndarray) -> Non
     n = codes.size
     nbytes = (n + 1) // 2
     where = f" (on codes = {_show(codes, 10)}, n = {n}, dtype {codes.dtype})"
-    odd = (f". n = {n} is odd: pad the codes with one 0 to an even length, so the last byte "
-           f"holds the last code in its low nibble") if n % 2 else ""
+    odd = (
+        (
+            f". n = {n} is odd: pad the codes with one 0 to an even length, so the last byte "
+            f"holds the last code in its low nibble"
+        )
+        if n % 2
+        else ""
+    )
     ref = _ref_pack_int4(codes)
 
     out = _call(pack, "pack(codes)", codes.copy(), hint=odd + where)
@@ -772,77 +879,103 @@ def _check_pack_case(pack: Callable, unpack: Callable, codes: np.ndarray) -> Non
     if arr.dtype.kind not in "iu":
         raise _Fail(f"pack must return a uint8 array, got {_describe(out)}{where}")
     if arr.ndim != 1:
-        raise _Fail(f"pack must return a flat 1-d array of ceil(n / 2) = {nbytes} bytes, got "
-                    f"shape {arr.shape}{where}")
+        raise _Fail(f"pack must return a flat 1-d array of ceil(n / 2) = {nbytes} bytes, got shape {arr.shape}{where}")
     if arr.size != nbytes:
         if n % 2 and arr.size == n // 2:
-            raise _Fail(f"for odd n = {n} the last code needs a byte of its own: pack must return "
-                        f"ceil(n / 2) = {nbytes} bytes, got {arr.size}; pad with a 0 code{where}")
+            raise _Fail(
+                f"for odd n = {n} the last code needs a byte of its own: pack must return "
+                f"ceil(n / 2) = {nbytes} bytes, got {arr.size}; pad with a 0 code{where}"
+            )
         if arr.size == n:
-            raise _Fail(f"pack returned one byte per code ({arr.size}); two 4-bit codes share a "
-                        f"byte: ceil(n / 2) = {nbytes} bytes{where}")
+            raise _Fail(
+                f"pack returned one byte per code ({arr.size}); two 4-bit codes share a "
+                f"byte: ceil(n / 2) = {nbytes} bytes{where}"
+            )
         raise _Fail(f"pack must return ceil(n / 2) = {nbytes} bytes, got {arr.size}{where}")
     if arr.dtype != np.uint8:
         right = np.array_equal(arr.astype(np.int64) & 0xFF, ref.astype(np.int64))
-        raise _Fail(f"pack must return dtype uint8 (one byte per two codes), got {arr.dtype}"
-                    + ("; the values are right otherwise: convert with .astype(np.uint8)" if right
-                       else "") + where)
+        raise _Fail(
+            f"pack must return dtype uint8 (one byte per two codes), got {arr.dtype}"
+            + ("; the values are right otherwise: convert with .astype(np.uint8)" if right else "")
+            + where
+        )
     if not np.array_equal(arr, ref):
         c = codes.astype(np.int64)
         c2 = np.append(c, 0) if n % 2 else c
         lo, hi = c2[0::2], c2[1::2]
         k = _first_diff(arr, ref)
-        ex = (f"(byte {k} holds codes {lo[k]} (low nibble) and {hi[k]} (high nibble): expected "
-              f"0x{int(ref[k]):02X}, got 0x{int(arr[k]):02X})")
+        ex = (
+            f"(byte {k} holds codes {lo[k]} (low nibble) and {hi[k]} (high nibble): expected "
+            f"0x{int(ref[k]):02X}, got 0x{int(arr[k]):02X})"
+        )
         variants = [
-            (((hi & 0xF) | ((lo & 0xF) << 4)) & 0xFF,
-             "the nibbles are swapped: element 2i belongs in the low nibble and element 2i+1 in "
-             "the high nibble, byte = (c[2i] & 0xF) | (c[2i+1] & 0xF) << 4 "),
-            ((lo | ((hi & 0xF) << 4)) & 0xFF,
-             "mask each code to its 4-bit two's complement (code & 0xF) before combining: a "
-             "negative code is ...1111xxxx in two's complement, and unmasked in the low nibble "
-             "its sign bits overwrite the high nibble "),
-            (((lo + 8) | ((hi + 8) << 4)) & 0xFF,
-             "you stored code + 8 (offset binary); quantlab.pack stores two's complement "
-             "nibbles, code & 0xF (so -1 is 0xF and -8 is 0x8) "),
+            (
+                ((hi & 0xF) | ((lo & 0xF) << 4)) & 0xFF,
+                "the nibbles are swapped: element 2i belongs in the low nibble and element 2i+1 in "
+                "the high nibble, byte = (c[2i] & 0xF) | (c[2i+1] & 0xF) << 4 ",
+            ),
+            (
+                (lo | ((hi & 0xF) << 4)) & 0xFF,
+                "mask each code to its 4-bit two's complement (code & 0xF) before combining: a "
+                "negative code is ...1111xxxx in two's complement, and unmasked in the low nibble "
+                "its sign bits overwrite the high nibble ",
+            ),
+            (
+                ((lo + 8) | ((hi + 8) << 4)) & 0xFF,
+                "you stored code + 8 (offset binary); quantlab.pack stores two's complement "
+                "nibbles, code & 0xF (so -1 is 0xF and -8 is 0x8) ",
+            ),
         ]
         for variant, message in variants:
             if np.array_equal(arr.astype(np.int64), variant):
                 raise _Fail(message + ex + where)
-        raise _Fail(f"the packed bytes differ: byte i = (c[2i] & 0xF) | (c[2i+1] & 0xF) << 4 "
-                    f"{ex}{where}")
+        raise _Fail(f"the packed bytes differ: byte i = (c[2i] & 0xF) | (c[2i+1] & 0xF) << 4 {ex}{where}")
 
     # unpack, on the reference bytes
     out = _call(unpack, f"unpack(packed, {n})", ref.copy(), n, hint=odd + where)
     got = _numeric(out, "the codes returned by unpack").ravel()
     if got.size != n:
         if n % 2 and got.size == n + 1:
-            raise _Fail(f"unpack must return exactly n = {n} codes, got {n + 1}: the last byte's "
-                        f"high nibble is padding, drop it ([:n]){where}")
+            raise _Fail(
+                f"unpack must return exactly n = {n} codes, got {n + 1}: the last byte's "
+                f"high nibble is padding, drop it ([:n]){where}"
+            )
         raise _Fail(f"unpack must return n = {n} codes, got {got.size}{where}")
     i = _integral(got)
     if i is not None:
-        raise _Fail(f"unpack returned codes with a fraction (e.g. {got[i]:.4g}): use integer "
-                    f"operations (&, >>){where}")
+        raise _Fail(f"unpack returned codes with a fraction (e.g. {got[i]:.4g}): use integer operations (&, >>){where}")
     expected = codes.astype(np.float64)
     if not np.array_equal(got, expected):
         k = _first_diff(got, expected)
-        ex = (f"(code {k} is in the {'low' if k % 2 == 0 else 'high'} nibble of byte {k // 2} = "
-              f"0x{int(ref[k // 2]):02X}: expected {int(expected[k])}, got {int(got[k])})")
+        ex = (
+            f"(code {k} is in the {'low' if k % 2 == 0 else 'high'} nibble of byte {k // 2} = "
+            f"0x{int(ref[k // 2]):02X}: expected {int(expected[k])}, got {int(got[k])})"
+        )
         v = np.stack([ref.astype(np.int64) & 0xF, ref.astype(np.int64) >> 4], axis=1)
         swapped = v[:, ::-1].ravel()[:n]
         variants = [
-            (expected.astype(np.int64) & 0xF, "codes come back as 8..15 instead of -8..-1: the "
-             "nibble is two's complement, sign-extend it: v - 16 where v >= 8 "
-             "(np.where(v >= 8, v - 16, v)) "),
-            (expected.astype(np.int64) & 0xFF, "negative codes come back as 248..255: uint8 "
-             "arithmetic wrapped around when subtracting 16; convert to a signed type first, "
-             "v = v.astype(np.int16), then v - 16 where v >= 8 "),
-            (np.where(swapped >= 8, swapped - 16, swapped), "the nibbles are read swapped: element "
-             "2i is in the low nibble (byte & 0xF) and element 2i+1 in the high nibble "
-             "(byte >> 4) "),
-            ((expected.astype(np.int64) & 0xF) - 8, "you subtracted 8 (offset binary); the "
-             "nibbles are two's complement: v - 16 where v >= 8 "),
+            (
+                expected.astype(np.int64) & 0xF,
+                "codes come back as 8..15 instead of -8..-1: the "
+                "nibble is two's complement, sign-extend it: v - 16 where v >= 8 "
+                "(np.where(v >= 8, v - 16, v)) ",
+            ),
+            (
+                expected.astype(np.int64) & 0xFF,
+                "negative codes come back as 248..255: uint8 "
+                "arithmetic wrapped around when subtracting 16; convert to a signed type first, "
+                "v = v.astype(np.int16), then v - 16 where v >= 8 ",
+            ),
+            (
+                np.where(swapped >= 8, swapped - 16, swapped),
+                "the nibbles are read swapped: element "
+                "2i is in the low nibble (byte & 0xF) and element 2i+1 in the high nibble "
+                "(byte >> 4) ",
+            ),
+            (
+                (expected.astype(np.int64) & 0xF) - 8,
+                "you subtracted 8 (offset binary); the nibbles are two's complement: v - 16 where v >= 8 ",
+            ),
         ]
         for variant, message in variants:
             if np.array_equal(got, variant.astype(np.float64)):
@@ -890,9 +1023,11 @@ def check_pack_int4(pack: Callable, unpack: Callable) -> CheckResult:
         for codes in cases:
             _check_pack_case(pack, unpack, codes)
         sizes = ", ".join(str(c.size) for c in cases)
-        return (f"pack and unpack agree with quantlab's int4 layout on {len(cases)} arrays "
-                f"({sizes} codes): element 2i in the low nibble, 2i+1 in the high nibble, "
-                f"two's complement, odd lengths padded.")
+        return (
+            f"pack and unpack agree with quantlab's int4 layout on {len(cases)} arrays "
+            f"({sizes} codes): element 2i in the low nibble, 2i+1 in the high nibble, "
+            f"two's complement, odd lengths padded."
+        )
 
     return _run(body)
 
@@ -918,8 +1053,7 @@ class _ColumnQuantizer:
         w = np.asarray(w, dtype=np.float64)
         rows = self.scale.size
         if w.shape not in ((rows,), (rows, 1)):
-            raise ValueError(f"quantize_column expects one column W[:, j] of shape ({rows},), "
-                             f"got shape {w.shape}")
+            raise ValueError(f"quantize_column expects one column W[:, j] of shape ({rows},), got shape {w.shape}")
         s = self.scale.reshape(w.shape)
         return np.clip(np.round(w / s), -8, 7) * s
 
@@ -930,8 +1064,12 @@ class _ColumnQuantizer:
 def _gptq_cases() -> list[tuple[np.ndarray, np.ndarray, int, _ColumnQuantizer, str]]:
     rng = np.random.default_rng(11)
     cases = []
-    for rows, cols, j, kind in [(4, 3, 0, "cholesky"), (4, 5, 2, "cholesky"), (3, 5, 2, "inverse"),
-                                (4, 5, 4, "cholesky")]:
+    for rows, cols, j, kind in [
+        (4, 3, 0, "cholesky"),
+        (4, 5, 2, "cholesky"),
+        (3, 5, 2, "inverse"),
+        (4, 5, 4, "cholesky"),
+    ]:
         W = rng.normal(0.0, 1.0, (rows, cols))
         X = rng.normal(0.0, 0.6, (8 * cols, cols)) @ (np.eye(cols) + 0.5 * rng.normal(size=(cols, cols)))
         H = 2.0 * X.T @ X / X.shape[0]
@@ -950,15 +1088,19 @@ def _ref_gptq_step(W: np.ndarray, U: np.ndarray, j: int, quantize_column: Callab
     q = quantize_column(w)
     err = (w - q) / U[j, j]
     W[:, j] = q
-    W[:, j + 1:] -= err[:, None] * U[j, j + 1:][None, :]
+    W[:, j + 1 :] -= err[:, None] * U[j, j + 1 :][None, :]
     return W
 
 
-def _check_gptq_case(gptq_step: Callable, W: np.ndarray, M: np.ndarray, j: int,
-                     qc: _ColumnQuantizer, kind: str) -> None:
+def _check_gptq_case(
+    gptq_step: Callable, W: np.ndarray, M: np.ndarray, j: int, qc: _ColumnQuantizer, kind: str
+) -> None:
     rows, cols = W.shape
-    what = ("the upper Cholesky factor of the inverse Hessian, as quantlab.gptq uses"
-            if kind == "cholesky" else "the full inverse Hessian in place of its Cholesky factor")
+    what = (
+        "the upper Cholesky factor of the inverse Hessian, as quantlab.gptq uses"
+        if kind == "cholesky"
+        else "the full inverse Hessian in place of its Cholesky factor"
+    )
     where = f" (on a {rows}x{cols} W, j = {j}, U = {what})"
     expected = _ref_gptq_step(W, M, j, qc)
     w = W[:, j]
@@ -966,58 +1108,73 @@ def _check_gptq_case(gptq_step: Callable, W: np.ndarray, M: np.ndarray, j: int,
     d = M[j, j]
     err = (w - q) / d
 
-    out = _call(gptq_step, f"gptq_step(W, U, {j}, quantize_column)", W.copy(), M.copy(), j, qc,
-                hint=where)
+    out = _call(gptq_step, f"gptq_step(W, U, {j}, quantize_column)", W.copy(), M.copy(), j, qc, hint=where)
     if out is None:
-        raise _Fail(f"gptq_step returned None: return the updated W (an array of shape "
-                    f"{W.shape}), also if you changed W in place{where}")
+        raise _Fail(
+            f"gptq_step returned None: return the updated W (an array of shape "
+            f"{W.shape}), also if you changed W in place{where}"
+        )
     got = _shaped(out, "the W returned by gptq_step", W.shape, where)
 
     def close(a: np.ndarray, b: np.ndarray) -> bool:
         return bool(np.allclose(a, b, rtol=1e-6, atol=1e-9))
 
     if j > 0 and not close(got[:, :j], W[:, :j]):
-        changed = sorted({int(c) for c in np.nonzero(~np.isclose(got[:, :j], W[:, :j], rtol=1e-6,
-                                                                 atol=1e-9))[1]})
-        raise _Fail(f"columns {changed} changed, but the columns before j = {j} are already "
-                    f"quantized: GPTQ never touches them again; update only W[:, j+1:] "
-                    f"(the row U[j, :j] is not used){where}")
-    later = got[:, j + 1:]
-    if not close(later, expected[:, j + 1:]):
-        row = M[j, j + 1:][None, :]
-        rest = W[:, j + 1:]
-        k = int(np.argmax(np.abs(later - expected[:, j + 1:]).max(axis=0))) + j + 1
-        ex = (f"(column {k}: expected {_show(expected[:, k], 4)}, got {_show(got[:, k], 4)})")
+        changed = sorted({int(c) for c in np.nonzero(~np.isclose(got[:, :j], W[:, :j], rtol=1e-6, atol=1e-9))[1]})
+        raise _Fail(
+            f"columns {changed} changed, but the columns before j = {j} are already "
+            f"quantized: GPTQ never touches them again; update only W[:, j+1:] "
+            f"(the row U[j, :j] is not used){where}"
+        )
+    later = got[:, j + 1 :]
+    if not close(later, expected[:, j + 1 :]):
+        row = M[j, j + 1 :][None, :]
+        rest = W[:, j + 1 :]
+        k = int(np.argmax(np.abs(later - expected[:, j + 1 :]).max(axis=0))) + j + 1
+        ex = f"(column {k}: expected {_show(expected[:, k], 4)}, got {_show(got[:, k], 4)})"
         variants = [
-            (rest, "the columns after j did not change: spread the rounding error of column j "
-             "over them, err = (w_j - q_j) / U[j, j], W[:, j+1:] -= err[:, None] * "
-             "U[j, j+1:][None, :] (row j of U; with the upper-triangular Cholesky "
-             "factor, the column U[j+1:, j] is zero) "),
-            (rest - (w - q)[:, None] * row, f"you forgot the division by U[j, j] = {d:.4g}: "
-             f"err = (w_j - q_j) / U[j, j], then W[:, j+1:] -= err[:, None] * "
-             f"U[j, j+1:][None, :] "),
-            (rest - ((w - q) * d)[:, None] * row, f"you multiplied by U[j, j] = {d:.4g} "
-             f"instead of dividing: err = (w_j - q_j) / U[j, j] "),
-            (rest + err[:, None] * row, "the update has the wrong sign: with err = (w_j - q_j) / "
-             "U[j, j] (original minus quantized), the later columns are corrected by "
-             "W[:, j+1:] -= err[:, None] * U[j, j+1:][None, :] "),
-            (rest - ((w - q) / d ** 2)[:, None] * row, "you divided by U[j, j] twice: "
-             "err = (w_j - q_j) / U[j, j] "),
+            (
+                rest,
+                "the columns after j did not change: spread the rounding error of column j "
+                "over them, err = (w_j - q_j) / U[j, j], W[:, j+1:] -= err[:, None] * "
+                "U[j, j+1:][None, :] (row j of U; with the upper-triangular Cholesky "
+                "factor, the column U[j+1:, j] is zero) ",
+            ),
+            (
+                rest - (w - q)[:, None] * row,
+                f"you forgot the division by U[j, j] = {d:.4g}: "
+                f"err = (w_j - q_j) / U[j, j], then W[:, j+1:] -= err[:, None] * "
+                f"U[j, j+1:][None, :] ",
+            ),
+            (
+                rest - ((w - q) * d)[:, None] * row,
+                f"you multiplied by U[j, j] = {d:.4g} instead of dividing: err = (w_j - q_j) / U[j, j] ",
+            ),
+            (
+                rest + err[:, None] * row,
+                "the update has the wrong sign: with err = (w_j - q_j) / "
+                "U[j, j] (original minus quantized), the later columns are corrected by "
+                "W[:, j+1:] -= err[:, None] * U[j, j+1:][None, :] ",
+            ),
+            (rest - ((w - q) / d**2)[:, None] * row, "you divided by U[j, j] twice: err = (w_j - q_j) / U[j, j] "),
         ]
         for variant, message in variants:
             if close(later, variant):
                 raise _Fail(message + ex + where)
-        raise _Fail(f"the columns after j are not updated as expected: W[:, j+1:] -= "
-                    f"err[:, None] * U[j, j+1:][None, :] with err = (w_j - q_j) / "
-                    f"U[j, j] {ex}{where}")
+        raise _Fail(
+            f"the columns after j are not updated as expected: W[:, j+1:] -= "
+            f"err[:, None] * U[j, j+1:][None, :] with err = (w_j - q_j) / "
+            f"U[j, j] {ex}{where}"
+        )
     if not close(got[:, j], q):
         ex = f"(expected {_show(q, 4)}, got {_show(got[:, j], 4)})"
         if close(got[:, j], w):
-            raise _Fail(f"column j = {j} still holds its unquantized values: set W[:, j] = q_j = "
-                        f"quantize_column(W[:, j]) (subtracting err * U[j, j] from column j "
-                        f"does exactly that) {ex}{where}")
-        raise _Fail(f"column j = {j} must hold its quantized values q_j = quantize_column(W[:, j]) "
-                    f"{ex}{where}")
+            raise _Fail(
+                f"column j = {j} still holds its unquantized values: set W[:, j] = q_j = "
+                f"quantize_column(W[:, j]) (subtracting err * U[j, j] from column j "
+                f"does exactly that) {ex}{where}"
+            )
+        raise _Fail(f"column j = {j} must hold its quantized values q_j = quantize_column(W[:, j]) {ex}{where}")
 
 
 def check_gptq_step(gptq_step: Callable) -> CheckResult:
@@ -1071,8 +1228,10 @@ def check_gptq_step(gptq_step: Callable) -> CheckResult:
     def body() -> str:
         for W, M, j, qc, kind in cases:
             _check_gptq_case(gptq_step, W, M, j, qc, kind)
-        return (f"gptq_step agrees with the reference on {len(cases)} steps (first, middle and "
-                f"last column): W[:, j] = q_j, err = (w_j - q_j) / U[j, j], "
-                f"W[:, j+1:] -= err[:, None] * U[j, j+1:][None, :].")
+        return (
+            f"gptq_step agrees with the reference on {len(cases)} steps (first, middle and "
+            f"last column): W[:, j] = q_j, err = (w_j - q_j) / U[j, j], "
+            f"W[:, j+1:] -= err[:, None] * U[j, j+1:][None, :]."
+        )
 
     return _run(body)

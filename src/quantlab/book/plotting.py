@@ -66,9 +66,7 @@ def _formula(f: FloatFormat, fl: FloatFields) -> str:
         return f"{sign}0"
     den = 1 << f.mbits
     lead = "1 + " if fl.kind == "normal" else ""
-    return (
-        f"(-1)^{fl.sign} x 2^{fl.unbiased_exponent} x ({lead}{fl.mantissa}/{den}) = {fl.value:.8g}"
-    )
+    return f"(-1)^{fl.sign} x 2^{fl.unbiased_exponent} x ({lead}{fl.mantissa}/{den}) = {fl.value:.8g}"
 
 
 def draw_bit_fields(
@@ -124,8 +122,17 @@ def draw_bit_fields(
     field_of = ["sign"] + ["exponent"] * f.ebits + ["mantissa"] * f.mbits
     fontsize = 11 if f.bits <= 16 else 8
     for i, (bit, name) in enumerate(zip(bits, field_of)):
-        ax.add_patch(Rectangle((i, 0), 1, 1, facecolor=fill[name], edgecolor="black", linewidth=0.8,
-                               label=name if (i == 0 or field_of[i - 1] != name) else None))
+        ax.add_patch(
+            Rectangle(
+                (i, 0),
+                1,
+                1,
+                facecolor=fill[name],
+                edgecolor="black",
+                linewidth=0.8,
+                label=name if (i == 0 or field_of[i - 1] != name) else None,
+            )
+        )
         ax.text(i + 0.5, 0.5, bit, ha="center", va="center", fontsize=fontsize, family="monospace")
     spans = [("sign", 0, 1), ("exponent", 1, 1 + f.ebits), ("mantissa", 1 + f.ebits, f.bits)]
     for name, lo, hi in spans:
@@ -142,6 +149,5 @@ def draw_bit_fields(
     ax.set_aspect("equal" if f.bits <= 16 else "auto")
     ax.axis("off")
     stored = f"{fl.value:.8g}" if math.isfinite(fl.value) else str(fl.value)
-    ax.set_title(title if title is not None else f"{f.name}: {v:g} -> stored {stored}", fontsize=10,
-                 loc="left")
+    ax.set_title(title if title is not None else f"{f.name}: {v:g} -> stored {stored}", fontsize=10, loc="left")
     return fl

@@ -200,8 +200,8 @@ def fixed_order_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """
     out = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
     for start in range(0, x.shape[0], _ROWS_PER_CHUNK):
-        rows = x[start:start + _ROWS_PER_CHUNK]
-        np.sum(rows[:, None, :] * w[None, :, :], axis=-1, dtype=np.float32, out=out[start:start + len(rows)])
+        rows = x[start : start + _ROWS_PER_CHUNK]
+        np.sum(rows[:, None, :] * w[None, :, :], axis=-1, dtype=np.float32, out=out[start : start + len(rows)])
     return out
 
 
@@ -362,9 +362,7 @@ def collect_states(policy: nn.Module, episodes: int = 20, seed: int = 0) -> torc
     return torch.from_numpy(rollout(policy, episodes, seed, record_states=True)[1])
 
 
-def action_agreement(
-    policy: nn.Module, ref_policy: nn.Module, states: Union[np.ndarray, torch.Tensor]
-) -> float:
+def action_agreement(policy: nn.Module, ref_policy: nn.Module, states: Union[np.ndarray, torch.Tensor]) -> float:
     """Share of ``states`` on which ``policy`` picks the same greedy action as ``ref_policy``.
 
     ``agreement = mean_i [argmax policy(s_i) == argmax ref_policy(s_i)]``, in [0, 1].
@@ -669,10 +667,23 @@ TRAINING_RECIPE: dict[str, Any] = {
     "n_policies": 10,
     "max_seed": 40,
     "policy": {"obs_dim": 4, "n_actions": 2, "hidden": 64},
-    "reinforce": {"max_episodes": 1000, "lr": 0.01, "gamma": 0.99, "target_return": MAX_RETURN,
-                  "eval_every": 10, "eval_episodes": 10},
-    "qat": {"formats": ["int2", "binary"], "granularities": ["tensor", "channel"], "steps": 100,
-            "rounds": 2, "episodes": 10, "lr": 3e-3, "batch_size": 256},
+    "reinforce": {
+        "max_episodes": 1000,
+        "lr": 0.01,
+        "gamma": 0.99,
+        "target_return": MAX_RETURN,
+        "eval_every": 10,
+        "eval_episodes": 10,
+    },
+    "qat": {
+        "formats": ["int2", "binary"],
+        "granularities": ["tensor", "channel"],
+        "steps": 100,
+        "rounds": 2,
+        "episodes": 10,
+        "lr": 3e-3,
+        "batch_size": 256,
+    },
 }
 """How the stored policies (:func:`load_policies`) were made: ``scripts/train_policies.py``
 trains one :class:`Policy` per seed with :func:`train_reinforce`, seeds 0, 1, 2, ... in turn,
@@ -790,7 +801,7 @@ def load_policies(path: Optional[Union[str, Path]] = None) -> StoredPolicies:
     for name, (obs_dim, n_actions, hidden) in json.loads(meta["shapes"]).items():
         policy = Policy(obs_dim=obs_dim, n_actions=n_actions, hidden=hidden)
         prefix = f"policy.{name}."
-        policy.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        policy.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         policies[name] = policy
-    curves = {k[len("curve."):]: v.numpy() for k, v in tensors.items() if k.startswith("curve.")}
+    curves = {k[len("curve.") :]: v.numpy() for k, v in tensors.items() if k.startswith("curve.")}
     return StoredPolicies(policies=policies, curves=curves, metadata=meta)

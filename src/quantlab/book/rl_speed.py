@@ -62,8 +62,9 @@ def _check_variants(variants: Any) -> list[str]:
     return out
 
 
-def actor_runners(actor: nn.Module, folder: PathLike, threads: int = 1,
-                  variants: Sequence[str] = tuple(SPEED_VARIANTS)) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+def actor_runners(
+    actor: nn.Module, folder: PathLike, threads: int = 1, variants: Sequence[str] = tuple(SPEED_VARIANTS)
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Callables ``obs (batch, obs_dim) float32 -> actor outputs (batch, act_dim)``, one per variant.
 
     Args:
@@ -96,9 +97,11 @@ def actor_runners(actor: nn.Module, folder: PathLike, threads: int = 1,
     runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     for v in variants:
         if v == "fp32 torch":
+
             def run_torch(x: np.ndarray, m: nn.Module = actor) -> np.ndarray:
                 with torch.inference_mode():
                     return m(torch.from_numpy(x)).numpy()
+
             runners[v] = run_torch
         else:
             if v == "fp32 ORT":
@@ -217,9 +220,19 @@ def acting_speed(
                             e.close()
                     for key, t in times.items():
                         v, mode = key.split("|")
-                        rows.append(dict(env=env_id, hidden=h, batch=batch, variant=v, mode=mode,
-                                         calls=calls, seconds=t, us_per_step=t / calls * 1e6,
-                                         steps_per_s=batch * calls / t))
+                        rows.append(
+                            dict(
+                                env=env_id,
+                                hidden=h,
+                                batch=batch,
+                                variant=v,
+                                mode=mode,
+                                calls=calls,
+                                seconds=t,
+                                us_per_step=t / calls * 1e6,
+                                steps_per_s=batch * calls / t,
+                            )
+                        )
     finally:
         torch.set_num_threads(old_threads)
     return rows

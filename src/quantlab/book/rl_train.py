@@ -101,12 +101,15 @@ ACTOR_FORMATS: tuple[str, ...] = ("fp32", "int8", "fp8_e4m3", "int4", "nvfp4", "
 """Formats the sweep gives the actors (``fp32``: the learner's own weights)."""
 
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": dict(num_envs=8, steps=128, updates=40, epochs=4, minibatches=4, lr=1e-3,
-                        gamma=0.99, lam=0.95, reward_scale=1.0),
-    "Acrobot-v1": dict(num_envs=8, steps=128, updates=40, epochs=4, minibatches=4, lr=1e-3,
-                       gamma=0.99, lam=0.95, reward_scale=1.0),
-    "Pendulum-v1": dict(num_envs=8, steps=200, updates=60, epochs=10, minibatches=8, lr=1e-3,
-                        gamma=0.95, lam=0.95, reward_scale=0.1),
+    "CartPole-v1": dict(
+        num_envs=8, steps=128, updates=40, epochs=4, minibatches=4, lr=1e-3, gamma=0.99, lam=0.95, reward_scale=1.0
+    ),
+    "Acrobot-v1": dict(
+        num_envs=8, steps=128, updates=40, epochs=4, minibatches=4, lr=1e-3, gamma=0.99, lam=0.95, reward_scale=1.0
+    ),
+    "Pendulum-v1": dict(
+        num_envs=8, steps=200, updates=60, epochs=10, minibatches=8, lr=1e-3, gamma=0.95, lam=0.95, reward_scale=0.1
+    ),
 }
 """Per-environment PPO settings (small budgets that learn in seconds to a minute on one core).
 ``reward_scale`` multiplies the rewards the learner sees (Pendulum's are -16..0 a step);
@@ -132,8 +135,12 @@ def make_vec_env(env_id: str, num_envs: int) -> Any:
     if env_id not in ENV_DEFAULTS:
         raise ValueError(f"env_id must be one of {sorted(ENV_DEFAULTS)}, got {env_id!r}")
     num_envs = check_int(num_envs, "num_envs", minimum=1)
-    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
-                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+    return gym.make_vec(
+        env_id,
+        num_envs=num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
 
 
 # --------------------------------------------------------------------------- the actor-critic
@@ -168,8 +175,9 @@ class ActorCritic(nn.Module):
         log_std_init: initial ``log_std`` (continuous only).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, hidden: int = 64,
-                 seed: int = 0, log_std_init: float = 0.0) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, discrete: bool, hidden: int = 64, seed: int = 0, log_std_init: float = 0.0
+    ) -> None:
         super().__init__()
         obs_dim, act_dim = check_int(obs_dim, "obs_dim", minimum=1), check_int(act_dim, "act_dim", minimum=1)
         hidden, seed = check_int(hidden, "hidden", minimum=1), check_int(seed, "seed", minimum=0)
@@ -199,7 +207,7 @@ class ActorCritic(nn.Module):
             return logp, -(logp_all.exp() * logp_all).sum(-1)
         log_std = self.log_std.expand_as(out)
         z = (actions - out) / log_std.exp()
-        logp = (-0.5 * z ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         return logp, (log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
 
 
@@ -252,10 +260,15 @@ def behaviour_policy(model: ActorCritic, fmt: Any = "fp32", granularity: str = "
     if isinstance(f, BlockFormat):
         block, kw = f.block_size, {}
     else:
-        block, kw = None, ({"granularity": "channel", "axis": 0} if granularity == "channel"
-                           else {"granularity": "tensor"})
-    fits = {f"actor.{n}" for n, m in model.actor.named_children()
-            if isinstance(m, nn.Linear) and (block is None or m.in_features % block == 0)}
+        block, kw = (
+            None,
+            ({"granularity": "channel", "axis": 0} if granularity == "channel" else {"granularity": "tensor"}),
+        )
+    fits = {
+        f"actor.{n}"
+        for n, m in model.actor.named_children()
+        if isinstance(m, nn.Linear) and (block is None or m.in_features % block == 0)
+    }
     out = fake_quantized_copy(model, f, layers=lambda n, m: n in fits, **kw)
     if block is not None:  # layers narrower than a block: zero-pad the input axis, round, cut
         with torch.no_grad():
@@ -263,7 +276,7 @@ def behaviour_policy(model: ActorCritic, fmt: Any = "fp32", granularity: str = "
                 if isinstance(m, nn.Linear) and f"actor.{n}" not in fits:
                     w = m.weight
                     pad = torch.zeros(w.shape[0], -w.shape[1] % block, dtype=w.dtype)
-                    m.weight.copy_(fake_quantize(torch.cat([w, pad], 1), f)[:, :w.shape[1]])
+                    m.weight.copy_(fake_quantize(torch.cat([w, pad], 1), f)[:, : w.shape[1]])
     return out
 
 
@@ -274,8 +287,9 @@ def _distribution(model: ActorCritic, out: np.ndarray) -> tuple[np.ndarray, Opti
     return out.astype(np.float64), model.log_std.detach().numpy().astype(np.float64)
 
 
-def mismatch(behaviour: tuple[np.ndarray, Optional[np.ndarray]],
-             target: tuple[np.ndarray, Optional[np.ndarray]], discrete: bool) -> np.ndarray:
+def mismatch(
+    behaviour: tuple[np.ndarray, Optional[np.ndarray]], target: tuple[np.ndarray, Optional[np.ndarray]], discrete: bool
+) -> np.ndarray:
     """``KL(mu || pi)`` per state, float64 ``(batch,)``, from :func:`_distribution` pairs.
 
     Discrete: ``sum_a mu_a (log mu_a - log pi_a)``. Gaussian (diagonal):
@@ -343,8 +357,10 @@ def _check_qat_format(fmt: Any) -> Optional[Format]:
         return None
     f = _check_format(fmt, "qat_format")
     if isinstance(f, BlockFormat):
-        raise ValueError(f"qat_format must be an element format with one scale per row or tensor "
-                         f"(int2..int8, fp8_e4m3, ...), not the block format {f.name!r}")
+        raise ValueError(
+            f"qat_format must be an element format with one scale per row or tensor "
+            f"(int2..int8, fp8_e4m3, ...), not the block format {f.name!r}"
+        )
     return f
 
 
@@ -416,11 +432,9 @@ def train_ppo(
     if env_id not in ENV_DEFAULTS:
         raise ValueError(f"env_id must be one of {sorted(ENV_DEFAULTS)}, got {env_id!r}")
     qat = _check_qat_format(qat_format)
-    fmt = _check_format(actor_format if actor_format is not None
-                        else (qat.name if qat is not None else "fp32"))
+    fmt = _check_format(actor_format if actor_format is not None else (qat.name if qat is not None else "fp32"))
     if qat is not None and fmt.name != qat.name:
-        raise ValueError(f"actor_format must be qat_format ({qat.name!r}) or None with QAT, "
-                         f"got {actor_format!r}")
+        raise ValueError(f"actor_format must be qat_format ({qat.name!r}) or None with QAT, got {actor_format!r}")
     if init_model is not None and not isinstance(init_model, ActorCritic):
         raise TypeError(f"init_model must be an ActorCritic or None, got {type(init_model).__name__}")
     if is_correction not in IS_CORRECTIONS:
@@ -428,8 +442,17 @@ def train_ppo(
     if granularity not in ("tensor", "channel"):
         raise ValueError(f"granularity must be 'tensor' or 'channel', got {granularity!r}")
     d = dict(ENV_DEFAULTS[env_id])
-    given = dict(updates=updates, num_envs=num_envs, steps=steps, epochs=epochs,
-                 minibatches=minibatches, lr=lr, gamma=gamma, lam=lam, reward_scale=reward_scale)
+    given = dict(
+        updates=updates,
+        num_envs=num_envs,
+        steps=steps,
+        epochs=epochs,
+        minibatches=minibatches,
+        lr=lr,
+        gamma=gamma,
+        lam=lam,
+        reward_scale=reward_scale,
+    )
     d.update({k: v for k, v in given.items() if v is not None})
     for k in ("updates", "num_envs", "steps", "epochs", "minibatches"):
         d[k] = check_int(d[k], k, minimum=1)
@@ -438,23 +461,37 @@ def train_ppo(
     for k, v in (("gamma", d["gamma"]), ("lam", d["lam"]), ("clip_eps", clip_eps)):
         if check_positive(v, k) > 1:
             raise ValueError(f"{k} must be in (0, 1], got {v!r}")
-    is_clip, vf_coef, max_grad_norm = (check_positive(is_clip, "is_clip"),
-                                       check_positive(vf_coef, "vf_coef"),
-                                       check_positive(max_grad_norm, "max_grad_norm"))
+    is_clip, vf_coef, max_grad_norm = (
+        check_positive(is_clip, "is_clip"),
+        check_positive(vf_coef, "vf_coef"),
+        check_positive(max_grad_norm, "max_grad_norm"),
+    )
     if isinstance(ent_coef, bool) or not isinstance(ent_coef, (int, float)) or ent_coef < 0:
-        raise (TypeError if not isinstance(ent_coef, (int, float)) or isinstance(ent_coef, bool)
-               else ValueError)(f"ent_coef must be a real number >= 0, got {ent_coef!r}")
+        raise (TypeError if not isinstance(ent_coef, (int, float)) or isinstance(ent_coef, bool) else ValueError)(
+            f"ent_coef must be a real number >= 0, got {ent_coef!r}"
+        )
     seed, hidden = check_int(seed, "seed", minimum=0), check_int(hidden, "hidden", minimum=1)
     if init_model is not None:
         hidden = init_model.actor[0].out_features
     batch = d["num_envs"] * d["steps"]
     if d["minibatches"] > batch:
         raise ValueError(f"minibatches must be <= num_envs * steps = {batch}, got {d['minibatches']}")
-    config = dict(env_id=env_id, actor_format=fmt.name, qat_format=None if qat is None else qat.name,
-                  is_correction=is_correction, is_clip=is_clip,
-                  seed=seed, clip_eps=clip_eps, vf_coef=vf_coef, ent_coef=float(ent_coef),
-                  max_grad_norm=max_grad_norm, hidden=hidden, granularity=granularity,
-                  finetune=init_model is not None, **d)
+    config = dict(
+        env_id=env_id,
+        actor_format=fmt.name,
+        qat_format=None if qat is None else qat.name,
+        is_correction=is_correction,
+        is_clip=is_clip,
+        seed=seed,
+        clip_eps=clip_eps,
+        vf_coef=vf_coef,
+        ent_coef=float(ent_coef),
+        max_grad_norm=max_grad_norm,
+        hidden=hidden,
+        granularity=granularity,
+        finetune=init_model is not None,
+        **d,
+    )
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -507,8 +544,10 @@ def _check_fits(model: ActorCritic, envs: Any) -> None:
     first, last = model.actor[0], model.actor[len(model.actor) - 1]
     got = (first.in_features, last.out_features, model.discrete)
     if got != (obs_dim, act_dim, discrete):
-        raise ValueError(f"model must fit the environment (observations, actions, discrete) = "
-                         f"{(obs_dim, act_dim, discrete)}, got {got}")
+        raise ValueError(
+            f"model must fit the environment (observations, actions, discrete) = "
+            f"{(obs_dim, act_dim, discrete)}, got {got}"
+        )
 
 
 def _latent(actor: nn.Sequential) -> nn.Sequential:
@@ -537,16 +576,25 @@ def _train(envs: Any, cfg: dict[str, Any], init: Optional[ActorCritic] = None) -
         model.actor = _latent(model.actor)
     qat = cfg["qat_format"]
     if qat is not None:  # the learner's actor computes with Q(W); gradients pass straight through
-        qkw = ({"granularity": "channel", "axis": 0} if cfg["granularity"] == "channel"
-               else {"granularity": "tensor"})
+        qkw = {"granularity": "channel", "axis": 0} if cfg["granularity"] == "channel" else {"granularity": "tensor"}
         model.actor = prepare_qat(model.actor, qat, symmetric=True, **qkw)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], eps=1e-5)
     rng = np.random.default_rng(cfg["seed"])
     N, T, gamma, lam, eps = cfg["num_envs"], cfg["steps"], cfg["gamma"], cfg["lam"], cfg["clip_eps"]
     obs, _ = envs.reset(seed=cfg["seed"])
     running, last_return = np.zeros(N), float("nan")
-    keys = ("return", "entropy", "behaviour_entropy", "kl", "ratio_mean", "ratio_std", "ratio_max",
-            "ratio_clipped", "ratio_truncated", "episodes")
+    keys = (
+        "return",
+        "entropy",
+        "behaviour_entropy",
+        "kl",
+        "ratio_mean",
+        "ratio_std",
+        "ratio_max",
+        "ratio_clipped",
+        "ratio_truncated",
+        "episodes",
+    )
     hist: dict[str, list[float]] = {k: [] for k in keys}
     low, high = (None, None) if discrete else (space.low, space.high)
 
@@ -586,15 +634,31 @@ def _train(envs: Any, cfg: dict[str, Any], init: Optional[ActorCritic] = None) -
         mu_dist = _distribution(mu, b_out.reshape(T * N, act_dim))
         pi_dist = _distribution(model, pi_fn(flat_obs))
         logp_mu = b_logp_mu.reshape(-1)
-        logp_pi = (np.take_along_axis(pi_dist[0], flat_act[:, None], -1)[:, 0] if discrete
-                   else gaussian_log_prob(pi_dist[0], pi_dist[1], flat_act))
+        logp_pi = (
+            np.take_along_axis(pi_dist[0], flat_act[:, None], -1)[:, 0]
+            if discrete
+            else gaussian_log_prob(pi_dist[0], pi_dist[1], flat_act)
+        )
         rho = np.exp(logp_pi - logp_mu)
         if finished:
             last_return = float(np.mean(finished))
-        rec = dict(zip(keys, (last_return, _entropy(model, pi_dist), _entropy(mu, mu_dist),
-                              float(mismatch(mu_dist, pi_dist, discrete).mean()), float(rho.mean()),
-                              float(rho.std()), float(rho.max()), float((np.abs(rho - 1) > eps).mean()),
-                              float((rho > cfg["is_clip"]).mean()), float(len(finished)))))
+        rec = dict(
+            zip(
+                keys,
+                (
+                    last_return,
+                    _entropy(model, pi_dist),
+                    _entropy(mu, mu_dist),
+                    float(mismatch(mu_dist, pi_dist, discrete).mean()),
+                    float(rho.mean()),
+                    float(rho.std()),
+                    float(rho.max()),
+                    float((np.abs(rho - 1) > eps).mean()),
+                    float((rho > cfg["is_clip"]).mean()),
+                    float(len(finished)),
+                ),
+            )
+        )
         for k in keys:
             hist[k].append(rec[k])
         # ---- GAE with the critic's values (fp32)
@@ -621,7 +685,7 @@ def _train(envs: Any, cfg: dict[str, Any], init: Optional[ActorCritic] = None) -
         for _ in range(cfg["epochs"]):
             perm = rng.permutation(T * N)
             for k in range(cfg["minibatches"]):
-                idx = torch.from_numpy(perm[k * size:(k + 1) * size])
+                idx = torch.from_numpy(perm[k * size : (k + 1) * size])
                 logp, ent = model.log_prob_entropy(t_obs[idx], t_act[idx])
                 a = t_adv[idx]
                 a = (a - a.mean()) / (a.std() + 1e-8)
@@ -659,14 +723,25 @@ def weight_spread(model: ActorCritic) -> list[dict[str, float]]:
         if isinstance(m, nn.Linear):
             w = m.weight.detach().double()
             row = (w.abs().amax(1) / w.std(1).clamp_min(1e-30)).mean()
-            out.append(dict(range_over_std=float(w.abs().max() / w.std()),
-                            row_range_over_std=float(row), max_abs=float(w.abs().max()),
-                            std=float(w.std())))
+            out.append(
+                dict(
+                    range_over_std=float(w.abs().max() / w.std()),
+                    row_range_over_std=float(row),
+                    max_abs=float(w.abs().max()),
+                    std=float(w.std()),
+                )
+            )
     return out
 
 
-def evaluate_actor(model: ActorCritic, env_id: str, actor_format: Any = "fp32", episodes: int = 8,
-                   seed: int = 10_000, granularity: str = "channel") -> np.ndarray:
+def evaluate_actor(
+    model: ActorCritic,
+    env_id: str,
+    actor_format: Any = "fp32",
+    episodes: int = 8,
+    seed: int = 10_000,
+    granularity: str = "channel",
+) -> np.ndarray:
     """Returns of ``episodes`` episodes with the deterministic action (argmax / mean) of
     ``behaviour_policy(model, actor_format)``, one environment per episode, reset with ``seed``.
 

@@ -108,8 +108,7 @@ def _int_settings() -> dict[str, Setting]:
             s["HQQ int4, zero point"] = Setting("HQQ", "hqq", 4, zero_point=True)
         if b >= 3:
             s[f"rotation+RTN int{b}"] = Setting("rotation+RTN", "rtn", b, rotated=True)
-            s[f"rotation+GPTQ int{b}, zero point"] = Setting("rotation+GPTQ", "gptq", b, zero_point=True,
-                                                            rotated=True)
+            s[f"rotation+GPTQ int{b}, zero point"] = Setting("rotation+GPTQ", "gptq", b, zero_point=True, rotated=True)
     return s
 
 
@@ -165,7 +164,7 @@ def calibrate(model: torch.nn.Module, tokens: torch.Tensor, context: int, n_wind
     starts = list(range(0, tokens.numel(), context))[:n_windows]
     with torch.no_grad():
         for start in starts:
-            model(input_ids=tokens[start:start + context].unsqueeze(0))
+            model(input_ids=tokens[start : start + context].unsqueeze(0))
 
 
 class Study:
@@ -185,9 +184,16 @@ class Study:
         n_weights: weights in the chosen layers.
     """
 
-    def __init__(self, reference: torch.nn.Module, calibration: torch.Tensor, evaluation: torch.Tensor,
-                 context: int = 256, layers: Optional[Iterable[str]] = None, reference_bits: float = 5.0,
-                 config: Optional[dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        reference: torch.nn.Module,
+        calibration: torch.Tensor,
+        evaluation: torch.Tensor,
+        context: int = 256,
+        layers: Optional[Iterable[str]] = None,
+        reference_bits: float = 5.0,
+        config: Optional[dict[str, Any]] = None,
+    ) -> None:
         from quantlab.book.evaluation import next_token_logprobs
         from quantlab.nn import linear_layers
 
@@ -195,8 +201,7 @@ class Study:
             raise TypeError(f"reference must be a torch.nn.Module, got {type(reference).__name__}")
         self.reference = reference
         self.calibration, self.evaluation, self.context = calibration, evaluation, context
-        self.layers = ([n for n, _ in linear_layers(reference) if n != "lm_head"] if layers is None
-                       else list(layers))
+        self.layers = [n for n, _ in linear_layers(reference) if n != "lm_head"] if layers is None else list(layers)
         self.reference_bits = float(reference_bits)
         self.config = CONFIG if config is None else config
         self.n_weights = sum(reference.get_submodule(n).weight.numel() for n in self.layers)
@@ -289,10 +294,20 @@ class Study:
 
             model = copy.deepcopy(base)
             g = cfg["gptq"]
-            res = gptq_quantize_model(model, None, fmt, group_size=s.group_size, stats=self.rotated_stats
-                                      if s.rotated else self.stats, symmetric=not s.zero_point, scale_dtype=sd,
-                                      act_order=g["act_order"], damp=g["damp"], block_size=g["block_size"],
-                                      layers=self.layers, progress=False)
+            res = gptq_quantize_model(
+                model,
+                None,
+                fmt,
+                group_size=s.group_size,
+                stats=self.rotated_stats if s.rotated else self.stats,
+                symmetric=not s.zero_point,
+                scale_dtype=sd,
+                act_order=g["act_order"],
+                damp=g["damp"],
+                block_size=g["block_size"],
+                layers=self.layers,
+                progress=False,
+            )
             return model, 8 * sum(r.qtensor.nbytes for r in res.values()) / self.n_weights
         if s.method == "imatrix":
             from quantlab.algorithms.imatrix import imatrix_quantize
@@ -300,8 +315,9 @@ class Study:
             stats = self.stats
 
             def imatrix_layer(n, w):
-                qt = imatrix_quantize(w, stats[n].xtx.diagonal(), fmt, s.group_size,
-                                      n_grid=cfg["imatrix"]["n_grid"], scale_dtype=sd)
+                qt = imatrix_quantize(
+                    w, stats[n].xtx.diagonal(), fmt, s.group_size, n_grid=cfg["imatrix"]["n_grid"], scale_dtype=sd
+                )
                 return qt.dequantize(), qt.bits_per_weight * w.numel()
 
             return self._copy_with(base, imatrix_layer)
@@ -310,9 +326,18 @@ class Study:
 
             a = cfg["awq"]
             model = copy.deepcopy(base)
-            res = awq_quantize_model(model, lambda m: self._calibrate(m, a["calibration_windows"]), fmt,
-                                     group_size=s.group_size, max_rows=a["max_rows"], n_grid=a["n_grid"],
-                                     seed=a["seed"], scale_dtype=sd, layers=self.layers, progress=False)
+            res = awq_quantize_model(
+                model,
+                lambda m: self._calibrate(m, a["calibration_windows"]),
+                fmt,
+                group_size=s.group_size,
+                max_rows=a["max_rows"],
+                n_grid=a["n_grid"],
+                seed=a["seed"],
+                scale_dtype=sd,
+                layers=self.layers,
+                progress=False,
+            )
             unique = {id(r): r for r in res.values()}.values()  # layers sharing an input share a result
             return model, 8 * sum(qt.nbytes for r in unique for qt in r.qtensors) / self.n_weights
         if s.method == "hqq":
@@ -353,13 +378,18 @@ class Study:
         """Build and measure one setting: ``{"family", "bits", "ppl", "kl", "agree", "seconds"}``."""
         t0 = time.perf_counter()
         model, bits = self.build(name)
-        out = {"family": SETTINGS[name].family, "bits": bits, **self.measure(model),
-               "seconds": time.perf_counter() - t0}
+        out = {
+            "family": SETTINGS[name].family,
+            "bits": bits,
+            **self.measure(model),
+            "seconds": time.perf_counter() - t0,
+        }
         return out
 
 
-def run_settings(study: Study, names: Optional[Iterable[str]] = None,
-                 log: Optional[Callable[[str], None]] = None) -> dict[str, dict[str, Any]]:
+def run_settings(
+    study: Study, names: Optional[Iterable[str]] = None, log: Optional[Callable[[str], None]] = None
+) -> dict[str, dict[str, Any]]:
     """:meth:`Study.row` of each setting (default: all of :data:`SETTINGS`, in order).
 
     Raises:
@@ -374,8 +404,10 @@ def run_settings(study: Study, names: Optional[Iterable[str]] = None,
         rows[n] = study.row(n)
         if log:
             r = rows[n]
-            log(f"{n:<32} {r['bits']:5.2f} bits  ppl {r['ppl']:10.2f}  KL {r['kl']:.4f}  "
-                f"same top token {r['agree']:.1%}  ({r['seconds']:.1f} s)")
+            log(
+                f"{n:<32} {r['bits']:5.2f} bits  ppl {r['ppl']:10.2f}  KL {r['kl']:.4f}  "
+                f"same top token {r['agree']:.1%}  ({r['seconds']:.1f} s)"
+            )
     return rows
 
 
@@ -395,8 +427,10 @@ def load_results(path: PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no stored results at {str(p)!r}: run scripts/smollm_experiments.py")
     data = json.loads(p.read_text())
     if data.get("config_hash") != config_hash(CONFIG):
-        raise ValueError(f"{str(p)!r} was made with another configuration than quantlab.book.smollm_study.CONFIG: "
-                         "run scripts/smollm_experiments.py (make experiments)")
+        raise ValueError(
+            f"{str(p)!r} was made with another configuration than quantlab.book.smollm_study.CONFIG: "
+            "run scripts/smollm_experiments.py (make experiments)"
+        )
     missing = [n for n in SETTINGS if n not in data.get("rows", {})]
     if missing:
         raise ValueError(f"{str(p)!r} has no rows for {missing}: run scripts/smollm_experiments.py")
@@ -417,8 +451,9 @@ def gap_closed(ppl: float, ppl_rtn: float, ppl_ref: float) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise ValueError(f"{name} must be a positive finite number, got {v!r}")
     if ppl_rtn <= ppl_ref:
-        raise ValueError(f"ppl_rtn must be above ppl_ref (round-to-nearest loses something), "
-                         f"got {ppl_rtn} <= {ppl_ref}")
+        raise ValueError(
+            f"ppl_rtn must be above ppl_ref (round-to-nearest loses something), got {ppl_rtn} <= {ppl_ref}"
+        )
     return 1 - (ppl - ppl_ref) / (ppl_rtn - ppl_ref)
 
 

@@ -85,8 +85,18 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 
 #: /proc/cpuinfo flags that decide which matrix kernels a CPU can run.
-ISA_FLAGS: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
-                              "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+ISA_FLAGS: tuple[str, ...] = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 
 #: Formats that :func:`layer_sweep` knows: name -> description.
 SWEEP_FORMATS: dict[str, str] = {
@@ -141,8 +151,7 @@ def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1, best: bo
     return min(times) if best else statistics.median(times)
 
 
-def time_alternating(fns: Mapping[str, Callable[[], Any]], repeats: int = 5,
-                     warmup: int = 1) -> dict[str, float]:
+def time_alternating(fns: Mapping[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
     """Median seconds of several callables timed in turn: a, b, c, a, b, c, ...
 
     On a shared machine the load changes from second to second; running the candidates
@@ -259,10 +268,12 @@ def measure_int8_peak(n: int = 1024, repeats: int = 5, threads: int = 1) -> floa
     b = rng.integers(-127, 128, size=(n, n), dtype=np.int8)
     a = rng.integers(0, 256, size=(n, n), dtype=np.uint8)
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8_peak",
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
+        "int8_peak",
         [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
         [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
-        [numpy_helper.from_array(b, "b")])
+        [numpy_helper.from_array(b, "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "int8_peak.onnx"
@@ -299,10 +310,12 @@ def measure_ort_peak(dtype: str = "int8", n: int = 1024, repeats: int = 5, threa
     b = rng.standard_normal((n, n)).astype(np.float32)
     a = rng.standard_normal((n, n)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["y"])], "fp32_peak",
+        [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        "fp32_peak",
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
-        [numpy_helper.from_array(b, "b")])
+        [numpy_helper.from_array(b, "b")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fp32_peak.onnx"
@@ -361,8 +374,14 @@ class LinearCost:
         return self.flops / self.bytes
 
 
-def linear_cost(in_features: int, out_features: int, batch: int, bits: float = 32,
-                group_size: Optional[int] = None, scale_bits: int = 32) -> LinearCost:
+def linear_cost(
+    in_features: int,
+    out_features: int,
+    batch: int,
+    bits: float = 32,
+    group_size: Optional[int] = None,
+    scale_bits: int = 32,
+) -> LinearCost:
     """The roofline model's count for one Linear layer.
 
     ``weight_bytes = N K (bits + scale_bits / g) / 8`` with one scale per group of ``g``
@@ -390,12 +409,10 @@ def linear_cost(in_features: int, out_features: int, batch: int, bits: float = 3
     weight = n * k * bits / 8
     if bits < 32:
         weight += (n * k / group_size if group_size else n) * scale_bits / 8
-    return LinearCost(flops=2.0 * m * n * k, weight_bytes=float(weight),
-                      activation_bytes=4.0 * m * (k + n))
+    return LinearCost(flops=2.0 * m * n * k, weight_bytes=float(weight), activation_bytes=4.0 * m * (k + n))
 
 
-def roofline(intensity: Union[float, np.ndarray], bandwidth_gbs: float,
-             peak_gflops: float) -> Union[float, np.ndarray]:
+def roofline(intensity: Union[float, np.ndarray], bandwidth_gbs: float, peak_gflops: float) -> Union[float, np.ndarray]:
     """Attainable GFLOP/s at an arithmetic intensity: ``min(peak, intensity * bandwidth)``.
 
     A kernel that performs ``I`` operations per byte it moves cannot run faster than the
@@ -423,8 +440,9 @@ def roofline(intensity: Union[float, np.ndarray], bandwidth_gbs: float,
 # --------------------------------------------------------------------------- one layer
 
 
-def _layer_runners(weight: torch.Tensor, formats: Sequence[str], folder: Path,
-                   threads: int) -> dict[str, Callable[[torch.Tensor, np.ndarray], Any]]:
+def _layer_runners(
+    weight: torch.Tensor, formats: Sequence[str], folder: Path, threads: int
+) -> dict[str, Callable[[torch.Tensor, np.ndarray], Any]]:
     from ..deploy import export_onnx, ort_session
     from ..nn import QuantizedLinear, QuantScheme
 
@@ -454,9 +472,15 @@ def _layer_runners(weight: torch.Tensor, formats: Sequence[str], folder: Path,
     return runners
 
 
-def layer_sweep(in_features: int, out_features: int, batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
-                formats: Sequence[str] = tuple(SWEEP_FORMATS), repeats: int = 5, threads: int = 1,
-                seed: int = 0) -> list[dict[str, Any]]:
+def layer_sweep(
+    in_features: int,
+    out_features: int,
+    batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+    formats: Sequence[str] = tuple(SWEEP_FORMATS),
+    repeats: int = 5,
+    threads: int = 1,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Time one Linear layer (no bias) in several formats over batch sizes.
 
     A random weight ``(out_features, in_features)`` (Gaussian, std ``1/sqrt(in)``) is
@@ -494,8 +518,13 @@ def layer_sweep(in_features: int, out_features: int, batches: Sequence[int] = (1
     repeats = _check_repeats(repeats)
     g = torch.Generator().manual_seed(seed)
     weight = torch.randn(out_features, in_features, generator=g) / math.sqrt(in_features)
-    bits = {"fp32 torch": (32, None), "fp32 ORT": (32, None), "int8 ORT": (8, None),
-            "int4 ORT": (4, 32), "int4 eager": (4, 32)}
+    bits = {
+        "fp32 torch": (32, None),
+        "fp32 ORT": (32, None),
+        "int8 ORT": (8, None),
+        "int4 ORT": (4, 32),
+        "int4 eager": (4, 32),
+    }
     rows = []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         runners = _layer_runners(weight, formats, Path(tmp), threads)
@@ -508,17 +537,26 @@ def layer_sweep(in_features: int, out_features: int, batches: Sequence[int] = (1
                 b, gs = bits[fmt]
                 # fp32 scales in ONNX Runtime; quantlab's eager layer keeps its own (fp16) scales
                 cost = linear_cost(in_features, out_features, batch, b, gs)
-                rows.append(dict(batch=batch, format=fmt, seconds=times[fmt], flops=cost.flops,
-                                 bytes=cost.bytes, intensity=cost.intensity,
-                                 gflops=cost.flops / times[fmt] / 1e9))
+                rows.append(
+                    dict(
+                        batch=batch,
+                        format=fmt,
+                        seconds=times[fmt],
+                        flops=cost.flops,
+                        bytes=cost.bytes,
+                        intensity=cost.intensity,
+                        gflops=cost.flops / times[fmt] / 1e9,
+                    )
+                )
     return rows
 
 
 # --------------------------------------------------------------------------- decoding speed
 
 
-def decode_speed(decoders: Mapping[str, OrtDecoder], prompt: Sequence[int], n: int = 16,
-                 rounds: int = 2, interleave: bool = True) -> dict[str, float]:
+def decode_speed(
+    decoders: Mapping[str, OrtDecoder], prompt: Sequence[int], n: int = 16, rounds: int = 2, interleave: bool = True
+) -> dict[str, float]:
     """Tokens per second of greedy generation, for several decoders timed in turn.
 
     Each round feeds ``prompt`` to every decoder (untimed), then generates ``n`` greedy
@@ -588,9 +626,17 @@ def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
 
-def encoder_speed(model: nn.Module, quantized: nn.Module, tokenizer: Any, sentences: Sequence[str],
-                  batches: Sequence[int] = (1, 32), seq_len: int = 32, repeats: int = 5, threads: int = 1,
-                  folder: Optional[PathLike] = None) -> dict[str, Any]:
+def encoder_speed(
+    model: nn.Module,
+    quantized: nn.Module,
+    tokenizer: Any,
+    sentences: Sequence[str],
+    batches: Sequence[int] = (1, 32),
+    seq_len: int = 32,
+    repeats: int = 5,
+    threads: int = 1,
+    folder: Optional[PathLike] = None,
+) -> dict[str, Any]:
     """Sentences per second of an encoder in ONNX Runtime: float32 against its quantized copy.
 
     Both models are exported with ``(input_ids, attention_mask)`` inputs padded to
@@ -631,12 +677,16 @@ def encoder_speed(model: nn.Module, quantized: nn.Module, tokenizer: Any, senten
     if len(sentences) < max(batches):
         raise ValueError(f"need at least {max(batches)} sentences, got {len(sentences)}")
     repeats = _check_repeats(repeats)
-    enc = tokenizer(sentences[:max(batches)], padding="max_length", truncation=True, max_length=seq_len,
-                    return_tensors="np")
+    enc = tokenizer(
+        sentences[: max(batches)], padding="max_length", truncation=True, max_length=seq_len, return_tensors="np"
+    )
     ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
     example = (torch.from_numpy(ids[:1]), torch.from_numpy(mask[:1]))
-    names = dict(input_names=["input_ids", "attention_mask"], output_names=["hidden"],
-                 dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "hidden": {0: "batch"}})
+    names = dict(
+        input_names=["input_ids", "attention_mask"],
+        output_names=["hidden"],
+        dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "hidden": {0: "batch"}},
+    )
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(folder) if folder is not None else Path(tmp)
         fp32_path = where / "encoder_fp32.onnx"

@@ -81,9 +81,12 @@ SAME = 1.15
 DECODE_MODELS: tuple[str, ...] = ("fp32", "int8 g64", "int4 g64, head fp32", "int4 g64, head int4")
 
 #: How the sentences name the decoded models.
-DECODE_LABELS: dict[str, str] = {"fp32": "float32", "int8 g64": "int8",
-                                 "int4 g64, head fp32": "int4 with a float32 head",
-                                 "int4 g64, head int4": "int4 throughout"}
+DECODE_LABELS: dict[str, str] = {
+    "fp32": "float32",
+    "int8 g64": "int8",
+    "int4 g64, head fp32": "int4 with a float32 head",
+    "int4 g64, head int4": "int4 throughout",
+}
 
 #: Bytes of a float32 weight over the bytes of each sweep format's weight, float32 scales
 #: included (what ONNX Runtime reads): int8 per channel of a 4096-wide row 8 + 32/4096 bits,
@@ -198,8 +201,11 @@ def machine_label(machine: Mapping[str, Any]) -> str:
     """``"Intel Xeon, AVX-512 + VNNI + AMX, 2 cores"``: vendor and family from the CPU model
     string, the widest vector unit and the integer-matrix extensions, the core count."""
     cpu = str(machine.get("cpu", "unknown CPU"))
-    words = [w for w in cpu.replace("(R)", "").replace("(TM)", "").replace("(tm)", "").split()
-             if w.lower() not in ("processor", "cpu", "@")]
+    words = [
+        w
+        for w in cpu.replace("(R)", "").replace("(TM)", "").replace("(tm)", "").split()
+        if w.lower() not in ("processor", "cpu", "@")
+    ]
     name = " ".join(words[:2]) if words else "unknown CPU"
     flags = set(machine.get("flags", ()))
     width = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
@@ -298,13 +304,16 @@ def reasons(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dict
     out: dict[str, str] = {}
     flags = record.flags
     if "amx_int8" in flags and _vnni(record):
-        out["int8_isa"] = ("it has VNNI, which does four 8-bit multiply-adds into a 32-bit sum in one "
-                           "instruction (and AMX, a matrix unit for 8-bit tiles)")
+        out["int8_isa"] = (
+            "it has VNNI, which does four 8-bit multiply-adds into a 32-bit sum in one "
+            "instruction (and AMX, a matrix unit for 8-bit tiles)"
+        )
     elif _vnni(record):
         out["int8_isa"] = "it has VNNI, which does four 8-bit multiply-adds into a 32-bit sum in one instruction"
     elif "avx2" in flags:
-        out["int8_isa"] = ("it has no VNNI: with AVX2 alone an 8-bit multiply-add takes two instructions "
-                           "and sums pairs in 16 bits")
+        out["int8_isa"] = (
+            "it has no VNNI: with AVX2 alone an 8-bit multiply-add takes two instructions and sums pairs in 16 bits"
+        )
     else:
         out["int8_isa"] = "it has neither AVX2 nor VNNI"
     others = _others(record, references)
@@ -313,15 +322,18 @@ def reasons(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dict
     if mine and theirs:
         low, low_rec = min(theirs, key=lambda t: t[0])
         if mine >= 1.25 * low:
-            out["float_unit"] = (f"its float32 unit is strong: {mine:.0f} GFLOP/s on one thread, against "
-                                 f"{low:.0f} on the {low_rec.label}")
+            out["float_unit"] = (
+                f"its float32 unit is strong: {mine:.0f} GFLOP/s on one thread, against "
+                f"{low:.0f} on the {low_rec.label}"
+            )
     bw = _bandwidth(record)
     theirs_bw = [(_bandwidth(r), r) for r in others if _bandwidth(r)]
     if bw and theirs_bw:
         high, high_rec = max(theirs_bw, key=lambda t: t[0])
         if bw <= 0.8 * high:
-            out["bandwidth"] = (f"one core streams only {bw:.0f} GB/s from memory here, against {high:.0f} GB/s "
-                                f"on the {high_rec.label}")
+            out["bandwidth"] = (
+                f"one core streams only {bw:.0f} GB/s from memory here, against {high:.0f} GB/s on the {high_rec.label}"
+            )
     return out
 
 
@@ -379,14 +391,18 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
     if fp32 and int8:
         ratio = int8 / fp32
         v = verdict(ratio)
-        head = (f"ONNX Runtime multiplies 8-bit integers at {int8:.0f} GOP/s and float32 numbers at {fp32:.0f} "
-                f"GFLOP/s: int8 products are {_times(ratio, 'float32 ones')}")
+        head = (
+            f"ONNX Runtime multiplies 8-bit integers at {int8:.0f} GOP/s and float32 numbers at {fp32:.0f} "
+            f"GFLOP/s: int8 products are {_times(ratio, 'float32 ones')}"
+        )
         if v == "faster" or not _vnni(record):
             tail = f", because this CPU {why['int8_isa'][3:] if why['int8_isa'].startswith('it ') else why['int8_isa']}"
         else:
-            tail = (". This CPU has VNNI, but "
-                    + why.get("float_unit", "its float32 kernel keeps pace with it")
-                    + ", so integer arithmetic has little to win")
+            tail = (
+                ". This CPU has VNNI, but "
+                + why.get("float_unit", "its float32 kernel keeps pace with it")
+                + ", so integer arithmetic has little to win"
+            )
         out["peaks"] = head + tail + "."
 
     big = "4096x4096"
@@ -396,33 +412,43 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
         parts = []
         for name, s in (("int8", s8), ("int4", s4)):
             ratio = BYTE_RATIOS[f"{name} ORT"]
-            rel = ("more than" if s > 1.05 * ratio else "less than" if s < 0.95 * ratio else "about")
+            rel = "more than" if s > 1.05 * ratio else "less than" if s < 0.95 * ratio else "about"
             parts.append(f"{name} is {_times(s)} ({rel} the {ratio:.1f}× fewer bytes it reads)")
         text = "At batch 1, against float32, " + " and ".join(parts) + "."
         below = [n for n, sp in (("int8", s8), ("int4", s4)) if sp < 0.95 * BYTE_RATIOS[f"{n} ORT"]]
         beyond = [n for n, sp in (("int8", s8), ("int4", s4)) if sp > 1.05 * BYTE_RATIOS[f"{n} ORT"]]
         if below:
-            text += (f" Below the ratio of bytes ({' and '.join(below)}): an integer kernel does more per byte than a "
-                     "float product, quantizing the activations and unpacking and scaling the codes.")
+            text += (
+                f" Below the ratio of bytes ({' and '.join(below)}): an integer kernel does more per byte than a "
+                "float product, quantizing the activations and unpacking and scaling the codes."
+            )
         if beyond:
-            text += (f" Beyond it ({' and '.join(beyond)}): part of the smaller weight stayed in the CPU's caches "
-                     "between calls, so fewer of its bytes came from memory.")
+            text += (
+                f" Beyond it ({' and '.join(beyond)}): part of the smaller weight stayed in the CPU's caches "
+                "between calls, so fewer of its bytes came from memory."
+            )
         out["batch1"] = text
         r = i8 / i4
         v = verdict(r)
         if v == "faster":
             out["int4_vs_int8"] = f"int4 runs {_times(r, 'int8')} at batch 1: half the bytes, and the bytes decide."
         elif v == "about as fast":
-            out["int4_vs_int8"] = (f"int4 is {_times(r, 'int8')} at batch 1: half the bytes, but unpacking 4-bit "
-                                   "codes and applying a scale per 32 weights costs this CPU about what the "
-                                   "bytes save.")
+            out["int4_vs_int8"] = (
+                f"int4 is {_times(r, 'int8')} at batch 1: half the bytes, but unpacking 4-bit "
+                "codes and applying a scale per 32 weights costs this CPU about what the "
+                "bytes save."
+            )
         else:
-            out["int4_vs_int8"] = (f"int4 is {_times(r, 'int8')} at batch 1: unpacking 4-bit codes and a scale "
-                                   "per 32 weights cost this CPU more than the bytes save.")
+            out["int4_vs_int8"] = (
+                f"int4 is {_times(r, 'int8')} at batch 1: unpacking 4-bit codes and a scale "
+                "per 32 weights cost this CPU more than the bytes save."
+            )
     f64, i64 = _layer(record, big, "fp32 ORT", 64), _layer(record, big, "int4 ORT", 64)
     if f1 and i4 and f64 and i64:
-        out["batch64"] = (f"At batch 64 int4 is {_times(f64 / i64, 'float32')}, against {_x(f1 / i4)} at batch 1: "
-                          "each weight read now serves 64 inputs, and the arithmetic, not the bytes, decides.")
+        out["batch64"] = (
+            f"At batch 64 int4 is {_times(f64 / i64, 'float32')}, against {_x(f1 / i4)} at batch 1: "
+            "each weight read now serves 64 inputs, and the arithmetic, not the bytes, decides."
+        )
 
     d1 = record.get("decode", 1)
     if isinstance(d1, Mapping) and d1.get("fp32"):
@@ -432,18 +458,27 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
         text += (", " + ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1] if items else "") + "."
         roof = _roof_shares(record)
         if roof:
-            text += (f" Float32 reaches {roof[0]:.0%} of its memory roofline, int4 throughout {roof[1]:.0%}: the fewer "
-                     "bytes a step reads, the larger the share of the unpacking, scaling and per-kernel costs the "
-                     "roofline does not count.")
+            text += (
+                f" Float32 reaches {roof[0]:.0%} of its memory roofline, int4 throughout {roof[1]:.0%}: the fewer "
+                "bytes a step reads, the larger the share of the unpacking, scaling and per-kernel costs the "
+                "roofline does not count."
+            )
             if roof[0] > 1:
-                text += (" (More than 100%: the steps streamed faster than the 256 MiB read and copy measured "
-                         "beside them, which on a shared machine vary with the load of the moment; the roofline is a "
-                         "bound from one measurement, not a stopwatch.)")
-            fast = [r for r in _others(record, references) if (_bandwidth(r) or 0) >= 1.25 * (_bandwidth(record) or 0)
-                    and _roof_shares(r)]
+                text += (
+                    " (More than 100%: the steps streamed faster than the 256 MiB read and copy measured "
+                    "beside them, which on a shared machine vary with the load of the moment; the roofline is a "
+                    "bound from one measurement, not a stopwatch.)"
+                )
+            fast = [
+                r
+                for r in _others(record, references)
+                if (_bandwidth(r) or 0) >= 1.25 * (_bandwidth(record) or 0) and _roof_shares(r)
+            ]
             if "bandwidth" in why and fast and all(roof[1] > _roof_shares(r)[1] for r in fast):
-                text += (f" And {why['bandwidth']}: the less bandwidth per core, the longer a step waits for its "
-                         "bytes, and the closer the quantized kernels come to their roofline.")
+                text += (
+                    f" And {why['bandwidth']}: the less bandwidth per core, the longer a step waits for its "
+                    "bytes, and the closer the quantized kernels come to their roofline."
+                )
         out["decode"] = text
     d2 = record.get("decode", 2)
     if isinstance(d1, Mapping) and isinstance(d2, Mapping) and d1.get("fp32") and d2.get("fp32"):
@@ -454,51 +489,69 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
         best = max(d2[m] / d1[m] for m in d1 if d1.get(m) and d2.get(m))
         text = "A second thread gives " + " and ".join(parts) + " one thread's tokens/s"
         if best > 2:
-            text += (" (more than two cores can give: the machine was busier while one thread ran than while two "
-                     "did, a shared machine's load changes from minute to minute).")
+            text += (
+                " (more than two cores can give: the machine was busier while one thread ran than while two "
+                "did, a shared machine's load changes from minute to minute)."
+            )
         elif best < 1.5:
-            text += (": the two threads must meet at every kernel call of a step, hundreds per token, so a small "
-                     "model at batch 1 gains little.")
+            text += (
+                ": the two threads must meet at every kernel call of a step, hundreds per token, so a small "
+                "model at batch 1 gains little."
+            )
         else:
             text += "."
         out["threads"] = text
 
     e32, e8 = record.get("encoder", "fp32"), record.get("encoder", "int8")
     if isinstance(e32, Mapping) and isinstance(e8, Mapping):
-        parts = [f"with {b} sentence{'s' if str(b) != '1' else ''} per call int8 is {_times(e8[b] / e32[b], 'float32')}"
-                 for b in e32 if b in e8]
+        parts = [
+            f"with {b} sentence{'s' if str(b) != '1' else ''} per call int8 is {_times(e8[b] / e32[b], 'float32')}"
+            for b in e32
+            if b in e8
+        ]
         text = "For MiniLM in ONNX Runtime, " + "; ".join(parts) + "."
         if "peaks" in out:
             ratio = int8 / fp32 if fp32 and int8 else None
             if ratio is not None:
-                text += (" An encoder multiplies each weight by every token of a sentence, so it follows the "
-                         "arithmetic peaks, and int8 products are " + _times(ratio, "float32 ones") + " on this CPU.")
+                text += (
+                    " An encoder multiplies each weight by every token of a sentence, so it follows the "
+                    "arithmetic peaks, and int8 products are " + _times(ratio, "float32 ones") + " on this CPU."
+                )
         out["encoder"] = text
 
     p64, p2k = record.get("policy", 64), record.get("policy", 2048)
     if isinstance(p64, Mapping) and p64.get("fp32 ORT") and p64.get("fp32 torch"):
-        text = (f"One action of the CartPole policy takes {1e6 * p64['fp32 torch']:.0f} µs in eager torch and "
-                f"{1e6 * p64['fp32 ORT']:.0f} µs in ONNX Runtime float32")
+        text = (
+            f"One action of the CartPole policy takes {1e6 * p64['fp32 torch']:.0f} µs in eager torch and "
+            f"{1e6 * p64['fp32 ORT']:.0f} µs in ONNX Runtime float32"
+        )
         if p64.get("int8 ORT"):
             text += f"; int8 in ONNX Runtime is {_times(p64['fp32 ORT'] / p64['int8 ORT'], 'float32')}"
         text += "."
         if isinstance(p2k, Mapping) and p2k.get("fp32 ORT") and p2k.get("int8 ORT"):
-            text += (f" With hidden layers of 2048 (17 MB of float32 weights) int8 is "
-                     f"{_times(p2k['fp32 ORT'] / p2k['int8 ORT'], 'float32')}.")
+            text += (
+                f" With hidden layers of 2048 (17 MB of float32 weights) int8 is "
+                f"{_times(p2k['fp32 ORT'] / p2k['int8 ORT'], 'float32')}."
+            )
         out["policy"] = text
 
-    same = [r for r in _others(record, references)
-            if r.machine.get("cpu") == record.machine.get("cpu")
-            and r.machine.get("cores") == record.machine.get("cores")]
+    same = [
+        r
+        for r in _others(record, references)
+        if r.machine.get("cpu") == record.machine.get("cpu") and r.machine.get("cores") == record.machine.get("cores")
+    ]
     if same:
         r = same[-1]
-        out["reference"] = (f"This run's machine has the same CPU as the reference {r.label} (measured on "
-                            f"{r.machine.get('date', '?')} on a quiet machine). Where their numbers differ, the "
-                            "difference is this machine's load while the page was built and the spread between runs "
-                            "of a shared machine, not the CPU.")
+        out["reference"] = (
+            f"This run's machine has the same CPU as the reference {r.label} (measured on "
+            f"{r.machine.get('date', '?')} on a quiet machine). Where their numbers differ, the "
+            "difference is this machine's load while the page was built and the spread between runs "
+            "of a shared machine, not the CPU."
+        )
     else:
-        out["reference"] = ("No reference machine has this run's CPU, so its numbers show one more machine beside "
-                            "the references.")
+        out["reference"] = (
+            "No reference machine has this run's CPU, so its numbers show one more machine beside the references."
+        )
 
     peer = record.get("peer")
     if isinstance(peer, Mapping) and "llama.cpp" in peer and "quantlab" in peer:
@@ -507,8 +560,10 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
             for t in peer["llama.cpp"][kind]:
                 a, b = peer["llama.cpp"][kind][t], record.get("peer", "quantlab", kind, t)
                 if a and b:
-                    rows.append(f"{kind} on {t} thread{'s' if str(t) != '1' else ''}: llama.cpp is "
-                                f"{_times(a / b, 'quantlab')} ({a:.0f} against {b:.0f} tokens/s)")
+                    rows.append(
+                        f"{kind} on {t} thread{'s' if str(t) != '1' else ''}: llama.cpp is "
+                        f"{_times(a / b, 'quantlab')} ({a:.0f} against {b:.0f} tokens/s)"
+                    )
         if rows:
             out["peer"] = "; ".join(rows) + "."
     return out
@@ -521,7 +576,7 @@ def describe(record: SpeedRecord, references: Sequence[SpeedRecord] = ()) -> dic
 #: name -> (statement, the record values it needs).
 GENERAL_CLAIMS: dict[str, str] = {
     "batch1_int_faster": "at batch 1 a 4096 × 4096 layer runs at least 1.5× faster in int8 and in int4 than "
-                         "in float32 (ONNX Runtime, one thread)",
+    "in float32 (ONNX Runtime, one thread)",
     "batch_shrinks": "the int4 advantage shrinks with the batch: smaller at batch 64 than at batch 1",
     "eager_slower": "eager torch's dequantize-then-multiply int4 layer is slower than the float32 layer",
     "decode_int4_faster": "SmolLM2 with every layer in int4 generates at least 1.5× float32's tokens/s",
@@ -536,8 +591,9 @@ def general_claims(record: SpeedRecord) -> dict[str, Optional[bool]]:
     """Whether each of :data:`GENERAL_CLAIMS` holds on ``record`` (None: not measured there)."""
     out: dict[str, Optional[bool]] = {k: None for k in GENERAL_CLAIMS}
     big = "4096x4096"
-    f1, i8, i4, e1, t1 = (_layer(record, big, f, 1) for f in ("fp32 ORT", "int8 ORT", "int4 ORT", "int4 eager",
-                                                                  "fp32 torch"))
+    f1, i8, i4, e1, t1 = (
+        _layer(record, big, f, 1) for f in ("fp32 ORT", "int8 ORT", "int4 ORT", "int4 eager", "fp32 torch")
+    )
     if f1 and i8 and i4:
         out["batch1_int_faster"] = f1 / i8 >= 1.5 and f1 / i4 >= 1.5
     f64, i64 = _layer(record, big, "fp32 ORT", 64), _layer(record, big, "int4 ORT", 64)
@@ -561,8 +617,9 @@ def general_claims(record: SpeedRecord) -> dict[str, Optional[bool]]:
     return out
 
 
-def claim_range(records: Iterable[SpeedRecord], *path: Any,
-                over: Optional[Sequence[Any]] = None) -> tuple[float, float]:
+def claim_range(
+    records: Iterable[SpeedRecord], *path: Any, over: Optional[Sequence[Any]] = None
+) -> tuple[float, float]:
     """The smallest and largest of a value (or of ``value / value_over``) across records that have it.
 
     ``claim_range(refs, "layer", "4096x4096", "fp32 ORT", 1, over=("layer", "4096x4096", "int4 ORT", 1))``
@@ -623,8 +680,10 @@ def sanity_problems(record: SpeedRecord) -> list[str]:
     if bw and f1:
         predicted = 4096 * 4096 * 4 / (bw * 1e9)
         if not 0.1 <= f1 / predicted <= 10:
-            problems.append(f"the float32 layer at batch 1 took {f1 * 1e3:.2f} ms, {f1 / predicted:.1f}x the "
-                            f"{predicted * 1e3:.2f} ms of reading its weight at {bw:.1f} GB/s")
+            problems.append(
+                f"the float32 layer at batch 1 took {f1 * 1e3:.2f} ms, {f1 / predicted:.1f}x the "
+                f"{predicted * 1e3:.2f} ms of reading its weight at {bw:.1f} GB/s"
+            )
     for fmt in ("int8 ORT", "int4 ORT"):
         q = _layer(record, "4096x4096", fmt, 1)
         if f1 and q and f1 / q > 20:

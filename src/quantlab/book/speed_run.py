@@ -90,8 +90,10 @@ def limits(record: SpeedRecord, n: int = 1024, repeats: int = 5) -> dict[str, An
         bandwidth = speed.measure_bandwidth(repeats=repeats)
     finally:
         torch.set_num_threads(prev)
-    peaks = {"fp32 ORT": speed.measure_ort_peak("fp32", n, repeats=repeats),
-             "int8 ORT": speed.measure_ort_peak("int8", n, repeats=repeats)}
+    peaks = {
+        "fp32 ORT": speed.measure_ort_peak("fp32", n, repeats=repeats),
+        "int8 ORT": speed.measure_ort_peak("int8", n, repeats=repeats),
+    }
     record.put("bandwidth", bandwidth)
     record.put("peaks", peaks)
     return {"bandwidth": bandwidth, "peaks": peaks}
@@ -108,8 +110,10 @@ def layers(record: SpeedRecord, batches: Sequence[int] = BATCHES, repeats: int =
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        sweep = {name: speed.layer_sweep(k, n, tuple(batches), repeats=repeats, threads=1)
-                 for name, (k, n) in LAYER_SHAPES.items()}
+        sweep = {
+            name: speed.layer_sweep(k, n, tuple(batches), repeats=repeats, threads=1)
+            for name, (k, n) in LAYER_SHAPES.items()
+        }
     finally:
         torch.set_num_threads(prev)
     stored: dict[str, dict[str, dict[str, float]]] = {}
@@ -140,9 +144,16 @@ def smollm_variants() -> dict[str, torch.nn.Module]:
     }
 
 
-def decode(record: SpeedRecord, models: Mapping[str, torch.nn.Module], prompt: Sequence[int],
-           folder: PathLike, n_gen: int = N_GEN, max_len: int = MAX_LEN, rounds: int = 2,
-           threads: Sequence[int] = (1, 2)) -> dict[str, Any]:
+def decode(
+    record: SpeedRecord,
+    models: Mapping[str, torch.nn.Module],
+    prompt: Sequence[int],
+    folder: PathLike,
+    n_gen: int = N_GEN,
+    max_len: int = MAX_LEN,
+    rounds: int = 2,
+    threads: Sequence[int] = (1, 2),
+) -> dict[str, Any]:
     """Tokens per second of greedy generation for each model, on each thread count.
 
     Each model is exported once (:func:`quantlab.deploy.decoder.export_decoder`, the fused graph);
@@ -167,8 +178,9 @@ def decode(record: SpeedRecord, models: Mapping[str, torch.nn.Module], prompt: S
     if not threads or min(threads) < 1:
         raise ValueError(f"threads must be positive ints, got {threads!r}")
     prompt = [int(t) for t in prompt]
-    paths = {name: export_decoder(m, folder / f"decoder_{i}.onnx", max_len)
-             for i, (name, m) in enumerate(models.items())}
+    paths = {
+        name: export_decoder(m, folder / f"decoder_{i}.onnx", max_len) for i, (name, m) in enumerate(models.items())
+    }
     slots = len(prompt) + (n_gen - 1) / 2  # mean number of cached positions a timed step reads
     first = next(iter(models.values()))
     cfg = first.config
@@ -193,8 +205,9 @@ def decode(record: SpeedRecord, models: Mapping[str, torch.nn.Module], prompt: S
     return {"paths": paths, "tokens_per_s": tok_s, "bandwidth": bw, "traffic": traffic, "decoders": decoders}
 
 
-def encoder(record: SpeedRecord, batches: Sequence[int] = (1, 32), repeats: int = 5,
-            folder: Optional[PathLike] = None) -> dict[str, Any]:
+def encoder(
+    record: SpeedRecord, batches: Sequence[int] = (1, 32), repeats: int = 5, folder: Optional[PathLike] = None
+) -> dict[str, Any]:
     """MiniLM in float32 and int8 per channel in ONNX Runtime, one thread
     (:func:`quantlab.book.speed.encoder_speed`); stored as ``encoder``.
 
@@ -211,16 +224,26 @@ def encoder(record: SpeedRecord, batches: Sequence[int] = (1, 32), repeats: int 
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        enc = speed.encoder_speed(fp32, int8, minilm.load_tokenizer(), load_sentences("evaluation"),
-                                  batches=tuple(batches), seq_len=32, repeats=repeats, threads=1, folder=folder)
+        enc = speed.encoder_speed(
+            fp32,
+            int8,
+            minilm.load_tokenizer(),
+            load_sentences("evaluation"),
+            batches=tuple(batches),
+            seq_len=32,
+            repeats=repeats,
+            threads=1,
+            folder=folder,
+        )
     finally:
         torch.set_num_threads(prev)
     record.put("encoder", {fmt: {str(b): enc["sentences_per_s"][fmt, b] for b in batches} for fmt in ("fp32", "int8")})
     return enc
 
 
-def policies(record: SpeedRecord, hidden: Sequence[int] = POLICY_HIDDEN, folder: Optional[PathLike] = None,
-             repeats: int = 200) -> dict[int, dict[str, float]]:
+def policies(
+    record: SpeedRecord, hidden: Sequence[int] = POLICY_HIDDEN, folder: Optional[PathLike] = None, repeats: int = 200
+) -> dict[int, dict[str, float]]:
     """One action at batch 1 of a policy 4 -> hidden -> hidden -> 2, four ways, one thread.
 
     Width 64 is the stored CartPole policy (seed 0); wider ones have random weights (only
@@ -254,13 +277,15 @@ def policies(record: SpeedRecord, hidden: Sequence[int] = POLICY_HIDDEN, folder:
                 s32 = ort_session(export_float(policy, obs_t, where / f"policy{h}_fp32.onnx"), threads=1)
                 s8 = ort_session(export_onnx(q, obs_t, where / f"policy{h}_int8.onnx"), threads=1)
                 with torch.no_grad():
-                    fns = {"fp32 torch": lambda p=policy: p(obs_t), "int8 torch (eager)": lambda m=q: m(obs_t),
-                           "fp32 ORT": lambda s=s32: s.run(None, {"input": obs_n}),
-                           "int8 ORT": lambda s=s8: s.run(None, {"input": obs_n})}
+                    fns = {
+                        "fp32 torch": lambda p=policy: p(obs_t),
+                        "int8 torch (eager)": lambda m=q: m(obs_t),
+                        "fp32 ORT": lambda s=s32: s.run(None, {"input": obs_n}),
+                        "int8 ORT": lambda s=s8: s.run(None, {"input": obs_n}),
+                    }
                     n = repeats if h <= 512 else max(10, repeats // 5)
                     out[h] = speed.time_alternating(fns, repeats=n, warmup=5)
     finally:
         torch.set_num_threads(prev)
     record.put("policy", {str(h): v for h, v in out.items()})
     return out
-

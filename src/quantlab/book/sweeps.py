@@ -115,9 +115,7 @@ def gaussian_weights(shape: Any = (512, 1024), std: float = 0.02, seed: int = 0)
     return torch.randn(dims, generator=gen, dtype=torch.float32).mul_(std)
 
 
-def student_t_weights(
-    shape: Any = (512, 1024), df: float = 3.0, std: float = 0.02, seed: int = 0
-) -> torch.Tensor:
+def student_t_weights(shape: Any = (512, 1024), df: float = 3.0, std: float = 0.02, seed: int = 0) -> torch.Tensor:
     """A seeded matrix of heavy-tailed weights: Student-t with ``df`` degrees of freedom.
 
     Trained networks' weights have heavier tails than a Gaussian: a few weights are many
@@ -253,13 +251,9 @@ def _parse_granularity(spec: GranularitySpec) -> tuple[str, Optional[int], str]:
     if isinstance(spec, str):
         if spec in ("tensor", "channel", "cast"):
             return spec, None, spec
-        raise ValueError(
-            f"granularity must be 'tensor', 'channel', 'cast' or a group size (int), got {spec!r}"
-        )
+        raise ValueError(f"granularity must be 'tensor', 'channel', 'cast' or a group size (int), got {spec!r}")
     if isinstance(spec, bool) or not isinstance(spec, numbers.Integral):
-        raise TypeError(
-            f"granularity must be 'tensor', 'channel', 'cast' or a group size (int), got {spec!r}"
-        )
+        raise TypeError(f"granularity must be 'tensor', 'channel', 'cast' or a group size (int), got {spec!r}")
     if spec <= 0:
         raise ValueError(f"a group size must be positive, got {spec}")
     return "group", int(spec), f"g{int(spec)}"
@@ -302,8 +296,7 @@ def error_row(
             raise ValueError(f"granularity='cast' needs fp32, fp16 or bf16, got fmt={f.name}")
         q = quantize(x, f, scaled=False)
     else:
-        q = quantize(x, f, granularity=gran, axis=axis, group_size=group_size,
-                     scale_dtype=scale_dtype, scaled=True)
+        q = quantize(x, f, granularity=gran, axis=axis, group_size=group_size, scale_dtype=scale_dtype, scaled=True)
     x_hat = q.dequantize()
     snr = sqnr_db(x, x_hat)
     return {
@@ -356,11 +349,7 @@ def sqnr_sweep(
         _parse_granularity(g)
     if not callable(fmt):
         raise TypeError(f"fmt must map a bit width to a format, got {fmt!r}")
-    return [
-        error_row(x, fmt(b), g, axis=axis, scale_dtype=scale_dtype)
-        for b in bit_list
-        for g in grans
-    ]
+    return [error_row(x, fmt(b), g, axis=axis, scale_dtype=scale_dtype) for b in bit_list for g in grans]
 
 
 def fit_db_per_bit(bits: Sequence[float], sqnr: Sequence[float]) -> tuple[float, float]:

@@ -31,8 +31,16 @@ import torch
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 __all__ = [
-    "ArrayLike", "as_tensor", "like_input", "require_float", "check_out", "dtype_name",
-    "memory_span", "overlaps", "read_only", "ReadOnlyTensor",
+    "ArrayLike",
+    "as_tensor",
+    "like_input",
+    "require_float",
+    "check_out",
+    "dtype_name",
+    "memory_span",
+    "overlaps",
+    "read_only",
+    "ReadOnlyTensor",
 ]
 
 
@@ -82,9 +90,7 @@ def as_tensor(x: Any, name: str = "x") -> tuple[torch.Tensor, bool]:
                 return torch.from_numpy(x), True
         except TypeError as err:  # e.g. numpy string or datetime arrays
             raise TypeError(f"{name} must hold numbers, got numpy dtype {x.dtype}") from err
-    raise TypeError(
-        f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(x).__name__}"
-    )
+    raise TypeError(f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(x).__name__}")
 
 
 def require_float(t: torch.Tensor, name: str = "x") -> None:
@@ -106,8 +112,14 @@ def like_input(t: torch.Tensor, was_numpy: bool) -> ArrayLike:
 
 
 def check_out(
-    out: Any, *, was_numpy: bool, dtype: torch.dtype, shape: Sequence[int],
-    device: Optional[torch.device] = None, like: str = "x", name: str = "out",
+    out: Any,
+    *,
+    was_numpy: bool,
+    dtype: torch.dtype,
+    shape: Sequence[int],
+    device: Optional[torch.device] = None,
+    like: str = "x",
+    name: str = "out",
 ) -> torch.Tensor:
     """Check an ``out=`` buffer before anything is written, and return it as a tensor.
 
@@ -189,8 +201,23 @@ def overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 # in-place dunders: their names start and end with "__", unlike the methods ending in "_"
 _INPLACE_DUNDERS = frozenset(
-    f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and",
-                           "or", "xor", "lshift", "rshift", "matmul", "div")
+    f"__i{op}__"
+    for op in (
+        "add",
+        "sub",
+        "mul",
+        "truediv",
+        "floordiv",
+        "mod",
+        "pow",
+        "and",
+        "or",
+        "xor",
+        "lshift",
+        "rshift",
+        "matmul",
+        "div",
+    )
 ) | {"__setitem__", "__set__"}
 # methods ending in "_" that do not write the tensor's values
 _HARMLESS = frozenset({"requires_grad_", "share_memory_", "retain_grad"})

@@ -291,9 +291,7 @@ class FloatFormat(Format):
         if rounder is not None:  # None: the source format is contained in this one
             rounder(flat)
 
-    def _rounder(
-        self, dtype: torch.dtype, *, use_cast: bool = True
-    ) -> Optional[Callable[..., None]]:
+    def _rounder(self, dtype: torch.dtype, *, use_cast: bool = True) -> Optional[Callable[..., None]]:
         """A function ``f(c, src=None)`` that writes ``src`` (default: ``c``) rounded to this
         format into the contiguous tensor ``c``, ``CHUNK_ELEMENTS`` at a time.
 
@@ -439,9 +437,9 @@ class FloatFormat(Format):
     def _decode_table(self) -> torch.Tensor:
         if self.bits > 16:
             raise ValueError(f"decode_table exists for formats of at most 16 bits, got {self.name}")
-        return read_only(torch.tensor(
-            [self._decode_one(c) for c in range(1 << self.bits)], dtype=torch.float64
-        ).float())
+        return read_only(
+            torch.tensor([self._decode_one(c) for c in range(1 << self.bits)], dtype=torch.float64).float()
+        )
 
     @_numpy_in_out
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -626,7 +624,6 @@ def codebook(values: Iterable[float], name: str = "codebook") -> CodebookFormat:
     return CodebookFormat(name=name, bits=bits, table=tuple(sorted(vals)))
 
 
-
 # --------------------------------------------------------------------------- block-scaled
 
 
@@ -668,14 +665,10 @@ class BlockFormat(Format):
 
     def __post_init__(self) -> None:
         if not isinstance(self.element, (FloatFormat, IntFormat)):
-            raise TypeError(
-                f"element must be a FloatFormat or IntFormat, got {type(self.element).__name__}"
-            )
+            raise TypeError(f"element must be a FloatFormat or IntFormat, got {type(self.element).__name__}")
         check_int(self.block_size, "block_size", minimum=1)
         if self.scale_format not in BLOCK_SCALE_BITS:
-            raise ValueError(
-                f"scale_format must be one of {tuple(BLOCK_SCALE_BITS)}, got {self.scale_format!r}"
-            )
+            raise ValueError(f"scale_format must be one of {tuple(BLOCK_SCALE_BITS)}, got {self.scale_format!r}")
         check_bool(self.tensor_scale, "tensor_scale")
 
     @property
@@ -723,6 +716,7 @@ class BlockFormat(Format):
         q = self.element.qmax
         return torch.arange(-q, q + 1, dtype=torch.float64) * self.element_scale
 
+
 # --------------------------------------------------------------------------- registry
 
 _FLOATS: dict[str, FloatFormat] = {
@@ -730,19 +724,20 @@ _FLOATS: dict[str, FloatFormat] = {
     "fp16": FloatFormat("fp16", 16, ebits=5, mbits=10, bias=15, _nan_code=0x7E00),
     "bf16": FloatFormat("bf16", 16, ebits=8, mbits=7, bias=127, _nan_code=0x7FC0),
     "fp8_e4m3": FloatFormat(
-        "fp8_e4m3", 8, ebits=4, mbits=3, bias=7, has_inf=False, nan="all_ones",
-        overflow="saturate", _nan_code=0x7F,
+        "fp8_e4m3",
+        8,
+        ebits=4,
+        mbits=3,
+        bias=7,
+        has_inf=False,
+        nan="all_ones",
+        overflow="saturate",
+        _nan_code=0x7F,
     ),
     "fp8_e5m2": FloatFormat("fp8_e5m2", 8, ebits=5, mbits=2, bias=15, _nan_code=0x7F),
-    "fp6_e3m2": FloatFormat(
-        "fp6_e3m2", 6, ebits=3, mbits=2, bias=3, has_inf=False, nan="none", overflow="saturate"
-    ),
-    "fp6_e2m3": FloatFormat(
-        "fp6_e2m3", 6, ebits=2, mbits=3, bias=1, has_inf=False, nan="none", overflow="saturate"
-    ),
-    "fp4_e2m1": FloatFormat(
-        "fp4_e2m1", 4, ebits=2, mbits=1, bias=1, has_inf=False, nan="none", overflow="saturate"
-    ),
+    "fp6_e3m2": FloatFormat("fp6_e3m2", 6, ebits=3, mbits=2, bias=3, has_inf=False, nan="none", overflow="saturate"),
+    "fp6_e2m3": FloatFormat("fp6_e2m3", 6, ebits=2, mbits=3, bias=1, has_inf=False, nan="none", overflow="saturate"),
+    "fp4_e2m1": FloatFormat("fp4_e2m1", 4, ebits=2, mbits=1, bias=1, has_inf=False, nan="none", overflow="saturate"),
 }
 
 _CODEBOOKS: dict[str, CodebookFormat] = {
@@ -759,11 +754,13 @@ _BLOCKS: dict[str, BlockFormat] = {
         ("mxfp4", "fp4_e2m1"),
     )
 }
-_BLOCKS["mxint8"] = BlockFormat(
-    "mxint8", 8, element=IntFormat("int8", 8), element_scale=2.0**-6
-)
+_BLOCKS["mxint8"] = BlockFormat("mxint8", 8, element=IntFormat("int8", 8), element_scale=2.0**-6)
 _BLOCKS["nvfp4"] = BlockFormat(
-    "nvfp4", 4, element=_FLOATS["fp4_e2m1"], block_size=16, scale_format="fp8_e4m3",
+    "nvfp4",
+    4,
+    element=_FLOATS["fp4_e2m1"],
+    block_size=16,
+    scale_format="fp8_e4m3",
     tensor_scale=True,
 )
 
@@ -830,6 +827,5 @@ def get_format(fmt: FormatLike) -> Format:
     if key in _BLOCKS:
         return _BLOCKS[key]
     raise ValueError(
-        f"unknown format {fmt!r}; known: int1..int16, uint1..uint16, "
-        + ", ".join(FORMAT_NAMES + BLOCK_FORMAT_NAMES)
+        f"unknown format {fmt!r}; known: int1..int16, uint1..uint16, " + ", ".join(FORMAT_NAMES + BLOCK_FORMAT_NAMES)
     )

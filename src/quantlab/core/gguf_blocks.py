@@ -179,14 +179,14 @@ BLOCK_SIZES = {k: (QK_K if k in ("tq1_0", "tq2_0", "q4_k", "q6_k") else BLOCK_SI
 """Weights per block: 32, or 256 for TQ1_0, TQ2_0, Q4_K and Q6_K."""
 
 BLOCK_BYTES = {
-    "q8_0": 2 + 32,            # d, 32 int8
-    "q4_0": 2 + 16,            # d, 32 nibbles
-    "q4_1": 2 + 2 + 16,        # d, m, 32 nibbles
-    "q5_0": 2 + 4 + 16,        # d, qh, 32 nibbles
-    "q5_1": 2 + 2 + 4 + 16,    # d, m, qh, 32 nibbles
-    "mxfp4": 1 + 16,           # e, 32 nibbles
-    "tq1_0": 48 + 4 + 2,       # 240 trits five per byte, 16 trits four per byte, d
-    "tq2_0": 64 + 2,           # 256 two-bit trits, d
+    "q8_0": 2 + 32,  # d, 32 int8
+    "q4_0": 2 + 16,  # d, 32 nibbles
+    "q4_1": 2 + 2 + 16,  # d, m, 32 nibbles
+    "q5_0": 2 + 4 + 16,  # d, qh, 32 nibbles
+    "q5_1": 2 + 2 + 4 + 16,  # d, m, qh, 32 nibbles
+    "mxfp4": 1 + 16,  # e, 32 nibbles
+    "tq1_0": 48 + 4 + 2,  # 240 trits five per byte, 16 trits four per byte, d
+    "tq2_0": 64 + 2,  # 256 two-bit trits, d
     "q4_k": 2 + 2 + 12 + 128,  # d, dmin, 6-bit scales and mins, 256 nibbles
     "q6_k": 128 + 64 + 16 + 2,  # ql, qh, int8 scales, d
 }
@@ -219,15 +219,16 @@ def _row_error(name: str, kind: str, shape: tuple[int, ...], unit: str = "") -> 
     or of bytes with ``unit=" bytes"``); for weights of a 256-weight kind it names the type
     llama.cpp's quantizer would use for such a row instead."""
     n = BLOCK_BYTES[kind] if unit else BLOCK_SIZES[kind]
-    msg = (f"the last dimension of {name} must be a multiple of {n}{unit} for {kind}, "
-           f"got shape {shape}")
+    msg = f"the last dimension of {name} must be a multiple of {n}{unit} for {kind}, got shape {shape}"
     if not unit and kind in FALLBACK:
         msg += f"; {kind} stores whole super-blocks of {QK_K} weights"
         if shape and shape[-1] % BLOCK_SIZE == 0:
             msg += f", and for such rows llama.cpp's quantizer falls back to {FALLBACK[kind]}"
         elif shape:
-            msg += (f", and for such rows llama.cpp's quantizer falls back to f16 (the row is "
-                    f"not a multiple of {BLOCK_SIZE}, so {FALLBACK[kind]} cannot hold it either)")
+            msg += (
+                f", and for such rows llama.cpp's quantizer falls back to f16 (the row is "
+                f"not a multiple of {BLOCK_SIZE}, so {FALLBACK[kind]} cannot hold it either)"
+            )
     return ValueError(msg)
 
 
@@ -372,8 +373,7 @@ def _enc_q5_1(b: torch.Tensor) -> torch.Tensor:
     return _cat(_fp16_bytes(d), _fp16_bytes(lo), _high_bits(q), _nibbles(q))
 
 
-_MXFP4_K = read_only(torch.tensor([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12],
-                                  dtype=torch.float32))
+_MXFP4_K = read_only(torch.tensor([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=torch.float32))
 """MXFP4's ``kvalues``: twice the E2M1 values, indexed by the 4-bit code (sign in bit 3);
 read-only, looked up with ``take`` (a copy)."""
 
@@ -415,8 +415,7 @@ def _base3(t: torch.Tensor, n_digits: int, stride: int) -> torch.Tensor:
 
 def _enc_tq1_0(b: torch.Tensor) -> torch.Tensor:
     d, t = _trits(b)
-    v = torch.cat([_base3(t[:, :160], 5, 32), _base3(t[:, 160:240], 5, 16),
-                   _base3(t[:, 240:], 4, 4)], dim=1)
+    v = torch.cat([_base3(t[:, :160], 5, 32), _base3(t[:, 160:240], 5, 16), _base3(t[:, 240:], 4, 4)], dim=1)
     return _cat((v * 256 + 242) // 243, _fp16_bytes(d))
 
 
@@ -573,11 +572,14 @@ def _enc_q4_k(b: torch.Tensor) -> torch.Tensor:
     requant = _nearest((x + mq) / safe).clamp_(0, 15)
     codes = torch.where(dq == 0, codes, requant).to(torch.int32).reshape(n, 4, 2, 32)
     qs = (codes[:, :, 0] | (codes[:, :, 1] << 4)).reshape(n, 128)
-    sc = torch.cat([
-        ls[:, :4] | ((ls[:, 4:] >> 4) << 6),
-        lm[:, :4] | ((lm[:, 4:] >> 4) << 6),
-        (ls[:, 4:] & 15) | ((lm[:, 4:] & 15) << 4),
-    ], dim=1)
+    sc = torch.cat(
+        [
+            ls[:, :4] | ((ls[:, 4:] >> 4) << 6),
+            lm[:, :4] | ((lm[:, 4:] >> 4) << 6),
+            (ls[:, 4:] & 15) | ((lm[:, 4:] & 15) << 4),
+        ],
+        dim=1,
+    )
     return _cat(d_b, dmin_b, sc, qs)
 
 
@@ -654,8 +656,7 @@ def _trit_digits(qs: torch.Tensor, n_digits: int) -> torch.Tensor:
 
 
 def _dec_tq1_0(r: torch.Tensor) -> torch.Tensor:
-    t = torch.cat([_trit_digits(r[:, :32], 5), _trit_digits(r[:, 32:48], 5),
-                   _trit_digits(r[:, 48:52], 4)], dim=1)
+    t = torch.cat([_trit_digits(r[:, :32], 5), _trit_digits(r[:, 32:48], 5), _trit_digits(r[:, 48:52], 4)], dim=1)
     return _bytes_to_fp16(r[:, 52:54]) * (t - 1).to(torch.float32)
 
 
@@ -700,14 +701,28 @@ def _dec_q6_k(r: torch.Tensor) -> torch.Tensor:
 
 
 _ENCODERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "q8_0": _enc_q8_0, "q4_0": _enc_q4_0, "q4_1": _enc_q4_1, "q5_0": _enc_q5_0,
-    "q5_1": _enc_q5_1, "mxfp4": _enc_mxfp4, "tq1_0": _enc_tq1_0, "tq2_0": _enc_tq2_0,
-    "q4_k": _enc_q4_k, "q6_k": _enc_q6_k,
+    "q8_0": _enc_q8_0,
+    "q4_0": _enc_q4_0,
+    "q4_1": _enc_q4_1,
+    "q5_0": _enc_q5_0,
+    "q5_1": _enc_q5_1,
+    "mxfp4": _enc_mxfp4,
+    "tq1_0": _enc_tq1_0,
+    "tq2_0": _enc_tq2_0,
+    "q4_k": _enc_q4_k,
+    "q6_k": _enc_q6_k,
 }
 _DECODERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "q8_0": _dec_q8_0, "q4_0": _dec_q4_0, "q4_1": _dec_q4_1, "q5_0": _dec_q5_0,
-    "q5_1": _dec_q5_1, "mxfp4": _dec_mxfp4, "tq1_0": _dec_tq1_0, "tq2_0": _dec_tq2_0,
-    "q4_k": _dec_q4_k, "q6_k": _dec_q6_k,
+    "q8_0": _dec_q8_0,
+    "q4_0": _dec_q4_0,
+    "q4_1": _dec_q4_1,
+    "q5_0": _dec_q5_0,
+    "q5_1": _dec_q5_1,
+    "mxfp4": _dec_mxfp4,
+    "tq1_0": _dec_tq1_0,
+    "tq2_0": _dec_tq2_0,
+    "q4_k": _dec_q4_k,
+    "q6_k": _dec_q6_k,
 }
 
 
@@ -845,17 +860,15 @@ def dequantize_q4_0(blocks: ArrayLike) -> ArrayLike:
 
 _NO_QTENSOR = {
     "q4_1": "its offset m is an fp16 number, not an integer number of steps d, and a "
-            "QTensor's zero point is an integer code",
+    "QTensor's zero point is an integer code",
     "q5_1": "its offset m is an fp16 number, not an integer number of steps d, and a "
-            "QTensor's zero point is an integer code",
+    "QTensor's zero point is an integer code",
     "mxfp4": "its scale is an 8-bit power of two (E8M0) and QTensor scales are "
-             "fp32/fp16/bf16, so nbytes would not match its 17 bytes per block",
-    "tq1_0": "it packs five ternary digits per byte (1.6875 bits per weight), and a "
-             "QTensor stores whole bits per code",
+    "fp32/fp16/bf16, so nbytes would not match its 17 bytes per block",
+    "tq1_0": "it packs five ternary digits per byte (1.6875 bits per weight), and a QTensor stores whole bits per code",
     "q4_k": "its two-level scales (6-bit sub-block scales and mins times fp16 super-block "
-            "scales) have no QTensor equivalent",
-    "q6_k": "its two-level scales (int8 sub-block scales times an fp16 super-block scale) "
-            "have no QTensor equivalent",
+    "scales) have no QTensor equivalent",
+    "q6_k": "its two-level scales (int8 sub-block scales times an fp16 super-block scale) have no QTensor equivalent",
 }
 
 
@@ -905,5 +918,16 @@ def to_qtensor(blocks: ArrayLike, kind: Kind) -> QTensor:
     bits = {"q8_0": 8, "q4_0": 4, "q5_0": 5, "tq2_0": 2}[kind]
     group = BLOCK_SIZES[kind]
     scale = d.reshape(*shape[:-1], shape[-1] // group)
-    return QTensor(codes.to(torch.int8).reshape(shape), scale, None, get_format(f"int{bits}"),
-                   shape, "group", 0, group, "fp16", torch.float32, False)
+    return QTensor(
+        codes.to(torch.int8).reshape(shape),
+        scale,
+        None,
+        get_format(f"int{bits}"),
+        shape,
+        "group",
+        0,
+        group,
+        "fp16",
+        torch.float32,
+        False,
+    )

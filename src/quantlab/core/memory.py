@@ -109,9 +109,7 @@ def _get_format(fmt: Any, name: str) -> Format:
             return get_format(fmt)
         except ValueError as err:
             raise ValueError(f"{name} must name a known format, got {fmt!r} ({err})") from err
-    raise TypeError(
-        f"{name} must be a format name such as 'int4' or a Format, got {type(fmt).__name__} {fmt!r}"
-    )
+    raise TypeError(f"{name} must be a format name such as 'int4' or a Format, got {type(fmt).__name__} {fmt!r}")
 
 
 def format_bits(fmt: Any, *, name: str = "fmt") -> int:
@@ -240,9 +238,7 @@ def bits_per_weight(
         if double_quant is not None:
             raise ValueError(f"double_quant needs a group_size, got group_size=None and {double_quant!r}")
         if zero_point_dtype is not None:
-            raise ValueError(
-                f"zero_point_dtype needs a group_size, got group_size=None and {zero_point_dtype!r}"
-            )
+            raise ValueError(f"zero_point_dtype needs a group_size, got group_size=None and {zero_point_dtype!r}")
         format_bits(scale_dtype, name="scale_dtype")
         return bits
     g = _check_int(group_size, "group_size")
@@ -257,14 +253,11 @@ def bits_per_weight(
     return bits
 
 
-def _block_bits(
-    fmt: BlockFormat, group_size: Any, scale_dtype: Any, zero_point_dtype: Any, double_quant: Any
-) -> float:
+def _block_bits(fmt: BlockFormat, group_size: Any, scale_dtype: Any, zero_point_dtype: Any, double_quant: Any) -> float:
     """Bits per weight of a block-scaled format, refusing scale arguments that contradict it."""
     if group_size is not None and _check_int(group_size, "group_size") != fmt.block_size:
         raise ValueError(
-            f"{fmt.name} has blocks of {fmt.block_size}: group_size must be None or "
-            f"{fmt.block_size}, got {group_size}"
+            f"{fmt.name} has blocks of {fmt.block_size}: group_size must be None or {fmt.block_size}, got {group_size}"
         )
     if scale_dtype not in ("fp16", fmt.scale_format):
         raise ValueError(
@@ -272,11 +265,11 @@ def _block_bits(
             f"its default, got {scale_dtype!r}"
         )
     if zero_point_dtype is not None:
-        raise ValueError(f"{fmt.name} has no zero point: zero_point_dtype must be None, "
-                         f"got {zero_point_dtype!r}")
+        raise ValueError(f"{fmt.name} has no zero point: zero_point_dtype must be None, got {zero_point_dtype!r}")
     if double_quant is not None and double_quant is not False:
-        raise ValueError(f"{fmt.name} stores 8-bit block scales: double_quant must be None or "
-                         f"False, got {double_quant!r}")
+        raise ValueError(
+            f"{fmt.name} stores 8-bit block scales: double_quant must be None or False, got {double_quant!r}"
+        )
     return float(fmt.bits_per_weight)
 
 
@@ -315,9 +308,7 @@ class QuantSpec:
     @property
     def bits_per_weight(self) -> float:
         """Average bits per weight, overhead included (see :func:`bits_per_weight`)."""
-        return bits_per_weight(
-            self.fmt, self.group_size, self.scale_dtype, self.zero_point_dtype, self.double_quant
-        )
+        return bits_per_weight(self.fmt, self.group_size, self.scale_dtype, self.zero_point_dtype, self.double_quant)
 
     def __str__(self) -> str:
         return self.fmt if self.group_size is None else f"{self.fmt} g{self.group_size}"

@@ -123,9 +123,7 @@ def shared_exponent(amax: torch.Tensor, fmt: BlockFormat) -> torch.Tensor:
     return shared
 
 
-def encode_blocks(
-    work: torch.Tensor, fmt: BlockFormat
-) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+def encode_blocks(work: torch.Tensor, fmt: BlockFormat) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Codes, block scales (float32, ``(*lead, n_blocks)``) and the tensor scale (0-d
     float32 or None) of the finite float32/float64 tensor ``work`` (last dimension a
     multiple of ``fmt.block_size``, checked by the caller).
@@ -169,8 +167,12 @@ def encode_blocks(
 
 
 def decode_blocks(
-    codes: torch.Tensor, scale: torch.Tensor, tensor_scale: Optional[torch.Tensor],
-    fmt: BlockFormat, shape: tuple[int, ...], dtype: torch.dtype,
+    codes: torch.Tensor,
+    scale: torch.Tensor,
+    tensor_scale: Optional[torch.Tensor],
+    fmt: BlockFormat,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """``element * X`` per block (times the tensor scale), in ``dtype``: the inverse of
     :func:`encode_blocks`, of the ``shape`` the codes had before blocking.

@@ -141,14 +141,18 @@ def pack(codes: ArrayLike, bits: int, *, out: Optional[ArrayLike] = None) -> Arr
 def _check_range(lo: int, hi: int, bits: int) -> None:
     if lo < -(1 << (bits - 1)) or hi > (1 << bits) - 1:
         raise ValueError(
-            f"codes must fit in {bits} bits ([{-(1 << (bits - 1))}, {(1 << bits) - 1}]), "
-            f"got values in [{lo}, {hi}]"
+            f"codes must fit in {bits} bits ([{-(1 << (bits - 1))}, {(1 << bits) - 1}]), got values in [{lo}, {hi}]"
         )
 
 
 def _check_out(
-    out: Optional[ArrayLike], n: int, dtype: torch.dtype, was_numpy: bool, device: torch.device,
-    source: torch.Tensor, source_name: str,
+    out: Optional[ArrayLike],
+    n: int,
+    dtype: torch.dtype,
+    was_numpy: bool,
+    device: torch.device,
+    source: torch.Tensor,
+    source_name: str,
 ) -> Optional[torch.Tensor]:
     """``out`` as a tensor after every check, before anything is written: among them, that
     it shares no memory with ``source`` (the input, read while ``out`` is written)."""
@@ -156,13 +160,13 @@ def _check_out(
         return None
     name = dtype_name(dtype)
     if isinstance(out, (np.ndarray, torch.Tensor)) and tuple(out.shape) != (n,):
-        raise ValueError(f"out must be a contiguous 1-d {name} array of {n} elements, "
-                         f"got shape {tuple(out.shape)}")
-    o = check_out(out, was_numpy=was_numpy, dtype=dtype, shape=(n,), device=device,
-                  like="the input")
+        raise ValueError(f"out must be a contiguous 1-d {name} array of {n} elements, got shape {tuple(out.shape)}")
+    o = check_out(out, was_numpy=was_numpy, dtype=dtype, shape=(n,), device=device, like="the input")
     if overlaps(o, source):
-        raise ValueError(f"out must not share memory with {source_name}: it is written while "
-                         f"{source_name} is read, got an out that overlaps {source_name}")
+        raise ValueError(
+            f"out must not share memory with {source_name}: it is written while "
+            f"{source_name} is read, got an out that overlaps {source_name}"
+        )
     return o
 
 
@@ -201,7 +205,7 @@ def _pack_fast(flat: torch.Tensor, bits: int, res: torch.Tensor) -> None:
         w = 8 * flat.element_size()
         acc, tmp = torch.empty(step // per, dtype=wide), torch.empty(step // per, dtype=wide)
     for start in range(0, whole, step):
-        c = flat[start: min(whole, start + step)]
+        c = flat[start : min(whole, start + step)]
         check(c)
         c = c.view(-1, per)
         m = c.shape[0]
@@ -211,10 +215,10 @@ def _pack_fast(flat: torch.Tensor, bits: int, res: torch.Tensor) -> None:
             torch.bitwise_and(c.view(wide).view(-1), mask | (mask << w), out=a)
             torch.bitwise_right_shift(a, w - bits, out=s)
             a.bitwise_or_(s)
-            res[start // per: start // per + m].copy_(a)
+            res[start // per : start // per + m].copy_(a)
             continue
         if per == 1:
-            res[start: start + m].copy_(c[:, 0])
+            res[start : start + m].copy_(c[:, 0])
             continue
         torch.bitwise_and(c[:, 0], mask, out=a)
         for k in range(1, per):
@@ -224,15 +228,13 @@ def _pack_fast(flat: torch.Tensor, bits: int, res: torch.Tensor) -> None:
             else:
                 torch.bitwise_left_shift(c[:, k], k * bits, out=s)
             a.bitwise_or_(s)
-        res[start // per: start // per + m].copy_(a)
+        res[start // per : start // per + m].copy_(a)
     if whole < n:  # the last, partly filled byte
         tail = flat[whole:].to(torch.int32) & mask
         res[-1] = int((tail << torch.arange(0, bits * tail.numel(), bits, dtype=torch.int32)).sum())
 
 
-def unpack(
-    packed: ArrayLike, bits: int, n: int, signed: bool = False, *, out: Optional[ArrayLike] = None
-) -> ArrayLike:
+def unpack(packed: ArrayLike, bits: int, n: int, signed: bool = False, *, out: Optional[ArrayLike] = None) -> ArrayLike:
     """Inverse of :func:`pack`: the first ``n`` codes from a packed uint8 array.
 
     Args:
@@ -299,9 +301,9 @@ def _unpack_fast(b: torch.Tensor, bits: int, n: int, signed: bool, res: torch.Te
     tmp = torch.empty(step, dtype=src.dtype)
     r2 = res[: whole * per].view(-1, per)
     for start in range(0, whole, step):
-        c = src[start: min(whole, start + step)]
+        c = src[start : min(whole, start + step)]
         s = tmp[: c.numel()]
-        dst = r2[start: start + c.numel()]
+        dst = r2[start : start + c.numel()]
         if per == 1:
             dst[:, 0].copy_(c)
             continue

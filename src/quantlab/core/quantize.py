@@ -157,8 +157,15 @@ class QParams:
 
 
 def _check_args(
-    t: torch.Tensor, fmt: Format, granularity: str, axis: int, group_size: Optional[int],
-    symmetric: bool, clip_ratio: float, percentile: Optional[float], scale_dtype: str,
+    t: torch.Tensor,
+    fmt: Format,
+    granularity: str,
+    axis: int,
+    group_size: Optional[int],
+    symmetric: bool,
+    clip_ratio: float,
+    percentile: Optional[float],
+    scale_dtype: str,
 ) -> tuple[int, Optional[int]]:
     if not isinstance(granularity, str) or granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
@@ -169,9 +176,7 @@ def _check_args(
     if percentile is not None:
         check_real(percentile, "percentile", low=0, high=100, low_open=True)
     if not symmetric and not isinstance(fmt, IntFormat):
-        raise ValueError(
-            f"symmetric=False (a zero point) needs an integer format, got {fmt.name}"
-        )
+        raise ValueError(f"symmetric=False (a zero point) needs an integer format, got {fmt.name}")
     if isinstance(fmt, IntFormat) and symmetric and fmt.signed and fmt.bits == 1:
         raise ValueError(
             "int1 has no positive code, so it cannot be symmetric: use symmetric=False "
@@ -187,8 +192,9 @@ def _check_args(
     if granularity == "channel":
         axis = check_int(axis, "axis", what="an int")
         if ndim == 0:
-            raise ValueError("granularity='channel' needs at least a 1-d tensor (one scale per "
-                             "index along axis), got a 0-d tensor")
+            raise ValueError(
+                "granularity='channel' needs at least a 1-d tensor (one scale per index along axis), got a 0-d tensor"
+            )
         if not -ndim <= axis < ndim:
             raise ValueError(f"axis must be in [-{ndim}, {ndim - 1}] for a {ndim}-d tensor, got {axis}")
         axis = int(axis) % ndim
@@ -318,14 +324,20 @@ def require_finite(t: torch.Tensor) -> None:
     if not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(
-            f"x contains NaN or infinity ({bad} of {t.numel()} values); quantization with a "
-            "scale needs finite values"
+            f"x contains NaN or infinity ({bad} of {t.numel()} values); quantization with a scale needs finite values"
         )
 
 
 def _choose(
-    t: torch.Tensor, fmt: Format, granularity: str, axis: int, group_size: Optional[int],
-    symmetric: bool, clip_ratio: float, percentile: Optional[float], scale_dtype: str,
+    t: torch.Tensor,
+    fmt: Format,
+    granularity: str,
+    axis: int,
+    group_size: Optional[int],
+    symmetric: bool,
+    clip_ratio: float,
+    percentile: Optional[float],
+    scale_dtype: str,
     stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> QParams:
     """The parameters for ``t``; ``stats`` = (max, min) over each group if already measured."""
@@ -535,8 +547,7 @@ class QTensor:
     def _dequantize_tensor(self) -> torch.Tensor:
         fmt = self.format
         if isinstance(fmt, BlockFormat):
-            return decode_blocks(self.codes, self.scale, self.tensor_scale, fmt, self.shape,
-                                 self.dtype)
+            return decode_blocks(self.codes, self.scale, self.tensor_scale, fmt, self.shape, self.dtype)
         if isinstance(fmt, IntFormat):
             vals = self.codes.to(torch.float32)
         else:
@@ -544,8 +555,9 @@ class QTensor:
         if self.scale is None:
             return vals.to(self.dtype)
         if self.dtype == torch.float64 and (
-                _grid_overflow(fmt, self.scale, self.zero_point, torch.float32) is not None
-                or _grid_underflow(fmt, self.scale)):
+            _grid_overflow(fmt, self.scale, self.zero_point, torch.float32) is not None
+            or _grid_underflow(fmt, self.scale)
+        ):
             # grid points beyond float32's range, or below its normal range (where a float32
             # product would keep fewer bits): compute in float64, exactly on the grid
             vals = vals.double()
@@ -649,14 +661,15 @@ def quantize(
     """
     block = get_format(fmt)
     if isinstance(block, BlockFormat):
-        return _quantize_block(x, block, granularity, group_size, symmetric, clip_ratio,
-                               percentile, scale_dtype, scaled, qparams)
-    p = _prepare(x, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile,
-                 scale_dtype, scaled, qparams)
+        return _quantize_block(
+            x, block, granularity, group_size, symmetric, clip_ratio, percentile, scale_dtype, scaled, qparams
+        )
+    p = _prepare(x, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype, scaled, qparams)
     fmt, t = p.fmt, p.t
     if not p.scaled:
-        return QTensor(fmt.encode(p.work), None, None, fmt, tuple(t.shape), "tensor", 0, None,
-                       p.scale_dtype, t.dtype, p.was_numpy)
+        return QTensor(
+            fmt.encode(p.work), None, None, fmt, tuple(t.shape), "tensor", 0, None, p.scale_dtype, t.dtype, p.was_numpy
+        )
     if p.qparams is not None:
         require_finite(p.work)
     qparams = p.qparams or _choose_prepared(p)
@@ -671,14 +684,32 @@ def quantize(
         codes = fmt.encode(v)
     pub_scale = _public(qparams.scale, p.granularity)
     pub_zp = None if qparams.zero_point is None else _public(qparams.zero_point, p.granularity)
-    return QTensor(codes.reshape(t.shape), pub_scale, pub_zp, fmt, tuple(t.shape), p.granularity,
-                   p.axis, p.group_size, p.scale_dtype, t.dtype, p.was_numpy)
+    return QTensor(
+        codes.reshape(t.shape),
+        pub_scale,
+        pub_zp,
+        fmt,
+        tuple(t.shape),
+        p.granularity,
+        p.axis,
+        p.group_size,
+        p.scale_dtype,
+        t.dtype,
+        p.was_numpy,
+    )
 
 
 def _quantize_block(
-    x: ArrayLike, fmt: BlockFormat, granularity: str, group_size: Optional[int],
-    symmetric: bool, clip_ratio: float, percentile: Optional[float], scale_dtype: str,
-    scaled: Optional[bool], qparams: Optional[QParams],
+    x: ArrayLike,
+    fmt: BlockFormat,
+    granularity: str,
+    group_size: Optional[int],
+    symmetric: bool,
+    clip_ratio: float,
+    percentile: Optional[float],
+    scale_dtype: str,
+    scaled: Optional[bool],
+    qparams: Optional[QParams],
 ) -> QTensor:
     """:func:`quantize` for a block-scaled format (see :mod:`quantlab.mx`)."""
     t, was_numpy = _input(x)
@@ -691,29 +722,30 @@ def _quantize_block(
     if group_size is not None:
         group_size = check_int(group_size, "group_size", what="a positive int")
         if group_size != k:
-            raise ValueError(f"{fmt.name} has blocks of {k}: group_size must be None or {k}, "
-                             f"got {group_size}")
+            raise ValueError(f"{fmt.name} has blocks of {k}: group_size must be None or {k}, got {group_size}")
     elif granularity == "group":
         raise ValueError("granularity='group' needs group_size, got None")
     if not check_bool(symmetric, "symmetric"):
         raise ValueError(f"{fmt.name} is symmetric (no zero point), got symmetric=False")
     if check_real(clip_ratio, "clip_ratio", low=0, high=1, low_open=True) != 1:
-        raise ValueError(f"{fmt.name} chooses its scales by its own rule: clip_ratio must be 1, "
-                         f"got {clip_ratio}")
+        raise ValueError(f"{fmt.name} chooses its scales by its own rule: clip_ratio must be 1, got {clip_ratio}")
     if percentile is not None:
-        raise ValueError(f"{fmt.name} chooses its scales by its own rule: percentile must be "
-                         f"None, got {percentile!r}")
+        raise ValueError(f"{fmt.name} chooses its scales by its own rule: percentile must be None, got {percentile!r}")
     if scale_dtype != "fp32":
-        raise ValueError(f"{fmt.name} stores its block scales as {fmt.scale_format}: leave "
-                         f"scale_dtype at its default, got {scale_dtype!r}")
+        raise ValueError(
+            f"{fmt.name} stores its block scales as {fmt.scale_format}: leave "
+            f"scale_dtype at its default, got {scale_dtype!r}"
+        )
     if check_optional_bool(scaled, "scaled") is False:
         raise ValueError(f"{fmt.name} is block-scaled: scaled must be None or True, got False")
     if qparams is not None:
-        raise ValueError(f"{fmt.name} chooses its block scales itself: qparams must be None, "
-                         f"got {type(qparams).__name__}")
+        raise ValueError(
+            f"{fmt.name} chooses its block scales itself: qparams must be None, got {type(qparams).__name__}"
+        )
     if t.dim() == 0:
-        raise ValueError(f"{fmt.name} needs at least a 1-d tensor (blocks of {k} along the "
-                         "last axis), got a 0-d tensor")
+        raise ValueError(
+            f"{fmt.name} needs at least a 1-d tensor (blocks of {k} along the last axis), got a 0-d tensor"
+        )
     n = t.shape[-1]
     if n % k != 0:
         raise ValueError(
@@ -723,8 +755,9 @@ def _quantize_block(
     work = t if t.dtype in (torch.float32, torch.float64) else t.float()
     require_finite(work)
     codes, scale, tensor_scale = encode_blocks(work, fmt)
-    return QTensor(codes, scale, None, fmt, tuple(t.shape), "group", 0, k, fmt.scale_format,
-                   t.dtype, was_numpy, tensor_scale)
+    return QTensor(
+        codes, scale, None, fmt, tuple(t.shape), "group", 0, k, fmt.scale_format, t.dtype, was_numpy, tensor_scale
+    )
 
 
 class _Prepared(NamedTuple):
@@ -746,9 +779,17 @@ class _Prepared(NamedTuple):
 
 
 def _prepare(
-    x: ArrayLike, fmt: FormatLike, granularity: str, axis: int, group_size: Optional[int],
-    symmetric: bool, clip_ratio: float, percentile: Optional[float], scale_dtype: str,
-    scaled: Optional[bool], qparams: Optional[QParams],
+    x: ArrayLike,
+    fmt: FormatLike,
+    granularity: str,
+    axis: int,
+    group_size: Optional[int],
+    symmetric: bool,
+    clip_ratio: float,
+    percentile: Optional[float],
+    scale_dtype: str,
+    scaled: Optional[bool],
+    qparams: Optional[QParams],
 ) -> _Prepared:
     fmt = get_format(fmt)
     t, was_numpy = _input(x)
@@ -774,20 +815,39 @@ def _prepare(
             raise ValueError(f"an unscaled cast has no granularity, got granularity={granularity!r}")
     elif qparams is not None:
         qparams = _fit_qparams(work, qparams)
-    return _Prepared(fmt, t, was_numpy, work, granularity, axis, group_size, symmetric,
-                     clip_ratio, percentile, scale_dtype, bool(scaled), qparams)
+    return _Prepared(
+        fmt,
+        t,
+        was_numpy,
+        work,
+        granularity,
+        axis,
+        group_size,
+        symmetric,
+        clip_ratio,
+        percentile,
+        scale_dtype,
+        bool(scaled),
+        qparams,
+    )
 
 
-def _choose_prepared(
-    p: _Prepared, stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None
-) -> QParams:
-    return _choose(p.work, p.fmt, p.granularity, p.axis, p.group_size, p.symmetric,
-                   p.clip_ratio, p.percentile, p.scale_dtype, stats)
+def _choose_prepared(p: _Prepared, stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> QParams:
+    return _choose(
+        p.work,
+        p.fmt,
+        p.granularity,
+        p.axis,
+        p.group_size,
+        p.symmetric,
+        p.clip_ratio,
+        p.percentile,
+        p.scale_dtype,
+        stats,
+    )
 
 
-def _int_grid_(
-    v: torch.Tensor, fmt: IntFormat, zero_point: Optional[torch.Tensor], clamp: bool = True
-) -> None:
+def _int_grid_(v: torch.Tensor, fmt: IntFormat, zero_point: Optional[torch.Tensor], clamp: bool = True) -> None:
     """In place: ``v = x / scale`` becomes ``clamp(round(v) + zero_point, qmin, qmax)``.
 
     The one integer quantizer: :func:`quantize` casts the result to codes,
@@ -840,8 +900,11 @@ def _fit_qparams(t: torch.Tensor, qp: QParams) -> QParams:
     dims = _reduce_dims(g, qp.granularity, qp.axis)
     shape = tuple(1 if d in dims else g.shape[d] for d in range(g.dim()))
     need = math.prod(shape)
-    where = "" if qp.granularity == "tensor" else (
-        f", axis={qp.axis}" if qp.granularity == "channel" else f", group_size={qp.group_size}")
+    where = (
+        ""
+        if qp.granularity == "tensor"
+        else (f", axis={qp.axis}" if qp.granularity == "channel" else f", group_size={qp.group_size}")
+    )
     for name, v in (("scale", qp.scale), ("zero_point", qp.zero_point)):
         if v is not None and v.numel() != need:
             raise ValueError(
@@ -918,8 +981,9 @@ def fake_quantize(
     """
     block = get_format(fmt)
     if isinstance(block, BlockFormat):
-        q = _quantize_block(x, block, granularity, group_size, symmetric, clip_ratio,
-                            percentile, scale_dtype, scaled, qparams)
+        q = _quantize_block(
+            x, block, granularity, group_size, symmetric, clip_ratio, percentile, scale_dtype, scaled, qparams
+        )
         t, _ = _input(x)
         o = _check_out(out, t, q.was_numpy)
         res = q._dequantize_tensor()
@@ -927,19 +991,33 @@ def fake_quantize(
             return like_input(res, q.was_numpy)
         o.copy_(res)
         return out
-    p = _prepare(x, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile,
-                 scale_dtype, scaled, qparams)
+    p = _prepare(x, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype, scaled, qparams)
     o = _check_out(out, p.t, p.was_numpy)
     if p.scaled and p.qparams is not None:
         require_finite(p.work)  # before anything is written into out
-    if p.t.dtype == torch.float32 and p.t.dim() > 0 and p.t.numel() > 0 \
-            and p.t.is_contiguous() and isinstance(p.fmt, (IntFormat, FloatFormat)):
+    if (
+        p.t.dtype == torch.float32
+        and p.t.dim() > 0
+        and p.t.numel() > 0
+        and p.t.is_contiguous()
+        and isinstance(p.fmt, (IntFormat, FloatFormat))
+    ):
         res = o if o is not None else torch.empty_like(p.t, memory_format=torch.contiguous_format)
         _fake_quantize_into(p, res)
     else:
-        q = quantize(x, p.fmt, granularity=p.granularity, axis=p.axis, group_size=p.group_size,
-                     symmetric=p.symmetric, clip_ratio=p.clip_ratio, percentile=p.percentile,
-                     scale_dtype=p.scale_dtype, scaled=p.scaled, qparams=p.qparams)
+        q = quantize(
+            x,
+            p.fmt,
+            granularity=p.granularity,
+            axis=p.axis,
+            group_size=p.group_size,
+            symmetric=p.symmetric,
+            clip_ratio=p.clip_ratio,
+            percentile=p.percentile,
+            scale_dtype=p.scale_dtype,
+            scaled=p.scaled,
+            qparams=p.qparams,
+        )
         res = q._dequantize_tensor()
         if o is not None:
             o.copy_(res)

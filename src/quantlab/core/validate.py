@@ -70,13 +70,15 @@ def check_optional_bool(value: Any, name: str) -> Optional[bool]:
         return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise TypeError(
-        f"{name} must be True, False or None, got {type(value).__name__} {describe(value)}"
-    )
+    raise TypeError(f"{name} must be True, False or None, got {type(value).__name__} {describe(value)}")
 
 
 def check_int(
-    value: Any, name: str, *, minimum: Optional[int] = None, maximum: Optional[int] = None,
+    value: Any,
+    name: str,
+    *,
+    minimum: Optional[int] = None,
+    maximum: Optional[int] = None,
     what: str = "an integer",
 ) -> int:
     """Return ``value`` as an ``int`` after checking ``minimum <= value <= maximum``.
@@ -142,14 +144,18 @@ def _as_float(value: Any, name: str) -> float:
         return float(value)
     except OverflowError as err:  # a Python int beyond the float range
         raise ValueError(
-            f"{name} must be a finite real number within the float range (< 1.8e308), "
-            f"got {describe(value)}"
+            f"{name} must be a finite real number within the float range (< 1.8e308), got {describe(value)}"
         ) from err
 
 
 def check_real(
-    value: Any, name: str, *, low: Optional[float] = None, high: Optional[float] = None,
-    low_open: bool = False, high_open: bool = False,
+    value: Any,
+    name: str,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    high_open: bool = False,
 ) -> float:
     """Return ``value`` as a finite ``float`` inside an interval.
 

@@ -100,8 +100,16 @@ def _stack_key(name: str, layer: nn.Module):
         input_scale = getattr(layer, "input_scale", None)
         if plan.op_type == "MatMulInteger" and qt.granularity == "tensor":
             return None  # one scale per tensor: stacking would need one shared scale
-        return ("q", plan.op_type, plan.bits, plan.block_size, plan.zero_points, qt.format.name, qt.granularity,
-                None if input_scale is None else tuple(as_float32_array(input_scale).ravel().tolist()))
+        return (
+            "q",
+            plan.op_type,
+            plan.bits,
+            plan.block_size,
+            plan.zero_points,
+            qt.format.name,
+            qt.granularity,
+            None if input_scale is None else tuple(as_float32_array(input_scale).ravel().tolist()),
+        )
     if isinstance(layer, nn.Linear):
         return ("float",)
     raise TypeError(f"layer {name!r} is a {type(layer).__name__}; expected nn.Linear or QuantizedLinear")
@@ -115,8 +123,14 @@ def _stacked(layers: list[QuantizedLinear]) -> tuple[SimpleNamespace, SimpleName
     zps = None
     if qts[0].zero_point is not None:
         zps = torch.cat([qt.zero_point.reshape(layer.out_features, -1) for qt, layer in zip(qts, layers)])
-    qt = SimpleNamespace(codes=torch.cat([qt.codes for qt in qts]), scale=torch.cat(rows), zero_point=zps,
-                         format=qts[0].format, granularity=qts[0].granularity, group_size=qts[0].group_size)
+    qt = SimpleNamespace(
+        codes=torch.cat([qt.codes for qt in qts]),
+        scale=torch.cat(rows),
+        zero_point=zps,
+        format=qts[0].format,
+        granularity=qts[0].granularity,
+        group_size=qts[0].group_size,
+    )
     layer = SimpleNamespace(in_features=layers[0].in_features, out_features=n_out, bias=_stacked_bias(layers))
     return layer, qt
 
@@ -125,8 +139,9 @@ def _stacked_bias(layers: list[nn.Module]) -> Optional[torch.Tensor]:
     """The layers' biases one after the other (zeros for a layer without), or None if none has one."""
     if all(layer.bias is None for layer in layers):
         return None
-    return torch.cat([layer.bias.detach().float() if layer.bias is not None else torch.zeros(layer.out_features)
-                      for layer in layers])
+    return torch.cat(
+        [layer.bias.detach().float() if layer.bias is not None else torch.zeros(layer.out_features) for layer in layers]
+    )
 
 
 def _linear(g: _Graph, names: list[str], layers: list[nn.Module], x: str, y: str, accuracy_level: int) -> list[str]:
@@ -140,8 +155,7 @@ def _linear(g: _Graph, names: list[str], layers: list[nn.Module], x: str, y: str
         groups = [(names[0] + "+", layers, y)]
         outputs = [y]
     else:
-        groups = [(n, [layer], f"{y}.{i}" if len(layers) > 1 else y)
-                  for i, (n, layer) in enumerate(zip(names, layers))]
+        groups = [(n, [layer], f"{y}.{i}" if len(layers) > 1 else y) for i, (n, layer) in enumerate(zip(names, layers))]
         outputs = [out for _, _, out in groups]
     for name, members, out in groups:
         w = name.replace("+", "_stacked")
@@ -156,8 +170,17 @@ def _linear(g: _Graph, names: list[str], layers: list[nn.Module], x: str, y: str
                 g.node("MatMul", [x, f"{w}.weight"], [out], name=f"{w}/MatMul")
             continue
         layer, qt = (members[0], members[0].to_qtensor()) if len(members) == 1 else _stacked(members)
-        nodes, inits = kernel_nodes(w, w, x, out, layer, qt, plan_layer(name, members[0]).op_type,
-                                     getattr(members[0], "input_scale", None), accuracy_level)
+        nodes, inits = kernel_nodes(
+            w,
+            w,
+            x,
+            out,
+            layer,
+            qt,
+            plan_layer(name, members[0]).op_type,
+            getattr(members[0], "input_scale", None),
+            accuracy_level,
+        )
         g.nodes.extend(nodes)
         g.inits.extend(inits)
     return outputs
@@ -236,16 +259,30 @@ def export_llama_decoder(model: nn.Module, path: PathLike, max_len: int = 128, a
     def norm(i: str, x: str, skip: str, weight: nn.Module, out: str, new_residual: str) -> None:
         gamma = g.const(f"{i}.weight", weight.weight.detach().float().numpy())
         if skip:
-            g.node("SkipSimplifiedLayerNormalization", [x, skip, gamma], [out, "", "", new_residual],
-                   name=f"{i}/SkipSimplifiedLayerNorm", epsilon=eps)
+            g.node(
+                "SkipSimplifiedLayerNormalization",
+                [x, skip, gamma],
+                [out, "", "", new_residual],
+                name=f"{i}/SkipSimplifiedLayerNorm",
+                epsilon=eps,
+            )
         else:
-            g.node("SimplifiedLayerNormalization", [x, gamma], [out], name=f"{i}/SimplifiedLayerNorm",
-                   epsilon=eps, axis=-1, stash_type=1)
+            g.node(
+                "SimplifiedLayerNormalization",
+                [x, gamma],
+                [out],
+                name=f"{i}/SimplifiedLayerNorm",
+                epsilon=eps,
+                axis=-1,
+                stash_type=1,
+            )
 
     residual, pending = "embeds", ""
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 1]),
-              helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
-              helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, [])]
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 1]),
+        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
+        helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
+    ]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, cfg.vocab_size])]
     cache = [1, n_kv, max_len, head_dim]
     for i, block in enumerate(lm.layers):
@@ -253,8 +290,14 @@ def export_llama_decoder(model: nn.Module, path: PathLike, max_len: int = 128, a
         attn, mlp = block.self_attn, block.mlp
         # the residual stream: x_{i} = residual + pending (the last layer's output), normed
         new_res = f"{p}/residual_in"
-        norm(f"{p}.input_layernorm", pending or residual, residual if pending else "", block.input_layernorm,
-             f"{p}/h", new_res)
+        norm(
+            f"{p}.input_layernorm",
+            pending or residual,
+            residual if pending else "",
+            block.input_layernorm,
+            f"{p}/h",
+            new_res,
+        )
         residual = new_res if pending else residual
         names = [f"{p}.self_attn.{n}_proj" for n in "qkv"]
         qkv = _linear(g, names, [attn.q_proj, attn.k_proj, attn.v_proj], f"{p}/h", f"{p}/qkv", accuracy_level)
@@ -262,19 +305,29 @@ def export_llama_decoder(model: nn.Module, path: PathLike, max_len: int = 128, a
         for kind in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(f"past_{kind}.{i}", TensorProto.FLOAT, cache))
             outputs.append(helper.make_tensor_value_info(f"present_{kind}.{i}", TensorProto.FLOAT, cache))
-        g.node("GroupQueryAttention",
-               [q, k, v, f"past_key.{i}", f"past_value.{i}", "seqlens_k", "total_sequence_length",
-                "rope.cos", "rope.sin"],
-               [f"{p}/attn", f"present_key.{i}", f"present_value.{i}"], name=f"{p}.self_attn/GroupQueryAttention",
-               num_heads=n_heads, kv_num_heads=n_kv, do_rotary=1, rotary_interleaved=0,
-               scale=1.0 / math.sqrt(head_dim))
+        g.node(
+            "GroupQueryAttention",
+            [q, k, v, f"past_key.{i}", f"past_value.{i}", "seqlens_k", "total_sequence_length", "rope.cos", "rope.sin"],
+            [f"{p}/attn", f"present_key.{i}", f"present_value.{i}"],
+            name=f"{p}.self_attn/GroupQueryAttention",
+            num_heads=n_heads,
+            kv_num_heads=n_kv,
+            do_rotary=1,
+            rotary_interleaved=0,
+            scale=1.0 / math.sqrt(head_dim),
+        )
         _linear(g, [f"{p}.self_attn.o_proj"], [attn.o_proj], f"{p}/attn", f"{p}/o", accuracy_level)
         post_res = f"{p}/residual_mid"
-        norm(f"{p}.post_attention_layernorm", f"{p}/o", residual, block.post_attention_layernorm, f"{p}/h2",
-             post_res)
+        norm(f"{p}.post_attention_layernorm", f"{p}/o", residual, block.post_attention_layernorm, f"{p}/h2", post_res)
         residual = post_res
-        gu = _linear(g, [f"{p}.mlp.gate_proj", f"{p}.mlp.up_proj"], [mlp.gate_proj, mlp.up_proj], f"{p}/h2",
-                     f"{p}/gate_up", accuracy_level)
+        gu = _linear(
+            g,
+            [f"{p}.mlp.gate_proj", f"{p}.mlp.up_proj"],
+            [mlp.gate_proj, mlp.up_proj],
+            f"{p}/h2",
+            f"{p}/gate_up",
+            accuracy_level,
+        )
         if len(gu) == 1:
             g.node("Split", [gu[0], "mlp.split"], [f"{p}/gate", f"{p}/up"], name=f"{p}.mlp/Split", axis=-1)
             gate, up = f"{p}/gate", f"{p}/up"
@@ -288,8 +341,9 @@ def export_llama_decoder(model: nn.Module, path: PathLike, max_len: int = 128, a
     _linear(g, ["lm_head"], [model.lm_head], "final/h", "logits", accuracy_level)
 
     graph = helper.make_graph(g.nodes, "llama_decode_step", inputs, outputs, g.inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS_DOMAIN, 1)],
-                              producer_name="quantlab")
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS_DOMAIN, 1)], producer_name="quantlab"
+    )
     proto.ir_version = 10  # ONNX Runtime 1.31 reads IR versions up to 13
     if proto.ByteSize() > PROTOBUF_LIMIT:
         onnx.save(proto, str(path), save_as_external_data=True, location=path.name + ".data")
@@ -362,8 +416,9 @@ class LlamaDecodeStep(nn.Module):
         """``(layers, kv_heads, max_len, head_dim)``."""
         return (self.n_layers, self.n_kv, self.max_len, self.head_dim)
 
-    def forward(self, input_ids: torch.Tensor, position: torch.Tensor, past_keys: torch.Tensor,
-                past_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, position: torch.Tensor, past_keys: torch.Tensor, past_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lm = self.lm.model
         n_kv, rep, hd = self.n_kv, self.n_heads // self.n_kv, self.head_dim
         x = lm.embed_tokens(input_ids)  # (1, d)
@@ -397,8 +452,9 @@ class LlamaDecodeStep(nn.Module):
         return logits, torch.stack(new_k), torch.stack(new_v)
 
 
-def export_decoder(model: nn.Module, path: PathLike, max_len: int = 128,
-                   accuracy_level: int = 4, fused: bool = True) -> Path:
+def export_decoder(
+    model: nn.Module, path: PathLike, max_len: int = 128, accuracy_level: int = 4, fused: bool = True
+) -> Path:
     """Export one decoding step of ``model`` to ONNX, for :class:`OrtDecoder`.
 
     ``fused=True`` (the default) writes the graph an inference engine runs
@@ -432,11 +488,18 @@ def export_decoder(model: nn.Module, path: PathLike, max_len: int = 128,
     names_out = ["logits", "new_keys", "new_values"]
     path = Path(path)
     if quantized_layers(step):
-        return export_onnx(step, example, path, input_names=names_in, output_names=names_out,
-                           dynamic_axes={}, accuracy_level=accuracy_level)
+        return export_onnx(
+            step,
+            example,
+            path,
+            input_names=names_in,
+            output_names=names_out,
+            dynamic_axes={},
+            accuracy_level=accuracy_level,
+        )
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(step, example, str(path), dynamo=False, opset_version=17,
-                          input_names=names_in, output_names=names_out)
+        torch.onnx.export(
+            step, example, str(path), dynamo=False, opset_version=17, input_names=names_in, output_names=names_out
+        )
     return path
-

@@ -102,15 +102,15 @@ EXPORT_KINDS = gguf_blocks.KINDS + FLOAT_KINDS
 plus ``"f32"`` and ``"f16"``."""
 
 FILE_TYPES = {
-    "f32": 0,     # ALL_F32
-    "f16": 1,     # MOSTLY_F16
-    "q4_0": 2,    # MOSTLY_Q4_0
-    "q4_1": 3,    # MOSTLY_Q4_1
-    "q8_0": 7,    # MOSTLY_Q8_0
-    "q5_0": 8,    # MOSTLY_Q5_0
-    "q5_1": 9,    # MOSTLY_Q5_1
-    "q4_k": 14,   # MOSTLY_Q4_K_S: Q4_K throughout, no Q6_K mix
-    "q6_k": 18,   # MOSTLY_Q6_K
+    "f32": 0,  # ALL_F32
+    "f16": 1,  # MOSTLY_F16
+    "q4_0": 2,  # MOSTLY_Q4_0
+    "q4_1": 3,  # MOSTLY_Q4_1
+    "q8_0": 7,  # MOSTLY_Q8_0
+    "q5_0": 8,  # MOSTLY_Q5_0
+    "q5_1": 9,  # MOSTLY_Q5_1
+    "q4_k": 14,  # MOSTLY_Q4_K_S: Q4_K throughout, no Q6_K mix
+    "q6_k": 18,  # MOSTLY_Q6_K
     "tq1_0": 36,  # MOSTLY_TQ1_0
     "tq2_0": 37,  # MOSTLY_TQ2_0
     "mxfp4": 38,  # MOSTLY_MXFP4_MOE, the only llama.cpp file type for MXFP4
@@ -367,9 +367,7 @@ def _reader(template: Template) -> gguf.GGUFReader:
     if template is None:
         template = smollm_gguf_path()
     if not isinstance(template, (str, os.PathLike)):
-        raise TypeError(
-            f"template must be a GGUF path, a gguf.GGUFReader or None, got {type(template).__name__}"
-        )
+        raise TypeError(f"template must be a GGUF path, a gguf.GGUFReader or None, got {type(template).__name__}")
     if not Path(template).is_file():
         raise ValueError(f"template must be an existing GGUF file, got {str(template)!r}")
     return gguf.GGUFReader(template)
@@ -461,12 +459,16 @@ class GGUFExport:
     def summary(self) -> str:
         """One line per kind (tensor count), the fallbacks, and the file size."""
         counts = Counter(self.types.values())
-        lines = [f"{self.path.name}: {self.n_bytes / 1e6:.1f} MB, {len(self.types)} tensors, "
-                 f"general.file_type {self.file_type}"]
+        lines = [
+            f"{self.path.name}: {self.n_bytes / 1e6:.1f} MB, {len(self.types)} tensors, "
+            f"general.file_type {self.file_type}"
+        ]
         lines += [f"  {kind}: {n} tensors" for kind, n in counts.most_common()]
         falls = Counter(self.fallbacks.values())
-        lines += [f"  fallback {a} -> {b}: {n} tensors (rows not a whole number of blocks)"
-                  for (a, b), n in falls.most_common()]
+        lines += [
+            f"  fallback {a} -> {b}: {n} tensors (rows not a whole number of blocks)"
+            for (a, b), n in falls.most_common()
+        ]
         return "\n".join(lines)
 
 
@@ -482,8 +484,7 @@ def _check_target(path: Path) -> None:
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
-        raise ValueError(f"path {str(path)!r} names {kind}; write_gguf writes a new file or "
-                         "replaces a regular one")
+        raise ValueError(f"path {str(path)!r} names {kind}; write_gguf writes a new file or replaces a regular one")
     folder = path.resolve().parent
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {str(path)!r}: no directory {str(folder)!r}")
@@ -507,13 +508,14 @@ def _as_float_tensor(name: str, t: Any) -> torch.Tensor:
     t = t.detach().cpu()
     bad = ~torch.isfinite(t)
     if bool(bad.any()):
-        raise ValueError(f"tensor {name!r} holds NaN or infinity ({int(bad.sum())} of "
-                         f"{t.numel()} values); a GGUF file needs finite values")
+        raise ValueError(
+            f"tensor {name!r} holds NaN or infinity ({int(bad.sum())} of "
+            f"{t.numel()} values); a GGUF file needs finite values"
+        )
     return t
 
 
-def _resolve_kinds(names_2d: list[str], kinds: Mapping[str, Any], default: str,
-                   names_1d: list[str]) -> dict[str, str]:
+def _resolve_kinds(names_2d: list[str], kinds: Mapping[str, Any], default: str, names_1d: list[str]) -> dict[str, str]:
     """Requested kind per quantizable tensor: an exact key, else the first matching pattern,
     else ``default``."""
     for key in kinds:
@@ -572,15 +574,18 @@ def _encode(name: str, t: torch.Tensor, kind: str) -> np.ndarray:
     if kind == "f32":
         out = t.to(torch.float32).contiguous().numpy()
         if not np.isfinite(out).all():  # float64 values beyond float32's range
-            raise ValueError(f"tensor {name!r} holds values beyond float32's range "
-                             f"(largest magnitude {float(t.abs().max()):.4g})")
+            raise ValueError(
+                f"tensor {name!r} holds values beyond float32's range (largest magnitude {float(t.abs().max()):.4g})"
+            )
         return out
     amax = float(t.abs().max()) if t.numel() else 0.0
     if kind == "f16":
         if amax > _F16_MAX:
-            raise ValueError(f"tensor {name!r} holds values up to {amax:.4g} in magnitude, beyond "
-                             f"f16's largest value {_F16_MAX:g}; write it as 'f32' (kinds) or "
-                             "rescale it")
+            raise ValueError(
+                f"tensor {name!r} holds values up to {amax:.4g} in magnitude, beyond "
+                f"f16's largest value {_F16_MAX:g}; write it as 'f32' (kinds) or "
+                "rescale it"
+            )
         return t.to(torch.float32).numpy().astype(np.float16)
     try:
         out = np.ascontiguousarray(gguf_blocks.quantize_blocks(t, kind).numpy())
@@ -706,9 +711,7 @@ def write_gguf(
         t = _as_float_tensor(name, tensors[name])
         expected = tuple(int(d) for d in reversed(infos[name].shape.tolist()))
         if tuple(t.shape) != expected:
-            raise ValueError(
-                f"tensors[{name!r}] must have the template's shape {expected}, got {tuple(t.shape)}"
-            )
+            raise ValueError(f"tensors[{name!r}] must have the template's shape {expected}, got {tuple(t.shape)}")
         data[name] = t
     names_1d = [n for n in order if data[n].dim() == 1]
     names_2d = [n for n in order if data[n].dim() >= 2]
@@ -825,5 +828,4 @@ def export_smollm(
     else:
         wanted, known = set(names), {t.name for t in reader.tensors}
         tensors = {n: t for n, t in tensors.items() if n in wanted or n not in known}
-    return write_gguf(tensors, path, template=reader, kinds=keep or {}, default_kind=kind,
-                      fallback=fallback)
+    return write_gguf(tensors, path, template=reader, kinds=keep or {}, default_kind=kind, fallback=fallback)

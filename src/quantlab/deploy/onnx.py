@@ -188,8 +188,7 @@ def plan_layer(name: str, layer: QuantizedLinear) -> LayerExport:
             )
         if qt.group_size not in GROUP_SIZES:
             raise ValueError(
-                f"layer {label} uses group_size={qt.group_size}; MatMulNBits is exported for "
-                f"block sizes {GROUP_SIZES}"
+                f"layer {label} uses group_size={qt.group_size}; MatMulNBits is exported for block sizes {GROUP_SIZES}"
             )
         return LayerExport(name, "MatMulNBits", fmt.bits, qt.group_size, has_zp)
     if fmt.bits != 8:
@@ -316,13 +315,16 @@ def _matmul_integer_nodes(w: str, p: str, x: str, y: str, layer: QuantizedLinear
         numpy_helper.from_array(zp, f"{w}.weight_zero_point"),
     ]
     nodes = [
-        helper.make_node("DynamicQuantizeLinear", [x], [f"{p}/x_q", f"{p}/x_scale", f"{p}/x_zp"],
-                         name=f"{p}/DynamicQuantizeLinear"),
-        helper.make_node("Mul", [f"{p}/x_scale", f"{w}.weight_scale"], [f"{p}/scales"],
-                         name=f"{p}/MulScales"),
-        helper.make_node("MatMulInteger",
-                         [f"{p}/x_q", f"{w}.weight_quantized", f"{p}/x_zp", f"{w}.weight_zero_point"],
-                         [f"{p}/acc"], name=f"{p}/MatMulInteger"),
+        helper.make_node(
+            "DynamicQuantizeLinear", [x], [f"{p}/x_q", f"{p}/x_scale", f"{p}/x_zp"], name=f"{p}/DynamicQuantizeLinear"
+        ),
+        helper.make_node("Mul", [f"{p}/x_scale", f"{w}.weight_scale"], [f"{p}/scales"], name=f"{p}/MulScales"),
+        helper.make_node(
+            "MatMulInteger",
+            [f"{p}/x_q", f"{w}.weight_quantized", f"{p}/x_zp", f"{w}.weight_zero_point"],
+            [f"{p}/acc"],
+            name=f"{p}/MatMulInteger",
+        ),
         helper.make_node("Cast", [f"{p}/acc"], [f"{p}/acc_f"], to=TensorProto.FLOAT, name=f"{p}/Cast"),
     ]
     if layer.bias is None:
@@ -341,8 +343,7 @@ def _pack_nibbles(u: np.ndarray) -> np.ndarray:
     return (u[..., 0::2] | (u[..., 1::2] << 4)).astype(np.uint8)
 
 
-def _matmul_nbits_nodes(w: str, p: str, x: str, y: str, layer: QuantizedLinear, qt: QTensor,
-                        accuracy_level: int):
+def _matmul_nbits_nodes(w: str, p: str, x: str, y: str, layer: QuantizedLinear, qt: QTensor, accuracy_level: int):
     """One ``com.microsoft.MatMulNBits`` node holding the layer's codes and scales."""
     from onnx import helper, numpy_helper
 
@@ -374,8 +375,7 @@ def _matmul_nbits_nodes(w: str, p: str, x: str, y: str, layer: QuantizedLinear, 
     attrs = dict(K=k_in, N=n_out, bits=bits, block_size=g)
     if accuracy_level:
         attrs["accuracy_level"] = accuracy_level
-    node = helper.make_node("MatMulNBits", inputs, [y], name=f"{p}/MatMulNBits", domain=MS_DOMAIN,
-                            **attrs)
+    node = helper.make_node("MatMulNBits", inputs, [y], name=f"{p}/MatMulNBits", domain=MS_DOMAIN, **attrs)
     return [node], inits
 
 
@@ -403,14 +403,15 @@ def kernel_nodes(w: str, p: str, x: str, y: str, layer, qt, op_type: str, input_
 def _as_inputs(example_input, float32: bool = True) -> tuple[torch.Tensor, ...]:
     if isinstance(example_input, torch.Tensor):
         inputs = (example_input,)
-    elif isinstance(example_input, (tuple, list)) and example_input and all(
-        isinstance(t, torch.Tensor) for t in example_input
+    elif (
+        isinstance(example_input, (tuple, list))
+        and example_input
+        and all(isinstance(t, torch.Tensor) for t in example_input)
     ):
         inputs = tuple(example_input)
     else:
         raise TypeError(
-            "example_input must be a torch.Tensor or a non-empty tuple of tensors, got "
-            f"{type(example_input).__name__}"
+            f"example_input must be a torch.Tensor or a non-empty tuple of tensors, got {type(example_input).__name__}"
         )
     for i, t in enumerate(inputs):
         if float32 and t.is_floating_point() and t.dtype != torch.float32:
@@ -549,9 +550,16 @@ def export_onnx(
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapped, inputs, traced, dynamo=False, opset_version=opset,
-                input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
-                custom_opsets={_DOMAIN: 1} if layers else None, do_constant_folding=True,
+                wrapped,
+                inputs,
+                traced,
+                dynamo=False,
+                opset_version=opset,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                custom_opsets={_DOMAIN: 1} if layers else None,
+                do_constant_folding=True,
             )
     finally:
         for name, layer in layers:
@@ -580,8 +588,17 @@ def export_onnx(
         w = prefixes[index]  # initializers: one set per layer, however often it is called
         calls[index] = calls.get(index, 0) + 1
         p = w if calls[index] == 1 else f"{w}/call{calls[index]}"  # node and value names
-        nodes, inits = kernel_nodes(w, p, node.input[0], node.output[0], layer, layer.to_qtensor(),
-                                     plan[index].op_type, getattr(layer, "input_scale", None), accuracy_level)
+        nodes, inits = kernel_nodes(
+            w,
+            p,
+            node.input[0],
+            node.output[0],
+            layer,
+            layer.to_qtensor(),
+            plan[index].op_type,
+            getattr(layer, "input_scale", None),
+            accuracy_level,
+        )
         new_nodes.extend(nodes)
         if first:
             graph.initializer.extend(inits)
@@ -601,8 +618,7 @@ def export_onnx(
     return path
 
 
-def export_float(model: nn.Module, example_input: torch.Tensor, path: PathLike,
-                 opset: int = 17) -> Path:
+def export_float(model: nn.Module, example_input: torch.Tensor, path: PathLike, opset: int = 17) -> Path:
     """Write a float torch module as ONNX (TorchScript exporter), batch axis dynamic.
 
     The float counterpart of :func:`export_onnx`: input ``"input"``, output ``"output"``,
@@ -628,11 +644,17 @@ def export_float(model: nn.Module, example_input: torch.Tensor, path: PathLike,
     path = Path(path)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example_input,), str(path), dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (example_input,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
     return path
-
 
 
 # --------------------------------------------------------------------------- running

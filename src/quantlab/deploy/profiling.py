@@ -51,8 +51,7 @@ def onnx_bytes_per_token(path: PathLike, cache_bytes: int = 0) -> dict[str, floa
     table_bytes = sum(sizes[n] for n in tables)
     rows = sum(sizes[n] / max(1, shapes[n][0]) for n in tables)
     weights = sum(sizes.values()) - table_bytes + rows
-    return {"weights": float(weights), "embedding_table": float(table_bytes),
-            "total": float(weights + cache_bytes)}
+    return {"weights": float(weights), "embedding_table": float(table_bytes), "total": float(weights + cache_bytes)}
 
 
 def graph_ops(path: PathLike) -> dict[str, int]:

@@ -28,8 +28,9 @@ __all__ = ["decoder_session", "OrtDecoder", "greedy_decode"]
 PathLike = Union[str, os.PathLike]
 
 
-def decoder_session(path: PathLike, threads: int = 1, *, spinning: Optional[bool] = None,
-                    profile_prefix: Optional[PathLike] = None):
+def decoder_session(
+    path: PathLike, threads: int = 1, *, spinning: Optional[bool] = None, profile_prefix: Optional[PathLike] = None
+):
     """An ONNX Runtime CPU session for a decode step, with its worker threads set for one token.
 
     The settings of :func:`quantlab.deploy.ort_session` (all graph optimizations,
@@ -119,8 +120,14 @@ class OrtDecoder:
         fused: whether the graph is the fused one.
     """
 
-    def __init__(self, path: PathLike, threads: int = 1, profile_prefix: Optional[PathLike] = None, *,
-                 spinning: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        threads: int = 1,
+        profile_prefix: Optional[PathLike] = None,
+        *,
+        spinning: Optional[bool] = None,
+    ) -> None:
         self.session = decoder_session(path, threads=threads, spinning=spinning, profile_prefix=profile_prefix)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.fused = "seqlens_k" in inputs
@@ -201,10 +208,15 @@ class OrtDecoder:
             self._total_np[()] = position + 1
             self.session.run_with_iobinding(self._binding)
             return self._logits_np[0, 0].copy()  # the next step overwrites the buffer
-        logits, k, v = self.session.run(None, {
-            "input_ids": np.array([token], dtype=np.int64),
-            "position": np.array([position], dtype=np.int64),
-            "past_keys": self.keys, "past_values": self.values})
+        logits, k, v = self.session.run(
+            None,
+            {
+                "input_ids": np.array([token], dtype=np.int64),
+                "position": np.array([position], dtype=np.int64),
+                "past_keys": self.keys,
+                "past_values": self.values,
+            },
+        )
         self.keys[:, :, position] = k[:, :, 0]
         self.values[:, :, position] = v[:, :, 0]
         return logits[0]
@@ -231,9 +243,13 @@ class OrtDecoder:
         return total, len(tokens) - 1
 
 
-def greedy_decode(step: Callable[[int, int], Any], prompt: Sequence[int], n: int,
-                  reset: Optional[Callable[[], None]] = None,
-                  times: Optional[list[float]] = None) -> list[int]:
+def greedy_decode(
+    step: Callable[[int, int], Any],
+    prompt: Sequence[int],
+    n: int,
+    reset: Optional[Callable[[], None]] = None,
+    times: Optional[list[float]] = None,
+) -> list[int]:
     """Greedy generation with a one-token step function ``step(token, position) -> logits``.
 
     The prompt is fed one token at a time (positions ``0 .. len(prompt) - 1``), then each

@@ -40,6 +40,4 @@ def smollm_gguf_path() -> Path:
         path = Path(folder) / SMOLLM_GGUF_NAME
         if path.is_file():
             return path
-    raise FileNotFoundError(
-        f"{SMOLLM_GGUF_NAME} not found in {list(spec.submodule_search_locations)}"
-    )
+    raise FileNotFoundError(f"{SMOLLM_GGUF_NAME} not found in {list(spec.submodule_search_locations)}")

@@ -175,8 +175,10 @@ def format_record(fmt: Format) -> dict:
     kinds = {IntFormat: "int", FloatFormat: "float", CodebookFormat: "codebook"}
     kind = kinds.get(type(fmt))
     if kind is None:
-        raise TypeError(f"format {fmt.name!r} of type {type(fmt).__name__} cannot be recorded; "
-                        "use an IntFormat, FloatFormat or CodebookFormat")
+        raise TypeError(
+            f"format {fmt.name!r} of type {type(fmt).__name__} cannot be recorded; "
+            "use an IntFormat, FloatFormat or CodebookFormat"
+        )
     rec = {"kind": kind}
     for f in dataclasses.fields(fmt):
         v = getattr(fmt, f.name)
@@ -218,23 +220,28 @@ def format_problem(fmt: Format) -> Optional[str]:
         return f"a format with name {fmt.name!r} and bits {fmt.bits!r}"
     if isinstance(fmt, FloatFormat):
         if fmt.bits != 1 + fmt.ebits + fmt.mbits:
-            return (f"a float format {fmt.name!r} of {fmt.bits} bits whose layout has "
-                    f"1 + {fmt.ebits} + {fmt.mbits} = {1 + fmt.ebits + fmt.mbits} bits")
+            return (
+                f"a float format {fmt.name!r} of {fmt.bits} bits whose layout has "
+                f"1 + {fmt.ebits} + {fmt.mbits} = {1 + fmt.ebits + fmt.mbits} bits"
+            )
         if not (fmt.bits <= 16 or fmt.bits == 32):
             return f"a float format {fmt.name!r} of {fmt.bits} bits (stored: 1 to 16, or 32)"
         if not 0 <= fmt._nan_code < (1 << fmt.bits):
             return f"a float format {fmt.name!r} whose NaN code {fmt._nan_code} has more than {fmt.bits} bits"
     if isinstance(fmt, CodebookFormat):
         t = fmt.table
-        if len(t) < 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                 and math.isfinite(v) for v in t):
+        if len(t) < 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in t
+        ):
             return f"a codebook {fmt.name!r} that is not 2 or more finite values"
         if any(b <= a for a, b in itertools.pairwise(t)):
             return f"a codebook {fmt.name!r} whose table is not strictly ascending"
         need = max(1, math.ceil(math.log2(len(t))))
         if fmt.bits != need:
-            return (f"a codebook {fmt.name!r} of {len(t)} entries stored in {fmt.bits}-bit codes "
-                    f"({len(t)} entries take {need} bits)")
+            return (
+                f"a codebook {fmt.name!r} of {len(t)} entries stored in {fmt.bits}-bit codes "
+                f"({len(t)} entries take {need} bits)"
+            )
     return None
 
 

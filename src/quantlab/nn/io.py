@@ -51,9 +51,13 @@ def _check_path(path: Any) -> str:
     return path
 
 
-_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-               (stat.S_ISSOCK, "a socket"))
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _kind(mode: int) -> str:
@@ -84,8 +88,7 @@ def _save_target(path: str) -> tuple[str, Optional[int]]:
     if not os.path.isdir(folder):
         import errno
 
-        raise FileNotFoundError(errno.ENOENT, f"cannot save to {path!r}: no directory "
-                                f"{folder!r} to write into", path)
+        raise FileNotFoundError(errno.ENOENT, f"cannot save to {path!r}: no directory {folder!r} to write into", path)
     return real, None if st is None else stat.S_IMODE(st.st_mode)
 
 
@@ -185,12 +188,16 @@ def _read_file(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
             if meta.get("quantlab.file") != FILE_TAG:
-                raise ValueError(f"{path!r} was not written by quantlab.nn.save_quantized "
-                                 "(its metadata has no 'quantlab.file' entry)")
+                raise ValueError(
+                    f"{path!r} was not written by quantlab.nn.save_quantized "
+                    "(its metadata has no 'quantlab.file' entry)"
+                )
             if meta.get("quantlab.version") != str(FILE_VERSION):
-                raise ValueError(f"{path!r} is a quantlab.nn file of version "
-                                 f"{meta.get('quantlab.version')!r}; this quantlab reads version "
-                                 f"{FILE_VERSION}")
+                raise ValueError(
+                    f"{path!r} is a quantlab.nn file of version "
+                    f"{meta.get('quantlab.version')!r}; this quantlab reads version "
+                    f"{FILE_VERSION}"
+                )
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors file)
     except SafetensorError as err:
         raise ValueError(f"{path!r} is not a readable safetensors file ({err})") from err
@@ -273,29 +280,37 @@ def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module
             raise ValueError(f"{where} of the file is not in the model (architecture mismatch)")
         target = modules[name]
         if not isinstance(target, (nn.Linear, QuantizedLinear)):
-            raise ValueError(f"{where} of the file is an nn.Linear, but the model's is a "
-                             f"{type(target).__name__}")
+            raise ValueError(f"{where} of the file is an nn.Linear, but the model's is a {type(target).__name__}")
         out_f, in_f = target.out_features, target.in_features
         if (out_f, in_f) != layout.shape:
-            raise ValueError(f"{where}: the file's weight has shape {layout.shape}, the model's "
-                             f"is {(out_f, in_f)} (architecture mismatch)")
+            raise ValueError(
+                f"{where}: the file's weight has shape {layout.shape}, the model's "
+                f"is {(out_f, in_f)} (architecture mismatch)"
+            )
         for field in ("bias", "input_scale"):
             if not isinstance(rec.get(field), bool):
-                raise ValueError(f"{path!r}: {where}: field {field!r} must be true or false, got "
-                                 f"{rec.get(field)!r}")
+                raise ValueError(f"{path!r}: {where}: field {field!r} must be true or false, got {rec.get(field)!r}")
         has_bias = target.bias is not None
         if has_bias != rec.get("bias"):
-            raise ValueError(f"{where}: the file's layer has {'a' if rec.get('bias') else 'no'} "
-                             f"bias, the model's has {'a' if has_bias else 'no'} bias")
+            raise ValueError(
+                f"{where}: the file's layer has {'a' if rec.get('bias') else 'no'} "
+                f"bias, the model's has {'a' if has_bias else 'no'} bias"
+            )
         for alias in aliases:
             if modules.get(alias) is not target:
-                raise ValueError(f"{where} is shared with {alias!r} in the file, but not in the "
-                                 "model (architecture mismatch)")
+                raise ValueError(
+                    f"{where} is shared with {alias!r} in the file, but not in the model (architecture mismatch)"
+                )
         parts = {}
         for buf in _BUFFERS:
             key = _key(name, buf)
-            present = {"packed": True, "scale": layout.scaled, "zero_point": layout.zero_point,
-                       "bias": bool(rec.get("bias")), "input_scale": bool(rec.get("input_scale"))}[buf]
+            present = {
+                "packed": True,
+                "scale": layout.scaled,
+                "zero_point": layout.zero_point,
+                "bias": bool(rec.get("bias")),
+                "input_scale": bool(rec.get("input_scale")),
+            }[buf]
             if present != (key in tensors):
                 state = "missing from" if present else "unexpected in"
                 raise ValueError(f"{where}: tensor {key!r} is {state} the file")
@@ -304,8 +319,11 @@ def load_quantized(model: nn.Module, path: Union[str, os.PathLike]) -> nn.Module
                 expected.add(key)
         _check_parts(layout, parts, f"{path!r}: {where}")
         _check_values(layout, parts, f"{path!r}: {where}")
-        device = target.bias.device if has_bias else (
-            target.weight.device if isinstance(target, nn.Linear) else target.packed.device)
+        device = (
+            target.bias.device
+            if has_bias
+            else (target.weight.device if isinstance(target, nn.Linear) else target.packed.device)
+        )
         if device.type == "meta":
             device = torch.device("cpu")
         layer = QuantizedLinear.__new__(QuantizedLinear)
@@ -338,8 +356,10 @@ def _check_parts(layout: StoredLayout, parts: dict, where: str) -> None:
             continue
         dtype, shape = want[buf]
         if (dtype is not None and t.dtype != dtype) or (dtype is None and not t.is_floating_point()):
-            raise ValueError(f"{where}: tensor {buf!r} has dtype {layout_dtype_name(t.dtype)}, expected "
-                             f"{'a float dtype' if dtype is None else layout_dtype_name(dtype)}")
+            raise ValueError(
+                f"{where}: tensor {buf!r} has dtype {layout_dtype_name(t.dtype)}, expected "
+                f"{'a float dtype' if dtype is None else layout_dtype_name(dtype)}"
+            )
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"{where}: tensor {buf!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
 
@@ -360,33 +380,43 @@ def _check_values(layout: StoredLayout, parts: dict, where: str) -> None:
         s = scale.float()
         bad = ~(torch.isfinite(s) & (s > 0))
         if bool(bad.any()):
-            raise ValueError(f"{where}: tensor 'scale' must hold finite positive scales, got "
-                             f"{s[bad][:4].tolist()} ({int(bad.sum())} of {s.numel()} scales)")
+            raise ValueError(
+                f"{where}: tensor 'scale' must hold finite positive scales, got "
+                f"{s[bad][:4].tolist()} ({int(bad.sum())} of {s.numel()} scales)"
+            )
     for name in ("bias", "input_scale"):
         t = parts.get(name)
         if t is not None and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{where}: tensor {name!r} holds NaN or infinity "
-                             f"({int((~torch.isfinite(t)).sum())} of {t.numel()} values)")
+            raise ValueError(
+                f"{where}: tensor {name!r} holds NaN or infinity "
+                f"({int((~torch.isfinite(t)).sum())} of {t.numel()} values)"
+            )
     zp = parts.get("zero_point")
     if zp is not None and isinstance(fmt, IntFormat) and layout.symmetric and not fmt.signed:
         z = unpack_codes(zp, fmt.bits, layout.n_scales, False)
         mid = (fmt.qmax + fmt.qmin + 1) // 2
         if z.numel() and bool((z != mid).any()):
-            raise ValueError(f"{where}: tensor 'zero_point' of a symmetric {fmt.name} layer must "
-                             f"hold its mid-range zero point {mid}, got values in "
-                             f"[{int(z.min())}, {int(z.max())}]")
+            raise ValueError(
+                f"{where}: tensor 'zero_point' of a symmetric {fmt.name} layer must "
+                f"hold its mid-range zero point {mid}, got values in "
+                f"[{int(z.min())}, {int(z.max())}]"
+            )
     packed = parts["packed"]
     if isinstance(fmt, CodebookFormat) and layout.numel:
         codes = unpack_codes(packed, fmt.bits, layout.numel, False)
         top = int(codes.max())
         if top >= len(fmt.table):
-            raise ValueError(f"{where}: tensor 'packed' holds code {top}, beyond the "
-                             f"{len(fmt.table)} entries of codebook {fmt.name!r}")
+            raise ValueError(
+                f"{where}: tensor 'packed' holds code {top}, beyond the "
+                f"{len(fmt.table)} entries of codebook {fmt.name!r}"
+            )
     if isinstance(fmt, FloatFormat) and layout.scaled and fmt.bits <= 16 and layout.numel:
         vals = fmt.decode(unpack_codes(packed, fmt.bits, layout.numel, False))
         bad = ~torch.isfinite(vals)
         if bool(bad.any()):
-            raise ValueError(f"{where}: tensor 'packed' holds {int(bad.sum())} codes that "
-                             f"decode to NaN or infinity in {fmt.name}, which a scaled "
-                             f"{fmt.name} layer never stores (values saturate): the record's "
-                             "field 'format' does not describe these codes")
+            raise ValueError(
+                f"{where}: tensor 'packed' holds {int(bad.sum())} codes that "
+                f"decode to NaN or infinity in {fmt.name}, which a scaled "
+                f"{fmt.name} layer never stores (values saturate): the record's "
+                "field 'format' does not describe these codes"
+            )

@@ -40,8 +40,10 @@ def _check_dense(t: torch.Tensor, name: str) -> None:
     if t.layout != torch.strided:
         raise TypeError(f"{name} must be a dense tensor, got layout {t.layout} (call .to_dense() first)")
     if t.is_meta:
-        raise ValueError(f"{name} is on the meta device and holds no values; materialize it "
-                         "first (e.g. to_empty() and load_state_dict())")
+        raise ValueError(
+            f"{name} is on the meta device and holds no values; materialize it "
+            "first (e.g. to_empty() and load_state_dict())"
+        )
 
 
 class QuantizedLinear(nn.Module):
@@ -113,9 +115,18 @@ class QuantizedLinear(nn.Module):
             symmetric = bool((qt.zero_point == mid).all())
         else:
             symmetric = qt.zero_point is None
-        layout = StoredLayout(fmt, (out_f, in_f), granularity, axis,
-                         qt.group_size if granularity == "group" else None, qt.scale_dtype,
-                         scaled, qt.zero_point is not None, symmetric, qt.dtype)
+        layout = StoredLayout(
+            fmt,
+            (out_f, in_f),
+            granularity,
+            axis,
+            qt.group_size if granularity == "group" else None,
+            qt.scale_dtype,
+            scaled,
+            qt.zero_point is not None,
+            symmetric,
+            qt.dtype,
+        )
         problem = format_problem(fmt) or layout._problem()
         if problem:
             raise ValueError(f"qt cannot be stored: {problem}")
@@ -152,9 +163,7 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("scale", scale)
         self.register_buffer("zero_point", zero_point)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        self.register_buffer(
-            "input_scale", None if input_scale is None else input_scale.detach().float().clone()
-        )
+        self.register_buffer("input_scale", None if input_scale is None else input_scale.detach().float().clone())
 
     # ---- constructors
     @classmethod
@@ -281,20 +290,31 @@ class QuantizedLinear(nn.Module):
         L = self._layout
         zp = None
         if self.zero_point is not None:
-            zp = unpack_codes(self.zero_point, L.format.bits, L.n_scales,
-                              isinstance(L.format, IntFormat) and L.format.signed)
+            zp = unpack_codes(
+                self.zero_point, L.format.bits, L.n_scales, isinstance(L.format, IntFormat) and L.format.signed
+            )
             zp = zp.to(torch.int32).reshape(L.scale_shape)
         scale = None if self.scale is None else self.scale.float()
-        return QTensor(codes, scale, zp, fmt, L.shape, L.granularity, L.axis, L.group_size,
-                       L.scale_dtype, dtype, False)
+        return QTensor(codes, scale, zp, fmt, L.shape, L.granularity, L.axis, L.group_size, L.scale_dtype, dtype, False)
 
     def _header(self) -> QTensor:
         """The QTensor with placeholder (meta) codes: enough for its byte counts."""
         L = self._layout
         codes = torch.empty(L.shape, dtype=L.format.code_dtype, device="meta")
         zp = None if not L.zero_point else torch.empty(L.scale_shape, dtype=torch.int32, device="meta")
-        return QTensor(codes, self.scale, zp, L.format, L.shape, L.granularity, L.axis,
-                       L.group_size, L.scale_dtype, L.weight_dtype, False)
+        return QTensor(
+            codes,
+            self.scale,
+            zp,
+            L.format,
+            L.shape,
+            L.granularity,
+            L.axis,
+            L.group_size,
+            L.scale_dtype,
+            L.weight_dtype,
+            False,
+        )
 
     @property
     def weight_nbytes(self) -> int:
@@ -407,11 +427,11 @@ class QuantizedLinear(nn.Module):
         rec = decode_record(state, "QuantizedLinear")
         self._check_record(rec, "QuantizedLinear")
         theirs = StoredLayout.from_record(rec, "QuantizedLinear")
-        self._layout = dataclasses.replace(self._layout, weight_dtype=theirs.weight_dtype,
-                                          symmetric=theirs.symmetric)
+        self._layout = dataclasses.replace(self._layout, weight_dtype=theirs.weight_dtype, symmetric=theirs.symmetric)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         key = prefix + "_extra_state"
         where = f"layer {prefix[:-1]!r}" if prefix else "QuantizedLinear"
         if key in state_dict:  # check the layout before any buffer is overwritten
@@ -420,10 +440,13 @@ class QuantizedLinear(nn.Module):
         if isinstance(scale, torch.Tensor) and not scale.is_meta and scale.numel():
             s = scale.float()
             if not bool((torch.isfinite(s) & (s > 0)).all()):
-                raise ValueError(f"{where}: the state dict's 'scale' must hold finite positive "
-                                 f"scales, got {s[~(torch.isfinite(s) & (s > 0))][:4].tolist()}")
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+                raise ValueError(
+                    f"{where}: the state dict's 'scale' must hold finite positive "
+                    f"scales, got {s[~(torch.isfinite(s) & (s > 0))][:4].tolist()}"
+                )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     # ---- compute
     def forward(self, x: ArrayLike) -> ArrayLike:
@@ -450,8 +473,7 @@ class QuantizedLinear(nn.Module):
                 f"(..., {self.in_features}), got shape {tuple(x.shape)}"
             )
         if not x.is_floating_point():
-            raise TypeError(f"QuantizedLinear takes a float x, got dtype "
-                            f"{str(x.dtype).replace('torch.', '')}")
+            raise TypeError(f"QuantizedLinear takes a float x, got dtype {str(x.dtype).replace('torch.', '')}")
         w = self.dequantize_weight(x.dtype)
         b = None if self.bias is None else self.bias.to(x.dtype)
         if self.input_scale is not None:
@@ -464,5 +486,7 @@ class QuantizedLinear(nn.Module):
         if self.scale is None:
             g = "cast"
         tail = ", input_scale" if self.input_scale is not None else ""
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"format={self.format.name}, {g}, bits_per_weight={self.bits_per_weight:.3f}{tail}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"format={self.format.name}, {g}, bits_per_weight={self.bits_per_weight:.3f}{tail}"
+        )

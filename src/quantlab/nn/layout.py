@@ -44,8 +44,12 @@ FILE_VERSION = 1
 FILE_TAG = "quantlab.nn.save_quantized"
 
 
-_DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                "float64": torch.float64}
+_DTYPE_NAMES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
 
 
 def layout_dtype_name(dtype: torch.dtype) -> str:
@@ -113,15 +117,29 @@ class StoredLayout:
         """Read :meth:`record`'s dict back, checking every field."""
         if not isinstance(rec, dict):
             raise ValueError(f"{where}: the layer record must be a JSON object, got {rec!r}")
-        need = ("format", "shape", "granularity", "axis", "group_size", "scale_dtype", "scaled",
-                "scale_shape", "zero_point", "symmetric", "weight_dtype")
+        need = (
+            "format",
+            "shape",
+            "granularity",
+            "axis",
+            "group_size",
+            "scale_dtype",
+            "scaled",
+            "scale_shape",
+            "zero_point",
+            "symmetric",
+            "weight_dtype",
+        )
         missing = [k for k in need if k not in rec]
         if missing:
             raise ValueError(f"{where}: the layer record lacks {missing}")
         fmt = format_from_record(rec["format"], where)
         shape = rec["shape"]
-        if (not isinstance(shape, list) or len(shape) != 2
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+        if (
+            not isinstance(shape, list)
+            or len(shape) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+        ):
             raise ValueError(f"{where}: field 'shape' must be two non-negative ints, got {shape!r}")
         gran, gs = rec["granularity"], rec["group_size"]
 
@@ -141,19 +159,29 @@ class StoredLayout:
             raise bad("weight_dtype", f"one of {tuple(_DTYPE_NAMES)}")
         if gran != "group" and gs is not None:
             raise bad("group_size", f"null for granularity {gran!r}")
-        if gran == "group" and not (isinstance(gs, int) and not isinstance(gs, bool) and gs > 0
-                                    and shape[1] % gs == 0):
+        if gran == "group" and not (isinstance(gs, int) and not isinstance(gs, bool) and gs > 0 and shape[1] % gs == 0):
             raise bad("group_size", f"a positive int dividing in_features {shape[1]} (shape {shape})")
-        layout = cls(fmt, (shape[0], shape[1]), gran, rec["axis"], gs,
-                     rec["scale_dtype"], rec["scaled"], rec["zero_point"], rec["symmetric"],
-                     _DTYPE_NAMES[rec["weight_dtype"]])
+        layout = cls(
+            fmt,
+            (shape[0], shape[1]),
+            gran,
+            rec["axis"],
+            gs,
+            rec["scale_dtype"],
+            rec["scaled"],
+            rec["zero_point"],
+            rec["symmetric"],
+            _DTYPE_NAMES[rec["weight_dtype"]],
+        )
         problem = layout._problem()
         if problem:
             raise ValueError(f"{where}: {problem}")
         want = None if layout.scale_shape is None else list(layout.scale_shape)
         if rec["scale_shape"] != want:
-            raise ValueError(f"{where}: field 'scale_shape' is {rec['scale_shape']!r}, which does "
-                             f"not match the record's shape and granularity (expected {want!r})")
+            raise ValueError(
+                f"{where}: field 'scale_shape' is {rec['scale_shape']!r}, which does "
+                f"not match the record's shape and granularity (expected {want!r})"
+            )
         return layout
 
     def _problem(self) -> Optional[str]:
@@ -175,11 +203,15 @@ class StoredLayout:
             return "field 'symmetric' is false, but field 'zero_point' is false: min/max scaling stores zero points"
         if isinstance(fmt, IntFormat) and self.scaled:
             if fmt.signed and self.symmetric and self.zero_point:
-                return (f"fields 'symmetric' and 'zero_point' are both true for signed {fmt.name}: "
-                        "symmetric signed codes have no zero points")
+                return (
+                    f"fields 'symmetric' and 'zero_point' are both true for signed {fmt.name}: "
+                    "symmetric signed codes have no zero points"
+                )
             if not fmt.signed and not self.zero_point:
-                return (f"field 'zero_point' is false for unsigned {fmt.name}: unsigned codes are "
-                        "stored with zero points (mid-range ones when symmetric)")
+                return (
+                    f"field 'zero_point' is false for unsigned {fmt.name}: unsigned codes are "
+                    "stored with zero points (mid-range ones when symmetric)"
+                )
         return None
 
     def describe(self) -> str:
@@ -224,10 +256,10 @@ def decode_record(state: Any, where: str) -> dict:
     elif isinstance(state, dict):
         rec = state
     else:
-        raise ValueError(f"{where}: the quantization record must be a uint8 tensor of JSON, got "
-                         f"{type(state).__name__}")
+        raise ValueError(f"{where}: the quantization record must be a uint8 tensor of JSON, got {type(state).__name__}")
     if not isinstance(rec, dict) or rec.get("quantlab.nn") != FILE_VERSION:
         found = rec.get("quantlab.nn") if isinstance(rec, dict) else None
-        raise ValueError(f"{where}: the quantization record has version {found!r}; this quantlab "
-                         f"reads version {FILE_VERSION}")
+        raise ValueError(
+            f"{where}: the quantization record has version {found!r}; this quantlab reads version {FILE_VERSION}"
+        )
     return rec

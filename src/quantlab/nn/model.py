@@ -138,16 +138,16 @@ def quantize_model(
     inplace = check_bool(inplace, "inplace")
     if not inplace:
         model = copy.deepcopy(model)
-    targets = [(names, m) for m, names in names_by_module(model, nn.Linear).values()
-               if not any(skipped(n, m) for n in names)]
+    targets = [
+        (names, m) for m, names in names_by_module(model, nn.Linear).values() if not any(skipped(n, m) for n in names)
+    ]
     if not targets:
         raise ValueError("model has no nn.Linear layer to quantize (after skip)")
     if layer_fn is None:
         layer_fn = lambda name, lin: QuantizedLinear.from_linear(lin, scheme)  # noqa: E731
     from tqdm.auto import tqdm
 
-    for names, lin in tqdm(targets, desc=f"quantizing to {scheme.label}", disable=not progress,
-                           leave=False):
+    for names, lin in tqdm(targets, desc=f"quantizing to {scheme.label}", disable=not progress, leave=False):
         try:
             new = layer_fn(names[0], lin)
         except Exception as err:
@@ -156,8 +156,7 @@ def quantize_model(
                 raise
             raise named from err
         if not isinstance(new, nn.Module):
-            raise TypeError(f"layer_fn must return an nn.Module, got {type(new).__name__} "
-                            f"for layer {names[0]!r}")
+            raise TypeError(f"layer_fn must return an nn.Module, got {type(new).__name__} for layer {names[0]!r}")
         if names == [""]:  # the model is the Linear itself
             return new
         for name in names:
@@ -209,8 +208,9 @@ def install_results(model: nn.Module, results: Mapping[str, object]) -> nn.Modul
         if not isinstance(lin, nn.Linear):
             raise ValueError(f"results name {name!r}, which is not an nn.Linear of the model")
         if id(lin) in done:
-            raise ValueError(f"results names {done[id(lin)]!r} and {name!r} are the same shared "
-                             "module; give one result for it")
+            raise ValueError(
+                f"results names {done[id(lin)]!r} and {name!r} are the same shared module; give one result for it"
+            )
         input_scale = None
         if isinstance(r, QTensor):
             qt = r
@@ -222,9 +222,7 @@ def install_results(model: nn.Module, results: Mapping[str, object]) -> nn.Modul
         elif isinstance(getattr(r, "qtensor", None), QTensor):
             qt = r.qtensor
         else:
-            raise TypeError(
-                f"results[{name!r}] must be a QTensor or a GPTQ/AWQ result, got {type(r).__name__}"
-            )
+            raise TypeError(f"results[{name!r}] must be a QTensor or a GPTQ/AWQ result, got {type(r).__name__}")
         if tuple(qt.shape) != tuple(lin.weight.shape):
             raise ValueError(
                 f"results[{name!r}] holds a weight of shape {tuple(qt.shape)}, but the layer's is "

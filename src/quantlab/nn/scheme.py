@@ -78,25 +78,21 @@ class QuantScheme:
         fmt = get_format(self.fmt)
         object.__setattr__(self, "fmt", fmt)
         if not isinstance(self.scale_dtype, str):
-            raise TypeError(f"scale_dtype must be a string, got {type(self.scale_dtype).__name__} "
-                            f"{self.scale_dtype!r}")
+            raise TypeError(f"scale_dtype must be a string, got {type(self.scale_dtype).__name__} {self.scale_dtype!r}")
         if self.scale_dtype not in SCALE_DTYPES:
-            raise ValueError(
-                f"scale_dtype must be one of {tuple(SCALE_DTYPES)}, got {self.scale_dtype!r}"
-            )
+            raise ValueError(f"scale_dtype must be one of {tuple(SCALE_DTYPES)}, got {self.scale_dtype!r}")
         if self.granularity is not None and not isinstance(self.granularity, str):
-            raise TypeError(f"granularity must be a string or None, got "
-                            f"{type(self.granularity).__name__} {self.granularity!r}")
-        if self.granularity is not None and self.granularity not in ("tensor", "channel", "group"):
-            raise ValueError(
-                f"granularity must be 'tensor', 'channel', 'group' or None, got {self.granularity!r}"
+            raise TypeError(
+                f"granularity must be a string or None, got {type(self.granularity).__name__} {self.granularity!r}"
             )
+        if self.granularity is not None and self.granularity not in ("tensor", "channel", "group"):
+            raise ValueError(f"granularity must be 'tensor', 'channel', 'group' or None, got {self.granularity!r}")
         if self.group_size is not None:
-            if isinstance(self.group_size, (bool, np.bool_)) or not isinstance(
-                self.group_size, (int, np.integer)
-            ):
-                raise TypeError(f"group_size must be a positive int or None, got "
-                                f"{type(self.group_size).__name__} {self.group_size!r}")
+            if isinstance(self.group_size, (bool, np.bool_)) or not isinstance(self.group_size, (int, np.integer)):
+                raise TypeError(
+                    f"group_size must be a positive int or None, got "
+                    f"{type(self.group_size).__name__} {self.group_size!r}"
+                )
             if self.group_size <= 0:
                 raise ValueError(f"group_size must be a positive int, got {self.group_size!r}")
             object.__setattr__(self, "group_size", int(self.group_size))
@@ -112,15 +108,11 @@ class QuantScheme:
                 f"None, got {self.granularity!r}"
             )
         if self.group_size is not None and self.resolved_granularity != "group":
-            raise ValueError(
-                f"group_size={self.group_size} needs granularity='group', got {self.granularity!r}"
-            )
+            raise ValueError(f"group_size={self.group_size} needs granularity='group', got {self.granularity!r}")
         if self.resolved_granularity == "group" and self.group_size is None:
             raise ValueError("granularity='group' needs group_size, got None")
         if not self.symmetric and not isinstance(fmt, IntFormat):
-            raise ValueError(
-                f"symmetric=False (a zero point) needs an integer format, got fmt={fmt.name!r}"
-            )
+            raise ValueError(f"symmetric=False (a zero point) needs an integer format, got fmt={fmt.name!r}")
 
     @property
     def is_cast(self) -> bool:

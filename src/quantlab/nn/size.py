@@ -67,8 +67,10 @@ class SizeReport:
     def __str__(self) -> str:
         lines = [f"{'layer':<44} {'shape':>11} {'before MB':>10} {'after MB':>9} {'bits/w':>7}"]
         for r in self.layers:
-            lines.append(f"{r.name:<44} {r.shape[0]:>5}x{r.shape[1]:<5} {r.before / 1e6:>10.3f} "
-                         f"{r.after / 1e6:>9.3f} {r.bits_per_weight:>7.3f}")
+            lines.append(
+                f"{r.name:<44} {r.shape[0]:>5}x{r.shape[1]:<5} {r.before / 1e6:>10.3f} "
+                f"{r.after / 1e6:>9.3f} {r.bits_per_weight:>7.3f}"
+            )
         lines.append(f"{'Linear layers':<56} {self.linear_before / 1e6:>10.3f} {self.linear_after / 1e6:>9.3f}")
         lines.append(f"{'other parameters and buffers':<56} {self.other / 1e6:>10.3f} {self.other / 1e6:>9.3f}")
         lines.append(f"{'total':<56} {self.total_before / 1e6:>10.3f} {self.total_after / 1e6:>9.3f}")
@@ -101,13 +103,11 @@ def size_report(model: nn.Module) -> SizeReport:
         if isinstance(m, QuantizedLinear):
             numel = m.out_features * m.in_features
             before = numel * torch.empty((), dtype=m.weight_dtype).element_size() + _tensor_bytes(m.bias)
-            rows.append(LayerSize(name, (m.out_features, m.in_features), before, m.nbytes,
-                                  m.bits_per_weight))
+            rows.append(LayerSize(name, (m.out_features, m.in_features), before, m.nbytes, m.bits_per_weight))
             seen.update(id(t) for t in m.buffers(recurse=False))
         elif isinstance(m, nn.Linear):
             b = _tensor_bytes(m.weight) + _tensor_bytes(m.bias)
-            rows.append(LayerSize(name, (m.out_features, m.in_features), b, b,
-                                  8.0 * m.weight.element_size()))
+            rows.append(LayerSize(name, (m.out_features, m.in_features), b, b, 8.0 * m.weight.element_size()))
             seen.update(id(t) for t in m.parameters(recurse=False))
     other = 0
     for t in list(model.parameters()) + list(model.buffers()):

@@ -152,15 +152,23 @@ class BlockView:
         and bit strings, element values exactly."""
         x, xh = rounded(self.original), rounded(self.x_hat)
         return [
-            (str(c), f"{x[i]:.{DECIMALS}f}", str(int(self.codes[i])), self.code_bits[i],
-             element_text(self.element[i]), f"{xh[i]:.{DECIMALS}f}")
+            (
+                str(c),
+                f"{x[i]:.{DECIMALS}f}",
+                str(int(self.codes[i])),
+                self.code_bits[i],
+                element_text(self.element[i]),
+                f"{xh[i]:.{DECIMALS}f}",
+            )
             for i, c in enumerate(self.columns)
         ]
 
     def scale_rows(self) -> list[tuple[str, ...]]:
         """The scales as displayed: name, how stored, stored integer, its bits, value, meaning."""
-        return [(s.name, s.stored, "" if s.code is None else str(s.code), s.bits or "", s.text,
-                 s.meaning) for s in self.scales]
+        return [
+            (s.name, s.stored, "" if s.code is None else str(s.code), s.bits or "", s.text, s.meaning)
+            for s in self.scales
+        ]
 
     def describe(self) -> dict[str, Any]:
         """What the inspector shows, as one description every front end renders.
@@ -177,10 +185,18 @@ class BlockView:
             "title": f"Block inspector: {self.label}",
             "text": f"{self.where}. {self.formula}",
             "tables": [
-                {"role": "block-scales", "align": "left", "head": list(self.SCALE_HEAD),
-                 "rows": [list(r) for r in self.scale_rows()]},
-                {"role": "block-table", "align": "right", "head": list(self.head),
-                 "rows": [list(r) for r in self.rows()]},
+                {
+                    "role": "block-scales",
+                    "align": "left",
+                    "head": list(self.SCALE_HEAD),
+                    "rows": [list(r) for r in self.scale_rows()],
+                },
+                {
+                    "role": "block-table",
+                    "align": "right",
+                    "head": list(self.head),
+                    "rows": [list(r) for r in self.rows()],
+                },
             ],
         }
 
@@ -211,7 +227,7 @@ def _shortest(v: Union[float, torch.Tensor, np.floating], dtype: type) -> str:
 def _float_bits(code: int, ebits: int, mbits: int) -> str:
     """The bit pattern of a float as ``"sign exponent mantissa"`` (``"0 0101 100"``)."""
     b = f"{code:0{1 + ebits + mbits}b}"
-    return f"{b[0]} {b[1:1 + ebits]} {b[1 + ebits:]}"
+    return f"{b[0]} {b[1 : 1 + ebits]} {b[1 + ebits :]}"
 
 
 def _fp16_scale(name: str, d: np.float16, meaning: str) -> BlockScale:
@@ -231,28 +247,51 @@ def _view_mx(source: str, family: str, row: int, start: int) -> dict[str, Any]:
     sb = q.scale[row, b]  # float32
     code = int(scale_codes(q)[row, b])
     if family == "mxfp4":
-        scales = (BlockScale(
-            "X", float(sb), "E8M0", code, f"{code:08b}",
-            f"2^{code - E8M0_BIAS} = {_shortest(sb, np.float32)}",
-            f"the scale the {k} weights share: 2^(c − {E8M0_BIAS}) for the stored code c"),)
+        scales = (
+            BlockScale(
+                "X",
+                float(sb),
+                "E8M0",
+                code,
+                f"{code:08b}",
+                f"2^{code - E8M0_BIAS} = {_shortest(sb, np.float32)}",
+                f"the scale the {k} weights share: 2^(c − {E8M0_BIAS}) for the stored code c",
+            ),
+        )
         values = el.decode(every).float() * sb
         formula = "x̂ = e2m1(code) · X, with X = 2^(c − 127)"
     else:
         g = q.tensor_scale  # 0-d float32
         gcode = int(np.float32(float(g)).view(np.uint32))
         scales = (
-            BlockScale("s_b", float(sb), "fp8 e4m3", code, _float_bits(code, 4, 3),
-                       _shortest(sb, np.float32), f"the scale of these {k} weights"),
-            BlockScale("g", float(g), "fp32", gcode, _float_bits(gcode, 8, 23),
-                       _shortest(g, np.float32),
-                       "one scale for the whole tensor: max|x| / (448 · 6)"),
+            BlockScale(
+                "s_b",
+                float(sb),
+                "fp8 e4m3",
+                code,
+                _float_bits(code, 4, 3),
+                _shortest(sb, np.float32),
+                f"the scale of these {k} weights",
+            ),
+            BlockScale(
+                "g",
+                float(g),
+                "fp32",
+                gcode,
+                _float_bits(gcode, 8, 23),
+                _shortest(g, np.float32),
+                "one scale for the whole tensor: max|x| / (448 · 6)",
+            ),
         )
         values = (el.decode(every).float() * sb) * g
         formula = "x̂ = (e2m1(code) · s_b) · g"
     return dict(
-        scales=scales, codes=codes.long().numpy(),
-        element=el.decode(codes).double().numpy(), element_name="e2m1",
-        values=values.double().numpy(), formula=formula,
+        scales=scales,
+        codes=codes.long().numpy(),
+        element=el.decode(codes).double().numpy(),
+        element_name="e2m1",
+        values=values.double().numpy(),
+        formula=formula,
     )
 
 
@@ -264,12 +303,21 @@ def _view_q4_0(source: str, row: int, start: int) -> dict[str, Any]:
     k = gguf_blocks.BLOCK_SIZE
     signed = q.codes[row, start : start + k].long()
     d = np.float16(float(q.scale[row, start // k]))
-    scales = (_fp16_scale("d", d, f"the scale the {k} weights share: max|x| / 8, with the sign "
-                                  "that puts the largest weight on the code −8"),)
+    scales = (
+        _fp16_scale(
+            "d",
+            d,
+            f"the scale the {k} weights share: max|x| / 8, with the sign that puts the largest weight on the code −8",
+        ),
+    )
     values = np.float32(d) * np.arange(-8, 8, dtype=np.float32)  # float32, as the decoder
     return dict(
-        scales=scales, codes=(signed + 8).numpy(), element=signed.double().numpy(),
-        element_name="q − 8", values=values.astype(np.float64), formula="x̂ = d · (q − 8)",
+        scales=scales,
+        codes=(signed + 8).numpy(),
+        element=signed.double().numpy(),
+        element_name="q − 8",
+        values=values.astype(np.float64),
+        formula="x̂ = d · (q − 8)",
     )
 
 
@@ -299,19 +347,43 @@ def _view_q4_k(source: str, row: int, start: int) -> dict[str, Any]:
     scales = (
         _fp16_scale("d", d, f"scale of the 8 sub-block scales of the super-block (weights {first}–{first + size - 1})"),
         _fp16_scale("dmin", dmin, "scale of the 8 sub-block mins of the super-block"),
-        BlockScale("sc", float(sc), "6-bit integer", sc, f"{sc:06b}", str(sc),
-                   f"this sub-block's scale, in units of d (sub-block {j} of 8)"),
-        BlockScale("m", float(m), "6-bit integer", m, f"{m:06b}", str(m),
-                   "this sub-block's min, in units of dmin"),
-        BlockScale("d·sc", float(step), "computed", None, None, _shortest(step, np.float32),
-                   "the step between neighbouring codes q"),
-        BlockScale("dmin·m", float(offset), "computed", None, None, _shortest(offset, np.float32),
-                   "the offset subtracted from every weight of the sub-block"),
+        BlockScale(
+            "sc",
+            float(sc),
+            "6-bit integer",
+            sc,
+            f"{sc:06b}",
+            str(sc),
+            f"this sub-block's scale, in units of d (sub-block {j} of 8)",
+        ),
+        BlockScale("m", float(m), "6-bit integer", m, f"{m:06b}", str(m), "this sub-block's min, in units of dmin"),
+        BlockScale(
+            "d·sc",
+            float(step),
+            "computed",
+            None,
+            None,
+            _shortest(step, np.float32),
+            "the step between neighbouring codes q",
+        ),
+        BlockScale(
+            "dmin·m",
+            float(offset),
+            "computed",
+            None,
+            None,
+            _shortest(offset, np.float32),
+            "the offset subtracted from every weight of the sub-block",
+        ),
     )
     values = step * np.arange(16, dtype=np.float32) - offset  # float32, as the decoder
     return dict(
-        scales=scales, codes=codes.numpy(), element=codes.double().numpy(), element_name="q",
-        values=values.astype(np.float64), formula="x̂ = (d · sc) · q − dmin · m",
+        scales=scales,
+        codes=codes.numpy(),
+        element=codes.double().numpy(),
+        element_name="q",
+        values=values.astype(np.float64),
+        formula="x̂ = (d · sc) · q − dmin · m",
         where_extra=f" (sub-block {j} of the super-block of weights {first}–{first + size - 1})",
     )
 
@@ -329,8 +401,14 @@ def _block_view(source: str, family: str) -> BlockView:
     where = f"row {row}, weights {start}–{start + k - 1}" + parts.pop("where_extra", "")
     _, x_hat, _ = block_quantized(source, family)
     view = BlockView(
-        source=source, family=family, label=FAMILIES[family], block_size=k, row=row, start=start,
-        where=where, original=weights(source)[row, start : start + k].double().numpy(),
+        source=source,
+        family=family,
+        label=FAMILIES[family],
+        block_size=k,
+        row=row,
+        start=start,
+        where=where,
+        original=weights(source)[row, start : start + k].double().numpy(),
         code_bits=tuple(f"{int(c):04b}" for c in parts["codes"]),
         x_hat=x_hat[row, start : start + k].double().numpy(),
         **{**parts, "values": np.unique(parts["values"])},

@@ -52,15 +52,15 @@ _BLOCK_TITLES = {
 
 _BLOCK_REGIME = {
     "q4_0": " Q4_0: every 32 weights share one fp16 scale d, and each weight is d times an "
-            "integer from −8 to 7: an evenly spaced grid per block.",
+    "integer from −8 to 7: an evenly spaced grid per block.",
     "q4_k": " Q4_K: every 32 weights get a 6-bit scale and a 6-bit min, themselves scaled by "
-            "two fp16 numbers per 256 weights; each weight is a step times an integer 0..15, "
-            "minus an offset.",
+    "two fp16 numbers per 256 weights; each weight is a step times an integer 0..15, "
+    "minus an offset.",
     "mxfp4": " MXFP4: every 32 weights of a row share one power of two as their scale (stored "
-             "as E8M0, an 8-bit exponent with no sign and no mantissa), and each weight is an "
-             "fp4 e2m1 value (a 4-bit float: 0, ±0.5, ±1, ±1.5, ±2, ±3, ±4, ±6) times it.",
+    "as E8M0, an 8-bit exponent with no sign and no mantissa), and each weight is an "
+    "fp4 e2m1 value (a 4-bit float: 0, ±0.5, ±1, ±1.5, ±2, ±3, ±4, ±6) times it.",
     "nvfp4": " NVFP4: every 16 weights share an fp8 e4m3 scale, on top of one fp32 scale for "
-             "the tensor; each weight is an fp4 e2m1 value (0 to ±6) times both.",
+    "the tensor; each weight is an fp4 e2m1 value (0 to ±6) times both.",
 }
 
 
@@ -153,8 +153,10 @@ class ExplorerData:
         """What the figure shows, in words: the title, where the strip is, the grid, and the
         weights beyond the window (the kernel widget shows it under its cards)."""
         r, c = strip_location(self.settings.source)
-        text = (f"{self.title}. Strip: row {r}, weights {c * GROUP_SIZE}–{(c + 1) * GROUP_SIZE - 1} "
-                f"of the {SOURCES[self.settings.source]}; {self.grid_text}.")
+        text = (
+            f"{self.title}. Strip: row {r}, weights {c * GROUP_SIZE}–{(c + 1) * GROUP_SIZE - 1} "
+            f"of the {SOURCES[self.settings.source]}; {self.grid_text}."
+        )
         if self.beyond:
             text += f" {beyond_text(self.beyond)}."
         return text
@@ -201,8 +203,10 @@ def _regime(res: Resolved, settings: Settings, step: Optional[float], zeroed: Op
     if b == 16:
         text = f"16-bit: {codes}; the error is far below anything a network notices."
     elif b > 8:
-        text = (f"{b}-bit: finer than 8 bits; the error keeps halving with every bit, "
-                "but 8 bits already suffice for most weights.")
+        text = (
+            f"{b}-bit: finer than 8 bits; the error keeps halving with every bit, "
+            "but 8 bits already suffice for most weights."
+        )
     elif b == 8:
         text = f"8-bit: {codes}; for well-behaved weights the error is tiny. The standard choice for inference."
     elif b >= 5:
@@ -219,10 +223,17 @@ def _regime(res: Resolved, settings: Settings, step: Optional[float], zeroed: Op
         text += _BLOCK_REGIME[res.fmt]
     elif res.fmt.startswith("fp"):
         fmt = get_format(res.fmt)
-        text += (f" {res.fmt} spaces its {fmt.levels} distinct values (of {1 << fmt.bits} codes)"
-                 " unevenly: dense near 0, sparse at the ends.")
-    if (settings.source in OUTLIER_SOURCES and res.granularity == "tensor" and step is not None
-            and zeroed is not None and zeroed >= 1):
+        text += (
+            f" {res.fmt} spaces its {fmt.levels} distinct values (of {1 << fmt.bits} codes)"
+            " unevenly: dense near 0, sparse at the ends."
+        )
+    if (
+        settings.source in OUTLIER_SOURCES
+        and res.granularity == "tensor"
+        and step is not None
+        and zeroed is not None
+        and zeroed >= 1
+    ):
         text += (
             f" But here the outlier {sig(largest_weight(settings.source))} sets the one scale"
             f" for all: the step is {sig(step)},"
@@ -242,8 +253,15 @@ def format_figures(data: ExplorerData) -> dict[str, str]:
     """
     if not data.available:
         dash = "—"
-        return {"bits": f"{data.bits}-bit", "format": dash, "levels": dash, "compression": dash,
-                "error": dash, "bpw": dash, "zeroed": dash}
+        return {
+            "bits": f"{data.bits}-bit",
+            "format": dash,
+            "levels": dash,
+            "compression": dash,
+            "error": dash,
+            "bpw": dash,
+            "zeroed": dash,
+        }
     return {
         "bits": f"{data.bits}-bit",
         "format": data.fmt,
@@ -309,8 +327,13 @@ def _measure(source: str, fmt_name: str, granularity: Optional[str], symmetric: 
     if granularity is None:  # fp32 / fp16: a plain cast
         q = quantize(x, fmt)
     else:
-        q = quantize(x, fmt, granularity=granularity, symmetric=symmetric,
-                     group_size=GROUP_SIZE if granularity == "group" else None)
+        q = quantize(
+            x,
+            fmt,
+            granularity=granularity,
+            symmetric=symmetric,
+            group_size=GROUP_SIZE if granularity == "group" else None,
+        )
     x_hat = q.dequantize()
     err, zeroed = _errors(x, x_hat)
     row, group = strip_location(source)
@@ -321,15 +344,27 @@ def _measure(source: str, fmt_name: str, granularity: Optional[str], symmetric: 
         grid_lines = int(inside.size)
         grid = inside if grid_lines <= MAX_GRID_LINES else None
         if isinstance(fmt, IntFormat):
-            scale = q.scale if q.granularity == "tensor" else (
-                q.scale.reshape(-1)[row] if q.granularity == "channel" else q.scale[row, group])
+            scale = (
+                q.scale
+                if q.granularity == "tensor"
+                else (q.scale.reshape(-1)[row] if q.granularity == "channel" else q.scale[row, group])
+            )
             step = float(scale)
     else:
         grid_lines = int(fmt.levels) if fmt.bits <= 16 else 1 << fmt.bits  # dense everywhere
     distinct = (fmt.levels if fmt.bits <= 16 else None) if isinstance(fmt, FloatFormat) else fmt.levels
-    return _Measured(levels=1 << fmt.bits, distinct=distinct, bits_per_weight=q.bits_per_weight,
-                     err=err, zeroed=zeroed, step=step, snapped=_frozen(_snapped(source, x_hat)),
-                     grid=_frozen(grid), grid_lines=grid_lines, hist=_frozen(histogram(x_hat)))
+    return _Measured(
+        levels=1 << fmt.bits,
+        distinct=distinct,
+        bits_per_weight=q.bits_per_weight,
+        err=err,
+        zeroed=zeroed,
+        step=step,
+        snapped=_frozen(_snapped(source, x_hat)),
+        grid=_frozen(grid),
+        grid_lines=grid_lines,
+        hist=_frozen(histogram(x_hat)),
+    )
 
 
 def _measure_block(source: str, fam: str) -> _Measured:
@@ -343,15 +378,29 @@ def _measure_block(source: str, fam: str) -> _Measured:
     k, unit = view.block_size, "sub-block" if fam == "q4_k" else "block"
     own = "scale and min" if fam == "q4_k" else "scale"
     others = GROUP_SIZE // k - 1
-    rest = (f"the other {unit} of the strip has its own {own}" if others == 1 else
-            f"the strip's {others} other {unit}s have their own {own}s")
-    note = (f"the grey lines are the grid of the strip's first {unit} (row {view.row}, weights "
-            f"{view.start}–{view.start + k - 1}): " + rest)
-    return _Measured(levels=16, distinct=16 if fam in ("q4_0", "q4_k") else get_format(fam).levels,
-                     bits_per_weight=bpw, err=err, zeroed=zeroed, step=None,
-                     snapped=_frozen(_snapped(source, x_hat)),
-                     grid=_frozen(inside.copy()) if grid_lines <= MAX_GRID_LINES else None,
-                     grid_lines=grid_lines, hist=_frozen(histogram(x_hat)), block=view, notes=(note,))
+    rest = (
+        f"the other {unit} of the strip has its own {own}"
+        if others == 1
+        else f"the strip's {others} other {unit}s have their own {own}s"
+    )
+    note = (
+        f"the grey lines are the grid of the strip's first {unit} (row {view.row}, weights "
+        f"{view.start}–{view.start + k - 1}): " + rest
+    )
+    return _Measured(
+        levels=16,
+        distinct=16 if fam in ("q4_0", "q4_k") else get_format(fam).levels,
+        bits_per_weight=bpw,
+        err=err,
+        zeroed=zeroed,
+        step=None,
+        snapped=_frozen(_snapped(source, x_hat)),
+        grid=_frozen(inside.copy()) if grid_lines <= MAX_GRID_LINES else None,
+        grid_lines=grid_lines,
+        hist=_frozen(histogram(x_hat)),
+        block=view,
+        notes=(note,),
+    )
 
 
 @cache
@@ -360,24 +409,60 @@ def _explore(settings: Settings) -> ExplorerData:
     hist_original, beyond = source_histogram(source)
     res = resolve(settings)
     common: dict[str, Any] = dict(
-        settings=settings, bits=settings.bits, strip=strip(source), hist_original=hist_original.copy(),
-        beyond=beyond, n=int(weights(source).numel()),
+        settings=settings,
+        bits=settings.bits,
+        strip=strip(source),
+        hist_original=hist_original.copy(),
+        beyond=beyond,
+        n=int(weights(source).numel()),
     )
     if res.fmt is None:
-        return _finish(ExplorerData(
-            available=False, fmt=None, granularity=None, symmetric=True, levels=None,
-            distinct_values=None, compression=None, avg_error_pct=None, bits_per_weight=None,
-            zeroed_pct=None, step=None, regime=_regime(res, settings, None, None), notes=res.notes,
-            snapped=None, grid=None, grid_lines=0, hist=None, **common,
-        ))
+        return _finish(
+            ExplorerData(
+                available=False,
+                fmt=None,
+                granularity=None,
+                symmetric=True,
+                levels=None,
+                distinct_values=None,
+                compression=None,
+                avg_error_pct=None,
+                bits_per_weight=None,
+                zeroed_pct=None,
+                step=None,
+                regime=_regime(res, settings, None, None),
+                notes=res.notes,
+                snapped=None,
+                grid=None,
+                grid_lines=0,
+                hist=None,
+                **common,
+            )
+        )
     m = _measure(source, res.fmt, res.granularity, res.symmetric)
-    return _finish(ExplorerData(
-        available=True, fmt=res.fmt, granularity=res.granularity, symmetric=res.symmetric,
-        levels=m.levels, distinct_values=m.distinct, compression=32 / m.bits_per_weight,
-        avg_error_pct=m.err, bits_per_weight=m.bits_per_weight, zeroed_pct=m.zeroed, step=m.step,
-        regime=_regime(res, settings, m.step, m.zeroed), notes=res.notes + m.notes,
-        snapped=m.snapped, grid=m.grid, grid_lines=m.grid_lines, hist=m.hist, block=m.block, **common,
-    ))
+    return _finish(
+        ExplorerData(
+            available=True,
+            fmt=res.fmt,
+            granularity=res.granularity,
+            symmetric=res.symmetric,
+            levels=m.levels,
+            distinct_values=m.distinct,
+            compression=32 / m.bits_per_weight,
+            avg_error_pct=m.err,
+            bits_per_weight=m.bits_per_weight,
+            zeroed_pct=m.zeroed,
+            step=m.step,
+            regime=_regime(res, settings, m.step, m.zeroed),
+            notes=res.notes + m.notes,
+            snapped=m.snapped,
+            grid=m.grid,
+            grid_lines=m.grid_lines,
+            hist=m.hist,
+            block=m.block,
+            **common,
+        )
+    )
 
 
 def explore(
@@ -420,8 +505,9 @@ def explore(
         >>> explore("normal", 4, "group").figures["compression"]   # 32 / 4.5
         '7.11×'
     """
-    return _explore(Settings(source, int(bits) if isinstance(bits, np.integer) else bits,
-                             granularity, symmetric, family))
+    return _explore(
+        Settings(source, int(bits) if isinstance(bits, np.integer) else bits, granularity, symmetric, family)
+    )
 
 
 def clear_cache() -> None:

@@ -96,8 +96,11 @@ class _Compound:
     attrs: tuple[tuple[str, str], ...]
 
     def matches(self, node: El) -> bool:
-        return ((self.tag is None or node.tag == self.tag) and self.classes <= node.classes
-                and all(str(node.attrs.get(k)) == v for k, v in self.attrs))
+        return (
+            (self.tag is None or node.tag == self.tag)
+            and self.classes <= node.classes
+            and all(str(node.attrs.get(k)) == v for k, v in self.attrs)
+        )
 
 
 @dataclass(frozen=True)
@@ -198,8 +201,9 @@ def _render(node: Union[El, str, Raw], rules: Sequence[_Rule], ancestors: list[E
     if rules and node.tag not in ("style", "script"):
         attrs["style"] = _inline_style(node, ancestors, rules)
     text = "".join(
-        f' {k}' if v is True else f' {k}="{html.escape(str(v), quote=True)}"'
-        for k, v in attrs.items() if v is not None and v is not False
+        f" {k}" if v is True else f' {k}="{html.escape(str(v), quote=True)}"'
+        for k, v in attrs.items()
+        if v is not None and v is not False
     )
     if node.tag in _VOID:
         return f"<{node.tag}{text}>"
@@ -248,8 +252,16 @@ def panel_text(desc: dict[str, Any]) -> str:
 
 def figure_cards(figures: Optional[dict[str, str]] = None) -> El:
     """The figure cards (:data:`FIGURE_LABELS`), filled with ``figures`` (or "—")."""
-    return el("div", {"class": "qlx-figs"}, *(
-        el("div", {"class": "qlx-fig"}, el("span", {"class": "k"}, label),
-           el("span", {"class": "v", "data-fig": k}, (figures or {}).get(k, "—")))
-        for k, label in FIGURE_LABELS.items()
-    ))
+    return el(
+        "div",
+        {"class": "qlx-figs"},
+        *(
+            el(
+                "div",
+                {"class": "qlx-fig"},
+                el("span", {"class": "k"}, label),
+                el("span", {"class": "v", "data-fig": k}, (figures or {}).get(k, "—")),
+            )
+            for k, label in FIGURE_LABELS.items()
+        ),
+    )

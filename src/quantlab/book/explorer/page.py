@@ -32,8 +32,17 @@ from .settings import BITS, FAMILIES, GRANULARITIES, GROUP_SIZE, PRESETS, SOURCE
 from .sources import HIST_EDGES, WINDOW, strip_location
 from .text import FIGURE_LABELS, TEXT
 
-__all__ = ["UNIT", "FIGURE_KEYS", "runs_of_zeros", "expand_zeros", "entry", "static_data", "decode",
-           "static_html", "still"]
+__all__ = [
+    "UNIT",
+    "FIGURE_KEYS",
+    "runs_of_zeros",
+    "expand_zeros",
+    "entry",
+    "static_data",
+    "decode",
+    "static_html",
+    "still",
+]
 
 #: Positions are embedded as integers in units of ``1 / UNIT`` (1e-4, :data:`.blocks.DECIMALS`).
 UNIT = 10**DECIMALS
@@ -102,9 +111,12 @@ def entry(data: ExplorerData, strings: Optional[_Strings] = None) -> dict[str, A
     """
     text = (lambda s: s) if strings is None else strings.add
     out: dict[str, Any] = {
-        "ok": data.available, "fmt": data.fmt, "figs": [data.figures[k] for k in FIGURE_KEYS],
+        "ok": data.available,
+        "fmt": data.fmt,
+        "figs": [data.figures[k] for k in FIGURE_KEYS],
         "title": text(data.title),
-        "regime": text(data.regime), "gridText": text(data.grid_text),
+        "regime": text(data.regime),
+        "gridText": text(data.grid_text),
         "notes": [text(n) for n in data.notes],
     }
     if not data.available:
@@ -131,8 +143,11 @@ def _source(source: str) -> dict[str, Any]:
     d = explore(source, 32)
     r, c = strip_location(source)
     return {
-        "label": SOURCES[source], "strip": _ints(d.strip), "hist": [int(v) for v in d.hist_original],
-        "n": d.n, "beyond": beyond_text(d.beyond) if d.beyond else "",
+        "label": SOURCES[source],
+        "strip": _ints(d.strip),
+        "hist": [int(v) for v in d.hist_original],
+        "n": d.n,
+        "beyond": beyond_text(d.beyond) if d.beyond else "",
         "where": f"row {r}, weights {c * GROUP_SIZE}–{(c + 1) * GROUP_SIZE - 1}",
         "histTitle": TEXT["hist_title"].format(n=f"{d.n:,}"),
     }
@@ -167,11 +182,19 @@ def static_data() -> dict[str, Any]:
         "labels": dict(FIGURE_LABELS),
         "figKeys": list(FIGURE_KEYS),
         "text": dict(TEXT),
-        "axes": {"source": list(SOURCES), "family": list(FAMILIES), "granularity": list(GRANULARITIES),
-                 "symmetric": ["s", "a"]},
-        "presets": {name: {"about": p.about, "controls": {k: ("s" if v else "a") if k == "symmetric" else v
-                                                            for k, v in p.controls.items()}}
-                    for name, p in PRESETS.items()},
+        "axes": {
+            "source": list(SOURCES),
+            "family": list(FAMILIES),
+            "granularity": list(GRANULARITIES),
+            "symmetric": ["s", "a"],
+        },
+        "presets": {
+            name: {
+                "about": p.about,
+                "controls": {k: ("s" if v else "a") if k == "symmetric" else v for k, v in p.controls.items()},
+            }
+            for name, p in PRESETS.items()
+        },
         "sources": {source: _source(source) for source in SOURCES},
         "strings": strings.items,
         "index": index,
@@ -223,8 +246,11 @@ def still(d: ExplorerData) -> El:
     strip_box.children += [_dot("qlx-still-o", v) for v in d.strip if abs(v) <= WINDOW]
     if d.available:
         strip_box.children += [_dot("qlx-still-q", v) for v in d.snapped if abs(v) <= WINDOW]
-    axis = el("div", {"class": "qlx-still-axis"}, *(
-        el("span", {"style": f"left:{_pos(t)}"}, f"{t:g}") for t in (-0.4, -0.2, 0.0, 0.2, 0.4)))
+    axis = el(
+        "div",
+        {"class": "qlx-still-axis"},
+        *(el("span", {"style": f"left:{_pos(t)}"}, f"{t:g}") for t in (-0.4, -0.2, 0.0, 0.2, 0.4)),
+    )
     hist_box = el("div", {"class": "qlx-still-hist"})
     width = f"{100 / (len(HIST_EDGES) - 1):.3f}%"
 
@@ -234,28 +260,57 @@ def still(d: ExplorerData) -> El:
             if c == 0:
                 continue
             level = (math.log10(100 * c / d.n) + 3) / 5  # 0.001 % .. 100 % on a log scale
-            out.append(el("span", {"class": cls, "style": f"left:{_pos(HIST_EDGES[i])};width:{width};"
-                                                            f"height:{100 * min(max(level, 0.01), 1):.1f}%"}))
+            out.append(
+                el(
+                    "span",
+                    {
+                        "class": cls,
+                        "style": f"left:{_pos(HIST_EDGES[i])};width:{width};"
+                        f"height:{100 * min(max(level, 0.01), 1):.1f}%",
+                    },
+                )
+            )
         return out
 
     hist_box.children += bars(d.hist_original, "qlx-still-ho")
     if d.available:
         hist_box.children += bars(d.hist, "qlx-still-hq")
-    legend = el("p", {"class": "qlx-still-legend"},
-                el("span", {"class": "qlx-still-key qlx-still-ko"}), " " + TEXT["legend_orig"] + "  ",
-                el("span", {"class": "qlx-still-key qlx-still-kq"}),
-                " " + TEXT["legend_quant"] + (f" ({d.fmt})" if d.available else ""))
+    legend = el(
+        "p",
+        {"class": "qlx-still-legend"},
+        el("span", {"class": "qlx-still-key qlx-still-ko"}),
+        " " + TEXT["legend_orig"] + "  ",
+        el("span", {"class": "qlx-still-key qlx-still-kq"}),
+        " " + TEXT["legend_quant"] + (f" ({d.fmt})" if d.available else ""),
+    )
     beyond = [el("p", {"class": "qlx-sub"}, beyond_text(d.beyond))] if d.beyond else []
-    return el("div", {"class": "qlx-still", "data-role": "still"},
-              el("p", {"class": "qlx-still-title"}, TEXT["strip_title"] + ": " + d.title),
-              el("p", {"class": "qlx-sub"}, d.grid_text), strip_box, axis, legend,
-              el("p", {"class": "qlx-still-title"}, TEXT["hist_title"].format(n=f"{d.n:,}")),
-              *beyond, hist_box, axis, el("p", {"class": "qlx-still-note"}, TEXT["still_page"]))
+    return el(
+        "div",
+        {"class": "qlx-still", "data-role": "still"},
+        el("p", {"class": "qlx-still-title"}, TEXT["strip_title"] + ": " + d.title),
+        el("p", {"class": "qlx-sub"}, d.grid_text),
+        strip_box,
+        axis,
+        legend,
+        el("p", {"class": "qlx-still-title"}, TEXT["hist_title"].format(n=f"{d.n:,}")),
+        *beyond,
+        hist_box,
+        axis,
+        el("p", {"class": "qlx-still-note"}, TEXT["still_page"]),
+    )
 
 
 def _select(role: str, label: str, choices: dict[str, str], selected: Optional[str]) -> El:
-    return el("label", {}, label, el("select", {"data-role": role}, *(
-        el("option", {"value": k, "selected": k == selected}, v) for k, v in choices.items())))
+    return el(
+        "label",
+        {},
+        label,
+        el(
+            "select",
+            {"data-role": role},
+            *(el("option", {"value": k, "selected": k == selected}, v) for k, v in choices.items()),
+        ),
+    )
 
 
 def static_html(
@@ -293,28 +348,57 @@ def static_html(
     d = explore(**initial.controls())
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
     preset = preset_of(initial)
-    ticks = el("div", {"class": "qlx-ticks"}, *(
-        el("span", {"class": "qlx-on" if b == initial.bits else None}, str(b)) for b in BITS))
+    ticks = el(
+        "div",
+        {"class": "qlx-ticks"},
+        *(el("span", {"class": "qlx-on" if b == initial.bits else None}, str(b)) for b in BITS),
+    )
     root = el(
-        "div", {"class": "qlx", "id": root_id},
+        "div",
+        {"class": "qlx", "id": root_id},
         el("style", {}, Raw(f"\n{asset('explorer.css')}")),
         el("h4", {}, TEXT["title"]),
-        el("div", {"class": "qlx-slider"},
-           el("label", {"for": f"{root_id}-bits"}, f"{TEXT['precision']}: ",
-              el("span", {"data-fig": "bits"}, d.figures["bits"])),
-           el("input", {"type": "range", "id": f"{root_id}-bits", "data-role": "bits", "min": 0,
-                        "max": len(BITS) - 1, "step": 1, "value": BITS.index(initial.bits),
-                        "data-bits": ",".join(map(str, BITS)), "aria-label": TEXT["bit_width"],
-                        "aria-valuetext": TEXT["bits_value"].format(bits=initial.bits)}),
-           ticks,
-           el("div", {"class": "qlx-ends"}, el("span", {}, TEXT["end_low"]), el("span", {}, TEXT["end_high"]))),
-        el("div", {"class": "qlx-controls"},
-           _select("preset", TEXT["preset"], {"": TEXT["no_preset"], **{k: k for k in PRESETS}}, preset or ""),
-           _select("source", TEXT["weights"], SOURCES, initial.source),
-           _select("family", TEXT["format"], FAMILIES, initial.family),
-           _select("granularity", TEXT["scale_per"], GRANULARITIES, initial.granularity),
-           _select("symmetric", TEXT["range"], {"s": TEXT["symmetric"], "a": TEXT["asymmetric"]},
-                   "s" if initial.symmetric else "a")),
+        el(
+            "div",
+            {"class": "qlx-slider"},
+            el(
+                "label",
+                {"for": f"{root_id}-bits"},
+                f"{TEXT['precision']}: ",
+                el("span", {"data-fig": "bits"}, d.figures["bits"]),
+            ),
+            el(
+                "input",
+                {
+                    "type": "range",
+                    "id": f"{root_id}-bits",
+                    "data-role": "bits",
+                    "min": 0,
+                    "max": len(BITS) - 1,
+                    "step": 1,
+                    "value": BITS.index(initial.bits),
+                    "data-bits": ",".join(map(str, BITS)),
+                    "aria-label": TEXT["bit_width"],
+                    "aria-valuetext": TEXT["bits_value"].format(bits=initial.bits),
+                },
+            ),
+            ticks,
+            el("div", {"class": "qlx-ends"}, el("span", {}, TEXT["end_low"]), el("span", {}, TEXT["end_high"])),
+        ),
+        el(
+            "div",
+            {"class": "qlx-controls"},
+            _select("preset", TEXT["preset"], {"": TEXT["no_preset"], **{k: k for k in PRESETS}}, preset or ""),
+            _select("source", TEXT["weights"], SOURCES, initial.source),
+            _select("family", TEXT["format"], FAMILIES, initial.family),
+            _select("granularity", TEXT["scale_per"], GRANULARITIES, initial.granularity),
+            _select(
+                "symmetric",
+                TEXT["range"],
+                {"s": TEXT["symmetric"], "a": TEXT["asymmetric"]},
+                "s" if initial.symmetric else "a",
+            ),
+        ),
         el("p", {"class": "qlx-about", "data-role": "about"}, PRESETS[preset].about if preset else ""),
         figure_cards(d.figures),
         el("p", {"class": "qlx-regime", "data-fig": "regime"}, d.regime),
@@ -322,10 +406,26 @@ def static_html(
         still(d),
         # the figures the script draws (hidden until it runs: its first act removes every
         # inline style)
-        el("svg", {"data-role": "strip", "viewBox": "0 0 760 194", "role": "img", "style": "display:none",
-                   "aria-label": "sample weights and their quantized values on a number line"}),
-        el("svg", {"data-role": "hist", "viewBox": "0 0 760 270", "role": "img", "style": "display:none",
-                   "aria-label": "histogram of the weights before and after quantization"}),
+        el(
+            "svg",
+            {
+                "data-role": "strip",
+                "viewBox": "0 0 760 194",
+                "role": "img",
+                "style": "display:none",
+                "aria-label": "sample weights and their quantized values on a number line",
+            },
+        ),
+        el(
+            "svg",
+            {
+                "data-role": "hist",
+                "viewBox": "0 0 760 270",
+                "role": "img",
+                "style": "display:none",
+                "aria-label": "histogram of the weights before and after quantization",
+            },
+        ),
         panel(None if d.block is None else d.block.describe()),
         el("p", {"class": "qlx-foot"}, TEXT["foot"]),
         el("script", {"type": "application/json", "data-role": "data"}, Raw(payload)),

@@ -106,9 +106,7 @@ class Settings:
         if self.bits not in BITS:
             raise ValueError(f"bits must be 2..16 or 32, got {self.bits}")
         if self.granularity not in GRANULARITIES:
-            raise ValueError(
-                f"granularity must be one of {tuple(GRANULARITIES)}, got {self.granularity!r}"
-            )
+            raise ValueError(f"granularity must be one of {tuple(GRANULARITIES)}, got {self.granularity!r}")
         if not isinstance(self.symmetric, (bool, np.bool_)):
             raise TypeError(f"symmetric must be True or False, got {self.symmetric!r}")
         if self.family not in FAMILIES:
@@ -123,8 +121,13 @@ class Settings:
 
     def controls(self) -> dict[str, Any]:
         """The five controls as keyword arguments (for :func:`explore`, :meth:`Explorer.set`)."""
-        return dict(source=self.source, bits=self.bits, granularity=self.granularity,
-                    symmetric=self.symmetric, family=self.family)
+        return dict(
+            source=self.source,
+            bits=self.bits,
+            granularity=self.granularity,
+            symmetric=self.symmetric,
+            family=self.family,
+        )
 
 
 @dataclass(frozen=True)
@@ -148,16 +151,16 @@ class Resolved:
 
 _BLOCK_NOTES = {
     "q4_0": "Q4_0 fixes its own blocks (32 weights of a row share one fp16 scale, and the codes "
-            "0..15 stand for −8..7) and sets its own range, so the granularity and range "
-            "controls do not apply",
+    "0..15 stand for −8..7) and sets its own range, so the granularity and range "
+    "controls do not apply",
     "q4_k": "Q4_K fixes its own blocks (32 weights share a 6-bit scale and min, 256 weights "
-            "their fp16 d and dmin) and sets its own offsets, so the granularity and range "
-            "controls do not apply",
+    "their fp16 d and dmin) and sets its own offsets, so the granularity and range "
+    "controls do not apply",
     "mxfp4": "MXFP4 fixes its own blocks (32 weights of a row share one power-of-two scale) and "
-             "is symmetric, so the granularity and range controls do not apply",
+    "is symmetric, so the granularity and range controls do not apply",
     "nvfp4": "NVFP4 fixes its own blocks (16 weights of a row share one fp8 scale, times one fp32 "
-             "scale for the tensor) and is symmetric, so the granularity and range controls do "
-             "not apply",
+    "scale for the tensor) and is symmetric, so the granularity and range controls do "
+    "not apply",
 }
 
 
@@ -269,23 +272,42 @@ class Preset:
 
 
 #: The presets, by name: the 4-bit formats of downloadable models, and int8 per channel.
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("Q4_0", "llama.cpp's original 4-bit GGUF type: 32 weights share one fp16 scale d, "
-           "and each weight is d times an integer from −8 to 7 (4.5 bits per weight).",
-           {"bits": 4, "family": "q4_0"}),
-    Preset("Q4_K", "the k-quant inside most 4-bit GGUF downloads (Q4_K_M, Q4_K_S): sub-blocks "
-           "of 32 with a 6-bit scale and min, super-blocks of 256 with two fp16 numbers "
-           "(4.5 bits per weight).", {"bits": 4, "family": "q4_k"}),
-    Preset("MXFP4", "the OCP microscaling 4-bit float: 32 weights share one power of two, and "
-           "each weight is one of 16 tiny floats (4.25 bits per weight).",
-           {"bits": 4, "family": "mxfp4"}),
-    Preset("NVFP4", "NVIDIA's 4-bit float for Blackwell GPUs: 16 weights share an fp8 scale, "
-           "on top of one fp32 scale per tensor (4.5 bits per weight).",
-           {"bits": 4, "family": "nvfp4"}),
-    Preset("int8 per channel", "the usual 8-bit weight format of inference runtimes: one scale "
-           "per output row, symmetric integers from −127 to 127.",
-           {"bits": 8, "family": "int", "granularity": "channel", "symmetric": True}),
-)}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "Q4_0",
+            "llama.cpp's original 4-bit GGUF type: 32 weights share one fp16 scale d, "
+            "and each weight is d times an integer from −8 to 7 (4.5 bits per weight).",
+            {"bits": 4, "family": "q4_0"},
+        ),
+        Preset(
+            "Q4_K",
+            "the k-quant inside most 4-bit GGUF downloads (Q4_K_M, Q4_K_S): sub-blocks "
+            "of 32 with a 6-bit scale and min, super-blocks of 256 with two fp16 numbers "
+            "(4.5 bits per weight).",
+            {"bits": 4, "family": "q4_k"},
+        ),
+        Preset(
+            "MXFP4",
+            "the OCP microscaling 4-bit float: 32 weights share one power of two, and "
+            "each weight is one of 16 tiny floats (4.25 bits per weight).",
+            {"bits": 4, "family": "mxfp4"},
+        ),
+        Preset(
+            "NVFP4",
+            "NVIDIA's 4-bit float for Blackwell GPUs: 16 weights share an fp8 scale, "
+            "on top of one fp32 scale per tensor (4.5 bits per weight).",
+            {"bits": 4, "family": "nvfp4"},
+        ),
+        Preset(
+            "int8 per channel",
+            "the usual 8-bit weight format of inference runtimes: one scale "
+            "per output row, symmetric integers from −127 to 127.",
+            {"bits": 8, "family": "int", "granularity": "channel", "symmetric": True},
+        ),
+    )
+}
 
 
 def preset_of(settings: Settings) -> Optional[str]:

@@ -55,13 +55,12 @@ TEXT: dict[str, str] = {
     "legend_quant": "after quantization",
     "not_available": "not available",
     "foot": "Every number and curve here was computed by quantlab in Python when this page was "
-            "built; the page's script only picks the precomputed result for your settings and "
-            "draws it. No kernel needed.",
+    "built; the page's script only picks the precomputed result for your settings and "
+    "draws it. No kernel needed.",
     "still_page": "A still picture of the setting above, drawn when the page was built. The "
-                  "controls need the page's script: in JupyterLab, run this cell (or trust the "
-                  "notebook); in the built book they work as they are.",
-    "still_widget": "A still picture of the live explorer ({setting}): run this cell to move "
-                    "the slider.",
+    "controls need the page's script: in JupyterLab, run this cell (or trust the "
+    "notebook); in the built book they work as they are.",
+    "still_widget": "A still picture of the live explorer ({setting}): run this cell to move the slider.",
 }
 
 

@@ -120,17 +120,23 @@ class Explorer:
         ax.set_ylabel(TEXT["hist_y"].replace(" (", "\n("))
         ax.grid(axis="y", color="0.85", linewidth=0.6)
         zeros = np.full(len(HIST_EDGES) - 1, self._floor)
-        self.hist_orig = ax.stairs(zeros, HIST_EDGES, fill=True, baseline=self._floor, color=COLORS["orig"],
-                                   alpha=0.3, **anim)
+        self.hist_orig = ax.stairs(
+            zeros, HIST_EDGES, fill=True, baseline=self._floor, color=COLORS["orig"], alpha=0.3, **anim
+        )
         self.hist_quant = ax.stairs(zeros, HIST_EDGES, baseline=None, color=COLORS["quant"], linewidth=1.6, **anim)
-        ax.legend(handles=[Patch(color=COLORS["orig"], alpha=0.35, label=TEXT["legend_orig"]),
-                           Line2D([], [], color=COLORS["quant"], linewidth=1.6, label=TEXT["legend_quant"])],
-                  loc="upper right", fontsize=8, frameon=False)
+        ax.legend(
+            handles=[
+                Patch(color=COLORS["orig"], alpha=0.35, label=TEXT["legend_orig"]),
+                Line2D([], [], color=COLORS["quant"], linewidth=1.6, label=TEXT["legend_quant"]),
+            ],
+            loc="upper right",
+            fontsize=8,
+            frameon=False,
+        )
         ax.set_title(TEXT["hist_title"].format(n="").replace("  ", " "), fontsize=10, loc="left", weight="bold")
         # Only data artists change; the texts that change live in the HTML beside the image
         # (rendering glyphs is most of the cost of a matplotlib redraw).
-        self._animated = [self.grid_lines, self.links, self.pts_orig, self.pts_quant,
-                          self.hist_orig, self.hist_quant]
+        self._animated = [self.grid_lines, self.links, self.pts_orig, self.pts_quant, self.hist_orig, self.hist_quant]
         # Everything that never changes is rendered once; updates restore it and draw
         # only the animated artists on top (blitting on the Agg buffer).
         fig.canvas.draw()
@@ -159,8 +165,11 @@ class Explorer:
             self.hist_quant.set_visible(False)
         if d.grid is not None:
             g = d.grid
-            self.grid_lines.set_segments(np.stack([np.column_stack([g, np.full_like(g, -0.25)]),
-                                                   np.column_stack([g, np.full_like(g, 1.25)])], axis=1))
+            self.grid_lines.set_segments(
+                np.stack(
+                    [np.column_stack([g, np.full_like(g, -0.25)]), np.column_stack([g, np.full_like(g, 1.25)])], axis=1
+                )
+            )
         else:
             self.grid_lines.set_segments([])
         canvas = self.fig.canvas
@@ -193,8 +202,15 @@ class Explorer:
         head = Figure(figsize=(w / self.dpi, 0.8), dpi=self.dpi)
         FigureCanvasAgg(head)
         d = self.data
-        head.text(0.01, 0.78, TEXT["still_widget"].format(setting=d.title), fontsize=10, weight="bold",
-                  color=COLORS["fg"], va="center")
+        head.text(
+            0.01,
+            0.78,
+            TEXT["still_widget"].format(setting=d.title),
+            fontsize=10,
+            weight="bold",
+            color=COLORS["fg"],
+            va="center",
+        )
         cards = [f"{FIGURE_LABELS[k]}: {d.figures[k]}" for k in FIGURE_LABELS]
         for line, y in ((cards[:3], 0.45), (cards[3:], 0.15)):
             head.text(0.01, y, "     ".join(line), fontsize=9, color=COLORS["muted"], va="center")
@@ -259,29 +275,71 @@ class Explorer:
         labels = [f"{b}-bit" + (TEXT["stop_low"] if b == 2 else TEXT["stop_high"] if b == 32 else "") for b in BITS]
         style = {"description_width": "80px"}
         w: dict[str, Any] = {}
-        w["bits"] = W.SelectionSlider(options=list(zip(labels, BITS)), value=s.bits, description=TEXT["precision"],
-                                      continuous_update=True, layout=W.Layout(width="560px"), style=style)
-        ends = el("div", {"class": "qlx-ends", "style": "width:470px;margin-left:88px"},
-                  el("span", {}, TEXT["end_low"]), el("span", {}, TEXT["end_high"]))
+        w["bits"] = W.SelectionSlider(
+            options=list(zip(labels, BITS)),
+            value=s.bits,
+            description=TEXT["precision"],
+            continuous_update=True,
+            layout=W.Layout(width="560px"),
+            style=style,
+        )
+        ends = el(
+            "div",
+            {"class": "qlx-ends", "style": "width:470px;margin-left:88px"},
+            el("span", {}, TEXT["end_low"]),
+            el("span", {}, TEXT["end_high"]),
+        )
         w["ends"] = W.HTML(render(ends, inline=True))
-        w["preset"] = W.Dropdown(options=[(TEXT["no_preset"], "")] + [(k, k) for k in PRESETS],
-                                 value=preset_of(s) or "", description=TEXT["preset"], style=style,
-                                 layout=W.Layout(width="300px"))
-        w["source"] = W.Dropdown(options=[(v, k) for k, v in SOURCES.items()], value=s.source,
-                                 description=TEXT["weights"], style=style, layout=W.Layout(width="480px"))
-        w["family"] = W.Dropdown(options=[(v, k) for k, v in FAMILIES.items()], value=s.family,
-                                 description=TEXT["format"], style=style, layout=W.Layout(width="300px"))
-        w["granularity"] = W.ToggleButtons(options=[(v, k) for k, v in GRANULARITIES.items()],
-                                           value=s.granularity, description=TEXT["scale_per"],
-                                           style={**style, "button_width": "150px"})
-        w["symmetric"] = W.ToggleButtons(options=[(TEXT["symmetric"], True), (TEXT["asymmetric"], False)],
-                                         value=s.symmetric, description=TEXT["range"],
-                                         style={**style, "button_width": "190px"})
+        w["preset"] = W.Dropdown(
+            options=[(TEXT["no_preset"], "")] + [(k, k) for k in PRESETS],
+            value=preset_of(s) or "",
+            description=TEXT["preset"],
+            style=style,
+            layout=W.Layout(width="300px"),
+        )
+        w["source"] = W.Dropdown(
+            options=[(v, k) for k, v in SOURCES.items()],
+            value=s.source,
+            description=TEXT["weights"],
+            style=style,
+            layout=W.Layout(width="480px"),
+        )
+        w["family"] = W.Dropdown(
+            options=[(v, k) for k, v in FAMILIES.items()],
+            value=s.family,
+            description=TEXT["format"],
+            style=style,
+            layout=W.Layout(width="300px"),
+        )
+        w["granularity"] = W.ToggleButtons(
+            options=[(v, k) for k, v in GRANULARITIES.items()],
+            value=s.granularity,
+            description=TEXT["scale_per"],
+            style={**style, "button_width": "150px"},
+        )
+        w["symmetric"] = W.ToggleButtons(
+            options=[(TEXT["symmetric"], True), (TEXT["asymmetric"], False)],
+            value=s.symmetric,
+            description=TEXT["range"],
+            style={**style, "button_width": "190px"},
+        )
         w["figs"] = W.HTML()
         w["image"] = W.Image(format="jpeg", layout=W.Layout(width="774px"))
         w["block"] = W.HTML(layout=W.Layout(display="none"))  # the block inspector
-        w["box"] = W.VBox([w["bits"], w["ends"], w["preset"], w["source"], w["family"], w["granularity"],
-                           w["symmetric"], w["figs"], w["image"], w["block"]])
+        w["box"] = W.VBox(
+            [
+                w["bits"],
+                w["ends"],
+                w["preset"],
+                w["source"],
+                w["family"],
+                w["granularity"],
+                w["symmetric"],
+                w["figs"],
+                w["image"],
+                w["block"],
+            ]
+        )
         self._widgets = w
         for name in _CONTROLS:
             w[name].observe(self._on_change, names="value")
@@ -305,9 +363,14 @@ class Explorer:
         name = preset_of(d.settings)
         about = [el("p", {"class": "qlx-about"}, f"{name}: {PRESETS[name].about}")] if name else []
         notes = "; ".join(d.notes)
-        box = el("div", {"class": "qlx-widget", "style": "max-width:774px"}, *about, figure_cards(d.figures),
-                 el("p", {"class": "qlx-regime"}, d.regime),
-                 el("p", {"class": "qlx-notes"}, d.caption + (" " + TEXT["note"].format(notes=notes) if notes else "")))
+        box = el(
+            "div",
+            {"class": "qlx-widget", "style": "max-width:774px"},
+            *about,
+            figure_cards(d.figures),
+            el("p", {"class": "qlx-regime"}, d.regime),
+            el("p", {"class": "qlx-notes"}, d.caption + (" " + TEXT["note"].format(notes=notes) if notes else "")),
+        )
         return render(box, inline=True)
 
     def _sync_widgets(self) -> None:

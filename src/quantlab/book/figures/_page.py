@@ -64,8 +64,7 @@ def check_root_id(root_id: Any) -> str:
         raise TypeError(f"root_id must be a string, got {type(root_id).__name__} {describe(root_id)}")
     if not _ID_RE.match(root_id):
         raise ValueError(
-            "root_id must start with a letter and hold at most 64 letters, digits, '-' and '_', "
-            f"got {root_id!r}"
+            f"root_id must start with a letter and hold at most 64 letters, digits, '-' and '_', got {root_id!r}"
         )
     return root_id
 
@@ -83,9 +82,7 @@ def json_payload(data: Any) -> str:
     return text.replace("</", "<\\/")
 
 
-def figure_html(
-    *, root_id: str, name: str, title: str, body: str, data: Any, label: str
-) -> str:
+def figure_html(*, root_id: str, name: str, title: str, body: str, data: Any, label: str) -> str:
     """Assemble one figure's fragment (see the module docstring).
 
     Args:

@@ -123,11 +123,23 @@ def format_facts(name: str) -> dict[str, Any]:
     """
     fmt = _format(name)
     return {
-        "name": fmt.name, "label": FORMATS[name], "bits": fmt.bits, "ebits": fmt.ebits,
-        "mbits": fmt.mbits, "bias": fmt.bias, "emin": fmt.emin, "emax": fmt.emax,
-        "has_inf": fmt.has_inf, "nan": fmt.nan, "nan_code": _nan_code(fmt), "overflow": fmt.overflow,
-        "max": fmt.max_value, "min_normal": fmt.min_normal, "min_subnormal": fmt.min_subnormal,
-        "eps": fmt.eps, "levels": _levels(fmt),
+        "name": fmt.name,
+        "label": FORMATS[name],
+        "bits": fmt.bits,
+        "ebits": fmt.ebits,
+        "mbits": fmt.mbits,
+        "bias": fmt.bias,
+        "emin": fmt.emin,
+        "emax": fmt.emax,
+        "has_inf": fmt.has_inf,
+        "nan": fmt.nan,
+        "nan_code": _nan_code(fmt),
+        "overflow": fmt.overflow,
+        "max": fmt.max_value,
+        "min_normal": fmt.min_normal,
+        "min_subnormal": fmt.min_subnormal,
+        "eps": fmt.eps,
+        "levels": _levels(fmt),
     }
 
 
@@ -233,8 +245,18 @@ def describe(name: str, code: int) -> CodeView:
     if value == 0 and sign:
         value = -0.0
     down, up = _neighbours(fmt, value)
-    return CodeView(fmt.name, code, format(code, f"0{fmt.bits}b"), sign, exponent, mantissa, value,
-                    _kind(fmt, exponent, value), down, up)
+    return CodeView(
+        fmt.name,
+        code,
+        format(code, f"0{fmt.bits}b"),
+        sign,
+        exponent,
+        mantissa,
+        value,
+        _kind(fmt, exponent, value),
+        down,
+        up,
+    )
 
 
 @dataclass(frozen=True)
@@ -323,9 +345,17 @@ def static_data(initial: Optional[tuple[str, str]] = None) -> dict[str, Any]:
     s = store(name, parse_value(text))
     return {
         "formats": [format_facts(n) for n in FORMATS],
-        "initial": {"format": name, "text": text, "code": s.view.code,
-                    "stored": {"typed": _json_number(s.typed), "view": s.view.to_json(),
-                               "error": _json_number(s.error), "relative": _json_number(s.relative)}},
+        "initial": {
+            "format": name,
+            "text": text,
+            "code": s.view.code,
+            "stored": {
+                "typed": _json_number(s.typed),
+                "view": s.view.to_json(),
+                "error": _json_number(s.error),
+                "relative": _json_number(s.relative),
+            },
+        },
     }
 
 
@@ -343,18 +373,29 @@ def static_html(root_id: str = "ql-bits", initial: Optional[tuple[str, str]] = N
     data = static_data(initial)
     first = data["initial"]["format"]
     options = "".join(
-        f'<option value="{k}"{" selected" if k == first else ""}>{html.escape(v)}</option>'
-        for k, v in FORMATS.items()
+        f'<option value="{k}"{" selected" if k == first else ""}>{html.escape(v)}</option>' for k, v in FORMATS.items()
     )
     specials = "".join(
         f'<button type="button" data-role="special" data-special="{k}">{label}</button>'
-        for k, label in (("zero", "0"), ("one", "1"), ("max", "largest"), ("min_normal", "smallest normal"),
-                         ("min_subnormal", "smallest subnormal"), ("inf", "∞"), ("nan", "NaN"))
+        for k, label in (
+            ("zero", "0"),
+            ("one", "1"),
+            ("max", "largest"),
+            ("min_normal", "smallest normal"),
+            ("min_subnormal", "smallest subnormal"),
+            ("inf", "∞"),
+            ("nan", "NaN"),
+        )
     )
     cards = "".join(
         f'<div class="qlf-card"><span class="k">{label}</span><span class="v" data-out="{k}">—</span></div>'
-        for k, label in (("value", "Value"), ("kind", "Kind"), ("code", "Code (hex)"),
-                         ("down", "Next value down"), ("up", "Next value up"))
+        for k, label in (
+            ("value", "Value"),
+            ("kind", "Kind"),
+            ("code", "Code (hex)"),
+            ("down", "Next value down"),
+            ("up", "Next value up"),
+        )
     )
     body = (
         '<p class="qlf-lead">Pick a format, then click a bit to flip it, or type a number and see '
@@ -374,7 +415,7 @@ def static_html(root_id: str = "ql-bits", initial: Optional[tuple[str, str]] = N
         '<div class="qlf-step"><button type="button" data-role="down" aria-label="go to the next value down">'
         '◀ next down</button><button type="button" data-role="up" aria-label="go to the next value up">'
         'next up ▶</button><span class="qlf-jump" role="group" aria-label="jump to a special value">'
-        f'Jump to: {specials}</span></div>'
+        f"Jump to: {specials}</span></div>"
         '<div class="qlf-typedout" data-role="typed" aria-live="polite"></div>'
         '<table class="qlf-table" data-role="facts"><caption class="qlf-sr">what the format has or lacks</caption>'
         "<tbody></tbody></table>"
@@ -382,7 +423,13 @@ def static_html(root_id: str = "ql-bits", initial: Optional[tuple[str, str]] = N
         "and rounds with a small script whose results the book's tests compare with quantlab's, "
         "code by code. No kernel needed.</p>"
     )
-    return figure_html(root_id=rid, name="bits", title="Bits of a number", body=body, data=data,
-                       label="Bits of a number: the sign, exponent and mantissa bits of a floating-point "
-                             "format, the value they stand for, its neighbours and the rounding error of a "
-                             "typed number")
+    return figure_html(
+        root_id=rid,
+        name="bits",
+        title="Bits of a number",
+        body=body,
+        data=data,
+        label="Bits of a number: the sign, exponent and mantissa bits of a floating-point "
+        "format, the value they stand for, its neighbours and the rounding error of a "
+        "typed number",
+    )

@@ -133,7 +133,7 @@ def activations(batch_size: int = 16) -> np.ndarray:
     try:
         with torch.no_grad():
             for i in range(0, len(sentences), batch_size):
-                batch = tokenizer(sentences[i:i + batch_size], padding=True, return_tensors="pt")
+                batch = tokenizer(sentences[i : i + batch_size], padding=True, return_tensors="pt")
                 model(**batch)
                 acts = seen.pop()
                 for k, mask in enumerate(batch["attention_mask"].bool()):
@@ -209,15 +209,18 @@ def _point(v: _Values, bits: int, clip_ratio: float, percentile: Optional[float]
     threshold = fmt.qmax * scale
     zeroed = int(np.count_nonzero(x_hat == 0)) - (n - v.nonzero)
     return ClipPoint(
-        threshold=threshold, ratio=threshold / v.absmax, scale=scale,
-        rounding=float(np.sum(sq, where=~outside)) / n, clipping=float(np.sum(sq, where=outside)) / n,
-        total=float(sq.sum()) / n, clipped=int(np.count_nonzero(outside)) / n,
+        threshold=threshold,
+        ratio=threshold / v.absmax,
+        scale=scale,
+        rounding=float(np.sum(sq, where=~outside)) / n,
+        clipping=float(np.sum(sq, where=outside)) / n,
+        total=float(sq.sum()) / n,
+        clipped=int(np.count_nonzero(outside)) / n,
         zeroed=zeroed / max(v.nonzero, 1),
     )
 
 
-def clip_point(x: np.ndarray, bits: int, *, clip_ratio: float = 1.0,
-               percentile: Optional[float] = None) -> ClipPoint:
+def clip_point(x: np.ndarray, bits: int, *, clip_ratio: float = 1.0, percentile: Optional[float] = None) -> ClipPoint:
     """Quantize ``x`` to symmetric ``int<bits>`` with one scale and split its error.
 
     The scale is ``ql.choose_qparams(x, fmt, clip_ratio=..., percentile=...)`` and the
@@ -254,8 +257,13 @@ def histogram(x: np.ndarray) -> dict[str, Any]:
     absmax = float(a.max())
     ratios = np.logspace(-HIST_DECADES, 0, HIST_BINS + 1)
     counts, _ = np.histogram(a / absmax, bins=ratios)
-    return {"absmax": absmax, "ratios": [_round(r) for r in ratios], "counts": [int(c) for c in counts],
-            "below": int((a / absmax < ratios[0]).sum()), "n": int(a.size)}
+    return {
+        "absmax": absmax,
+        "ratios": [_round(r) for r in ratios],
+        "counts": [int(c) for c in counts],
+        "below": int((a / absmax < ratios[0]).sum()),
+        "n": int(a.size),
+    }
 
 
 def _round(v: float) -> float:
@@ -270,8 +278,12 @@ def _point_json(p: ClipPoint) -> dict[str, float]:
 def _source_data(source: str) -> dict[str, Any]:
     v = _values(source)
     ratios = RATIOS[source]
-    out: dict[str, Any] = {"label": SOURCES[source], "hist": histogram(v.x),
-                           "ratios": [_round(r) for r in ratios], "bits": {}}
+    out: dict[str, Any] = {
+        "label": SOURCES[source],
+        "hist": histogram(v.x),
+        "ratios": [_round(r) for r in ratios],
+        "bits": {},
+    }
     for bits in BITS:
         points = [_point(v, bits, float(r), None) for r in ratios]
         best = int(np.argmin([p.total for p in points]))  # the page's grid search (first minimum)
@@ -279,10 +291,14 @@ def _source_data(source: str) -> dict[str, Any]:
         for p in PERCENTILES:
             markers[f"p{p:g}"] = _point(v, bits, 1.0, p)
         markers["mse"] = points[best]
-        curves = {k: [_round(getattr(p, k)) for p in points]
-                  for k in ("threshold", "rounding", "clipping", "total", "clipped", "zeroed")}
+        curves = {
+            k: [_round(getattr(p, k)) for p in points]
+            for k in ("threshold", "rounding", "clipping", "total", "clipped", "zeroed")
+        }
         out["bits"][str(bits)] = {
-            "qmax": get_format(f"int{bits}").qmax, **curves, "best": best,
+            "qmax": get_format(f"int{bits}").qmax,
+            **curves,
+            "best": best,
             "markers": {k: _point_json(m) for k, m in markers.items()},
         }
     return out
@@ -305,8 +321,11 @@ def static_data(initial: tuple[str, int] = ("weights", 4)) -> dict[str, Any]:
         raise TypeError(f"initial must be a (source, bits) tuple, got {_describe(initial)}")
     source, bits = _check_source(initial[0]), _check_bits(initial[1])
     sources = {s: _source_data(s) for s in SOURCES}
-    return {"sources": sources, "percentiles": list(PERCENTILES),
-            "initial": {"source": source, "bits": bits, "index": sources[source]["bits"][str(bits)]["best"]}}
+    return {
+        "sources": sources,
+        "percentiles": list(PERCENTILES),
+        "initial": {"source": source, "bits": bits, "index": sources[source]["bits"][str(bits)]["best"]},
+    }
 
 
 def clear_cache() -> None:
@@ -334,18 +353,27 @@ def static_html(root_id: str = "ql-clip", initial: tuple[str, int] = ("weights",
     data = static_data(initial)
     ini = data["initial"]
     esc = html.escape
-    sources = "".join(f'<option value="{k}"{" selected" if k == ini["source"] else ""}>{esc(v)}</option>'
-                      for k, v in SOURCES.items())
+    sources = "".join(
+        f'<option value="{k}"{" selected" if k == ini["source"] else ""}>{esc(v)}</option>' for k, v in SOURCES.items()
+    )
     bits = "".join(
         f'<label class="qlf-radio"><input type="radio" name="{rid}-bits" value="{b}" data-role="bits"'
-        f'{" checked" if b == ini["bits"] else ""}> {b} bits</label>' for b in BITS)
+        f"{' checked' if b == ini['bits'] else ''}> {b} bits</label>"
+        for b in BITS
+    )
     n_ratios = len(data["sources"][ini["source"]]["ratios"])
     cards = "".join(
         f'<div class="qlf-card qlf-c-{k}"><span class="k">{label}</span><span class="v" data-out="{k}">—</span></div>'
-        for k, label in (("threshold", "Clip threshold α"), ("scale", "Step s = α / q_max"),
-                         ("clipped", "Values clipped"), ("zeroed", "Rounded to 0"),
-                         ("rounding", "Rounding error (MSE)"), ("clipping", "Clipping error (MSE)"),
-                         ("total", "Total MSE")))
+        for k, label in (
+            ("threshold", "Clip threshold α"),
+            ("scale", "Step s = α / q_max"),
+            ("clipped", "Values clipped"),
+            ("zeroed", "Rounded to 0"),
+            ("rounding", "Rounding error (MSE)"),
+            ("clipping", "Clipping error (MSE)"),
+            ("total", "Total MSE"),
+        )
+    )
     body = (
         '<p class="qlf-lead">Move the clip threshold: a smaller range means finer steps (less '
         "rounding error) but more values cut off at its ends (clipping error).</p>"
@@ -386,6 +414,12 @@ def static_html(root_id: str = "ql-clip", initial: tuple[str, int] = ("weights",
         "<code>ql.fake_quantize</code>, <code>ql.mse</code>), computed by quantlab when this page was built "
         "on the grid of clip ratios of this chapter's search. No kernel needed.</p>"
     )
-    return figure_html(root_id=rid, name="clip", title="Clip it", body=body, data=data,
-                       label="Clip it: rounding and clipping error of a real MiniLM layer's weights and "
-                             "activations against the clip threshold, at 4 and 8 bits")
+    return figure_html(
+        root_id=rid,
+        name="clip",
+        title="Clip it",
+        body=body,
+        data=data,
+        label="Clip it: rounding and clipping error of a real MiniLM layer's weights and "
+        "activations against the clip threshold, at 4 and 8 bits",
+    )

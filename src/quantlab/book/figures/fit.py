@@ -80,8 +80,7 @@ class WeightFormat:
         return mem.weight_bytes(8, self.spec)  # 8 weights take bits_per_weight bytes
 
 
-_FLOAT, _INT, _BLOCK, _GGUF = ("floats", "integers with scales", "block-scaled (MX, NVFP4)",
-                               "llama.cpp (GGUF)")
+_FLOAT, _INT, _BLOCK, _GGUF = ("floats", "integers with scales", "block-scaled (MX, NVFP4)", "llama.cpp (GGUF)")
 #: The weight formats of the menu, by key, in menu order.
 WEIGHT_FORMATS: dict[str, WeightFormat] = {
     "fp32": WeightFormat("fp32", _FLOAT, "fp32"),
@@ -89,13 +88,16 @@ WEIGHT_FORMATS: dict[str, WeightFormat] = {
     "fp8": WeightFormat("fp8 (e4m3)", _FLOAT, "fp8_e4m3"),
     "int8_g128": WeightFormat("int8, fp16 scale per 128", _INT, QuantSpec("int8", group_size=128)),
     "int4_g128": WeightFormat("int4, fp16 scale per 128 (GPTQ, AWQ)", _INT, QuantSpec("int4", group_size=128)),
-    "int4_g128_zp": WeightFormat("int4 g128 with 4-bit zero points", _INT,
-                                 QuantSpec("int4", group_size=128, zero_point_dtype="int4")),
-    "int3_g64_zp": WeightFormat("int3 g64 with 3-bit zero points", _INT,
-                                QuantSpec("int3", group_size=64, zero_point_dtype="int3")),
+    "int4_g128_zp": WeightFormat(
+        "int4 g128 with 4-bit zero points", _INT, QuantSpec("int4", group_size=128, zero_point_dtype="int4")
+    ),
+    "int3_g64_zp": WeightFormat(
+        "int3 g64 with 3-bit zero points", _INT, QuantSpec("int3", group_size=64, zero_point_dtype="int3")
+    ),
     "nf4": WeightFormat("NF4, fp32 scale per 64", _INT, QuantSpec("nf4", group_size=64, scale_dtype="fp32")),
-    "nf4_dq": WeightFormat("NF4, double quantization (QLoRA)", _INT,
-                           QuantSpec("nf4", group_size=64, double_quant=True)),
+    "nf4_dq": WeightFormat(
+        "NF4, double quantization (QLoRA)", _INT, QuantSpec("nf4", group_size=64, double_quant=True)
+    ),
     "mxfp8": WeightFormat("MXFP8 (e4m3, scale per 32)", _BLOCK, "mxfp8_e4m3"),
     "mxfp6": WeightFormat("MXFP6 (e3m2, scale per 32)", _BLOCK, "mxfp6_e3m2"),
     "mxfp4": WeightFormat("MXFP4 (scale per 32)", _BLOCK, "mxfp4"),
@@ -215,8 +217,13 @@ def breakdown(setting: Setting) -> Breakdown:
     overhead = needed - weights - kv
     parts = {"weights": weights, "kv_cache": kv, "overhead": overhead, "needed": needed, "capacity": capacity}
     return Breakdown(
-        bits_per_weight=wf.bits_per_weight, weights=weights, kv_cache=kv, overhead=overhead,
-        needed=needed, capacity=capacity, fits=needed <= capacity,
+        bits_per_weight=wf.bits_per_weight,
+        weights=weights,
+        kv_cache=kv,
+        overhead=overhead,
+        needed=needed,
+        capacity=capacity,
+        fits=needed <= capacity,
         smallest_gpu=fitting[0].name if fitting else None,
         gib={k: mem.format_bytes(max(v, 0.0), "GiB", 1) for k, v in parts.items()},
     )
@@ -239,20 +246,41 @@ def static_data(initial: Optional[Setting] = None) -> dict[str, Any]:
     if initial.context not in CONTEXTS:
         raise ValueError(f"initial.context must be one of {CONTEXTS}, got {initial.context}")
     return {
-        "models": [{"name": m.name, "n_params": m.n_params, "n_layers": m.n_layers,
-                    "n_kv_heads": m.n_kv_heads, "head_dim": m.head_dim} for m in mem.MODELS],
-        "weights": [{"key": k, "label": w.label, "group": w.group, "bpw": w.bits_per_weight, "gguf": w.gguf}
-                    for k, w in WEIGHT_FORMATS.items()],
-        "kv": [{"key": k, "label": label, "bits": mem.kv_cache_bytes(1, 1, 1, 1, 1, spec) * 4}
-               for k, (label, spec) in KV_FORMATS.items()],
-        "gpus": [{"name": g.name, "memory_gib": g.memory_gib, "memory_bytes": g.memory_bytes, "kind": g.kind}
-                 for g in mem.GPUS],
+        "models": [
+            {
+                "name": m.name,
+                "n_params": m.n_params,
+                "n_layers": m.n_layers,
+                "n_kv_heads": m.n_kv_heads,
+                "head_dim": m.head_dim,
+            }
+            for m in mem.MODELS
+        ],
+        "weights": [
+            {"key": k, "label": w.label, "group": w.group, "bpw": w.bits_per_weight, "gguf": w.gguf}
+            for k, w in WEIGHT_FORMATS.items()
+        ],
+        "kv": [
+            {"key": k, "label": label, "bits": mem.kv_cache_bytes(1, 1, 1, 1, 1, spec) * 4}
+            for k, (label, spec) in KV_FORMATS.items()
+        ],
+        "gpus": [
+            {"name": g.name, "memory_gib": g.memory_gib, "memory_bytes": g.memory_bytes, "kind": g.kind}
+            for g in mem.GPUS
+        ],
         "contexts": list(CONTEXTS),
         "max_batch": MAX_BATCH,
         "overhead": mem.DEFAULT_OVERHEAD,
         "gib": mem.GiB,
-        "initial": {"model": initial.model, "n_params": initial.n_params, "weights": initial.weights,
-                    "context": initial.context, "batch": initial.batch, "kv": initial.kv, "gpu": initial.gpu},
+        "initial": {
+            "model": initial.model,
+            "n_params": initial.n_params,
+            "weights": initial.weights,
+            "context": initial.context,
+            "batch": initial.batch,
+            "kv": initial.kv,
+            "gpu": initial.gpu,
+        },
     }
 
 
@@ -280,23 +308,29 @@ def static_html(root_id: str = "ql-fit", initial: Optional[Setting] = None) -> s
     def opt(value: str, label: str, selected: bool) -> str:
         return f'<option value="{esc(value)}"{" selected" if selected else ""}>{esc(label)}</option>'
 
-    models = "".join(opt(m["name"], f'{m["name"]} ({_billions(m["n_params"])}B)', m["name"] == ini["model"])
-                     for m in data["models"])
+    models = "".join(
+        opt(m["name"], f"{m['name']} ({_billions(m['n_params'])}B)", m["name"] == ini["model"]) for m in data["models"]
+    )
     groups: dict[str, list[str]] = {}
     for w in data["weights"]:
-        label = f'{w["label"]}: {w["bpw"]:g} bits'
+        label = f"{w['label']}: {w['bpw']:g} bits"
         groups.setdefault(w["group"], []).append(opt(w["key"], label, w["key"] == ini["weights"]))
     weights = "".join(f'<optgroup label="{esc(g)}">{"".join(o)}</optgroup>' for g, o in groups.items())
-    kvs = "".join(opt(k["key"], f'{k["label"]}: {k["bits"]:g} bits', k["key"] == ini["kv"]) for k in data["kv"])
-    gpus = "".join(opt(g["name"], f'{g["name"]} ({g["memory_gib"]:g} GiB)', g["name"] == ini["gpu"])
-                   for g in data["gpus"])
+    kvs = "".join(opt(k["key"], f"{k['label']}: {k['bits']:g} bits", k["key"] == ini["kv"]) for k in data["kv"])
+    gpus = "".join(
+        opt(g["name"], f"{g['name']} ({g['memory_gib']:g} GiB)", g["name"] == ini["gpu"]) for g in data["gpus"]
+    )
     ctx_index = CONTEXTS.index(ini["context"])
     cards = "".join(
         f'<div class="qlf-card qlf-part-{k}"><span class="k">{label}</span>'
         f'<span class="v" data-out="{k}">—</span></div>'
-        for k, label in (("weights", "Weights"), ("kv_cache", "KV cache"),
-                         ("overhead", f"Overhead ({100 * mem.DEFAULT_OVERHEAD:.0f} % of weights)"),
-                         ("needed", "Needed"), ("capacity", "Card memory"))
+        for k, label in (
+            ("weights", "Weights"),
+            ("kv_cache", "KV cache"),
+            ("overhead", f"Overhead ({100 * mem.DEFAULT_OVERHEAD:.0f} % of weights)"),
+            ("needed", "Needed"),
+            ("capacity", "Card memory"),
+        )
     )
     body = (
         '<p class="qlf-lead">Choose a model, a format for its weights, how many tokens it keeps in '
@@ -329,6 +363,12 @@ def static_html(root_id: str = "ql-fit", initial: Optional[Setting] = None) -> s
         "the unit cards are sold in. The overhead is a rule of thumb for the CUDA context, allocator and "
         "activations. The book's tests compare this page's numbers with quantlab's.</p>"
     )
-    return figure_html(root_id=rid, name="fit", title="Does it fit?", body=body, data=data,
-                       label="Does it fit: memory for a model's weights, KV cache and overhead "
-                             "against the memory of a GPU, with the verdict")
+    return figure_html(
+        root_id=rid,
+        name="fit",
+        title="Does it fit?",
+        body=body,
+        data=data,
+        label="Does it fit: memory for a model's weights, KV cache and overhead "
+        "against the memory of a GPU, with the verdict",
+    )

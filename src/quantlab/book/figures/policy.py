@@ -59,7 +59,10 @@ EPISODES = 20
 EPISODE = 0
 #: The rounded policies: key -> (label, bits). ``"binary"`` is ``rl.BINARY`` (the signs).
 FORMATS: dict[str, tuple[str, int]] = {
-    "int8": ("int8", 8), "int4": ("int4", 4), "int3": ("int3", 3), "int2": ("int2", 2),
+    "int8": ("int8", 8),
+    "int4": ("int4", 4),
+    "int3": ("int3", 3),
+    "int2": ("int2", 2),
     "binary": ("binary (1 bit, signs)", 1),
 }
 #: Granularities of the scales: key -> label.
@@ -180,8 +183,15 @@ def episode(fmt: Optional[str] = None, granularity: str = "tensor") -> Episode:
     differ = np.nonzero(on_ref != ref.actions)[0]
     first = int(differ[0]) if differ.size else None
     label = f"{FORMATS[fmt][0]}, {GRANULARITIES[granularity]}"
-    return Episode(f"{fmt}-{granularity}", label, mine, actions, float(returns[EPISODE]), first,
-                   rl.action_agreement(q, policy(), ref.states))
+    return Episode(
+        f"{fmt}-{granularity}",
+        label,
+        mine,
+        actions,
+        float(returns[EPISODE]),
+        first,
+        rl.action_agreement(q, policy(), ref.states),
+    )
 
 
 def ending(ep: Episode) -> Optional[dict[str, Any]]:
@@ -226,9 +236,14 @@ def _episode_json(ep: Episode, start: int) -> dict[str, Any]:
     """``ep`` from step ``start`` on: positions and angles as step-to-step differences of
     rounded integers (the first one absolute), actions as a string of 0/1."""
     return {
-        "key": ep.key, "label": ep.label, "ret": ep.ret, "first_difference": ep.first_difference,
-        "agreement": ep.agreement, "start": start,
-        "x": _deltas(ep.states[start:, 0], X_SCALE), "theta": _deltas(ep.states[start:, 2], THETA_SCALE),
+        "key": ep.key,
+        "label": ep.label,
+        "ret": ep.ret,
+        "first_difference": ep.first_difference,
+        "agreement": ep.agreement,
+        "start": start,
+        "x": _deltas(ep.states[start:, 0], X_SCALE),
+        "theta": _deltas(ep.states[start:, 2], THETA_SCALE),
         "actions": "".join(str(int(a)) for a in ep.actions[start:]),
         "end": ending(ep),
     }
@@ -258,9 +273,16 @@ def static_data(initial: tuple[str, str] = ("int2", "tensor")) -> dict[str, Any]
             start = len(ep.states) if ep.first_difference is None else ep.first_difference
             rounded[ep.key] = _episode_json(ep, start)
     return {
-        "seed": seed, "episode": EPISODE, "episodes": EPISODES, "eval_seed": EVAL_SEED,
-        "x_scale": X_SCALE, "theta_scale": THETA_SCALE, "fp32": _episode_json(ref, 0), "rounded": rounded,
-        "formats": {k: v[0] for k, v in FORMATS.items()}, "granularities": GRANULARITIES,
+        "seed": seed,
+        "episode": EPISODE,
+        "episodes": EPISODES,
+        "eval_seed": EVAL_SEED,
+        "x_scale": X_SCALE,
+        "theta_scale": THETA_SCALE,
+        "fp32": _episode_json(ref, 0),
+        "rounded": rounded,
+        "formats": {k: v[0] for k, v in FORMATS.items()},
+        "granularities": GRANULARITIES,
         "initial": {"format": initial[0], "granularity": initial[1]},
     }
 
@@ -285,16 +307,24 @@ def static_html(root_id: str = "ql-policy", initial: tuple[str, str] = ("int2", 
     data = static_data(initial)
     ini = data["initial"]
     esc = html.escape
-    fmts = "".join(f'<option value="{k}"{" selected" if k == ini["format"] else ""}>{esc(v)}</option>'
-                   for k, v in data["formats"].items())
-    grans = "".join(f'<option value="{k}"{" selected" if k == ini["granularity"] else ""}>{esc(v)}</option>'
-                    for k, v in GRANULARITIES.items())
-    n_steps = max(len(data["fp32"]["actions"]),
-                  *(r["start"] + len(r["actions"]) for r in data["rounded"].values()))
+    fmts = "".join(
+        f'<option value="{k}"{" selected" if k == ini["format"] else ""}>{esc(v)}</option>'
+        for k, v in data["formats"].items()
+    )
+    grans = "".join(
+        f'<option value="{k}"{" selected" if k == ini["granularity"] else ""}>{esc(v)}</option>'
+        for k, v in GRANULARITIES.items()
+    )
+    n_steps = max(len(data["fp32"]["actions"]), *(r["start"] + len(r["actions"]) for r in data["rounded"].values()))
     cards = "".join(
         f'<div class="qlf-card"><span class="k">{label}</span><span class="v" data-out="{k}">—</span></div>'
-        for k, label in (("ret-fp32", "Return, float32"), ("ret-q", "Return, rounded"),
-                         ("first", "First different action"), ("agreement", "Same action on float32's states")))
+        for k, label in (
+            ("ret-fp32", "Return, float32"),
+            ("ret-q", "Return, rounded"),
+            ("first", "First different action"),
+            ("agreement", "Same action on float32's states"),
+        )
+    )
     panel = (
         '<div class="qlf-panel" data-panel="{p}"><p class="qlf-ptitle" data-out="title-{p}"></p>'
         '<svg data-role="cart-{p}" viewBox="0 0 200 92" role="img" aria-label="{alt}"></svg>'
@@ -318,7 +348,7 @@ def static_html(root_id: str = "ql-policy", initial: tuple[str, str] = ("int2", 
         '<button type="button" data-role="restart">restart</button></div>'
         '<div class="qlf-slider">'
         f'<label for="{rid}-step"><span>Step <output data-out="step" for="{rid}-step">0</output> of '
-        f'{n_steps - 1}</span></label>'
+        f"{n_steps - 1}</span></label>"
         f'<input type="range" id="{rid}-step" data-role="step" min="0" max="{n_steps - 1}" step="1" value="0">'
         '<svg data-role="timeline" viewBox="0 0 760 56" role="img" aria-label="timeline: how long each '
         'episode lasts and where the actions first differ"></svg></div>'
@@ -334,6 +364,12 @@ def static_html(root_id: str = "ql-policy", initial: tuple[str, str] = ("int2", 
         "<code>rl.quantize_policy</code>, <code>rl.action_agreement</code>), exact on every CPU. Keys while "
         "the figure has focus: Space or K play and pause, ← and → step, Home restarts. No kernel needed.</p>"
     )
-    return figure_html(root_id=rid, name="policy", title="Watch the policy", body=body, data=data,
-                       label="Watch the policy: a CartPole episode of a float32 policy and of its copy "
-                             "with rounded weights, animated side by side")
+    return figure_html(
+        root_id=rid,
+        name="policy",
+        title="Watch the policy",
+        body=body,
+        data=data,
+        label="Watch the policy: a CartPole episode of a float32 policy and of its copy "
+        "with rounded weights, animated side by side",
+    )

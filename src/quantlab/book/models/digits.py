@@ -82,11 +82,8 @@ def load_data(test_size: float = 0.3, split_seed: int = 0) -> DigitsData:
     digits = load_digits()
     X = (digits.data / 16.0).astype(np.float32)
     y = digits.target.astype(np.int64)
-    X_tr, X_te, y_tr, y_te = train_test_split(
-        X, y, test_size=test_size, random_state=split_seed, stratify=y
-    )
-    return DigitsData(torch.from_numpy(X_tr), torch.from_numpy(y_tr),
-                      torch.from_numpy(X_te), torch.from_numpy(y_te))
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=split_seed, stratify=y)
+    return DigitsData(torch.from_numpy(X_tr), torch.from_numpy(y_tr), torch.from_numpy(X_te), torch.from_numpy(y_te))
 
 
 class DigitsMLP(nn.Module):
@@ -103,8 +100,10 @@ class DigitsMLP(nn.Module):
         super().__init__()
         hidden = check_positive_int(hidden, "hidden")
         self.net = nn.Sequential(
-            nn.Linear(64, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(64, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
             nn.Linear(hidden, 10),
         )
 
@@ -139,8 +138,9 @@ class _Adam:
     Gradients are cleared after each step.
     """
 
-    def __init__(self, params: list[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self, params: list[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         self.params = params
         self.lr, self.b1, self.b2, self.eps = lr, betas[0], betas[1], eps
         self.m = [torch.zeros_like(p) for p in params]
@@ -214,7 +214,7 @@ def train(
         for _ in range(epochs):
             order = torch.randperm(n, generator=gen)
             for start in range(0, n, batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
                 loss.backward()
                 adam.step()
@@ -235,9 +235,7 @@ def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
     return float((model(X).argmax(dim=-1) == y).float().mean())
 
 
-def quantize_weights(
-    model: nn.Module, fmt: FormatLike, granularity: str = "tensor", **kwargs: Any
-) -> nn.Module:
+def quantize_weights(model: nn.Module, fmt: FormatLike, granularity: str = "tensor", **kwargs: Any) -> nn.Module:
     """A copy of ``model`` whose ``Linear`` weights are rounded to ``fmt`` (fake quantization).
 
     Each weight matrix ``(out_features, in_features)`` goes through
@@ -290,9 +288,7 @@ def accuracy_vs_bits(
     seed_list = [check_nonnegative_int(s, "seed") for s in seeds]
     gran_list = list(granularities)
     if not bit_list or not seed_list or not gran_list:
-        raise ValueError(
-            f"bits, granularities and seeds must be non-empty, got {bit_list}, {gran_list}, {seed_list}"
-        )
+        raise ValueError(f"bits, granularities and seeds must be non-empty, got {bit_list}, {gran_list}, {seed_list}")
     for b in bit_list:
         if isinstance(b, bool) or not isinstance(b, numbers.Integral) or not 2 <= b <= 16:
             raise ValueError(f"bits must be ints from 2 to 16, got {b!r}")
@@ -304,13 +300,15 @@ def accuracy_vs_bits(
     rows: list[dict[str, Any]] = []
     for seed in seed_list:
         model = train(seed, data, **train_kwargs)
-        rows.append({"seed": seed, "bits": 32, "granularity": "fp32",
-                     "accuracy": accuracy(model, data.X_test, data.y_test)})
+        rows.append(
+            {"seed": seed, "bits": 32, "granularity": "fp32", "accuracy": accuracy(model, data.X_test, data.y_test)}
+        )
         for b in bit_list:
             for g in gran_list:
                 qm = quantize_weights(model, f"int{int(b)}", granularity=g)
-                rows.append({"seed": seed, "bits": int(b), "granularity": g,
-                             "accuracy": accuracy(qm, data.X_test, data.y_test)})
+                rows.append(
+                    {"seed": seed, "bits": int(b), "granularity": g, "accuracy": accuracy(qm, data.X_test, data.y_test)}
+                )
     return rows
 
 
@@ -343,14 +341,16 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (g, b), rs in groups.items():
         acc = np.array([r["accuracy"] for r in rs], dtype=np.float64)
         drops = [base[r["seed"]] - r["accuracy"] for r in rs if r["seed"] in base]
-        out.append({
-            "granularity": g,
-            "bits": b,
-            "n": len(rs),
-            "mean": float(acc.mean()),
-            "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-            "min": float(acc.min()),
-            "max": float(acc.max()),
-            "drop": float(np.mean(drops)) if len(drops) == len(rs) else None,
-        })
+        out.append(
+            {
+                "granularity": g,
+                "bits": b,
+                "n": len(rs),
+                "mean": float(acc.mean()),
+                "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                "min": float(acc.min()),
+                "max": float(acc.max()),
+                "drop": float(np.mean(drops)) if len(drops) == len(rs) else None,
+            }
+        )
     return out

@@ -129,8 +129,9 @@ def embed(model: torch.nn.Module, sentences: Sequence[str], batch_size: int = 64
     tok = load_tokenizer()
     out = []
     for i in range(0, len(sentences), batch_size):
-        batch = tok(list(sentences[i : i + batch_size]), padding=True, truncation=True,
-                    max_length=256, return_tensors="pt")
+        batch = tok(
+            list(sentences[i : i + batch_size]), padding=True, truncation=True, max_length=256, return_tensors="pt"
+        )
         hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
