@@ -154,13 +154,41 @@ async function visit(name, index) {
     const t1 = Date.now();
     await menu(page, "Edit", "Clear Outputs of All Cells");
     await menu(page, "Run", "Run All Cells");
-    // done when every code cell has a number in its prompt and the kernel is idle again
-    await page.waitForFunction(() => {
-      const prompts = [...document.querySelectorAll(".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")];
+    // Done when every code cell has a number in its prompt and the kernel is idle again, or a
+    // cell failed (JupyterLab stops a run at an error: the error is the result, reported below).
+    // A "Run All" that the page dropped (the kernel still connecting on a loaded machine: the
+    // kernel idle, no cell running or queued, cells never run) is issued once more and counted.
+    rep.runAllClicks = 1;
+    const state = () => page.evaluate(() => {
+      const prompts = [...document.querySelectorAll(".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")]
+        .map((p) => p.textContent.trim());
       const indicator = document.querySelector(".jp-Notebook-ExecutionIndicator");
-      return prompts.length > 0 && prompts.every((p) => /\[\d+\]/.test(p.textContent))
-        && indicator && indicator.dataset.status === "idle";
-    }, null, { timeout: timeoutMs, polling: 250 });
+      const errors = [...document.querySelectorAll(".jp-OutputArea-output")]
+        .filter((o) => (o.getAttribute("data-mime-type") || "").includes("stderr") && /Error|Traceback/.test(o.textContent || ""))
+        .map((o) => (o.textContent || "").slice(0, 300));
+      return { prompts, idle: !!indicator && indicator.dataset.status === "idle", errors };
+    });
+    let stalled = 0;
+    for (;;) {
+      const st = await state();
+      const numbered = st.prompts.length > 0 && st.prompts.every((p) => /\[\d+\]/.test(p));
+      if (st.idle && (numbered || st.errors.length)) {
+        if (!numbered) throw new Error(`a cell failed: ${st.errors[0]}`);
+        break;
+      }
+      const waiting = st.prompts.some((p) => p.includes("*"));
+      stalled = st.idle && !waiting ? stalled + 1 : 0;
+      if (stalled >= 20 && rep.runAllClicks < 2) {   // 5 s idle with cells never run
+        await menu(page, "Run", "Run All Cells");
+        rep.runAllClicks += 1;
+        stalled = 0;
+      }
+      if (Date.now() - t1 > timeoutMs) {
+        throw new Error(`not done after ${timeoutMs} ms (Run All clicked ${rep.runAllClicks} times): ` +
+                        `prompts ${JSON.stringify(st.prompts)}, kernel ${st.idle ? "idle" : "busy"}`);
+      }
+      await page.waitForTimeout(250);
+    }
     rep.timings.run_ms = Date.now() - t1;
     await page.waitForTimeout(500);
     const after = await page.evaluate(LOOK, spec.liveCell);
