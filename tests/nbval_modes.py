@@ -122,6 +122,56 @@ def scope_of(nodeid: str) -> str:
     return path
 
 
+#: Estimated seconds of the scopes that are not notebooks: the strict book build with the browser
+#: tests (about 2.5 minutes on a quiet 2-core machine), and any other test.
+BOOK_SECONDS = 150.0
+TEST_SECONDS = 0.05
+
+
+def stored_seconds(notebook: Path) -> float:
+    """Seconds the notebook's cells took when its stored outputs were computed (the execution
+    timestamps nbclient records in each cell's metadata), or 60 when it records none."""
+    import datetime
+
+    import nbformat
+
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except (OSError, ValueError):
+        return 60.0
+    total = 0.0
+    for cell in nb.cells:
+        t = cell.get("metadata", {}).get("execution", {})
+        start, end = t.get("iopub.execute_input"), t.get("shell.execute_reply")
+        if start and end:
+            parse = datetime.datetime.fromisoformat
+            total += (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+    return total or 60.0
+
+
+def scope_seconds(scope: str, n_tests: int, root: Path) -> float:
+    """Estimated cost of a scope, to hand the longest ones out first: a notebook's stored cell
+    times plus a kernel start (its AVX2 run a third longer), the book scope's
+    :data:`BOOK_SECONDS`, and :data:`TEST_SECONDS` per test elsewhere."""
+    if ".ipynb::" in scope:
+        path, mode = scope.split("::", 1)
+        return (stored_seconds(root / path) + 5.0) * (4 / 3 if mode == "avx2" else 1.0)
+    if scope == "book":
+        return BOOK_SECONDS
+    return TEST_SECONDS * n_tests
+
+
+def longest_first(nodeids: list[str], root: Path) -> list[str]:
+    """``nodeids`` with whole scopes (:func:`scope_of`) ordered by :func:`scope_seconds`,
+    longest first, each scope's tests kept in their order. Handing the longest work out first
+    keeps the two workers busy to the end instead of leaving one notebook running alone."""
+    order: dict[str, list[str]] = {}
+    for nodeid in nodeids:
+        order.setdefault(scope_of(nodeid), []).append(nodeid)
+    scopes = sorted(order, key=lambda sc: -scope_seconds(sc, len(order[sc]), root))  # stable
+    return [nodeid for sc in scopes for nodeid in order[sc]]
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With ``--dist loadscope``, schedule by :func:`scope_of` (pytest-xdist's own ``loadgroup``
@@ -133,5 +183,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     class ScopeScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return scope_of(nodeid)
+
+        def schedule(self) -> None:
+            # the first time: every worker collected the same list; queue its scopes longest first
+            if self.collection is None and self.collection_is_completed:
+                self.config.option.loadscopereorder = False
+                for node, collection in self.registered_collections.items():
+                    self.registered_collections[node] = longest_first(list(collection), config.rootpath)
+            super().schedule()
 
     return ScopeScheduling(config, log)

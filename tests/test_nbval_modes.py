@@ -43,3 +43,44 @@ def test_avx2_mode_matches_make_portability():
 )
 def test_xdist_scopes(nodeid, scope):
     assert nbval_modes.scope_of(nodeid) == scope
+
+
+def test_longest_scopes_first(tmp_path):
+    """Scopes are handed out by estimated seconds, longest first; cells keep their order."""
+    import nbformat
+
+    def notebook(name: str, seconds: float) -> None:
+        cell = nbformat.v4.new_code_cell("1")
+        cell.metadata["execution"] = {
+            "iopub.execute_input": "2026-01-01T00:00:00.000000Z",
+            "shell.execute_reply": f"2026-01-01T00:00:{seconds:09.6f}Z",
+        }
+        (tmp_path / "chapters").mkdir(exist_ok=True)
+        nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "chapters" / name)
+
+    notebook("a.ipynb", 2.0)
+    notebook("b.ipynb", 40.0)
+    assert nbval_modes.stored_seconds(tmp_path / "chapters" / "b.ipynb") == 40.0
+    assert nbval_modes.stored_seconds(tmp_path / "missing.ipynb") == 60.0
+    ids = [
+        "tests/test_x.py::test_1",
+        "tests/test_x.py::test_2",
+        "chapters/a.ipynb::native::Cell 0",
+        "chapters/a.ipynb::native::Cell 1",
+        "chapters/b.ipynb::native::Cell 0",
+        "chapters/b.ipynb::avx2::Cell 0",
+        "chapters/b.ipynb::avx2::Cell 1",
+        "tests/test_book.py::test_build",
+        "tests/test_browser.py::test_pages",
+    ]
+    assert nbval_modes.longest_first(ids, tmp_path) == [
+        "tests/test_book.py::test_build",  # 150 s
+        "tests/test_browser.py::test_pages",
+        "chapters/b.ipynb::avx2::Cell 0",  # (40 + 5) * 4/3 = 60 s
+        "chapters/b.ipynb::avx2::Cell 1",
+        "chapters/b.ipynb::native::Cell 0",  # 45 s
+        "chapters/a.ipynb::native::Cell 0",  # 7 s
+        "chapters/a.ipynb::native::Cell 1",
+        "tests/test_x.py::test_1",  # 0.1 s
+        "tests/test_x.py::test_2",
+    ]
