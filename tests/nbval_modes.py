@@ -161,15 +161,22 @@ def scope_seconds(scope: str, n_tests: int, root: Path) -> float:
     return TEST_SECONDS * n_tests
 
 
+def scopes_longest_first(sizes: dict[str, int], root: Path) -> list[str]:
+    """The scopes of ``sizes`` (scope -> number of tests) ordered by :func:`scope_seconds`,
+    longest first (ties keep their order). Handing the longest work out first keeps the two
+    workers busy to the end instead of leaving one notebook running alone."""
+    return sorted(sizes, key=lambda scope: -scope_seconds(scope, sizes[scope], root))
+
+
 def longest_first(nodeids: list[str], root: Path) -> list[str]:
-    """``nodeids`` with whole scopes (:func:`scope_of`) ordered by :func:`scope_seconds`,
-    longest first, each scope's tests kept in their order. Handing the longest work out first
-    keeps the two workers busy to the end instead of leaving one notebook running alone."""
+    """``nodeids`` in the order the scheduler runs them: whole scopes (:func:`scope_of`),
+    longest first (:func:`scopes_longest_first`), each scope's tests in their order."""
     order: dict[str, list[str]] = {}
     for nodeid in nodeids:
         order.setdefault(scope_of(nodeid), []).append(nodeid)
-    scopes = sorted(order, key=lambda sc: -scope_seconds(sc, len(order[sc]), root))  # stable
-    return [nodeid for sc in scopes for nodeid in order[sc]]
+    return [
+        nodeid for scope in scopes_longest_first({k: len(v) for k, v in order.items()}, root) for nodeid in order[scope]
+    ]
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -184,12 +191,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         def _split_scope(self, nodeid: str) -> str:
             return scope_of(nodeid)
 
-        def schedule(self) -> None:
-            # the first time: every worker collected the same list; queue its scopes longest first
-            if self.collection is None and self.collection_is_completed:
-                self.config.option.loadscopereorder = False
-                for node, collection in self.registered_collections.items():
-                    self.registered_collections[node] = longest_first(list(collection), config.rootpath)
-            super().schedule()
+        def _assign_work_unit(self, node) -> None:
+            # The first call comes when the whole queue is built: order it longest first. (Only
+            # the queue: each worker runs tests by their index in its own collection.)
+            if not getattr(self, "_longest_first", False):
+                units = dict(self.workqueue)
+                self.workqueue.clear()
+                for scope in scopes_longest_first({k: len(v) for k, v in units.items()}, config.rootpath):
+                    self.workqueue[scope] = units[scope]
+                self._longest_first = True
+            super()._assign_work_unit(node)
 
     return ScopeScheduling(config, log)
