@@ -438,6 +438,7 @@ def test_every_moved_module_has_its_old_name():
         "quantlab.deploy.profiling",
         "quantlab.deploy.shipped",
         "quantlab.core.validate",
+        "quantlab.core.lazy",
         *(f"quantlab.nn.{m}" for m in ("scheme", "codes", "layout", "layer", "model", "size", "io")),
         "quantlab.book.course",
         "quantlab.book.speed_facts",

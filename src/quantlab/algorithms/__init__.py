@@ -8,17 +8,11 @@ statistics from calibration data), :mod:`~quantlab.algorithms.qat` (quantization
 training) and ``_model_utils`` (fake-quantized copies of models, input hooks).
 """
 
-import importlib
 from types import ModuleType
+
+from quantlab.core.lazy import submodule
 
 
 def __getattr__(name: str) -> ModuleType:
-    """Import a submodule on first attribute access, so that ``quantlab.algorithms.<module>``
-    works after a plain ``import quantlab`` (as ``quantlab.<module>`` does)."""
-    if not name.startswith("_"):
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """``quantlab.algorithms.<module>`` after a plain ``import quantlab`` (:func:`quantlab.core.lazy.submodule`)."""
+    return submodule(__name__, name)

@@ -12,17 +12,11 @@ imported on first use. Package data
 (sentences, stored policies) stays in ``quantlab/data``.
 """
 
-import importlib
 from types import ModuleType
+
+from quantlab.core.lazy import submodule
 
 
 def __getattr__(name: str) -> ModuleType:
-    """Import a submodule on first attribute access, so that ``quantlab.book.<module>``
-    works after a plain ``import quantlab`` (as ``quantlab.<module>`` does)."""
-    if not name.startswith("_"):
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """``quantlab.book.<module>`` after a plain ``import quantlab`` (:func:`quantlab.core.lazy.submodule`)."""
+    return submodule(__name__, name)

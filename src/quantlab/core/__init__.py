@@ -15,17 +15,11 @@
 Nothing here imports another layer of quantlab (algorithms, nn, deploy, book).
 """
 
-import importlib
 from types import ModuleType
+
+from .lazy import submodule
 
 
 def __getattr__(name: str) -> ModuleType:
-    """Import a submodule on first attribute access, so that ``quantlab.core.<module>``
-    works after a plain ``import quantlab`` (as ``quantlab.<module>`` does)."""
-    if not name.startswith("_"):
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """``quantlab.core.<module>`` after a plain ``import quantlab`` (:func:`quantlab.core.lazy.submodule`)."""
+    return submodule(__name__, name)
