@@ -1,7 +1,8 @@
 """Submodules imported on first attribute access (PEP 562), for the layer packages.
 
 ``quantlab.core``, ``quantlab.algorithms`` and ``quantlab.book`` each define a module
-``__getattr__`` that returns :func:`submodule` ``(__name__, name)``, so that ``quantlab.algorithms.gptq`` works after a plain ``import quantlab``, as the flat
+``__getattr__`` that returns :func:`submodule` ``(__name__, name)``, so that
+``quantlab.algorithms.gptq`` works after a plain ``import quantlab``, as the flat
 ``quantlab.gptq`` does, without importing every module (and its heavy packages) up front.
 """
 
