@@ -85,6 +85,22 @@ def _mode_class(base: type) -> type:
     return ModeNotebook
 
 
+def notebook_modes(path: Path, modes: list[str]) -> list[str]:
+    """The requested ``modes`` a notebook runs in: all of them, unless its metadata
+    ``quantlab.nbval_modes`` names fewer, with its reason in ``quantlab.nbval_modes_why`` (a
+    notebook whose every compared output is read from a stored file gains nothing from a second
+    instruction set). The native mode always runs: it is how ``make book`` executes the notebook."""
+    import nbformat
+
+    meta = nbformat.read(path, as_version=4).metadata.get("quantlab", {})
+    allowed = meta.get("nbval_modes")
+    if allowed is None:
+        return modes
+    if not meta.get("nbval_modes_why"):
+        raise pytest.UsageError(f"{path.name}: metadata quantlab.nbval_modes needs its reason in nbval_modes_why")
+    return [m for m in modes if m in allowed or m == "native"]
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[list]:
     results = yield
@@ -97,7 +113,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[l
     for res in results:
         if isinstance(res, IPyNbFile) and not getattr(res, "mode", None):
             cls = _mode_class(type(res))
-            for mode in modes:
+            for mode in notebook_modes(file_path, modes):
                 node = cls.from_parent(
                     parent, path=file_path, name=f"{res.name}::{mode}", nodeid=f"{res.nodeid}::{mode}"
                 )

@@ -84,3 +84,26 @@ def test_longest_scopes_first(tmp_path):
         "tests/test_x.py::test_1",  # 0.1 s
         "tests/test_x.py::test_2",
     ]
+
+
+def test_notebook_modes_from_metadata(tmp_path):
+    """A notebook may run in fewer modes, with a reason; the native mode always runs."""
+    import nbformat
+
+    def notebook(name: str, meta: dict) -> Path:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["quantlab"] = meta
+        path = tmp_path / name
+        nbformat.write(nb, path)
+        return path
+
+    both = ["native", "avx2"]
+    assert nbval_modes.notebook_modes(notebook("a.ipynb", {}), both) == both
+    why = {"nbval_modes_why": "outputs read from a stored file"}
+    assert nbval_modes.notebook_modes(notebook("b.ipynb", {"nbval_modes": ["native"], **why}), both) == ["native"]
+    assert nbval_modes.notebook_modes(notebook("c.ipynb", {"nbval_modes": ["avx2"], **why}), both) == both
+    with pytest.raises(pytest.UsageError, match="needs its reason"):
+        nbval_modes.notebook_modes(notebook("d.ipynb", {"nbval_modes": ["native"]}), both)
+    # the chapter's own restriction: 05b compares only outputs read from its stored study
+    chapter = Path(__file__).resolve().parent.parent / "chapters" / "05b_rl_training.ipynb"
+    assert nbval_modes.notebook_modes(chapter, both) == ["native"]
