@@ -32,7 +32,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 import torch
 
@@ -77,9 +77,7 @@ def _format(name: Any) -> FloatFormat:
         raise TypeError(f"name must be a format name such as 'fp16', got {type(name).__name__} {_describe(name)}")
     if name not in FORMATS:
         raise ValueError(f"name must be one of {list(FORMATS)}, got {name!r}")
-    fmt = get_format(name)
-    assert isinstance(fmt, FloatFormat)
-    return fmt
+    return cast(FloatFormat, get_format(name))  # every name in FORMATS is a float format
 
 
 def _check_code(fmt: FloatFormat, code: Any) -> int:

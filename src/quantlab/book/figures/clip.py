@@ -33,7 +33,7 @@ from __future__ import annotations
 import html
 from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 
@@ -195,8 +195,7 @@ class _Values:
 
 
 def _point(v: _Values, bits: int, clip_ratio: float, percentile: Optional[float]) -> ClipPoint:
-    fmt = get_format(f"int{_check_bits(bits)}")
-    assert isinstance(fmt, IntFormat)
+    fmt = cast(IntFormat, get_format(f"int{_check_bits(bits)}"))  # _check_bits allows 4 and 8 only
     qp = choose_qparams(v.x, fmt, clip_ratio=clip_ratio, percentile=percentile)
     x_hat = fake_quantize(v.x, fmt, qparams=qp).reshape(-1)
     scale = float(qp.scale.reshape(-1)[0])
