@@ -212,3 +212,40 @@ def test_encoder_speed_times_both_formats_and_compares_embeddings():
         speed.encoder_speed(model, q, tok, sentences, batches=())
     with pytest.raises(ValueError, match="seq_len"):
         speed.encoder_speed(model, q, tok, sentences, seq_len=1)
+
+
+def test_scratch_folder_removes_what_killed_runs_left_and_nothing_else(tmp_path):
+    """The speed page exports about 2 GB of models; a kernel killed mid-page must not leave them for good."""
+    import os
+    import subprocess
+    import sys
+
+    from quantlab.book import speed_run
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)  # that process has exited
+    stale = tmp_path / f"{speed_run.SCRATCH_PREFIX}{dead_pid}_abc"
+    stale.mkdir()
+    (stale / "decoder_0.onnx").write_bytes(b"x" * 100)
+    alive = tmp_path / f"{speed_run.SCRATCH_PREFIX}{os.getppid()}_def"  # the parent process still runs
+    alive.mkdir()
+    unrelated = tmp_path / f"{speed_run.SCRATCH_PREFIX}notapid"
+    unrelated.mkdir()
+
+    scratch = speed_run.scratch_folder(tmp_path)
+    folder = tmp_path / os.path.basename(scratch.name)
+    assert folder.is_dir() and folder.name.startswith(f"{speed_run.SCRATCH_PREFIX}{os.getpid()}_")
+    assert not stale.exists()
+    assert alive.is_dir() and unrelated.is_dir()
+    (folder / "model.onnx").write_bytes(b"y")
+    scratch.cleanup()
+    assert not folder.exists()
+
+
+def test_scratch_folder_rejects_bad_roots(tmp_path):
+    from quantlab.book import speed_run
+
+    with pytest.raises(ValueError, match="root is not a directory"):
+        speed_run.scratch_folder(tmp_path / "missing")
+    with pytest.raises(TypeError, match="root must be a path"):
+        speed_run.scratch_folder(3)

@@ -22,6 +22,8 @@ Taught in: chapters/04c_speed.ipynb (Where the speed comes from).
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -37,6 +39,8 @@ from .speed_facts import SpeedRecord, machine_info
 
 __all__ = [
     "new_record",
+    "scratch_folder",
+    "SCRATCH_PREFIX",
     "limits",
     "layers",
     "LAYER_SHAPES",
@@ -60,6 +64,48 @@ BATCHES: tuple[int, ...] = (1, 4, 16, 64)
 N_GEN, MAX_LEN = 16, 64
 #: Hidden widths of the timed policies (64: the stored CartPole policy).
 POLICY_HIDDEN: tuple[int, ...] = (64, 2048)
+
+
+#: Name prefix of the folders that :func:`scratch_folder` makes: ``quantlab_speed_<pid>_<random>``.
+SCRATCH_PREFIX = "quantlab_speed_"
+_SCRATCH_NAME = re.compile(re.escape(SCRATCH_PREFIX) + r"(\d+)_")
+
+
+def _process_runs(pid: int) -> bool:
+    """True if a process with this id exists (``kill(pid, 0)`` sends no signal)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to another user
+        return True
+    return True
+
+
+def scratch_folder(root: Optional[PathLike] = None) -> tempfile.TemporaryDirectory:
+    """A temporary folder for the models the page exports (about 2 GB of ``.onnx`` files).
+
+    The folder is removed by ``.cleanup()``, or when the object is collected or the interpreter
+    exits. A kernel that is killed (a notebook runner stops a failed notebook that way) does
+    neither, so each call first removes the folders left by processes that no longer run: their
+    names carry the process id that made them. Folders of running processes are never touched.
+
+    Args:
+        root: where to make the folder; default the system's temporary directory.
+
+    Returns:
+        A :class:`tempfile.TemporaryDirectory`; its ``.name`` is the folder's path.
+    """
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a path or None, got {type(root).__name__}")
+    base = Path(root) if root is not None else Path(tempfile.gettempdir())
+    if not base.is_dir():
+        raise ValueError(f"root is not a directory: {str(base)!r}")
+    for old in base.glob(SCRATCH_PREFIX + "*"):
+        match = _SCRATCH_NAME.match(old.name)
+        if match and old.is_dir() and not old.is_symlink() and not _process_runs(int(match.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_", dir=base)
 
 
 def new_record(threads: int = 1, note: str = "") -> SpeedRecord:
