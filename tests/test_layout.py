@@ -439,6 +439,7 @@ def test_every_moved_module_has_its_old_name():
         "quantlab.deploy.shipped",
         "quantlab.core.validate",
         "quantlab.core.lazy",
+        "quantlab.core.scheme",
         *(f"quantlab.nn.{m}" for m in ("scheme", "codes", "layout", "layer", "model", "size", "io")),
         "quantlab.book.course",
         "quantlab.book.speed_facts",
@@ -469,7 +470,7 @@ def test_old_import_forms_still_work():
     assert quantlab.gptq is gptq and gptq_quantize_model is gptq.gptq_quantize_model
     assert rl is importlib.import_module("quantlab.book.rl")
     assert quantlab.models.smollm is smollm and ql.models.smollm is smollm
-    assert QuantScheme.__module__ == "quantlab.nn"
+    assert QuantScheme is ql.core.scheme.QuantScheme and QuantScheme.__module__ == "quantlab.core.scheme"
     assert ql.memory.weight_bytes(7e9, "fp32") == 28e9
     assert ql.memory is importlib.import_module("quantlab.core.memory")
     assert ql.deploy.export_onnx is importlib.import_module("quantlab.deploy.onnx").export_onnx
@@ -520,7 +521,7 @@ def test_importing_the_core_loads_no_heavy_package_and_no_other_layer():
 
 def test_one_name_for_a_format_or_its_name():
     """``FormatLike`` (core.formats) is the one alias for "a format or its name"; the wider
-    unions name what they add (``SpecLike``: or a QuantSpec; ``SchemeLike``: or a QuantScheme)."""
+    unions name what they add (``SpecLike`` and ``SchemeLike``: or a QuantScheme, the one recipe type)."""
     import typing
 
     from quantlab.formats import Format, FormatLike
@@ -530,7 +531,7 @@ def test_one_name_for_a_format_or_its_name():
 
     assert set(typing.get_args(FormatLike)) == {str, Format}
     assert qat.FormatArg is FormatLike and rl.FormatArg is FormatLike  # former names
-    assert set(typing.get_args(memory.SpecLike)) == {str, Format, memory.QuantSpec}
+    assert set(typing.get_args(memory.SpecLike)) == {str, Format, qnn.QuantScheme}
     assert set(typing.get_args(qnn.SchemeLike)) == {str, Format, qnn.QuantScheme}
     spelled_out = [
         f"{name}:{n}"

@@ -85,7 +85,7 @@ def test_double_quant_false_is_plain_scales():
 
 def test_quantspec_equals_keyword_form():
     spec = QuantSpec("int4", 128)
-    assert spec.bits_per_weight == 4.125
+    assert spec.bits_per_weight() == 4.125
     assert mem.weight_bytes(1e9, spec) == mem.weight_bytes(1e9, "int4", group_size=128)
     assert str(spec) == "int4 g128"
     assert str(QuantSpec("fp16")) == "fp16"
@@ -182,7 +182,7 @@ def test_training_state_adam_is_16_bytes_per_param():
 def test_training_with_adapters_on_a_quantized_base():
     spec = QuantSpec("nf4", 64, double_quant=True)
     parts = mem.training_breakdown(7e9, spec, adapter_params=40e6)
-    assert parts["weights"] == 7e9 * spec.bits_per_weight / 8
+    assert parts["weights"] == 7e9 * spec.bits_per_weight() / 8
     assert parts["adapters"] == 80e6
     assert parts["gradients"] == 80e6
     assert parts["master_weights"] == 160e6
@@ -312,11 +312,11 @@ def test_bad_double_quant():
 
 
 def test_bad_quantspec():
-    with pytest.raises(ValueError, match="group_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="group_size must be a positive int, got 0"):
         QuantSpec("int4", 0)
     with pytest.raises(ValueError, match="fmt.*'int99'"):
         QuantSpec("int99")
-    with pytest.raises(ValueError, match="fmt is a QuantSpec.*group_size=32"):
+    with pytest.raises(ValueError, match="fmt is a QuantScheme.*group_size=32"):
         mem.weight_bytes(1e9, QuantSpec("int4", 128), group_size=32)
 
 

@@ -292,7 +292,7 @@ def test_sizes_count_the_scales(name, bits):
     assert ql.get_format(name).bits_per_weight == bits
     assert mem.bits_per_weight(name) == bits
     assert mem.weight_bytes(1e9, name) == 1e9 * bits / 8
-    assert mem.QuantSpec(name).bits_per_weight == bits
+    assert mem.QuantSpec(name).bits_per_weight() == bits
     assert mem.bits_per_weight(name, group_size=ql.get_format(name).block_size) == bits
     assert mem.kv_cache_bytes(1, 1, 32, 1, dtype=name) == 2 * 32 * bits / 8
     assert mem.format_bits(name) == int(bits)  # the element width alone

@@ -382,7 +382,9 @@ def test_install_results_errors():
 def test_docstring_examples_run():
     import doctest
 
+    import quantlab.core.scheme
     import quantlab.nn
 
-    result = doctest.testmod(quantlab.nn)
+    result = doctest.testmod(quantlab.core.scheme)  # the recipe nn takes
     assert result.attempted > 0 and result.failed == 0
+    assert doctest.testmod(quantlab.nn).failed == 0

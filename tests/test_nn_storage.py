@@ -417,7 +417,11 @@ def test_quantize_model_errors_name_the_layer():
         (dict(axis=1.0), TypeError, "axis must be an int, got float 1.0"),
         (dict(axis=True), TypeError, "axis must be an int, got bool True"),
         (dict(scale_dtype=16), TypeError, "scale_dtype must be a string, got int 16"),
-        (dict(granularity=1), TypeError, "granularity must be a string or None, got int 1"),
+        (
+            dict(granularity=1),
+            TypeError,
+            r"granularity must be PerTensor\(\), PerAxis\(axis\), PerGroup\(group_size\), a name or None, got int 1",
+        ),
     ],
 )
 def test_scheme_refuses_look_alike_values(kwargs, error, match):

@@ -54,8 +54,9 @@ if TYPE_CHECKING:
     import gymnasium as gym
 
 from ..algorithms._model_utils import fake_quantized_copy
-from ..core.formats import Format, FormatLike, IntFormat, codebook, get_format
+from ..core.formats import BlockFormat, FloatFormat, Format, FormatLike, IntFormat, codebook, get_format
 from ..core.quantize import QTensor, quantize
+from ..core.scheme import PerAxis, PerTensor, QuantScheme
 from ..core.validate import check_int, check_positive
 
 __all__ = [
@@ -532,15 +533,25 @@ def _resolve(fmt: FormatLike) -> Format:
     return get_format(fmt)
 
 
-def _qkwargs(fmt: Format, granularity: str) -> dict[str, Any]:
+def policy_scheme(fmt: FormatLike, granularity: str = "tensor") -> QuantScheme:
+    """The recipe the RL pages round a policy's weights with, as a :class:`QuantScheme`.
+
+    ``fmt`` with one scale per layer (``"tensor"``) or per output neuron (``"channel"``,
+    ``PerAxis(0)``), stored in fp32: a policy of a few thousand weights pays nothing for exact
+    scales. ``int1`` is mapped asymmetrically (its codes are -1 and 0: only a min/max map uses
+    both). Casts (fp16, bf16) and block-scaled formats (mxfp4, nvfp4) bring their own storage.
+
+    Raises:
+        ValueError: an unknown format, or a granularity other than ``"tensor"``/``"channel"``.
+    """
     if granularity not in ("tensor", "channel"):
         raise ValueError(f"granularity must be 'tensor' or 'channel', got {granularity!r}")
-    kw: dict[str, Any] = {"granularity": granularity}
-    if granularity == "channel":
-        kw["axis"] = 0  # one scale per output neuron (row of the weight matrix)
-    if isinstance(fmt, IntFormat) and fmt.bits == 1:
-        kw["symmetric"] = False  # int1's codes are {-1, 0}: only an asymmetric map uses both
-    return kw
+    f = _resolve(fmt)
+    if isinstance(f, BlockFormat) or (isinstance(f, FloatFormat) and f.bits >= 16):
+        return QuantScheme(f, scale_dtype="fp32")
+    grain = PerAxis(0) if granularity == "channel" else PerTensor()
+    int1 = isinstance(f, IntFormat) and f.bits == 1
+    return QuantScheme(f, grain, symmetric=not int1, scale_dtype="fp32")
 
 
 def quantized_weights(policy: nn.Module, fmt: FormatLike, granularity: str = "tensor") -> list[QTensor]:
@@ -557,9 +568,8 @@ def quantized_weights(policy: nn.Module, fmt: FormatLike, granularity: str = "te
         TypeError: a policy that is not a module.
     """
     _check_policy(policy)
-    fmt = _resolve(fmt)
-    kw = _qkwargs(fmt, granularity)
-    return [quantize(layer.weight.detach(), fmt, **kw) for layer in _linears(policy)]
+    scheme = policy_scheme(fmt, granularity)
+    return [quantize(layer.weight.detach(), scheme) for layer in _linears(policy)]
 
 
 def quantize_policy(policy: nn.Module, fmt: FormatLike, granularity: str = "tensor") -> nn.Module:
@@ -574,9 +584,9 @@ def quantize_policy(policy: nn.Module, fmt: FormatLike, granularity: str = "tens
     Taught in: chapters/05_rl.ipynb, "How many bits does a policy need?".
     """
     _check_policy(policy)
-    fmt = _resolve(fmt)
+    scheme = policy_scheme(fmt, granularity)
     _linears(policy)
-    return fake_quantized_copy(policy, fmt, **_qkwargs(fmt, granularity))
+    return fake_quantized_copy(policy, scheme.fmt, **scheme.qparams_kwargs())
 
 
 # --------------------------------------------------------------------------- quantization-aware training
@@ -631,8 +641,9 @@ def finetune_qat(
     from ..algorithms.qat import convert, prepare_qat
 
     _check_policy(policy)
-    fmt = _resolve(fmt)
-    kw = _qkwargs(fmt, granularity)
+    scheme = policy_scheme(fmt, granularity)
+    fmt = scheme.fmt
+    kw = {k: v for k, v in scheme.qparams_kwargs().items() if k != "scale_dtype"}  # QAT rounds with fp32 scales
     steps = check_int(steps, "steps", minimum=1)
     rounds = check_int(rounds, "rounds", minimum=1)
     episodes = check_int(episodes, "episodes", minimum=1)

@@ -78,7 +78,7 @@ from ..algorithms.qat import FakeQuantLinear, convert, prepare_qat
 from ..core.formats import BlockFormat, Format, get_format
 from ..core.quantize import fake_quantize
 from ..core.validate import check_int, check_positive
-from .rl import numpy_logits
+from .rl import numpy_logits, policy_scheme
 
 __all__ = [
     "ENV_DEFAULTS",
@@ -253,17 +253,11 @@ def behaviour_policy(model: ActorCritic, fmt: Any = "fp32", granularity: str = "
     if not isinstance(model, ActorCritic):
         raise TypeError(f"model must be an ActorCritic, got {type(model).__name__}")
     f = _check_format(fmt, "fmt")
-    if granularity not in ("tensor", "channel"):
-        raise ValueError(f"granularity must be 'tensor' or 'channel', got {granularity!r}")
+    scheme = policy_scheme(f, granularity)
     if f.name == "fp32":
         return copy.deepcopy(model)
-    if isinstance(f, BlockFormat):
-        block, kw = f.block_size, {}
-    else:
-        block, kw = (
-            None,
-            ({"granularity": "channel", "axis": 0} if granularity == "channel" else {"granularity": "tensor"}),
-        )
+    block = f.block_size if isinstance(f, BlockFormat) else None
+    kw = scheme.qparams_kwargs()
     fits = {
         f"actor.{n}"
         for n, m in model.actor.named_children()

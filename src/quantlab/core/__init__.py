@@ -2,6 +2,8 @@
 
 * :mod:`~quantlab.core.formats` -- the number formats (integer, float, codebook, block-scaled)
   and :func:`~quantlab.core.formats.get_format`;
+* :mod:`~quantlab.core.scheme` -- :class:`~quantlab.core.scheme.QuantScheme`, the one recipe type
+  (format, typed granularity, scale and zero-point storage, ``bits_per_weight(shape)``);
 * :mod:`~quantlab.core.quantize` -- ``choose_qparams``, ``quantize``, ``dequantize`` and the
   :class:`~quantlab.core.quantize.QTensor` storage type;
 * :mod:`~quantlab.core.packing` -- sub-byte codes packed into bytes;

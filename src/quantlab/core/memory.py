@@ -37,6 +37,7 @@ from importlib import resources
 from typing import Any, Iterable, Union
 
 from .formats import BlockFormat, FloatFormat, Format, FormatLike, get_format
+from .scheme import DEFAULT_SCALE_DTYPE, DoubleQuant, QuantScheme
 from .validate import check_bool, check_count, check_int
 
 __all__ = [
@@ -144,41 +145,10 @@ def _same_format(a: Any, b: Any) -> bool:
 # --------------------------------------------------------------------------- bits per weight
 
 
-@dataclass(frozen=True)
-class DoubleQuant:
-    """Second-level quantization of the per-group scales (QLoRA's "double quantization").
-
-    The first-level scales (one per ``group_size`` weights) are themselves quantized to
-    ``dtype``, in blocks of ``block_size`` scales, each block with one scale of its own
-    stored in ``scale_dtype``. Per weight this costs
-
-        bits(dtype) / group_size + bits(scale_dtype) / (group_size * block_size)
-
-    QLoRA's NF4 (``group_size=64``, 8-bit scales, ``block_size=256``, fp32 second-level
-    scales) gives 4 + 8/64 + 32/(64*256) = 4.127 bits per weight.
-
-    Attributes:
-        dtype: format the first-level scales are stored in (default "int8", 8 bits).
-        block_size: number of first-level scales that share one second-level scale.
-        scale_dtype: format of the second-level scale (default "fp32").
-
-    Taught in: chapters/01_why_quantization.ipynb, "The formats side by side".
-    """
-
-    dtype: str = "int8"
-    block_size: int = 256
-    scale_dtype: str = "fp32"
-
-    def __post_init__(self) -> None:
-        _check_int(self.block_size, "DoubleQuant.block_size")
-        format_bits(self.dtype, name="DoubleQuant.dtype")
-        format_bits(self.scale_dtype, name="DoubleQuant.scale_dtype")
-
-
 def bits_per_weight(
     fmt: Any,
     group_size: int | None = None,
-    scale_dtype: str = "fp16",
+    scale_dtype: str = DEFAULT_SCALE_DTYPE,
     zero_point_dtype: str | None = None,
     double_quant: DoubleQuant | bool | None = None,
 ) -> float:
@@ -259,7 +229,7 @@ def _block_bits(fmt: BlockFormat, group_size: Any, scale_dtype: Any, zero_point_
         raise ValueError(
             f"{fmt.name} has blocks of {fmt.block_size}: group_size must be None or {fmt.block_size}, got {group_size}"
         )
-    if scale_dtype not in ("fp16", fmt.scale_format):
+    if scale_dtype not in (DEFAULT_SCALE_DTYPE, fmt.scale_format):
         raise ValueError(
             f"{fmt.name} stores its block scales as {fmt.scale_format}: leave scale_dtype at "
             f"its default, got {scale_dtype!r}"
@@ -273,56 +243,58 @@ def _block_bits(fmt: BlockFormat, group_size: Any, scale_dtype: Any, zero_point_
     return float(fmt.bits_per_weight)
 
 
-@dataclass(frozen=True)
-class QuantSpec:
-    """A storage recipe: a format plus its scale layout, usable wherever a format is.
+def QuantSpec(
+    fmt: FormatLike,
+    group_size: int | None = None,
+    scale_dtype: str = DEFAULT_SCALE_DTYPE,
+    zero_point_dtype: str | None = None,
+    double_quant: DoubleQuant | bool | None = None,
+) -> QuantScheme:
+    """A storage recipe in the memory calculator's words, returned as a :class:`QuantScheme`.
 
-    Attributes:
-        fmt: the weights' format name, e.g. "int4".
-        group_size: weights per scale (``None``: no per-group scales).
-        scale_dtype: format of the scales.
-        zero_point_dtype: format of the zero points (``None``: symmetric).
-        double_quant: see :class:`DoubleQuant`.
+    ``QuantSpec(fmt)`` is ``fmt`` with one scale per tensor (counted as free: ``fmt``'s bits),
+    or a plain cast for fp16/bf16/fp32; ``QuantSpec(fmt, g)`` adds one ``scale_dtype`` scale per
+    ``g`` weights; ``zero_point_dtype`` adds zero points (``symmetric=False``); ``double_quant``
+    quantizes the scales. The scheme is what every function here takes, and what
+    :mod:`quantlab.nn` and :func:`quantlab.quantize` take.
 
-    Example: ``QuantSpec("int4", group_size=128)`` is 4.125 bits per weight.
+    Example: ``QuantSpec("int4", group_size=128).bits_per_weight()`` is 4.125
+    (``QuantScheme("int4", group_size=128)``).
 
-    A QuantSpec counts bits; :class:`quantlab.nn.QuantScheme` quantizes weights. They differ:
-    a QuantSpec without ``group_size`` counts no scales at all (a QuantScheme without it is
-    per-channel), its scales and zero points may be any format (a QuantScheme stores fp16,
-    bf16 or fp32 scales and takes ``symmetric=False`` for zero points), it has double
-    quantization, keeps ``fmt`` as given (a QuantScheme resolves it to a :class:`Format`) and
-    takes ``group_size`` second (``QuantScheme`` takes ``granularity``).
+    Raises:
+        ValueError: an unknown format; ``zero_point_dtype`` or ``double_quant`` without a
+            ``group_size``; anything :class:`QuantScheme` refuses.
 
     Taught in: chapters/01_why_quantization.ipynb, "Why it matters for RL".
     """
+    f = _get_format(fmt, "fmt")
+    if group_size is None:
+        if double_quant is not None and double_quant is not False:
+            raise ValueError(f"double_quant needs a group_size, got group_size=None and {double_quant!r}")
+        if zero_point_dtype is not None:
+            raise ValueError(f"zero_point_dtype needs a group_size, got group_size=None and {zero_point_dtype!r}")
+    plain = isinstance(f, BlockFormat) or (isinstance(f, FloatFormat) and f.bits >= 16)
+    granularity = None if plain or group_size is not None else "tensor"
+    return QuantScheme(
+        f,
+        granularity,
+        group_size,
+        symmetric=zero_point_dtype is None,
+        scale_dtype=scale_dtype,
+        zero_point_dtype=zero_point_dtype,
+        double_quant=double_quant,
+    )
 
-    fmt: str
-    group_size: int | None = None
-    scale_dtype: str = "fp16"
-    zero_point_dtype: str | None = None
-    double_quant: DoubleQuant | bool | None = None
 
-    def __post_init__(self) -> None:
-        _ = self.bits_per_weight  # validates every field
-
-    @property
-    def bits_per_weight(self) -> float:
-        """Average bits per weight, overhead included (see :func:`bits_per_weight`)."""
-        return bits_per_weight(self.fmt, self.group_size, self.scale_dtype, self.zero_point_dtype, self.double_quant)
-
-    def __str__(self) -> str:
-        return self.fmt if self.group_size is None else f"{self.fmt} g{self.group_size}"
-
-
-#: A format or its name (:data:`~quantlab.core.formats.FormatLike`), or a :class:`QuantSpec`.
-SpecLike = Union[FormatLike, QuantSpec]
+#: A format or its name (:data:`~quantlab.core.formats.FormatLike`), or a :class:`QuantScheme`.
+SpecLike = Union[FormatLike, QuantScheme]
 
 
 def _spec_bits(spec: SpecLike, name: str) -> float:
-    """Bits per weight of a format name, format object or :class:`QuantSpec` (block-scaled
+    """Bits per weight of a format name, format object or :class:`~quantlab.core.scheme.QuantScheme` (block-scaled
     formats with their scales)."""
-    if isinstance(spec, QuantSpec):
-        return spec.bits_per_weight
+    if isinstance(spec, QuantScheme):
+        return spec.bits_per_weight()
     fmt = _get_format(spec, name)
     if isinstance(fmt, BlockFormat):
         return float(fmt.bits_per_weight)
@@ -330,14 +302,14 @@ def _spec_bits(spec: SpecLike, name: str) -> float:
 
 
 def _spec_fmt(spec: SpecLike) -> Any:
-    return spec.fmt if isinstance(spec, QuantSpec) else spec
+    return spec.fmt if isinstance(spec, QuantScheme) else spec
 
 
 def weight_bytes(
     n_params: float,
     fmt: SpecLike,
     group_size: int | None = None,
-    scale_dtype: str = "fp16",
+    scale_dtype: str = DEFAULT_SCALE_DTYPE,
     zero_point_dtype: str | None = None,
     double_quant: DoubleQuant | bool | None = None,
 ) -> float:
@@ -351,7 +323,7 @@ def weight_bytes(
 
     Args:
         n_params: number of weights (>= 0; a float such as ``7e9`` is fine).
-        fmt: format name, format object, or a :class:`QuantSpec` (then the scale arguments
+        fmt: format name, format object, or a :class:`~quantlab.core.scheme.QuantScheme` (then the scale arguments
             must be left at their defaults).
         group_size, scale_dtype, zero_point_dtype, double_quant: see :func:`bits_per_weight`.
 
@@ -360,20 +332,20 @@ def weight_bytes(
 
     Raises:
         ValueError: negative or non-finite ``n_params``, unknown format, bad ``group_size``,
-            or scale arguments given together with a :class:`QuantSpec`.
+            or scale arguments given together with a :class:`~quantlab.core.scheme.QuantScheme`.
         TypeError: ``n_params`` not a real number.
 
     Taught in: chapters/01_why_quantization.ipynb, "The memory arithmetic".
     """
     n = _check_count(n_params, "n_params")
-    if isinstance(fmt, QuantSpec):
-        if (group_size, scale_dtype, zero_point_dtype, double_quant) != (None, "fp16", None, None):
+    if isinstance(fmt, QuantScheme):
+        if (group_size, scale_dtype, zero_point_dtype, double_quant) != (None, DEFAULT_SCALE_DTYPE, None, None):
             raise ValueError(
-                f"fmt is a QuantSpec ({fmt}); give group_size/scale_dtype/zero_point_dtype/"
+                f"fmt is a QuantScheme ({fmt}); give group_size/scale_dtype/zero_point_dtype/"
                 f"double_quant inside it, got group_size={group_size!r}, scale_dtype={scale_dtype!r}, "
                 f"zero_point_dtype={zero_point_dtype!r}, double_quant={double_quant!r}"
             )
-        bits = fmt.bits_per_weight
+        bits = fmt.bits_per_weight()
     else:
         bits = bits_per_weight(fmt, group_size, scale_dtype, zero_point_dtype, double_quant)
     return n * bits / 8
@@ -536,7 +508,7 @@ def required_bytes(
 
     Args:
         n_params: number of weights.
-        fmt: format name, format object or :class:`QuantSpec`.
+        fmt: format name, format object or :class:`~quantlab.core.scheme.QuantScheme`.
         overhead: extra memory as a fraction of the weights (default
             :data:`DEFAULT_OVERHEAD` = 0.2, a rule of thumb; 0 compares weights alone).
         extra_bytes: further bytes, e.g. a KV cache from :func:`kv_cache_bytes`.
@@ -686,7 +658,7 @@ def kv_cache_bytes(
         n_layers, n_kv_heads, head_dim: model shape (integers >= 1).
         seq_len: tokens held (>= 0).
         batch: sequences held at once (>= 1).
-        dtype: format of the cache (name, format object or :class:`QuantSpec`).
+        dtype: format of the cache (name, format object or :class:`~quantlab.core.scheme.QuantScheme`).
 
     Raises:
         ValueError: a size below its minimum, unknown dtype.
@@ -780,7 +752,7 @@ def training_breakdown(
 
     Args:
         n_params: parameters of the model (>= 0).
-        weight_dtype: format of the (base) weights: name, format object or :class:`QuantSpec`.
+        weight_dtype: format of the (base) weights: name, format object or :class:`~quantlab.core.scheme.QuantScheme`.
             Full fine-tuning needs a floating-point format.
         optimizer: "adam"/"adamw" (2 moments), "sgd_momentum" (1) or "sgd" (0).
         master_dtype: format of the master copy of trained weights, or ``None``.
@@ -806,7 +778,7 @@ def training_breakdown(
     weights = n * _spec_bits(weight_dtype, "weight_dtype") / 8
     if adapter_params is None:
         if not _is_float_format(_spec_fmt(weight_dtype), "weight_dtype") or (
-            isinstance(weight_dtype, QuantSpec) and weight_dtype.group_size is not None
+            isinstance(weight_dtype, QuantScheme) and weight_dtype.resolved_granularity != "tensor"
         ):
             raise ValueError(
                 "full fine-tuning needs a floating-point weight_dtype; train quantized weights "
@@ -917,7 +889,7 @@ def weight_read_seconds(n_params: float, fmt: SpecLike, gpu: GPU | str, **scale_
 
     Args:
         n_params: number of weights.
-        fmt: format name, format object or :class:`QuantSpec`.
+        fmt: format name, format object or :class:`~quantlab.core.scheme.QuantScheme`.
         gpu: a :class:`GPU` or a name from :data:`GPUS`.
         **scale_args: as in :func:`bits_per_weight`.
 

@@ -90,7 +90,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -107,6 +107,7 @@ from .formats import (
 )
 from .mx import decode_blocks, encode_blocks
 from .packing import pack, packed_nbytes
+from .scheme import GRANULARITIES, SCALE_DTYPES, QuantScheme
 from .validate import check_bool, check_int, check_optional_bool, check_real
 
 __all__ = [
@@ -122,12 +123,6 @@ __all__ = [
     "require_finite",
 ]
 
-GRANULARITIES = ("tensor", "channel", "group")
-SCALE_DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
 _DTYPE_BITS = {torch.float32: 32, torch.float16: 16, torch.bfloat16: 16}
 
 
@@ -250,13 +245,43 @@ def _kth(v: torch.Tensor, dims: tuple[int, ...], q: float, largest: bool) -> tor
 # --------------------------------------------------------------------------- qparams
 
 
+def _unpack_scheme(fmt: Any, given: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``fmt`` and the keyword arguments, with a :class:`~quantlab.core.scheme.QuantScheme`
+    in ``fmt`` unpacked into its format and keywords (``quantize(x, scheme)``).
+
+    ``given`` holds the keywords the caller passed; each must be at its default when a scheme
+    is given (the scheme says how to quantize), else ``ValueError``.
+    """
+    if not isinstance(fmt, QuantScheme):
+        return fmt, given
+    changed = sorted(k for k, v in given.items() if v != _KEYWORD_DEFAULTS[k])
+    if changed:
+        raise ValueError(
+            f"fmt is a QuantScheme ({fmt.label}): give {', '.join(changed)} inside it, not beside it, "
+            f"got {', '.join(f'{k}={given[k]!r}' for k in changed)}"
+        )
+    kw = dict(given)
+    kw.update(fmt.qparams_kwargs())
+    return fmt.fmt, kw
+
+
+_KEYWORD_DEFAULTS: dict[str, Any] = {
+    "granularity": "tensor",
+    "axis": 0,
+    "group_size": None,
+    "symmetric": True,
+    "scale_dtype": "fp32",
+    "scaled": None,
+}
+
+
 def _default_scaled(fmt: Format) -> bool:
     return not (isinstance(fmt, FloatFormat) and fmt.bits >= 16)
 
 
 def choose_qparams(
     x: ArrayLike,
-    fmt: FormatLike = "int8",
+    fmt: Union[FormatLike, QuantScheme] = "int8",
     *,
     granularity: str = "tensor",
     axis: int = 0,
@@ -287,6 +312,23 @@ def choose_qparams(
             particular ``ValueError`` for NaN or infinity in ``x`` and for a scale that
             ``scale_dtype`` cannot hold (see "Storing the scales" there).
     """
+    fmt, kw = _unpack_scheme(
+        fmt,
+        {
+            "granularity": granularity,
+            "axis": axis,
+            "group_size": group_size,
+            "symmetric": symmetric,
+            "scale_dtype": scale_dtype,
+        },
+    )
+    granularity, axis, group_size, symmetric, scale_dtype = (
+        kw["granularity"],
+        kw["axis"],
+        kw["group_size"],
+        kw["symmetric"],
+        kw["scale_dtype"],
+    )
     fmt = get_format(fmt)
     if isinstance(fmt, BlockFormat):
         raise ValueError(
@@ -619,7 +661,7 @@ def _grid_overflow(
 
 def quantize(
     x: ArrayLike,
-    fmt: FormatLike = "int8",
+    fmt: Union[FormatLike, QuantScheme] = "int8",
     *,
     granularity: str = "tensor",
     axis: int = 0,
@@ -659,6 +701,25 @@ def quantize(
         >>> q.codes.tolist(), float(q.scale)  # -1.5 is a tie: rounds to the even code -2
         ([3, -2, 0], 1.0)
     """
+    fmt, kw = _unpack_scheme(
+        fmt,
+        {
+            "granularity": granularity,
+            "axis": axis,
+            "group_size": group_size,
+            "symmetric": symmetric,
+            "scale_dtype": scale_dtype,
+            "scaled": scaled,
+        },
+    )
+    granularity, axis, group_size, symmetric, scale_dtype, scaled = (
+        kw["granularity"],
+        kw["axis"],
+        kw["group_size"],
+        kw["symmetric"],
+        kw["scale_dtype"],
+        kw["scaled"],
+    )
     block = get_format(fmt)
     if isinstance(block, BlockFormat):
         return _quantize_block(
@@ -933,7 +994,7 @@ def dequantize(q: QTensor) -> ArrayLike:
 
 def fake_quantize(
     x: ArrayLike,
-    fmt: FormatLike = "int8",
+    fmt: Union[FormatLike, QuantScheme] = "int8",
     *,
     granularity: str = "tensor",
     axis: int = 0,
@@ -979,6 +1040,25 @@ def fake_quantize(
             dtype, byte order, shape, device or layout, a read-only ``out``, or one that
             partly overlaps ``x``.
     """
+    fmt, kw = _unpack_scheme(
+        fmt,
+        {
+            "granularity": granularity,
+            "axis": axis,
+            "group_size": group_size,
+            "symmetric": symmetric,
+            "scale_dtype": scale_dtype,
+            "scaled": scaled,
+        },
+    )
+    granularity, axis, group_size, symmetric, scale_dtype, scaled = (
+        kw["granularity"],
+        kw["axis"],
+        kw["group_size"],
+        kw["symmetric"],
+        kw["scale_dtype"],
+        kw["scaled"],
+    )
     block = get_format(fmt)
     if isinstance(block, BlockFormat):
         q = _quantize_block(

@@ -41,9 +41,10 @@ Taught in: chapters/04_in_practice.ipynb, "A five-line recipe" and "Real savings
 packed storage".
 
 The package is split by job, each name re-exported here: :mod:`~quantlab.nn.scheme` (the
-recipe), :mod:`~quantlab.nn.codes` (stored codes and format records), :mod:`~quantlab.nn.layout`
-(the layout record), :mod:`~quantlab.nn.layer` (the layer), :mod:`~quantlab.nn.model` (whole
-models), :mod:`~quantlab.nn.size` (the size report) and :mod:`~quantlab.nn.io` (files).
+recipe, whose home is :mod:`quantlab.core.scheme`), :mod:`~quantlab.nn.codes` (stored codes
+and format records), :mod:`~quantlab.nn.layout` (the layout record), :mod:`~quantlab.nn.layer`
+(the layer), :mod:`~quantlab.nn.model` (whole models), :mod:`~quantlab.nn.size` (the size
+report) and :mod:`~quantlab.nn.io` (files).
 """
 
 from __future__ import annotations
@@ -54,12 +55,15 @@ from .layer import QuantizedLinear
 from .layout import FILE_VERSION
 from .model import SkipLike as SkipLike
 from .model import install_results, linear_layers, quantize_model, quantized_layers
-from .scheme import QuantScheme
+from .scheme import PerAxis, PerGroup, PerTensor, QuantScheme
 from .scheme import SchemeLike as SchemeLike
 from .size import LayerSize, SizeReport, size_report
 
 __all__ = [
     "QuantScheme",
+    "PerTensor",
+    "PerAxis",
+    "PerGroup",
     "QuantizedLinear",
     "quantize_model",
     "install_results",
@@ -75,7 +79,8 @@ __all__ = [
     "FILE_VERSION",
 ]
 
-# The public classes keep the name they are documented and pickled under.
-for _cls in (QuantScheme, QuantizedLinear, LayerSize, SizeReport):
+# The public classes keep the name they are documented and pickled under (QuantScheme keeps its
+# home, quantlab.core.scheme; a pickle that names quantlab.nn.QuantScheme still finds it here).
+for _cls in (QuantizedLinear, LayerSize, SizeReport):
     _cls.__module__ = __name__
 del _cls

@@ -1,0 +1,533 @@
+"""The quantization recipe: :class:`QuantScheme`, the one description of how weights are stored.
+
+A scheme names a format, how elements share a scale (its **granularity**), how the scales and
+zero points are stored, and nothing else. Every part of quantlab reads the same type:
+:func:`quantlab.core.quantize.quantize` (``quantize(x, scheme)``), the algorithms (GPTQ, AWQ,
+HQQ), the layers of :mod:`quantlab.nn`, the memory calculator (:mod:`quantlab.core.memory`,
+which counts ``scheme.bits_per_weight()``) and the RL code.
+
+Granularity, typed as in torchao (``granularity.py``)::
+
+    PerTensor()          one scale for the whole tensor
+    PerAxis(axis=0)      one scale per index along ``axis`` (0: per output row of a weight)
+    PerGroup(32)         one scale per ``group_size`` consecutive weights along the last axis
+
+The string names ``"tensor"``, ``"channel"`` and ``"group"`` (with ``axis`` and
+``group_size`` beside them) are accepted too and mean the same.
+
+Bits per weight, with ``b(.)`` the width of a format and ``n`` the number of weights that share
+one scale (the whole tensor, one row or column, or ``group_size``)::
+
+    bits = b(fmt) + (b(scale_dtype) + b(zero point)) / n
+
+A symmetric scheme stores no zero point; an asymmetric one stores integer zero points at the
+code width (``zero_point_dtype=None``), or real-valued ones in ``zero_point_dtype`` (HQQ,
+llama.cpp's Q4_1). With :class:`DoubleQuant` the scales are themselves quantized (QLoRA).
+16- and 32-bit floats are plain casts (no scale); block-scaled formats (MXFP4, NVFP4) bring
+their own scales.
+
+**The default scale dtype** is :data:`DEFAULT_SCALE_DTYPE`, ``"fp16"``: what GPTQ, AWQ,
+llama.cpp and most stored checkpoints use. It is stated here once; every function that takes
+``scale_dtype`` defaults to it.
+
+Taught in: chapters/03_core_tradeoff.ipynb ("Granularity") and chapters/04_in_practice.ipynb
+("A five-line recipe").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .formats import BlockFormat, FloatFormat, Format, FormatLike, IntFormat, get_format
+from .validate import check_bool, check_int, check_positive_int
+
+__all__ = [
+    "DEFAULT_SCALE_DTYPE",
+    "SCALE_DTYPES",
+    "GRANULARITIES",
+    "PerTensor",
+    "PerAxis",
+    "PerGroup",
+    "Granularity",
+    "DoubleQuant",
+    "QuantScheme",
+    "SchemeLike",
+    "as_scheme",
+]
+
+#: The dtype scales are stored in unless a recipe says otherwise (see the module docstring).
+DEFAULT_SCALE_DTYPE = "fp16"
+#: The dtypes a scale can be stored in, by name.
+SCALE_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+#: The granularity names.
+GRANULARITIES = ("tensor", "channel", "group")
+
+
+@dataclass(frozen=True)
+class PerTensor:
+    """One scale for the whole tensor."""
+
+    name = "tensor"
+
+
+@dataclass(frozen=True)
+class PerAxis:
+    """One scale per index along ``axis`` (``axis=0``: one per output row of a weight matrix)."""
+
+    axis: int = 0
+    name = "channel"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "axis", check_int(self.axis, "axis", what="an int"))
+
+
+@dataclass(frozen=True)
+class PerGroup:
+    """One scale per ``group_size`` consecutive elements along the last axis."""
+
+    group_size: int
+    name = "group"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group_size", check_positive_int(self.group_size, "group_size"))
+
+
+#: A typed granularity.
+Granularity = Union[PerTensor, PerAxis, PerGroup]
+
+
+def _format_bits(fmt: Any, name: str) -> int:
+    """The bit width of a format name, for the storage of scales and zero points."""
+    if not isinstance(fmt, (str, Format)):
+        raise TypeError(f"{name} must be a format name, got {type(fmt).__name__} {fmt!r}")
+    try:
+        return int(get_format(fmt).bits)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
+@dataclass(frozen=True)
+class DoubleQuant:
+    """Second-level quantization of the per-group scales (QLoRA's "double quantization").
+
+    The first-level scales (one per ``group_size`` weights) are themselves quantized to
+    ``dtype``, in blocks of ``block_size`` scales, each block with one scale of its own
+    stored in ``scale_dtype``. Per weight this costs
+
+        bits(dtype) / group_size + bits(scale_dtype) / (group_size * block_size)
+
+    QLoRA's NF4 (``group_size=64``, 8-bit scales, ``block_size=256``, fp32 second-level
+    scales) gives 4 + 8/64 + 32/(64*256) = 4.127 bits per weight.
+
+    Attributes:
+        dtype: format the first-level scales are stored in (default "int8", 8 bits).
+        block_size: number of first-level scales that share one second-level scale.
+        scale_dtype: format of the second-level scale (default "fp32", as QLoRA).
+
+    Taught in: chapters/01_why_quantization.ipynb, "The formats side by side".
+    """
+
+    dtype: str = "int8"
+    block_size: int = 256
+    scale_dtype: str = "fp32"
+
+    def __post_init__(self) -> None:
+        check_int(self.block_size, "DoubleQuant.block_size", minimum=1)
+        _format_bits(self.dtype, "DoubleQuant.dtype")
+        _format_bits(self.scale_dtype, "DoubleQuant.scale_dtype")
+
+    def bits_per_scale(self) -> float:
+        """Bits each first-level scale costs: ``bits(dtype) + bits(scale_dtype) / block_size``."""
+        return _format_bits(self.dtype, "dtype") + _format_bits(self.scale_dtype, "scale_dtype") / self.block_size
+
+
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """How to store a tensor's values: format, granularity, and the storage of scales and zero points.
+
+    Attributes:
+        fmt: format name or object, e.g. ``"int8"``, ``"int4"``, ``"nf4"``, ``"fp8_e4m3"``,
+            ``"fp16"``, ``"mxfp4"``; resolved to a :class:`~quantlab.core.formats.Format`.
+        granularity: ``PerTensor()``, ``PerAxis(axis)``, ``PerGroup(group_size)``, or the names
+            ``"tensor"``, ``"channel"``, ``"group"``; ``None`` (default) means per group if
+            ``group_size`` is given, per channel (``axis``) for scaled formats, and a plain cast
+            (no scale) for fp16 / bf16 / fp32. Stored as the resolved name (None for casts and
+            block-scaled formats); :attr:`grain` is the typed form.
+        group_size: elements per scale along the last axis (per group), a positive int.
+        axis: the channel axis (per channel): 0 = one scale per output row (default),
+            1 = one per input column (-2 and -1 are the same axes).
+        symmetric: absmax scaling (True) or min/max with a zero point (integer formats only).
+        scale_dtype: ``"fp16"`` (:data:`DEFAULT_SCALE_DTYPE`), ``"bf16"`` or ``"fp32"``.
+        zero_point_dtype: with ``symmetric=False``: ``None`` for integer zero points at the code
+            width (what :func:`quantize` makes), or a float format name for real-valued ones
+            (HQQ, llama.cpp's Q4_1 "min"), counted by :meth:`bits_per_weight`.
+        double_quant: quantize the scales too (QLoRA): a :class:`DoubleQuant`, ``True`` for
+            its defaults, ``None``/``False`` for none; per-group schemes only. Counted by
+            :meth:`bits_per_weight`; :func:`quantize` does not make it.
+
+    Example:
+        >>> QuantScheme("int4", group_size=128).label
+        'int4 g128'
+        >>> QuantScheme("int4", PerGroup(128)).bits_per_weight()
+        4.125
+
+    Raises:
+        TypeError: a field of the wrong kind (e.g. ``group_size="32"``, ``symmetric=1``,
+            ``axis=1.0``); each message names the field and the value.
+        ValueError: unknown format, granularity or scale dtype; ``group_size`` not positive,
+            or without per-group granularity; a granularity given for a 16/32-bit cast;
+            ``symmetric=False`` for a format without integer codes; ``zero_point_dtype``
+            without ``symmetric=False``; ``double_quant`` without per-group scales.
+
+    Taught in: chapters/04_in_practice.ipynb, "A five-line recipe".
+    """
+
+    fmt: FormatLike = "int8"
+    granularity: Union[str, Granularity, None] = None
+    group_size: Optional[int] = None
+    axis: int = 0
+    symmetric: bool = True
+    scale_dtype: str = DEFAULT_SCALE_DTYPE
+    zero_point_dtype: Optional[str] = None
+    double_quant: Union[DoubleQuant, bool, None] = None
+
+    def __post_init__(self) -> None:
+        fmt = get_format(self.fmt)
+        object.__setattr__(self, "fmt", fmt)
+        self._take_typed_granularity()
+        if not isinstance(self.scale_dtype, str):
+            raise TypeError(f"scale_dtype must be a string, got {type(self.scale_dtype).__name__} {self.scale_dtype!r}")
+        if self.scale_dtype not in SCALE_DTYPES:
+            raise ValueError(f"scale_dtype must be one of {tuple(SCALE_DTYPES)}, got {self.scale_dtype!r}")
+        if self.granularity is not None and not isinstance(self.granularity, str):
+            raise TypeError(
+                "granularity must be PerTensor(), PerAxis(axis), PerGroup(group_size), a name or None, "
+                f"got {type(self.granularity).__name__} {self.granularity!r}"
+            )
+        if self.granularity is not None and self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be 'tensor', 'channel', 'group' or None, got {self.granularity!r}")
+        if self.group_size is not None:
+            if not _is_int(self.group_size):
+                raise TypeError(
+                    f"group_size must be a positive int or None, got "
+                    f"{type(self.group_size).__name__} {self.group_size!r}"
+                )
+            if self.group_size <= 0:
+                raise ValueError(f"group_size must be a positive int, got {self.group_size!r}")
+            object.__setattr__(self, "group_size", int(self.group_size))
+        if not _is_int(self.axis):
+            raise TypeError(f"axis must be an int, got {type(self.axis).__name__} {self.axis!r}")
+        if self.axis not in (0, 1, -1, -2):
+            raise ValueError(f"axis must be 0 (output rows) or 1 (input columns), got {self.axis!r}")
+        object.__setattr__(self, "axis", int(self.axis))
+        object.__setattr__(self, "symmetric", check_bool(self.symmetric, "symmetric"))
+        if isinstance(fmt, BlockFormat):
+            if self.granularity not in (None, "group") or self.group_size not in (None, fmt.block_size):
+                raise ValueError(
+                    f"{fmt.name} brings its own scales, one per block of {fmt.block_size}: leave granularity and "
+                    f"group_size out (or give group_size={fmt.block_size}), got granularity={self.granularity!r}, "
+                    f"group_size={self.group_size!r}"
+                )
+            object.__setattr__(self, "granularity", None)
+            object.__setattr__(self, "group_size", None)
+        if self.is_cast and self.granularity is not None:
+            raise ValueError(
+                f"{fmt.name} is stored as a plain cast without scales, so granularity must be None, "
+                f"got {self.granularity!r}"
+            )
+        if self.group_size is not None and self.resolved_granularity != "group":
+            raise ValueError(f"group_size={self.group_size} needs granularity='group', got {self.granularity!r}")
+        if self.resolved_granularity == "group" and self.group_size is None and not self.is_block:
+            raise ValueError("granularity='group' needs group_size, got None")
+        if not self.symmetric and not isinstance(fmt, IntFormat):
+            raise ValueError(f"symmetric=False (a zero point) needs an integer format, got fmt={fmt.name!r}")
+        if self.zero_point_dtype is not None:
+            if self.symmetric:
+                raise ValueError(
+                    f"zero_point_dtype={self.zero_point_dtype!r} needs symmetric=False (a symmetric scheme "
+                    "stores no zero point)"
+                )
+            _format_bits(self.zero_point_dtype, "zero_point_dtype")
+        dq = self.double_quant
+        if dq is True:
+            object.__setattr__(self, "double_quant", DoubleQuant())
+        elif dq is False:
+            object.__setattr__(self, "double_quant", None)
+        elif dq is not None and not isinstance(dq, DoubleQuant):
+            raise TypeError(f"double_quant must be a DoubleQuant, True, False or None, got {type(dq).__name__} {dq!r}")
+        if self.double_quant is not None and (self.resolved_granularity != "group" or self.is_block):
+            raise ValueError(f"double_quant needs per-group scales (a group_size), got {self.label!r}")
+        if not (self.is_cast or self.is_block):  # one spelling per recipe, so equal recipes compare equal
+            object.__setattr__(self, "granularity", self.resolved_granularity)
+
+    def _take_typed_granularity(self) -> None:
+        """Turn ``PerTensor()`` / ``PerAxis(a)`` / ``PerGroup(g)`` into the name and its field."""
+        g = self.granularity
+        if isinstance(g, PerTensor):
+            object.__setattr__(self, "granularity", "tensor")
+        elif isinstance(g, PerAxis):
+            if self.axis != 0 and self.axis != g.axis:
+                raise ValueError(f"axis={self.axis} contradicts granularity={g!r}")
+            object.__setattr__(self, "granularity", "channel")
+            object.__setattr__(self, "axis", g.axis)
+        elif isinstance(g, PerGroup):
+            if self.group_size is not None and self.group_size != g.group_size:
+                raise ValueError(f"group_size={self.group_size!r} contradicts granularity={g!r}")
+            object.__setattr__(self, "granularity", "group")
+            object.__setattr__(self, "group_size", g.group_size)
+
+    # ----------------------------------------------------------------------- what it is
+
+    @property
+    def is_cast(self) -> bool:
+        """True for fp16 / bf16 / fp32: the value is cast, no scale is stored."""
+        return isinstance(self.fmt, FloatFormat) and self.fmt.bits >= 16
+
+    @property
+    def is_block(self) -> bool:
+        """True for block-scaled formats (MXFP4, NVFP4, ...), which bring their own scales."""
+        return isinstance(self.fmt, BlockFormat)
+
+    @property
+    def resolved_granularity(self) -> str:
+        """The granularity name actually used (``"tensor"`` for casts)."""
+        if self.granularity is not None:
+            return self.granularity
+        if self.is_cast:
+            return "tensor"
+        if self.is_block:
+            return "group"
+        return "group" if self.group_size is not None else "channel"
+
+    @property
+    def grain(self) -> Granularity:
+        """The granularity as a typed object: ``PerTensor()``, ``PerAxis(axis)`` or ``PerGroup(g)``."""
+        g = self.resolved_granularity
+        if self.is_block:
+            return PerGroup(self.fmt.block_size)
+        if g == "tensor":
+            return PerTensor()
+        if g == "channel":
+            return PerAxis(self.axis)
+        return PerGroup(self.group_size)
+
+    @property
+    def label(self) -> str:
+        """A short name for tables: ``"int8 per-channel"``, ``"int4 g128"``, ``"fp16"``."""
+        name = self.fmt.name
+        if self.is_cast or self.is_block:
+            return name
+        g = self.resolved_granularity
+        tail = f"g{self.group_size}" if g == "group" else f"per-{g}"
+        return f"{name} {tail}" + ("" if self.symmetric else " asym")
+
+    def __str__(self) -> str:
+        return self.label
+
+    # ----------------------------------------------------------------------- what it costs
+
+    def bits_per_weight(self, shape: Optional[Sequence[int]] = None) -> float:
+        """Average storage bits per element, scales and zero points included.
+
+        ``b(fmt) + (b(scale_dtype) + b(zero point)) / n``, with ``n`` the elements per scale:
+        ``group_size`` per group; ``numel / shape[axis]`` per channel; ``numel`` per tensor.
+        Without a ``shape`` one scale per tensor is counted as free (a single number beside
+        millions), and a per-channel scheme has no answer (it depends on the row length).
+        Block-scaled formats: their own ``bits_per_weight`` (MXFP4: 4.25).
+
+        Known answers: int4 g128 with fp16 scales = 4 + 16/128 = 4.125; Q4_0 (int4, fp16 per
+        32) = 4.5; NF4 with fp32 per 64 = 4.5; NF4 with double quantization = 4.127;
+        int8 per channel on a (1536, 384) weight = 8 + 16/384.
+
+        Args:
+            shape: the tensor's shape, e.g. ``(out_features, in_features)``; needed per channel.
+
+        Raises:
+            ValueError: a per-channel scheme without ``shape``; a shape that does not fit the
+                granularity (fewer than 2 dimensions for ``axis=1``, a last dimension that is
+                not a multiple of ``group_size``).
+            TypeError: ``shape`` not a sequence of ints.
+
+        Taught in: chapters/01_why_quantization.ipynb, "The formats side by side".
+        """
+        dims = None if shape is None else self._check_shape(shape)
+        fmt = self.fmt
+        if isinstance(fmt, BlockFormat):
+            return float(fmt.bits_per_weight)
+        bits = float(fmt.bits)
+        if self.is_cast:
+            return bits
+        g = self.resolved_granularity
+        if g == "group":
+            n = float(self.group_size)
+        elif g == "channel":
+            if dims is None:
+                raise ValueError(
+                    f"{self.label}: the cost of one scale per channel depends on the channel length; "
+                    "pass shape=(out_features, in_features), or use a group_size"
+                )
+            n = float(np.prod(dims)) / dims[self.axis]
+        else:
+            if dims is None:
+                return bits
+            n = float(np.prod(dims))
+        if n == 0:
+            return bits
+        scale_bits = (
+            self.double_quant.bits_per_scale()
+            if self.double_quant is not None
+            else _format_bits(self.scale_dtype, "scale_dtype")
+        )
+        zp_bits = 0 if self.symmetric else _format_bits(self.zero_point_dtype or fmt.name, "zero_point_dtype")
+        return bits + (scale_bits + zp_bits) / n
+
+    def _check_shape(self, shape: Any) -> tuple[int, ...]:
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
+            raise TypeError(f"shape must be a sequence of ints, got {type(shape).__name__} {shape!r}")
+        dims = tuple(check_int(d, "shape", minimum=0, what="a sequence of ints") for d in shape)
+        g = self.resolved_granularity
+        plain = self.is_cast or self.is_block
+        if g == "channel" and not plain and (not dims or not -len(dims) <= self.axis < len(dims)):
+            raise ValueError(f"{self.label}: axis={self.axis} does not exist in a tensor of shape {dims}")
+        if g == "group" and not plain and (not dims or dims[-1] % self.group_size):
+            raise ValueError(
+                f"{self.label}: the last dimension of shape {dims} must be a multiple of group_size={self.group_size}"
+            )
+        return dims
+
+    # ----------------------------------------------------------------------- how to make it
+
+    def qparams_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~quantlab.core.quantize.quantize` (and GPTQ/AWQ) that make this scheme.
+
+        Raises:
+            ValueError: a part :func:`quantize` does not make (real-valued zero points, double
+                quantization): those recipes are for counting bits, or for :mod:`quantlab.hqq`.
+        """
+        if self.is_cast:
+            return {"scaled": False}
+        if self.zero_point_dtype is not None and self.zero_point_dtype != self.fmt.name:
+            raise ValueError(
+                f"{self.label}: zero_point_dtype={self.zero_point_dtype!r} (real-valued zero points) is not "
+                "made by quantize(); quantlab.algorithms.hqq makes such zero points"
+            )
+        if self.double_quant is not None:
+            raise ValueError(
+                f"{self.label}: double quantization is counted by bits_per_weight(), not made by quantize()"
+            )
+        if self.is_block:
+            return {}
+        kw: dict[str, Any] = {
+            "granularity": self.resolved_granularity,
+            "symmetric": self.symmetric,
+            "scale_dtype": self.scale_dtype,
+        }
+        if kw["granularity"] == "channel":
+            kw["axis"] = self.axis
+        if kw["granularity"] == "group":
+            kw["group_size"] = self.group_size
+        return kw
+
+    def quantize(self, x: Any, qparams: Any = None) -> Any:
+        """Quantize ``x`` with this scheme (round-to-nearest): ``quantize(x, self)``.
+
+        Args:
+            x: float tensor (or numpy array), e.g. a weight of shape ``(out_features, in_features)``.
+            qparams: reuse scales chosen elsewhere (e.g. by GPTQ) instead of absmax/min-max.
+
+        Returns:
+            The :class:`~quantlab.core.quantize.QTensor`.
+        """
+        from .quantize import quantize  # quantize imports this module
+
+        if qparams is not None:
+            return quantize(x, self.fmt, qparams=qparams)
+        return quantize(x, self.fmt, **self.qparams_kwargs())
+
+    # ----------------------------------------------------------------------- serialization
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` reads it back (``from_dict(s.to_dict()) == s``)."""
+        dq = self.double_quant
+        return {
+            "fmt": self.fmt.name,
+            "granularity": None if self.is_cast else self.resolved_granularity,
+            "group_size": self.group_size,
+            "axis": self.axis,
+            "symmetric": self.symmetric,
+            "scale_dtype": self.scale_dtype,
+            "zero_point_dtype": self.zero_point_dtype,
+            "double_quant": None
+            if dq is None
+            else {"dtype": dq.dtype, "block_size": dq.block_size, "scale_dtype": dq.scale_dtype},
+        }
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as a JSON string."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuantScheme:
+        """The scheme a :meth:`to_dict` dict describes.
+
+        Raises:
+            TypeError: ``data`` not a dict.
+            ValueError: unknown keys, or fields :class:`QuantScheme` refuses.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"data must be a dict, got {type(data).__name__}")
+        known = {
+            "fmt",
+            "granularity",
+            "group_size",
+            "axis",
+            "symmetric",
+            "scale_dtype",
+            "zero_point_dtype",
+            "double_quant",
+        }
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"data has unknown keys {unknown}; a scheme has {sorted(known)}")
+        kw = dict(data)
+        if isinstance(kw.get("double_quant"), dict):
+            kw["double_quant"] = DoubleQuant(**kw["double_quant"])
+        return cls(**kw)
+
+    @classmethod
+    def from_json(cls, text: str) -> QuantScheme:
+        """The scheme a :meth:`to_json` string describes."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return cls.from_dict(json.loads(text))
+
+
+#: A scheme, or a format or its name (then ``QuantScheme(fmt)``: per-channel scales).
+SchemeLike = Union[FormatLike, QuantScheme]
+
+
+def as_scheme(scheme: SchemeLike) -> QuantScheme:
+    """``scheme`` as a :class:`QuantScheme`: passed through, or a format (name) with the
+    scheme's defaults (``QuantScheme("int4")`` is per channel with fp16 scales).
+
+    Raises:
+        TypeError: neither a QuantScheme nor a format or format name.
+    """
+    if isinstance(scheme, QuantScheme):
+        return scheme
+    if isinstance(scheme, (str, Format)):
+        return QuantScheme(scheme)
+    raise TypeError(f"scheme must be a QuantScheme or a format name, got {type(scheme).__name__}")

@@ -1,0 +1,160 @@
+"""QuantScheme, the one recipe type: typed granularity, bits per weight, serialization, and the
+same recipe read by quantize, nn, the memory calculator and the RL code."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from quantlab.core import memory as mem
+from quantlab.core.quantize import quantize
+from quantlab.core.scheme import (
+    DEFAULT_SCALE_DTYPE,
+    DoubleQuant,
+    PerAxis,
+    PerGroup,
+    PerTensor,
+    QuantScheme,
+    as_scheme,
+)
+from quantlab.nn import quantize_model, size_report
+
+SCHEMES = [
+    QuantScheme("int4", PerGroup(128)),
+    QuantScheme("int4", PerGroup(32), scale_dtype="fp32"),
+    QuantScheme("nf4", PerGroup(64), scale_dtype="fp32"),
+    QuantScheme("uint4", PerGroup(32), symmetric=False),
+    QuantScheme("int8", PerAxis(0)),
+    QuantScheme("int8", PerAxis(1), scale_dtype="bf16"),
+    QuantScheme("int8", PerTensor()),
+    QuantScheme("fp8_e4m3", PerTensor(), scale_dtype="fp32"),
+    QuantScheme("int3", PerGroup(64), symmetric=False),
+    QuantScheme("bf16"),
+    QuantScheme("mxfp4"),
+]
+
+
+def test_the_default_scale_dtype_is_stated_once_and_is_fp16():
+    assert DEFAULT_SCALE_DTYPE == "fp16"
+    assert QuantScheme("int4").scale_dtype == DEFAULT_SCALE_DTYPE
+    assert mem.QuantSpec("int4", 128).scale_dtype == DEFAULT_SCALE_DTYPE
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=str)
+def test_counted_bits_equal_the_packed_bits(scheme):
+    """bits_per_weight(shape) is what a real packed QTensor of that shape costs."""
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32))
+    q = quantize(x, scheme)
+    assert q.bits_per_weight == pytest.approx(scheme.bits_per_weight(tuple(x.shape)), rel=1e-12)
+
+
+@pytest.mark.parametrize("scheme", [s for s in SCHEMES if not s.is_block], ids=str)
+def test_quantize_with_a_scheme_is_quantize_with_its_keywords(scheme):
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((16, 128)).astype(np.float32))
+    a, b = quantize(x, scheme), quantize(x, scheme.fmt, **scheme.qparams_kwargs())
+    assert torch.equal(a.codes, b.codes) and a.granularity == b.granularity and a.scale_dtype == b.scale_dtype
+    assert (a.scale is None and b.scale is None) or torch.equal(a.scale, b.scale)
+    assert torch.equal(scheme.quantize(x).codes, a.codes)
+
+
+@pytest.mark.parametrize("scheme", [s for s in SCHEMES if not s.is_block and s.fmt.name != "bf16"], ids=str)
+def test_nn_layers_store_what_the_scheme_counts(scheme):
+    lin = torch.nn.Linear(256, 64)
+    model = quantize_model(torch.nn.Sequential(lin), scheme, skip=None, progress=False)
+    (layer,) = size_report(model).layers
+    assert layer.bits_per_weight == pytest.approx(scheme.bits_per_weight((64, 256)), rel=1e-12)
+
+
+def test_known_answers_by_hand():
+    assert QuantScheme("int4", group_size=128).bits_per_weight() == 4 + 16 / 128
+    assert QuantScheme("int4", PerGroup(32)).bits_per_weight() == 4.5  # GGUF Q4_0
+    assert QuantScheme("nf4", PerGroup(64), scale_dtype="fp32").bits_per_weight() == 4.5
+    assert QuantScheme("nf4", PerGroup(64), double_quant=True).bits_per_weight() == 4 + 8 / 64 + 32 / (64 * 256)
+    assert QuantScheme("int8").bits_per_weight((1536, 384)) == 8 + 16 / 384  # one fp16 scale per row of 384
+    assert QuantScheme("int8", PerAxis(1)).bits_per_weight((1536, 384)) == 8 + 16 / 1536
+    assert QuantScheme("int8", "tensor").bits_per_weight() == 8  # one number beside millions: free
+    assert QuantScheme("int8", "tensor").bits_per_weight((4, 4)) == 8 + 16 / 16
+    assert QuantScheme("uint4", PerGroup(32), symmetric=False).bits_per_weight() == 4 + (16 + 4) / 32
+    assert QuantScheme("int4", PerGroup(32), symmetric=False, zero_point_dtype="fp16").bits_per_weight() == 5.0
+    assert QuantScheme("fp16").bits_per_weight() == 16 and QuantScheme("mxfp4").bits_per_weight() == 4.25
+    assert QuantScheme("nvfp4").bits_per_weight() == 4.5
+
+
+def test_typed_granularity_is_the_named_one():
+    assert QuantScheme("int4", PerGroup(32)) == QuantScheme("int4", "group", 32) == QuantScheme("int4", group_size=32)
+    assert QuantScheme("int8", PerAxis(1)) == QuantScheme("int8", "channel", axis=1)
+    assert QuantScheme("int8", PerTensor()) == QuantScheme("int8", "tensor")
+    assert QuantScheme("int4", group_size=64).grain == PerGroup(64)
+    assert QuantScheme("int8").grain == PerAxis(0) and QuantScheme("fp16").grain == PerTensor()
+    assert QuantScheme("mxfp4").grain == PerGroup(32) and QuantScheme("nvfp4").grain == PerGroup(16)
+    assert str(QuantScheme("int4", PerGroup(128))) == "int4 g128"
+    assert as_scheme("int4") == QuantScheme("int4") and as_scheme(SCHEMES[0]) is SCHEMES[0]
+
+
+@pytest.mark.parametrize(
+    "scheme", [*SCHEMES, QuantScheme("nf4", PerGroup(64), double_quant=DoubleQuant(block_size=128))]
+)
+def test_serialization_round_trips(scheme):
+    data = scheme.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert QuantScheme.from_dict(data) == scheme
+    assert QuantScheme.from_json(scheme.to_json()) == scheme
+
+
+def test_quantspec_is_the_same_type_with_the_calculators_words():
+    assert isinstance(mem.QuantSpec("int4", 128), QuantScheme)
+    assert mem.QuantSpec("int4", 128) == QuantScheme("int4", PerGroup(128))
+    assert mem.QuantSpec("int8") == QuantScheme("int8", PerTensor())  # no group: one scale per tensor
+    assert mem.QuantSpec("fp16") == QuantScheme("fp16")
+    assert mem.QuantSpec("int4", 32, "fp16", "fp16").bits_per_weight() == 5.0  # KIVI's scale and zero per 32
+    assert mem.weight_bytes(7e9, QuantScheme("int4", PerGroup(128))) == 7e9 * 4.125 / 8
+
+
+def test_the_rl_recipe_is_a_scheme():
+    from quantlab.book.rl import policy_scheme
+
+    assert policy_scheme("int4") == QuantScheme("int4", PerTensor(), scale_dtype="fp32")
+    assert policy_scheme("int2", "channel") == QuantScheme("int2", PerAxis(0), scale_dtype="fp32")
+    assert policy_scheme("int1") == QuantScheme("int1", PerTensor(), symmetric=False, scale_dtype="fp32")
+    assert policy_scheme("mxfp4").is_block and policy_scheme("fp16").is_cast
+    with pytest.raises(ValueError, match="granularity must be 'tensor' or 'channel', got 'group'"):
+        policy_scheme("int4", "group")
+
+
+@pytest.mark.parametrize(
+    "make, err, match",
+    [
+        (lambda: QuantScheme("int8").bits_per_weight(), ValueError, "pass shape="),
+        (lambda: QuantScheme("int4", PerGroup(32), group_size=64), ValueError, "group_size=64 contradicts"),
+        (lambda: QuantScheme("int8", PerAxis(1), axis=-2), ValueError, "axis=-2 contradicts"),
+        (lambda: QuantScheme("int4", zero_point_dtype="fp16"), ValueError, "zero_point_dtype='fp16' needs symmetric"),
+        (lambda: QuantScheme("int8", double_quant=True), ValueError, "double_quant needs per-group scales"),
+        (lambda: QuantScheme("int8", double_quant="yes"), TypeError, "double_quant must be"),
+        (lambda: QuantScheme("mxfp4", group_size=64), ValueError, "mxfp4 brings its own scales"),
+        (lambda: QuantScheme("int4", PerGroup(0)), ValueError, "group_size must be positive, got 0"),
+        (lambda: QuantScheme("int4", PerGroup(32)).bits_per_weight((4, 48)), ValueError, "multiple of group_size=32"),
+        (lambda: QuantScheme("int4", PerGroup(32)).bits_per_weight("4x64"), TypeError, "shape must be a sequence"),
+        (lambda: QuantScheme("int4", PerGroup(32)).bits_per_weight((4, 6.4e1)), TypeError, "shape must be"),
+        (lambda: QuantScheme("int8", PerAxis(1)).bits_per_weight((64,)), ValueError, "axis=1 does not exist"),
+        (lambda: QuantScheme.from_dict({"fmt": "int4", "bits": 4}), ValueError, r"unknown keys \['bits'\]"),
+        (lambda: QuantScheme.from_dict("int4"), TypeError, "data must be a dict"),
+        (lambda: QuantScheme("int4", zero_point_dtype="fp16", symmetric=False).qparams_kwargs(), ValueError, "hqq"),
+        (lambda: QuantScheme("nf4", PerGroup(64), double_quant=True).qparams_kwargs(), ValueError, "double"),
+        (
+            lambda: quantize(torch.ones(4, 32), QuantScheme("int4", PerGroup(32)), group_size=16),
+            ValueError,
+            "give group_size inside it",
+        ),
+        (
+            lambda: quantize(torch.ones(4, 32), QuantScheme("int4", PerGroup(32)), scale_dtype="fp16"),
+            ValueError,
+            "give scale_dtype inside it",
+        ),
+    ],
+)
+def test_bad_recipes_get_clear_errors(make, err, match):
+    with pytest.raises(err, match=match):
+        make()
