@@ -441,26 +441,28 @@ def test_reachable_as_ql_memory_and_takes_format_objects():
 
 
 @pytest.mark.parametrize(
-    "fmt, qargs, margs",
+    "spec",
     [
-        ("int4", dict(granularity="group", group_size=128, scale_dtype="fp16"), dict(group_size=128)),
-        ("int4", dict(granularity="group", group_size=32, scale_dtype="fp16"), dict(group_size=32)),
-        ("nf4", dict(granularity="group", group_size=64), dict(group_size=64, scale_dtype="fp32")),
-        (
-            "uint4",
-            dict(granularity="group", group_size=32, symmetric=False, scale_dtype="fp16"),
-            dict(group_size=32, zero_point_dtype="uint4"),
-        ),
-        ("int8", dict(granularity="channel", axis=0), dict(group_size=256, scale_dtype="fp32")),
+        QuantSpec("int4", 128),
+        QuantSpec("int4", 32),
+        QuantSpec("nf4", 64, "fp32"),
+        QuantSpec("uint4", 32, zero_point_dtype="uint4"),
+        QuantSpec("int8", 256, "fp32"),
     ],
+    ids=str,
 )
-def test_agrees_with_packed_qtensor_size(fmt, qargs, margs):
-    """The calculator's bits per weight equal those of a real packed QTensor (rows of 256)."""
+def test_agrees_with_packed_qtensor_size(spec):
+    """The calculator's recipe is the one quantize() takes, and its bits per weight are those of
+    the real packed QTensor (rows of 256)."""
     import numpy as np
 
     import quantlab as ql
 
     x = np.random.default_rng(0).standard_normal((8, 256)).astype(np.float32)
-    q = ql.quantize(x, fmt, **qargs)
-    assert q.bits_per_weight == mem.bits_per_weight(fmt, **margs)
-    assert q.nbytes == mem.weight_bytes(x.size, fmt, **margs)
+    q = ql.quantize(x, spec)
+    assert (
+        q.bits_per_weight
+        == spec.bits_per_weight(x.shape)
+        == mem.bits_per_weight(spec.fmt, spec.group_size, spec.scale_dtype, spec.zero_point_dtype)
+    )
+    assert q.nbytes == mem.weight_bytes(x.size, spec)

@@ -158,3 +158,99 @@ def test_the_rl_recipe_is_a_scheme():
 def test_bad_recipes_get_clear_errors(make, err, match):
     with pytest.raises(err, match=match):
         make()
+
+
+def _layer(seed=0, out=16, inp=64, rows=128):
+    g = np.random.default_rng(seed)
+    w = torch.from_numpy(g.standard_normal((out, inp)).astype(np.float32))
+    x = torch.from_numpy(g.standard_normal((rows, inp)).astype(np.float32))
+    return w, x
+
+
+@pytest.mark.parametrize(
+    "scheme, keywords",
+    [
+        (QuantScheme("int4", PerGroup(32), scale_dtype="fp32"), dict(group_size=32)),
+        (QuantScheme("int3", PerAxis(0)), dict(group_size=None, scale_dtype="fp16")),
+        (QuantScheme("uint4", PerGroup(16), symmetric=False), dict(group_size=16, symmetric=False, scale_dtype="fp16")),
+    ],
+    ids=str,
+)
+def test_gptq_and_awq_take_a_scheme(scheme, keywords):
+    from quantlab.algorithms.awq import awq_quantize_weight
+    from quantlab.algorithms.gptq import gptq_quantize_weight, gptq_reference
+
+    w, x = _layer()
+    h = 2 * x.T @ x / x.shape[0]
+    fmt = scheme.fmt.name
+    assert torch.equal(gptq_quantize_weight(w, h, scheme).weight, gptq_quantize_weight(w, h, fmt, **keywords).weight)
+    assert torch.equal(gptq_reference(w, h, scheme).weight, gptq_reference(w, h, fmt, **keywords).weight)
+    a, b = awq_quantize_weight(w, x, scheme, n_grid=4), awq_quantize_weight(w, x, fmt, n_grid=4, **keywords)
+    assert torch.equal(a.weight, b.weight) and a.alpha == b.alpha
+
+
+def test_hqq_and_imatrix_take_a_scheme():
+    from quantlab.algorithms.hqq import hqq_quantize
+    from quantlab.algorithms.imatrix import imatrix_quantize
+
+    w, x = _layer(1)
+    a = hqq_quantize(w, QuantScheme("uint4", PerGroup(32), symmetric=False), iters=5)
+    assert torch.equal(a.codes, hqq_quantize(w, "uint4", 32, iters=5).codes)
+    imp = (x**2).mean(0)
+    b = imatrix_quantize(w, imp, QuantScheme("int4", PerGroup(32), scale_dtype="fp32"))
+    assert torch.equal(b.codes, imatrix_quantize(w, imp, "int4", 32).codes)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda w, h: __import__("quantlab.algorithms.gptq", fromlist=["x"]).gptq_quantize_weight(
+                w, h, QuantScheme("int4", PerTensor())
+            ),
+            "row by row",
+        ),
+        (
+            lambda w, h: __import__("quantlab.algorithms.gptq", fromlist=["x"]).gptq_quantize_weight(
+                w, h, QuantScheme("int4", PerAxis(1))
+            ),
+            "row by row",
+        ),
+        (
+            lambda w, h: __import__("quantlab.algorithms.gptq", fromlist=["x"]).gptq_quantize_weight(
+                w, h, QuantScheme("int4", PerGroup(32)), group_size=64
+            ),
+            "give group_size inside it",
+        ),
+        (
+            lambda w, h: __import__("quantlab.algorithms.hqq", fromlist=["x"]).hqq_quantize(
+                w, QuantScheme("int4", PerGroup(32))
+            ),
+            "must be symmetric=False",
+        ),
+        (
+            lambda w, h: __import__("quantlab.algorithms.imatrix", fromlist=["x"]).imatrix_quantize(
+                w, None, QuantScheme("int4", PerGroup(32), symmetric=False)
+            ),
+            "must be symmetric",
+        ),
+    ],
+)
+def test_algorithms_refuse_schemes_they_cannot_make(call, match):
+    w, x = _layer(2)
+    with pytest.raises(ValueError, match=match):
+        call(w, 2 * x.T @ x / x.shape[0])
+
+
+def test_qat_takes_a_scheme():
+    from quantlab.algorithms.qat import FakeQuantLinear, fake_quant_ste, prepare_qat
+
+    w, _ = _layer(3)
+    scheme = QuantScheme("int4", PerGroup(16), scale_dtype="bf16")
+    keywords = dict(granularity="group", group_size=16, symmetric=True, scale_dtype="bf16")
+    assert torch.equal(fake_quant_ste(w, scheme), fake_quant_ste(w, "int4", **keywords))
+    assert torch.equal(fake_quant_ste(w, scheme), quantize(w, scheme).dequantize())
+    model = prepare_qat(torch.nn.Sequential(torch.nn.Linear(64, 8)), QuantScheme("int8", PerAxis(0)))
+    assert model[0].qkwargs == dict(granularity="channel", axis=0, symmetric=True, scale_dtype="fp16")
+    with pytest.raises(ValueError, match="give granularity inside it"):
+        FakeQuantLinear(64, 8, fmt=scheme, granularity="tensor")

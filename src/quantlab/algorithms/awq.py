@@ -51,8 +51,9 @@ import numpy as np
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
-from ..core.formats import FormatLike, get_format
+from ..core.formats import get_format
 from ..core.quantize import QTensor, quantize
+from ..core.scheme import SchemeLike, rowwise_recipe
 from ._model_utils import run_with_input_hooks
 from .calibration import linear_layer_names
 
@@ -180,7 +181,7 @@ def _as_weights(W) -> tuple[list[torch.Tensor], bool]:
 def awq_quantize_weight(
     W: Union[ArrayLike, Sequence[ArrayLike]],
     X: ArrayLike,
-    fmt: FormatLike = "int4",
+    fmt: SchemeLike = "int4",
     *,
     group_size: Optional[int] = 128,
     alpha: Optional[float] = None,
@@ -198,7 +199,8 @@ def awq_quantize_weight(
     Args:
         W: weight ``(out, in)`` or a list of weights sharing the input (q/k/v; gate/up).
         X: calibration inputs ``(..., in)`` (leading axes flattened into rows).
-        fmt: target format, e.g. ``"int4"``.
+        fmt: target format, e.g. ``"int4"``, or a :class:`~quantlab.core.scheme.QuantScheme`
+            (per group or per output row) that also gives ``group_size``, ``symmetric``, ``scale_dtype``.
         group_size: columns per scale group (must divide ``in``), or None for per-channel.
         alpha: use this exponent instead of searching (``alpha=0`` is round-to-nearest).
         n_grid: grid size for the search (``alpha = k / n_grid``, ``k = 0..n_grid-1``).
@@ -214,6 +216,13 @@ def awq_quantize_weight(
             wrong width), ``group_size`` not dividing ``in``, ``alpha`` outside ``[0, 1]``,
             ``n_grid`` not positive, NaN/inf.
     """
+    fmt, kw = rowwise_recipe(
+        fmt,
+        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
+        {"group_size": 128, "symmetric": True, "scale_dtype": "fp32"},
+        "awq_quantize_weight",
+    )
+    group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
     fmt = get_format(fmt)
     weights, was_numpy = _as_weights(W)
     d = weights[0].shape[1]
@@ -382,7 +391,7 @@ class InputScaledLinear(torch.nn.Module):
 def awq_quantize_model(
     model: torch.nn.Module,
     run: Callable[[torch.nn.Module], object],
-    fmt: FormatLike = "int4",
+    fmt: SchemeLike = "int4",
     *,
     group_size: Optional[int] = 128,
     n_grid: int = 20,
@@ -422,6 +431,13 @@ def awq_quantize_model(
         TypeError, ValueError: as :func:`quantlab.calibration.collect_layer_stats` and
             :func:`awq_quantize_weight`; ``max_rows`` not a positive int.
     """
+    fmt, kw = rowwise_recipe(
+        fmt,
+        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
+        {"group_size": 128, "symmetric": True, "scale_dtype": "fp32"},
+        "awq_quantize_model",
+    )
+    group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
     from tqdm.auto import tqdm
 
     if not isinstance(model, torch.nn.Module):

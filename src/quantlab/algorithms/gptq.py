@@ -49,8 +49,9 @@ import numpy as np
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
-from ..core.formats import BlockFormat, FormatLike, IntFormat, get_format
+from ..core.formats import BlockFormat, IntFormat, get_format
 from ..core.quantize import QParams, QTensor, choose_qparams, quantize
+from ..core.scheme import SchemeLike, rowwise_recipe
 from ..core.validate import check_positive_int
 from .calibration import LayerStats, collect_layer_stats, hessian, linear_layer_names
 
@@ -330,7 +331,7 @@ def _code_buffer(fmt, rows: int, cols: int, device: torch.device) -> torch.Tenso
 def gptq_quantize_weight(
     W: ArrayLike,
     H: ArrayLike,
-    fmt: FormatLike = "int4",
+    fmt: SchemeLike = "int4",
     *,
     group_size: Optional[int] = 128,
     block_size: int = 128,
@@ -345,7 +346,9 @@ def gptq_quantize_weight(
     Args:
         W: weight ``(out_features, in_features)``, float numpy array or torch tensor.
         H: Hessian ``(in_features, in_features)``, e.g. ``hessian(X)`` = ``2 X^T X / n``.
-        fmt: target format (``"int4"``, ``"int3"``, ``"nf4"``, ...).
+        fmt: target format (``"int4"``, ``"int3"``, ``"nf4"``, ...), or a
+            :class:`~quantlab.core.scheme.QuantScheme` (per group or per output row) that also
+            gives ``group_size``, ``symmetric`` and ``scale_dtype``.
         group_size: input columns sharing one scale per row (must divide ``in_features``),
             or None for one scale per row (per-channel).
         block_size: columns per lazy-update block (any positive int; 128 in the paper).
@@ -364,6 +367,13 @@ def gptq_quantize_weight(
             dividing ``in_features``, ``block_size``/``group_size``/``damp`` not positive,
             or ``H`` not positive definite even after damping.
     """
+    fmt, kw = rowwise_recipe(
+        fmt,
+        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
+        {"group_size": 128, "symmetric": True, "scale_dtype": "fp32"},
+        "gptq_quantize_weight",
+    )
+    group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
     if not blocked:
         return gptq_reference(
             W,
@@ -487,7 +497,7 @@ def _perm_out(perm: Optional[torch.Tensor], was_numpy: bool) -> Optional[ArrayLi
 def gptq_reference(
     W: ArrayLike,
     H: ArrayLike,
-    fmt: FormatLike = "int4",
+    fmt: SchemeLike = "int4",
     *,
     group_size: Optional[int] = 128,
     damp: float = 0.01,
@@ -501,6 +511,13 @@ def gptq_reference(
     it does ``in_features`` full-width rank-1 updates instead of lazy blocks, so it is
     slower and exists as the readable reference the blocked version is tested against.
     """
+    fmt, kw = rowwise_recipe(
+        fmt,
+        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
+        {"group_size": 128, "symmetric": True, "scale_dtype": "fp32"},
+        "gptq_reference",
+    )
+    group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
     return _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype)
 
 
@@ -577,7 +594,7 @@ def _rows(res: GPTQResult, r0: int, r1: int) -> GPTQResult:
 def gptq_quantize_model(
     model: torch.nn.Module,
     run: Callable[[torch.nn.Module], object],
-    fmt: FormatLike = "int4",
+    fmt: SchemeLike = "int4",
     *,
     group_size: Optional[int] = 128,
     block_size: int = 128,
@@ -619,6 +636,13 @@ def gptq_quantize_model(
     Raises:
         TypeError, ValueError: see :func:`collect_layer_stats` and :func:`gptq_quantize_weight`.
     """
+    fmt, kw = rowwise_recipe(
+        fmt,
+        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
+        {"group_size": 128, "symmetric": True, "scale_dtype": "fp32"},
+        "gptq_quantize_model",
+    )
+    group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
     from tqdm.auto import tqdm
 
     _check_damp(damp, act_order)

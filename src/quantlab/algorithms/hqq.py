@@ -45,8 +45,9 @@ from typing import Optional
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, require_float
-from ..core.formats import FormatLike, IntFormat, get_format
+from ..core.formats import IntFormat, get_format
 from ..core.quantize import SCALE_DTYPES, QTensor, require_finite, store_scales
+from ..core.scheme import SchemeLike, rowwise_recipe
 from ..core.validate import check_bool, check_int, check_real
 
 __all__ = ["hqq_quantize", "shrink_lp"]
@@ -79,7 +80,7 @@ def _grid(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor, fmt: IntFormat) -> 
 
 def hqq_quantize(
     w: ArrayLike,
-    fmt: FormatLike = "int4",
+    fmt: SchemeLike = "int4",
     group_size: Optional[int] = 64,
     *,
     iters: int = 20,
@@ -100,7 +101,8 @@ def hqq_quantize(
 
     Args:
         w: float numpy array or torch tensor, at least 1-d.
-        fmt: an integer format (``"int4"``, ``"uint3"``, ``"int2"``, ...).
+        fmt: an integer format (``"int4"``, ``"uint3"``, ``"int2"``, ...), or an asymmetric
+            :class:`~quantlab.core.scheme.QuantScheme` that also gives ``group_size`` and ``scale_dtype``.
         group_size: elements per group along the last axis (must divide it); None for
             one group per row (the whole last axis).
         iters: half-quadratic iterations (>= 0; 0 gives the min/max start).
@@ -132,6 +134,19 @@ def hqq_quantize(
 
     Taught in: chapters/ (Beyond int4).
     """
+    scheme = fmt
+    fmt, kw = rowwise_recipe(
+        fmt,
+        {"group_size": group_size, "symmetric": False, "scale_dtype": scale_dtype},
+        {"group_size": 64, "symmetric": False, "scale_dtype": "fp16"},
+        "hqq_quantize",
+    )
+    if kw["symmetric"] or getattr(scheme, "zero_point_dtype", None) not in (None, kw["scale_dtype"]):
+        raise ValueError(
+            "hqq_quantize optimises real-valued zero points stored like the scales: the scheme must be "
+            f"symmetric=False with zero_point_dtype None or its scale_dtype, got {scheme}"
+        )
+    group_size, scale_dtype = kw["group_size"], kw["scale_dtype"]
     t, was_numpy = as_tensor(w, "w")
     require_float(t, "w")
     t = t.detach()

@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
-from ..core.formats import FormatLike, IntFormat, get_format
+from ..core.formats import IntFormat, get_format
 from ..core.quantize import SCALE_DTYPES, QTensor, require_finite, store_scales
+from ..core.scheme import SchemeLike, rowwise_recipe
 from ..core.validate import check_int, check_real
 
 __all__ = [
@@ -130,7 +131,7 @@ def _importance(importance: Any, n: int) -> torch.Tensor:
 def imatrix_quantize(
     w: ArrayLike,
     importance: Optional[ArrayLike] = None,
-    fmt: FormatLike = "int4",
+    fmt: SchemeLike = "int4",
     group_size: Optional[int] = 32,
     *,
     n_grid: int = 20,
@@ -146,7 +147,8 @@ def imatrix_quantize(
         w: float weight ``(..., in_features)`` (numpy or torch).
         importance: ``(in_features,)`` non-negative importances (e.g. from
             :func:`importance_from_activations`); None for uniform.
-        fmt: a signed integer format (``"int4"``, ``"int3"``, ...).
+        fmt: a signed integer format (``"int4"``, ``"int3"``, ...), or a symmetric
+            :class:`~quantlab.core.scheme.QuantScheme` that also gives ``group_size`` and ``scale_dtype``.
         group_size: elements per group along the last axis (must divide it); None for one
             group per row.
         n_grid: candidate scale factors besides 1 (>= 1).
@@ -170,6 +172,15 @@ def imatrix_quantize(
 
     Taught in: chapters/ (Beyond int4).
     """
+    fmt, kw = rowwise_recipe(
+        fmt,
+        {"group_size": group_size, "symmetric": True, "scale_dtype": scale_dtype},
+        {"group_size": 32, "symmetric": True, "scale_dtype": "fp32"},
+        "imatrix_quantize",
+    )
+    if not kw["symmetric"]:
+        raise ValueError("imatrix_quantize makes symmetric groups: the scheme must be symmetric")
+    group_size, scale_dtype = kw["group_size"], kw["scale_dtype"]
     t, was_numpy = as_tensor(w, "w")
     require_float(t, "w")
     t = t.detach()

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..core.formats import Format, FormatLike, IntFormat, get_format
 from ..core.quantize import fake_quantize
+from ..core.scheme import QuantScheme, SchemeLike
 from ._model_utils import fake_quantized_copy
 
 __all__ = [
@@ -58,7 +59,12 @@ class FakeQuantSTE(torch.autograd.Function):
 
 
 def _qat_kwargs(
-    fmt: Format, granularity: str, axis: int, group_size: Optional[int], symmetric: Optional[bool]
+    fmt: Format,
+    granularity: str,
+    axis: int,
+    group_size: Optional[int],
+    symmetric: Optional[bool],
+    scale_dtype: Optional[str] = None,
 ) -> dict[str, Any]:
     if granularity not in ("tensor", "channel", "group"):
         raise ValueError(f"granularity must be 'tensor', 'channel' or 'group', got {granularity!r}")
@@ -69,17 +75,57 @@ def _qat_kwargs(
         kw["axis"] = axis
     if granularity == "group":
         kw["group_size"] = group_size
+    if scale_dtype is not None:
+        kw["scale_dtype"] = scale_dtype
     return kw
+
+
+def _recipe(
+    fmt: Any,
+    granularity: str,
+    axis: int,
+    group_size: Optional[int],
+    symmetric: Optional[bool],
+    scale_dtype: Optional[str],
+    default_granularity: str,
+) -> tuple[Format, dict[str, Any]]:
+    """The format and :func:`fake_quantize` keywords of a format plus keywords, or of a
+    :class:`~quantlab.core.scheme.QuantScheme` (then the keywords must stay at their defaults)."""
+    if not isinstance(fmt, QuantScheme):
+        f = get_format(fmt)
+        return f, _qat_kwargs(f, granularity, axis, group_size, symmetric, scale_dtype)
+    given = {
+        "granularity": granularity,
+        "axis": axis,
+        "group_size": group_size,
+        "symmetric": symmetric,
+        "scale_dtype": scale_dtype,
+    }
+    defaults = {
+        "granularity": default_granularity,
+        "axis": 0,
+        "group_size": None,
+        "symmetric": None,
+        "scale_dtype": None,
+    }
+    changed = sorted(k for k in given if given[k] != defaults[k])
+    if changed:
+        raise ValueError(
+            f"fmt is a QuantScheme ({fmt.label}): give {', '.join(changed)} inside it, not beside it, "
+            f"got {', '.join(f'{k}={given[k]!r}' for k in changed)}"
+        )
+    return fmt.fmt, fmt.qparams_kwargs()
 
 
 def fake_quant_ste(
     w: torch.Tensor,
-    fmt: FormatLike,
+    fmt: SchemeLike,
     *,
     granularity: str = "tensor",
     axis: int = 0,
     group_size: Optional[int] = None,
     symmetric: Optional[bool] = None,
+    scale_dtype: Optional[str] = None,
 ) -> torch.Tensor:
     """Fake-quantize ``w`` in the forward pass; pass the gradient straight through.
 
@@ -94,6 +140,9 @@ def fake_quant_ste(
         group_size: elements per group for ``"group"``.
         symmetric: absmax (True) or min/max mapping; default True, except ``int1``
             (whose codes -1 and 0 need the asymmetric map).
+        scale_dtype: how the scales are stored; None: :func:`quantlab.quantize`'s default.
+
+    ``fmt`` may also be a :class:`~quantlab.core.scheme.QuantScheme`, which gives all of these.
 
     Returns:
         ``Q(w)``, a tensor that requires grad if ``w`` does.
@@ -108,8 +157,8 @@ def fake_quant_ste(
         raise TypeError(f"w must be a torch.Tensor, got {type(w).__name__}")
     if not w.is_floating_point():
         raise TypeError(f"w must hold floating-point values, got dtype {w.dtype}")
-    fmt = get_format(fmt)
-    return FakeQuantSTE.apply(w, fmt, _qat_kwargs(fmt, granularity, axis, group_size, symmetric))
+    fmt, kw = _recipe(fmt, granularity, axis, group_size, symmetric, scale_dtype, "tensor")
+    return FakeQuantSTE.apply(w, fmt, kw)
 
 
 class FakeQuantLinear(nn.Linear):
@@ -119,8 +168,8 @@ class FakeQuantLinear(nn.Linear):
 
     Args:
         in_features, out_features, bias: as ``nn.Linear``.
-        fmt: the weight format (name or Format).
-        granularity, axis, group_size, symmetric: see :func:`fake_quant_ste`. The default
+        fmt: the weight format (name or Format), or a :class:`~quantlab.core.scheme.QuantScheme`.
+        granularity, axis, group_size, symmetric, scale_dtype: see :func:`fake_quant_ste`. The default
             granularity ``"channel"`` with ``axis=0`` gives one scale per output neuron.
         device: where the parameters are created (as ``nn.Linear``; default the CPU).
 
@@ -135,25 +184,25 @@ class FakeQuantLinear(nn.Linear):
         out_features: int,
         bias: bool = True,
         *,
-        fmt: FormatLike = "int8",
+        fmt: SchemeLike = "int8",
         granularity: str = "channel",
         axis: int = 0,
         group_size: Optional[int] = None,
         symmetric: Optional[bool] = None,
+        scale_dtype: Optional[str] = None,
         device: Optional[Union[str, torch.device]] = None,
     ) -> None:
         super().__init__(in_features, out_features, bias, device=device)
-        self.fmt = get_format(fmt)
-        self.qkwargs = _qat_kwargs(self.fmt, granularity, axis, group_size, symmetric)
+        self.fmt, self.qkwargs = _recipe(fmt, granularity, axis, group_size, symmetric, scale_dtype, "channel")
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, fmt: FormatLike, **kwargs: Any) -> FakeQuantLinear:
+    def from_linear(cls, linear: nn.Linear, fmt: SchemeLike, **kwargs: Any) -> FakeQuantLinear:
         """A FakeQuantLinear holding a copy of ``linear``'s weight and bias, on its device.
 
         Args:
             linear: the layer to copy.
             fmt: the weight format.
-            **kwargs: ``granularity``, ``axis``, ``group_size``, ``symmetric``.
+            **kwargs: ``granularity``, ``axis``, ``group_size``, ``symmetric``, ``scale_dtype``.
 
         Returns:
             The new layer (float32 parameters, on ``linear.weight``'s device).
@@ -211,14 +260,15 @@ def _swap(model: nn.Module, make) -> int:
     return count
 
 
-def prepare_qat(model: nn.Module, fmt: FormatLike, *, inplace: bool = False, **kwargs: Any) -> nn.Module:
+def prepare_qat(model: nn.Module, fmt: SchemeLike, *, inplace: bool = False, **kwargs: Any) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` with a :class:`FakeQuantLinear` (same weights).
 
     Args:
         model: any module.
-        fmt: the weight format.
+        fmt: the weight format, or a :class:`~quantlab.core.scheme.QuantScheme`.
         inplace: modify ``model`` itself instead of a deep copy.
-        **kwargs: ``granularity``, ``axis``, ``group_size``, ``symmetric`` (see :func:`fake_quant_ste`).
+        **kwargs: ``granularity``, ``axis``, ``group_size``, ``symmetric``, ``scale_dtype`` (see
+            :func:`fake_quant_ste`).
 
     Returns:
         The prepared model; train it as usual.
@@ -231,8 +281,9 @@ def prepare_qat(model: nn.Module, fmt: FormatLike, *, inplace: bool = False, **k
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    fmt = get_format(fmt)
-    _qat_kwargs(fmt, kwargs.get("granularity", "channel"), 0, None, None)  # validate early
+    _recipe(fmt, kwargs.get("granularity", "channel"), 0, None, None, None, "channel")  # validate early
+    if not isinstance(fmt, QuantScheme):
+        fmt = get_format(fmt)
     out = model if inplace else copy.deepcopy(model)
 
     def make(m: nn.Module) -> Optional[nn.Module]:

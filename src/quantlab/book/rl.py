@@ -643,14 +643,13 @@ def finetune_qat(
     _check_policy(policy)
     scheme = policy_scheme(fmt, granularity)
     fmt = scheme.fmt
-    kw = {k: v for k, v in scheme.qparams_kwargs().items() if k != "scale_dtype"}  # QAT rounds with fp32 scales
     steps = check_int(steps, "steps", minimum=1)
     rounds = check_int(rounds, "rounds", minimum=1)
     episodes = check_int(episodes, "episodes", minimum=1)
     lr = check_positive(lr, "lr")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
-    student = prepare_qat(policy, fmt, **kw)
+    student = prepare_qat(policy, scheme)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     data = collect_states(policy, episodes, seed=20_000 + 100 * seed)

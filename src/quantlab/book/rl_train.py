@@ -570,8 +570,7 @@ def _train(envs: Any, cfg: dict[str, Any], init: Optional[ActorCritic] = None) -
         model.actor = _latent(model.actor)
     qat = cfg["qat_format"]
     if qat is not None:  # the learner's actor computes with Q(W); gradients pass straight through
-        qkw = {"granularity": "channel", "axis": 0} if cfg["granularity"] == "channel" else {"granularity": "tensor"}
-        model.actor = prepare_qat(model.actor, qat, symmetric=True, **qkw)
+        model.actor = prepare_qat(model.actor, policy_scheme(qat, cfg["granularity"]))
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], eps=1e-5)
     rng = np.random.default_rng(cfg["seed"])
     N, T, gamma, lam, eps = cfg["num_envs"], cfg["steps"], cfg["gamma"], cfg["lam"], cfg["clip_eps"]

@@ -58,6 +58,7 @@ __all__ = [
     "QuantScheme",
     "SchemeLike",
     "as_scheme",
+    "rowwise_recipe",
 ]
 
 #: The dtype scales are stored in unless a recipe says otherwise (see the module docstring).
@@ -531,3 +532,46 @@ def as_scheme(scheme: SchemeLike) -> QuantScheme:
     if isinstance(scheme, (str, Format)):
         return QuantScheme(scheme)
     raise TypeError(f"scheme must be a QuantScheme or a format name, got {type(scheme).__name__}")
+
+
+def rowwise_recipe(
+    fmt: Any, given: dict[str, Any], defaults: dict[str, Any], who: str
+) -> tuple[FormatLike, dict[str, Any]]:
+    """Read a :class:`QuantScheme` given to an algorithm that quantizes a weight row by row
+    (GPTQ, AWQ, HQQ, imatrix), in place of its format.
+
+    Args:
+        fmt: a scheme, or a format (name): then ``(fmt, given)`` come back unchanged.
+        given: the algorithm's recipe keywords as the caller passed them, out of
+            ``group_size``, ``symmetric`` and ``scale_dtype``.
+        defaults: the same keywords' defaults; beside a scheme each must be left there.
+        who: the function's name, for messages.
+
+    Returns:
+        ``(format, keywords)``: with a scheme, its format and ``group_size`` (None: one scale
+        per output row), ``symmetric`` and ``scale_dtype``, for the keys of ``given``.
+
+    Raises:
+        ValueError: keywords beside a scheme that differ from their defaults; a scheme whose
+            scales are not per group or per output row (``PerAxis(0)``).
+    """
+    if not isinstance(fmt, QuantScheme):
+        return fmt, given
+    changed = sorted(k for k, v in given.items() if v != defaults[k])
+    if changed:
+        raise ValueError(
+            f"{who}: fmt is a QuantScheme ({fmt.label}); give {', '.join(changed)} inside it, not beside it, "
+            f"got {', '.join(f'{k}={given[k]!r}' for k in changed)}"
+        )
+    g = fmt.resolved_granularity
+    if fmt.is_cast or fmt.is_block or g == "tensor" or (g == "channel" and fmt.axis not in (0, -2)):
+        raise ValueError(
+            f"{who} quantizes a weight row by row: the scheme needs per-group scales or one per output row "
+            f"(PerAxis(0)), got {fmt.label!r}"
+        )
+    values = {
+        "group_size": fmt.group_size if g == "group" else None,
+        "symmetric": fmt.symmetric,
+        "scale_dtype": fmt.scale_dtype,
+    }
+    return fmt.fmt, {k: values[k] for k in given}
