@@ -36,6 +36,7 @@ from quantlab.algorithms.gptq import gptq_quantize_weight, gptq_reference
 from quantlab.algorithms.hqq import hqq_quantize
 from quantlab.algorithms.imatrix import imatrix_quantize, importance_from_activations, weighted_error
 from quantlab.algorithms.kv_cache import KV_FORMATS, fake_quantize_kv
+from quantlab.core.scheme import DEFAULT_SCALE_DTYPE
 from quantlab.nn import QuantizedLinear
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -215,7 +216,7 @@ def test_awq_on_awkward_inputs(rows, cols, n, seed, magnitude, name):
     s = res.scale
     assert bool(torch.isfinite(s).all()) and bool((s > 0).all())
     assert float(s.max() * s.min()) == pytest.approx(1.0, rel=1e-5)  # geometric normalisation
-    rtn = ql.quantize(W, name, granularity="group", group_size=2).dequantize()
+    rtn = ql.quantize(W, name, granularity="group", group_size=2, scale_dtype=DEFAULT_SCALE_DTYPE).dequantize()
     alpha0 = awq_quantize_weight(W, X, name, group_size=2, alpha=0.0)
     assert torch.equal(alpha0.weight, rtn)  # alpha = 0 is round-to-nearest
     if rows:
@@ -336,7 +337,7 @@ def test_imatrix_is_invariant_to_the_scale_of_importance(rows, cols, seed, k, na
     q = imatrix_quantize(w, scaled, name, 2)
     assert torch.equal(q.codes, base.codes) and torch.equal(q.scale, base.scale)
     assert bool(torch.isfinite(q.dequantize()).all())
-    rtn = ql.quantize(w, name, granularity="group", group_size=2).dequantize()
+    rtn = ql.quantize(w, name, granularity="group", group_size=2, scale_dtype=DEFAULT_SCALE_DTYPE).dequantize()
     assert weighted_error(w, q.dequantize(), imp) <= weighted_error(w, rtn, imp) * (1 + 1e-5) + 1e-12
 
 

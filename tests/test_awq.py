@@ -18,6 +18,7 @@ from quantlab.awq import (
 )
 
 import quantlab as ql
+from quantlab.core.scheme import DEFAULT_SCALE_DTYPE
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +58,7 @@ def test_alpha_zero_is_round_to_nearest(fmt, group_size):
     W, X = _salient(1)
     res = awq_quantize_weight(W, X, fmt, group_size=group_size, alpha=0.0)
     kw = dict(granularity="group", group_size=group_size) if group_size else dict(granularity="channel")
-    rtn = ql.quantize(W, fmt, **kw)
+    rtn = ql.quantize(W, fmt, scale_dtype=DEFAULT_SCALE_DTYPE, **kw)  # AWQ stores scales as a recipe does
     assert res.alpha == 0.0 and torch.equal(res.scale, torch.ones(W.shape[1]))
     assert torch.equal(res.qtensor.codes, rtn.codes)
     assert torch.equal(res.weight, rtn.dequantize())
@@ -68,7 +69,7 @@ def test_losses_are_the_output_mse():
     res = awq_quantize_weight(W, X, "int4", group_size=64)
     for k in (0, 7, 19):
         s = awq_scales(X.abs().mean(0), float(res.alphas[k]))
-        eff = ql.fake_quantize(W * s, "int4", granularity="group", group_size=64) / s
+        eff = ql.fake_quantize(W * s, "int4", granularity="group", group_size=64, scale_dtype=DEFAULT_SCALE_DTYPE) / s
         mse = ((X @ W.T - X @ eff.T) ** 2).mean().item()
         assert res.losses[k].item() == pytest.approx(mse, rel=1e-4)
     assert res.losses[res.alphas.tolist().index(res.alpha)] == res.losses.min()

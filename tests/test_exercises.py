@@ -447,7 +447,7 @@ def library_toy():
 
 def test_gptq_step_agrees_with_library_on_a_three_column_toy():
     W, H, Hd, U, scale32, quantize_column = library_toy()
-    lib = ql.gptq.gptq_reference(W, H, "int4", group_size=None, damp=0.01)
+    lib = ql.gptq.gptq_reference(W, H, "int4", group_size=None, damp=0.01, scale_dtype="fp32")
     Wk = W.copy()
     loss = 0.0
     for j in range(3):

@@ -69,6 +69,7 @@ def expected_call(s: E.Settings):
             return None
         name = "nf4"
     kw = {"granularity": s.granularity, "symmetric": s.symmetric if s.family == "int" else True}
+    kw["scale_dtype"] = "fp32"  # the explorer's stated recipe: fp32 scales, which its static twin reproduces
     if s.granularity == "group":
         kw["group_size"] = 64
     return name, kw

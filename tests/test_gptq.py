@@ -82,7 +82,7 @@ def test_diagonal_hessian_gives_round_to_nearest():
     W, _, _ = _layer(0)
     H = torch.diag(torch.linspace(0.5, 2.0, W.shape[1], dtype=W.dtype))
     res = gptq_quantize_weight(W, H, "int4", group_size=64)
-    rtn = ql.quantize(W, "int4", granularity="group", group_size=64)
+    rtn = ql.quantize(W, "int4", granularity="group", group_size=64, scale_dtype="fp16")  # GPTQ's default
     assert torch.equal(res.qtensor.codes, rtn.codes)
     assert torch.equal(res.weight, rtn.dequantize())
 
@@ -148,7 +148,7 @@ def test_blocked_float32_close_to_column_loop():
 
 def test_matches_transcribed_reference_code():
     W, _, H = _layer(6, cols=384)
-    ours = gptq_quantize_weight(W, H, "int4", group_size=128, block_size=128)
+    ours = gptq_quantize_weight(W, H, "int4", group_size=128, block_size=128, scale_dtype="fp32")  # as transcribed
     ref = _reference_transcription(W, H, bits=4, groupsize=128)
     torch.testing.assert_close(ours.weight, ref, rtol=0, atol=1e-12)
 

@@ -67,7 +67,7 @@ def test_uniform_importance_is_the_plain_search():
 
 def test_important_columns_are_kept_exact():
     w = np.array([[0.9, -0.35, 0.5, 0.2]], np.float32)
-    q = imatrix_quantize(w, np.array([1.0, 0, 0, 0]), "int2", None)
+    q = imatrix_quantize(w, np.array([1.0, 0, 0, 0]), "int2", None, scale_dtype="fp32")  # exact scales keep it exact
     assert q.dequantize()[0, 0] == np.float32(0.9)
     assert q.scale.shape == (1, 1) and q.zero_point is None and q.bits_per_weight == 2 + 32 / 4
 

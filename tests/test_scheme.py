@@ -170,7 +170,7 @@ def _layer(seed=0, out=16, inp=64, rows=128):
 @pytest.mark.parametrize(
     "scheme, keywords",
     [
-        (QuantScheme("int4", PerGroup(32), scale_dtype="fp32"), dict(group_size=32)),
+        (QuantScheme("int4", PerGroup(32), scale_dtype="fp32"), dict(group_size=32, scale_dtype="fp32")),
         (QuantScheme("int3", PerAxis(0)), dict(group_size=None, scale_dtype="fp16")),
         (QuantScheme("uint4", PerGroup(16), symmetric=False), dict(group_size=16, symmetric=False, scale_dtype="fp16")),
     ],

@@ -53,7 +53,7 @@ import torch
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
 from ..core.formats import get_format
 from ..core.quantize import QTensor, quantize
-from ..core.scheme import SchemeLike, rowwise_recipe
+from ..core.scheme import DEFAULT_SCALE_DTYPE, SchemeLike, rowwise_recipe
 from ._model_utils import run_with_input_hooks
 from .calibration import linear_layer_names
 
@@ -188,7 +188,7 @@ def awq_quantize_weight(
     n_grid: int = 20,
     act_abs_mean: Optional[ArrayLike] = None,
     symmetric: bool = True,
-    scale_dtype: str = "fp32",
+    scale_dtype: str = DEFAULT_SCALE_DTYPE,
 ) -> AWQResult:
     """Search AWQ's scale exponent for one layer (or layers sharing an input) and quantize.
 
@@ -219,7 +219,7 @@ def awq_quantize_weight(
     fmt, kw = rowwise_recipe(
         fmt,
         {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
-        {"group_size": 128, "symmetric": True, "scale_dtype": "fp32"},
+        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
         "awq_quantize_weight",
     )
     group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
@@ -398,7 +398,7 @@ def awq_quantize_model(
     max_rows: int = 512,
     layers: Optional[Iterable[str]] = None,
     symmetric: bool = True,
-    scale_dtype: str = "fp32",
+    scale_dtype: str = DEFAULT_SCALE_DTYPE,
     replace_weights: bool = True,
     progress: bool = True,
     seed: int = 0,
@@ -434,7 +434,7 @@ def awq_quantize_model(
     fmt, kw = rowwise_recipe(
         fmt,
         {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
-        {"group_size": 128, "symmetric": True, "scale_dtype": "fp32"},
+        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
         "awq_quantize_model",
     )
     group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]

@@ -51,7 +51,7 @@ import torch
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
 from ..core.formats import BlockFormat, IntFormat, get_format
 from ..core.quantize import QParams, QTensor, choose_qparams, quantize
-from ..core.scheme import SchemeLike, rowwise_recipe
+from ..core.scheme import DEFAULT_SCALE_DTYPE, SchemeLike, rowwise_recipe
 from ..core.validate import check_positive_int
 from .calibration import LayerStats, collect_layer_stats, hessian, linear_layer_names
 
@@ -338,7 +338,7 @@ def gptq_quantize_weight(
     damp: float = 0.01,
     act_order: bool = False,
     symmetric: bool = True,
-    scale_dtype: str = "fp32",
+    scale_dtype: str = DEFAULT_SCALE_DTYPE,
     blocked: bool = True,
 ) -> GPTQResult:
     """Quantize a Linear weight with GPTQ (blocked, lazy batch updates).
@@ -370,7 +370,7 @@ def gptq_quantize_weight(
     fmt, kw = rowwise_recipe(
         fmt,
         {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
-        {"group_size": 128, "symmetric": True, "scale_dtype": "fp32"},
+        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
         "gptq_quantize_weight",
     )
     group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
@@ -503,7 +503,7 @@ def gptq_reference(
     damp: float = 0.01,
     act_order: bool = False,
     symmetric: bool = True,
-    scale_dtype: str = "fp32",
+    scale_dtype: str = DEFAULT_SCALE_DTYPE,
 ) -> GPTQResult:
     """GPTQ as a plain column-by-column loop: after each column, update all later columns.
 
@@ -514,7 +514,7 @@ def gptq_reference(
     fmt, kw = rowwise_recipe(
         fmt,
         {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
-        {"group_size": 128, "symmetric": True, "scale_dtype": "fp32"},
+        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
         "gptq_reference",
     )
     group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
@@ -601,7 +601,7 @@ def gptq_quantize_model(
     damp: float = 0.01,
     act_order: bool = False,
     symmetric: bool = True,
-    scale_dtype: str = "fp32",
+    scale_dtype: str = DEFAULT_SCALE_DTYPE,
     layers: Optional[Iterable[str]] = None,
     stats: Optional[dict[str, LayerStats]] = None,
     replace_weights: bool = True,
@@ -639,7 +639,7 @@ def gptq_quantize_model(
     fmt, kw = rowwise_recipe(
         fmt,
         {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
-        {"group_size": 128, "symmetric": True, "scale_dtype": "fp32"},
+        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
         "gptq_quantize_model",
     )
     group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]

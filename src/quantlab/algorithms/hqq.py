@@ -47,7 +47,7 @@ import torch
 from ..core._backend import ArrayLike, as_tensor, require_float
 from ..core.formats import IntFormat, get_format
 from ..core.quantize import SCALE_DTYPES, QTensor, require_finite, store_scales
-from ..core.scheme import SchemeLike, rowwise_recipe
+from ..core.scheme import DEFAULT_SCALE_DTYPE, SchemeLike, rowwise_recipe
 from ..core.validate import check_bool, check_int, check_real
 
 __all__ = ["hqq_quantize", "shrink_lp"]
@@ -89,7 +89,7 @@ def hqq_quantize(
     kappa: float = 1.01,
     optimize_scale: bool = False,
     early_stop: bool = True,
-    scale_dtype: str = "fp16",
+    scale_dtype: str = DEFAULT_SCALE_DTYPE,
 ) -> QTensor:
     """Quantize ``w`` with HQQ's optimised zero points (groups along the last axis).
 
@@ -138,7 +138,7 @@ def hqq_quantize(
     fmt, kw = rowwise_recipe(
         fmt,
         {"group_size": group_size, "symmetric": False, "scale_dtype": scale_dtype},
-        {"group_size": 64, "symmetric": False, "scale_dtype": "fp16"},
+        {"group_size": 64, "symmetric": False, "scale_dtype": DEFAULT_SCALE_DTYPE},
         "hqq_quantize",
     )
     if kw["symmetric"] or getattr(scheme, "zero_point_dtype", None) not in (None, kw["scale_dtype"]):

@@ -38,7 +38,7 @@ import torch
 from ..core._backend import ArrayLike, as_tensor, like_input, require_float
 from ..core.formats import IntFormat, get_format
 from ..core.quantize import SCALE_DTYPES, QTensor, require_finite, store_scales
-from ..core.scheme import SchemeLike, rowwise_recipe
+from ..core.scheme import DEFAULT_SCALE_DTYPE, SchemeLike, rowwise_recipe
 from ..core.validate import check_int, check_real
 
 __all__ = [
@@ -136,7 +136,7 @@ def imatrix_quantize(
     *,
     n_grid: int = 20,
     factor_range: tuple[float, float] = (0.6, 1.2),
-    scale_dtype: str = "fp32",
+    scale_dtype: str = DEFAULT_SCALE_DTYPE,
 ) -> QTensor:
     """Symmetric group quantization whose scales minimise the importance-weighted error.
 
@@ -167,7 +167,7 @@ def imatrix_quantize(
     Example:
         >>> import numpy as np
         >>> w = np.array([[0.9, -0.35, 0.5, 0.2]], np.float32)
-        >>> imatrix_quantize(w, np.array([1.0, 0.0, 0.0, 0.0]), "int2", None).dequantize()[0, 0]
+        >>> imatrix_quantize(w, np.array([1.0, 0.0, 0.0, 0.0]), "int2", None, scale_dtype="fp32").dequantize()[0, 0]
         np.float32(0.9)
 
     Taught in: chapters/ (Beyond int4).
@@ -175,7 +175,7 @@ def imatrix_quantize(
     fmt, kw = rowwise_recipe(
         fmt,
         {"group_size": group_size, "symmetric": True, "scale_dtype": scale_dtype},
-        {"group_size": 32, "symmetric": True, "scale_dtype": "fp32"},
+        {"group_size": 32, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
         "imatrix_quantize",
     )
     if not kw["symmetric"]:

@@ -40,6 +40,7 @@ from ..core._backend import ArrayLike, as_tensor, require_float
 from ..core.formats import FloatFormat, FormatLike, get_format
 from ..core.metrics import sqnr_db
 from ..core.quantize import quantize
+from ..core.scheme import EXACT_SCALE_DTYPE
 from ..core.validate import check_nonnegative_int
 
 __all__ = [
@@ -265,7 +266,7 @@ def error_row(
     granularity: GranularitySpec = "tensor",
     *,
     axis: int = 0,
-    scale_dtype: str = "fp32",
+    scale_dtype: str = EXACT_SCALE_DTYPE,
 ) -> dict[str, Any]:
     """Quantize ``x`` one way and measure what it costs and what it loses.
 
@@ -317,7 +318,7 @@ def sqnr_sweep(
     *,
     fmt: Callable[[int], FormatLike] = lambda b: f"int{b}",
     axis: int = 0,
-    scale_dtype: str = "fp32",
+    scale_dtype: str = EXACT_SCALE_DTYPE,
 ) -> list[dict[str, Any]]:
     """SQNR of ``x`` at every bit width and granularity: one :func:`error_row` each.
 

@@ -107,7 +107,7 @@ from .formats import (
 )
 from .mx import decode_blocks, encode_blocks
 from .packing import pack, packed_nbytes
-from .scheme import GRANULARITIES, SCALE_DTYPES, QuantScheme
+from .scheme import EXACT_SCALE_DTYPE, GRANULARITIES, SCALE_DTYPES, QuantScheme
 from .validate import check_bool, check_int, check_optional_bool, check_real
 
 __all__ = [
@@ -145,7 +145,7 @@ class QParams:
     granularity: str
     axis: int
     group_size: Optional[int]
-    scale_dtype: str = "fp32"
+    scale_dtype: str = EXACT_SCALE_DTYPE
 
 
 # --------------------------------------------------------------------------- validation
@@ -270,7 +270,7 @@ _KEYWORD_DEFAULTS: dict[str, Any] = {
     "axis": 0,
     "group_size": None,
     "symmetric": True,
-    "scale_dtype": "fp32",
+    "scale_dtype": EXACT_SCALE_DTYPE,
     "scaled": None,
 }
 
@@ -289,7 +289,7 @@ def choose_qparams(
     symmetric: bool = True,
     clip_ratio: float = 1.0,
     percentile: Optional[float] = None,
-    scale_dtype: str = "fp32",
+    scale_dtype: str = EXACT_SCALE_DTYPE,
 ) -> QParams:
     """Choose ``scale`` (and ``zero_point``) for ``x`` from its absmax or min/max.
 
@@ -521,7 +521,7 @@ class QTensor:
     granularity: str = "tensor"
     axis: int = 0
     group_size: Optional[int] = None
-    scale_dtype: str = "fp32"
+    scale_dtype: str = EXACT_SCALE_DTYPE
     dtype: torch.dtype = torch.float32
     was_numpy: bool = False
     tensor_scale: Optional[torch.Tensor] = None
@@ -669,7 +669,7 @@ def quantize(
     symmetric: bool = True,
     clip_ratio: float = 1.0,
     percentile: Optional[float] = None,
-    scale_dtype: str = "fp32",
+    scale_dtype: str = EXACT_SCALE_DTYPE,
     scaled: Optional[bool] = None,
     qparams: Optional[QParams] = None,
 ) -> QTensor:
@@ -792,7 +792,7 @@ def _quantize_block(
         raise ValueError(f"{fmt.name} chooses its scales by its own rule: clip_ratio must be 1, got {clip_ratio}")
     if percentile is not None:
         raise ValueError(f"{fmt.name} chooses its scales by its own rule: percentile must be None, got {percentile!r}")
-    if scale_dtype != "fp32":
+    if scale_dtype != EXACT_SCALE_DTYPE:
         raise ValueError(
             f"{fmt.name} stores its block scales as {fmt.scale_format}: leave "
             f"scale_dtype at its default, got {scale_dtype!r}"
@@ -1002,7 +1002,7 @@ def fake_quantize(
     symmetric: bool = True,
     clip_ratio: float = 1.0,
     percentile: Optional[float] = None,
-    scale_dtype: str = "fp32",
+    scale_dtype: str = EXACT_SCALE_DTYPE,
     scaled: Optional[bool] = None,
     qparams: Optional[QParams] = None,
     out: Optional[ArrayLike] = None,

@@ -48,6 +48,7 @@ from .validate import check_bool, check_int, check_positive_int
 
 __all__ = [
     "DEFAULT_SCALE_DTYPE",
+    "EXACT_SCALE_DTYPE",
     "SCALE_DTYPES",
     "GRANULARITIES",
     "PerTensor",
@@ -63,6 +64,10 @@ __all__ = [
 
 #: The dtype scales are stored in unless a recipe says otherwise (see the module docstring).
 DEFAULT_SCALE_DTYPE = "fp16"
+#: The scales of the primitives (:func:`~quantlab.core.quantize.quantize`, ``choose_qparams``,
+#: ``fake_quantize``) called without a recipe: exact float32, as torchao's primitives keep the
+#: input's dtype. They compute; a recipe stores.
+EXACT_SCALE_DTYPE = "fp32"
 #: The dtypes a scale can be stored in, by name.
 SCALE_DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,

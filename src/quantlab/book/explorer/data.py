@@ -42,6 +42,10 @@ __all__ = ["ExplorerData", "explore", "format_figures", "beyond_text", "clear_ca
 
 #: Grids with more lines than this inside the window are described, not drawn.
 MAX_GRID_LINES = 256
+#: The explorer's integer and float grids keep fp32 scales: the kernel-free page recomputes every
+#: setting in the browser in float32 (``explorer.js``), and an fp32 scale is what it can reproduce
+#: bit for bit. Its compression counts them at 32 bits.
+SCALE_DTYPE = "fp32"
 
 _BLOCK_TITLES = {
     "q4_0": "blocks of 32 sharing an fp16 scale",
@@ -333,6 +337,7 @@ def _measure(source: str, fmt_name: str, granularity: Optional[str], symmetric: 
             granularity=granularity,
             symmetric=symmetric,
             group_size=GROUP_SIZE if granularity == "group" else None,
+            scale_dtype=SCALE_DTYPE,
         )
     x_hat = q.dequantize()
     err, zeroed = _errors(x, x_hat)
