@@ -8,6 +8,7 @@ from quantlab.qat import FakeQuantLinear, convert, fake_quant_ste, prepare_qat
 from torch import nn
 
 import quantlab as ql
+from quantlab.core.scheme import DEFAULT_SCALE_DTYPE  # QAT stores what a recipe stores
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +22,7 @@ def _restore_torch_rng():
 def test_forward_equals_fake_quantize():
     w = torch.randn(8, 5, generator=torch.Generator().manual_seed(0))
     out = fake_quant_ste(w, "int4", granularity="channel")
-    assert torch.equal(out, ql.fake_quantize(w, "int4", granularity="channel", axis=0))
+    assert torch.equal(out, ql.fake_quantize(w, "int4", granularity="channel", axis=0, scale_dtype=DEFAULT_SCALE_DTYPE))
 
 
 def test_known_answer_int2():
@@ -56,7 +57,7 @@ def test_fake_quant_linear_forward_and_grad():
     lin = nn.Linear(5, 3)
     fq = FakeQuantLinear.from_linear(lin, "int3", granularity="tensor")
     x = torch.randn(7, 5)
-    expected = x @ ql.fake_quantize(lin.weight.detach(), "int3").T + lin.bias.detach()
+    expected = x @ ql.fake_quantize(lin.weight.detach(), "int3", scale_dtype=DEFAULT_SCALE_DTYPE).T + lin.bias.detach()
     y = fq(x)
     torch.testing.assert_close(y, expected)
     y.sum().backward()
@@ -92,7 +93,8 @@ def test_prepare_and_convert_round_trip():
     x = torch.randn(3, 4)
     torch.testing.assert_close(deployed(x), prepared(x))
     torch.testing.assert_close(
-        deployed[0].weight, ql.fake_quantize(model[0].weight.detach(), "int4", granularity="channel")
+        deployed[0].weight,
+        ql.fake_quantize(model[0].weight.detach(), "int4", granularity="channel", scale_dtype=DEFAULT_SCALE_DTYPE),
     )
 
 

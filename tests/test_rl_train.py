@@ -13,6 +13,7 @@ import pytest
 import torch
 from quantlab.qat import FakeQuantLinear, prepare_qat
 
+from quantlab.book.rl import policy_scheme
 from quantlab.book.rl_speed import SPEED_VARIANTS, acting_speed, actor_runners
 from quantlab.book.rl_train import (
     ActorCritic,
@@ -154,7 +155,7 @@ def test_qat_actors_act_with_the_learners_rounded_policy(fmt):
     assert h["kl"] == [0.0, 0.0] and h["ratio_max"] == [1.0, 1.0]  # mu is pi: the same Q(W)
     # the returned model holds plain Linear layers with the latent (float) weights
     assert all(type(m) is torch.nn.Linear for m in res.model.actor if isinstance(m, torch.nn.Linear))
-    qat = prepare_qat(res.model.actor, fmt, granularity="channel", axis=0, symmetric=True)
+    qat = prepare_qat(res.model.actor, policy_scheme(fmt, "channel"))  # the RL pages' recipe
     mu = behaviour_policy(res.model, fmt)
     for a, b in zip(
         [m for m in qat if isinstance(m, FakeQuantLinear)], [m for m in mu.actor if isinstance(m, torch.nn.Linear)]
@@ -167,7 +168,7 @@ def test_qat_learner_gets_straight_through_gradients():
     m = ActorCritic(4, 2, discrete=True, seed=3)
     obs, act = torch.randn(32, 4), torch.randint(0, 2, (32,))
     learner = ActorCritic(4, 2, discrete=True, seed=3)
-    learner.actor = prepare_qat(learner.actor, "int3", granularity="channel", axis=0, symmetric=True)
+    learner.actor = prepare_qat(learner.actor, policy_scheme("int3", "channel"))
     rounded = behaviour_policy(m, "int3")
     for net in (learner, rounded):
         logp, ent = net.log_prob_entropy(obs, act)

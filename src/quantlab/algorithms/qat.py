@@ -30,7 +30,7 @@ from torch import nn
 
 from ..core.formats import Format, FormatLike, IntFormat, get_format
 from ..core.quantize import fake_quantize
-from ..core.scheme import QuantScheme, SchemeLike
+from ..core.scheme import DEFAULT_SCALE_DTYPE, QuantScheme, SchemeLike
 from ._model_utils import fake_quantized_copy
 
 __all__ = [
@@ -75,8 +75,7 @@ def _qat_kwargs(
         kw["axis"] = axis
     if granularity == "group":
         kw["group_size"] = group_size
-    if scale_dtype is not None:
-        kw["scale_dtype"] = scale_dtype
+    kw["scale_dtype"] = DEFAULT_SCALE_DTYPE if scale_dtype is None else scale_dtype
     return kw
 
 
@@ -140,7 +139,8 @@ def fake_quant_ste(
         group_size: elements per group for ``"group"``.
         symmetric: absmax (True) or min/max mapping; default True, except ``int1``
             (whose codes -1 and 0 need the asymmetric map).
-        scale_dtype: how the scales are stored; None: :func:`quantlab.quantize`'s default.
+        scale_dtype: how the scales are stored; None: a recipe's default,
+            :data:`~quantlab.core.scheme.DEFAULT_SCALE_DTYPE` (fp16), as the weights will be stored.
 
     ``fmt`` may also be a :class:`~quantlab.core.scheme.QuantScheme`, which gives all of these.
 

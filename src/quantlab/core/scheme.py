@@ -27,8 +27,13 @@ llama.cpp's Q4_1). With :class:`DoubleQuant` the scales are themselves quantized
 their own scales.
 
 **The default scale dtype** is :data:`DEFAULT_SCALE_DTYPE`, ``"fp16"``: what GPTQ, AWQ,
-llama.cpp and most stored checkpoints use. It is stated here once; every function that takes
-``scale_dtype`` defaults to it.
+llama.cpp and most stored checkpoints use. It is stated here once, and every recipe defaults to
+it: a :class:`QuantScheme`, the memory calculator, :mod:`quantlab.nn`, GPTQ, AWQ, HQQ, imatrix
+and QAT. The primitives that only compute (``quantize``, ``choose_qparams``, ``fake_quantize``
+and ``sweeps``' error rows, called with a format and keywords instead of a scheme) keep exact
+float32 scales, :data:`EXACT_SCALE_DTYPE`, as torchao's primitives keep the input's dtype: the
+scale is then exactly ``absmax / qmax``, the formula the chapter's first pages compute by hand, and
+no input is too small or too large for its scale. ``quantize(x, scheme)`` stores what the scheme says.
 
 Taught in: chapters/03_core_tradeoff.ipynb ("Granularity") and chapters/04_in_practice.ipynb
 ("A five-line recipe").
