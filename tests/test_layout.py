@@ -441,6 +441,7 @@ def test_every_moved_module_has_its_old_name():
         "quantlab.core.lazy",
         "quantlab.core.scheme",
         *(f"quantlab.core.memory_{m}" for m in ("weights", "catalog", "state", "rlhf")),
+        *(f"quantlab.core.gguf_{m}" for m in ("layout", "legacy", "ternary", "kquants")),
         *(f"quantlab.nn.{m}" for m in ("scheme", "codes", "layout", "layer", "model", "size", "io")),
         "quantlab.book.course",
         "quantlab.book.speed_facts",
