@@ -448,6 +448,7 @@ def test_every_moved_module_has_its_old_name():
         "quantlab.book.speed_run",
         "quantlab.book.figures",
         "quantlab.book.smollm_study",
+        *(f"quantlab.book.exercises_{m}" for m in ("common", "quantizers", "packing", "gptq")),
     }
     missing = []
     for name in _modules():
