@@ -437,6 +437,7 @@ def test_every_moved_module_has_its_old_name():
         "quantlab.deploy.runtime",
         "quantlab.deploy.profiling",
         "quantlab.deploy.shipped",
+        "quantlab.deploy.gguf_llama",
         "quantlab.core.validate",
         "quantlab.core.lazy",
         "quantlab.core.scheme",
