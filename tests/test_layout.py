@@ -449,6 +449,7 @@ def test_every_moved_module_has_its_old_name():
         "quantlab.book.speed_run",
         "quantlab.book.figures",
         "quantlab.book.smollm_study",
+        *(f"quantlab.book.rl_{m}" for m in ("policy", "reinforce", "quantize", "qat", "stored")),
         *(f"quantlab.book.exercises_{m}" for m in ("common", "quantizers", "packing", "gptq")),
     }
     missing = []
