@@ -11,6 +11,7 @@ from importlib import resources
 import pytest
 
 from quantlab.core import memory as mem
+from quantlab.core import memory_catalog as cat
 
 
 def _file() -> dict:
@@ -46,8 +47,8 @@ def test_the_catalog_is_consistent():
 
 def test_a_row_that_does_not_fit_its_record_is_refused(monkeypatch):
     bad = {"gpus": {"rows": [{"name": "X", "memory_gib": 8, "kind": "edge", "colour": "red"}]}}
-    monkeypatch.setattr(mem, "CATALOG", bad)
+    monkeypatch.setattr(cat, "CATALOG", bad)
     with pytest.raises(ValueError, match=r"gpus\[0\] \('X'\): missing \['bandwidth_gbs'\], unknown \['colour'\]"):
-        mem._records(mem.GPU, "gpus")
+        cat._records(mem.GPU, "gpus")
     bad["gpus"]["rows"][0] = {"name": "X", "memory_gib": 8, "bandwidth_gbs": 1, "kind": "edge", "note": "fine"}
-    assert mem._records(mem.GPU, "gpus") == [mem.GPU("X", 8, 1, "edge")]
+    assert cat._records(mem.GPU, "gpus") == [mem.GPU("X", 8, 1, "edge")]

@@ -14,7 +14,7 @@ from quantlab.exercises import (
 )
 
 import quantlab as ql
-from quantlab import exercises as ex
+from quantlab.book import exercises_gptq, exercises_packing, exercises_quantizers
 
 
 def failed_with(result: CheckResult, *phrases: str) -> None:
@@ -258,14 +258,14 @@ def unpack(packed, n):
 
 
 def test_reference_layout_is_quantlab_pack():
-    for codes in ex._pack_cases():
+    for codes in exercises_packing._pack_cases():
         n = codes.size
-        assert np.array_equal(ex._ref_pack_int4(codes), ql.pack(codes, 4))
+        assert np.array_equal(exercises_packing._ref_pack_int4(codes), ql.pack(codes, 4))
         assert np.array_equal(pack(codes), ql.pack(codes, 4))
         packed = ql.pack(codes, 4)
-        assert np.array_equal(ex._ref_unpack_int4(packed, n), ql.unpack(packed, 4, n, signed=True))
-        assert np.array_equal(ex._ref_unpack_int4(ex._ref_pack_int4(codes), n), codes)
-    assert ex._ref_pack_int4(np.array([-8, 7, -1, 0])).tolist() == [0x78, 0x0F]
+        assert np.array_equal(exercises_packing._ref_unpack_int4(packed, n), ql.unpack(packed, 4, n, signed=True))
+        assert np.array_equal(exercises_packing._ref_unpack_int4(exercises_packing._ref_pack_int4(codes), n), codes)
+    assert exercises_packing._ref_pack_int4(np.array([-8, 7, -1, 0])).tolist() == [0x78, 0x0F]
 
 
 def test_pack_correct_solution_passes():
@@ -468,7 +468,7 @@ def test_gptq_step_agrees_with_library_on_a_three_column_toy():
 
 def test_checker_column_quantizer_is_the_library_grid():
     W, *_ = library_toy()
-    qc = ex._ColumnQuantizer(np.abs(W).max(axis=1) / 7)
+    qc = exercises_gptq._ColumnQuantizer(np.abs(W).max(axis=1) / 7)
     lib = ql.quantize(
         torch.tensor(W[:, :1]),
         "int4",
@@ -523,10 +523,10 @@ def test_cases_have_no_rounding_ties():
     def margin(r):
         return float(np.min(np.abs(np.abs(r) % 1.0 - 0.5)))
 
-    for x, bits in ex._symmetric_cases():
-        _, scale = ex._ref_symmetric(x, bits)
+    for x, bits in exercises_quantizers._symmetric_cases():
+        _, scale = exercises_quantizers._ref_symmetric(x, bits)
         assert margin(x / scale) > 0.01
-    for x, bits in ex._asymmetric_cases():
-        _, scale, _ = ex._ref_asymmetric(x, bits)
-        lo, _ = ex._asym_range(x)
+    for x, bits in exercises_quantizers._asymmetric_cases():
+        _, scale, _ = exercises_quantizers._ref_asymmetric(x, bits)
+        lo, _ = exercises_quantizers._asym_range(x)
         assert margin(x / scale) > 0.01 and margin(-lo / scale) > 0.01

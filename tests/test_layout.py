@@ -437,15 +437,20 @@ def test_every_moved_module_has_its_old_name():
         "quantlab.deploy.runtime",
         "quantlab.deploy.profiling",
         "quantlab.deploy.shipped",
+        "quantlab.deploy.gguf_llama",
         "quantlab.core.validate",
         "quantlab.core.lazy",
         "quantlab.core.scheme",
+        *(f"quantlab.core.memory_{m}" for m in ("weights", "catalog", "state", "rlhf")),
+        *(f"quantlab.core.gguf_{m}" for m in ("layout", "legacy", "ternary", "kquants")),
         *(f"quantlab.nn.{m}" for m in ("scheme", "codes", "layout", "layer", "model", "size", "io")),
         "quantlab.book.course",
         "quantlab.book.speed_facts",
         "quantlab.book.speed_run",
         "quantlab.book.figures",
         "quantlab.book.smollm_study",
+        *(f"quantlab.book.rl_{m}" for m in ("policy", "reinforce", "quantize", "qat", "stored")),
+        *(f"quantlab.book.exercises_{m}" for m in ("common", "quantizers", "packing", "gptq")),
     }
     missing = []
     for name in _modules():

@@ -14,6 +14,7 @@ from torch import nn
 
 import quantlab as ql
 from quantlab import rl
+from quantlab.book.rl_quantize import linear_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,10 +114,10 @@ def test_action_agreement_known_answers(trained):
 def test_quantize_policy_matches_library_and_keeps_biases(trained):
     p = trained.policy
     q = rl.quantize_policy(p, "int4", "channel")
-    for lq, lp in zip(rl._linears(q), rl._linears(p)):
+    for lq, lp in zip(linear_layers(q), linear_layers(p)):
         assert torch.equal(lq.weight, ql.fake_quantize(lp.weight.detach(), "int4", granularity="channel", axis=0))
         assert torch.equal(lq.bias, lp.bias)
-    assert torch.equal(rl._linears(p)[0].weight, trained.policy.net[0].weight)  # original untouched
+    assert torch.equal(linear_layers(p)[0].weight, trained.policy.net[0].weight)  # original untouched
     assert rl.action_agreement(rl.quantize_policy(p, "int8", "channel"), p, rl.collect_states(p, 2, 0)) > 0.9
 
 
@@ -132,7 +133,7 @@ def test_quantized_weights_are_the_library_qtensors():
     p = rl.Policy(seed=0)
     qs = rl.quantized_weights(p, "int3", "channel")
     assert len(qs) == 3
-    for q, layer in zip(qs, rl._linears(p)):
+    for q, layer in zip(qs, linear_layers(p)):
         ref = ql.quantize(layer.weight.detach(), "int3", granularity="channel", axis=0)
         assert torch.equal(q.codes, ref.codes) and torch.equal(q.scale, ref.scale)
     # int1 is mapped asymmetrically: both of its codes are used
@@ -147,7 +148,7 @@ def test_finetune_qat_recovers_agreement_at_two_bits(trained):
     ptq = rl.quantize_policy(p, "int2", "tensor")
     qat = rl.finetune_qat(p, "int2", "tensor", steps=60, rounds=2, seed=0)
     # the result is a plain policy whose weights lie on the int2 grid of each layer
-    for layer in rl._linears(qat):
+    for layer in linear_layers(qat):
         assert type(layer) is nn.Linear
         assert torch.equal(layer.weight, ql.fake_quantize(layer.weight.detach(), "int2"))
     assert rl.action_agreement(qat, p, states) > rl.action_agreement(ptq, p, states)

@@ -2,7 +2,9 @@
 
 :mod:`~quantlab.book.explorer` (with its ``explorer_assets/``), :mod:`~quantlab.book.plotting`,
 :mod:`~quantlab.book.sweeps`, :mod:`~quantlab.book.evaluation`,
-:mod:`~quantlab.book.exercises`, :mod:`~quantlab.book.rl`, :mod:`~quantlab.book.rl_train`
+:mod:`~quantlab.book.exercises` (its checkers in ``exercises_common``, ``exercises_quantizers``,
+``exercises_packing``, ``exercises_gptq``), :mod:`~quantlab.book.rl` (its parts ``rl_policy``,
+``rl_reinforce``, ``rl_quantize``, ``rl_qat``, ``rl_stored``), :mod:`~quantlab.book.rl_train`
 (PPO with quantized actors), :mod:`~quantlab.book.rl_speed` (how fast they act),
 :mod:`~quantlab.book.speed`, :mod:`~quantlab.book.smollm_study` (the SmolLM2 settings of the
 deep dive beyond int4), the kernel-free figures of :mod:`quantlab.book.figures` (with

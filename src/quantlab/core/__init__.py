@@ -8,9 +8,13 @@
   :class:`~quantlab.core.quantize.QTensor` storage type;
 * :mod:`~quantlab.core.packing` -- sub-byte codes packed into bytes;
 * :mod:`~quantlab.core.mx` -- microscaling (MX) and NVFP4 block scales;
-* :mod:`~quantlab.core.gguf_blocks` -- the GGUF block codecs (Q8_0 ... Q6_K), byte for byte;
+* :mod:`~quantlab.core.gguf_blocks` -- the GGUF block codecs (Q8_0 ... Q6_K), byte for byte,
+  by family: ``gguf_layout`` (tables, byte fields), ``gguf_legacy`` (the 32-weight kinds),
+  ``gguf_ternary`` (TQ1_0, TQ2_0), ``gguf_kquants`` (Q4_K, Q6_K);
 * :mod:`~quantlab.core.metrics` -- error metrics (MSE, SQNR, ...);
-* :mod:`~quantlab.core.memory` -- the memory calculator (weights, KV cache, training, RLHF);
+* :mod:`~quantlab.core.memory` -- the memory calculator (weights, KV cache, training, RLHF),
+  re-exporting its parts: ``memory_weights`` (bits per weight, bytes), ``memory_catalog``
+  (GPUs, model shapes), ``memory_state`` (KV cache, activations, training), ``memory_rlhf``;
 * ``validate`` -- the argument checks every module uses (``_validate`` is its former name);
 * ``_backend``, ``_fast`` -- numpy/torch dispatch, chunking.
 

@@ -134,19 +134,38 @@ with ``granularity="group", group_size=32, scale_dtype="fp16"`` and format ``int
 (codes ``q - 8``) or ``int5`` (codes ``q - 16``), and TQ2_0 is ``int2`` with group size 256:
 :func:`to_qtensor` gives that view, and its ``nbytes`` equals the GGUF byte count.
 
+The codecs live by family, and this module dispatches to them and re-exports the tables:
+:mod:`~quantlab.core.gguf_layout` (the tables and the shared byte fields),
+:mod:`~quantlab.core.gguf_legacy` (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, MXFP4),
+:mod:`~quantlab.core.gguf_ternary` (TQ1_0, TQ2_0), :mod:`~quantlab.core.gguf_kquants` (Q4_K, Q6_K).
+
 Taught in: chapters/04_in_practice.ipynb, "Formats you will meet in files".
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable
 
-import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, like_input, read_only, require_float
+from . import gguf_kquants, gguf_legacy, gguf_ternary
+from ._backend import ArrayLike, as_tensor, like_input, require_float
 from .formats import get_format
-from .packing import pack, unpack
+from .gguf_layout import (
+    BITS_PER_WEIGHT,
+    BLOCK_BYTES,
+    BLOCK_SIZE,
+    BLOCK_SIZES,
+    FALLBACK,
+    KINDS,
+    QK_K,
+    Kind,
+    bytes_to_fp16,
+    from_high_bits,
+    from_nibbles,
+)
+from .gguf_legacy import signed_codes
+from .gguf_ternary import tq2_0_trits
 from .quantize import QTensor
 
 __all__ = [
@@ -165,45 +184,6 @@ __all__ = [
     "dequantize_blocks",
     "to_qtensor",
 ]
-
-BLOCK_SIZE = 32
-"""Weights per block in Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and MXFP4."""
-
-QK_K = 256
-"""Weights per super-block in TQ1_0, TQ2_0, Q4_K and Q6_K."""
-
-KINDS = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4", "tq1_0", "tq2_0", "q4_k", "q6_k")
-"""Every block format this module reads and writes (lower-case ggml type names)."""
-
-BLOCK_SIZES = {k: (QK_K if k in ("tq1_0", "tq2_0", "q4_k", "q6_k") else BLOCK_SIZE) for k in KINDS}
-"""Weights per block: 32, or 256 for TQ1_0, TQ2_0, Q4_K and Q6_K."""
-
-BLOCK_BYTES = {
-    "q8_0": 2 + 32,  # d, 32 int8
-    "q4_0": 2 + 16,  # d, 32 nibbles
-    "q4_1": 2 + 2 + 16,  # d, m, 32 nibbles
-    "q5_0": 2 + 4 + 16,  # d, qh, 32 nibbles
-    "q5_1": 2 + 2 + 4 + 16,  # d, m, qh, 32 nibbles
-    "mxfp4": 1 + 16,  # e, 32 nibbles
-    "tq1_0": 48 + 4 + 2,  # 240 trits five per byte, 16 trits four per byte, d
-    "tq2_0": 64 + 2,  # 256 two-bit trits, d
-    "q4_k": 2 + 2 + 12 + 128,  # d, dmin, 6-bit scales and mins, 256 nibbles
-    "q6_k": 128 + 64 + 16 + 2,  # ql, qh, int8 scales, d
-}
-"""Bytes per block (see the module docstring for each layout)."""
-
-BITS_PER_WEIGHT = {k: 8 * BLOCK_BYTES[k] / BLOCK_SIZES[k] for k in KINDS}
-"""``8 * BLOCK_BYTES / BLOCK_SIZES``: q8_0 8.5, q4_0 4.5, q4_1 5.0, q5_0 5.5, q5_1 6.0,
-mxfp4 4.25, tq1_0 1.6875, tq2_0 2.0625, q4_k 4.5, q6_k 6.5625."""
-
-FALLBACK = {"q4_k": "q5_0", "q6_k": "q8_0", "tq1_0": "q4_0", "tq2_0": "q4_0"}
-"""The type llama.cpp's quantizer (``tensor_type_fallback`` in ``src/llama-quant.cpp``) uses
-instead of a 256-weight format for a tensor whose rows are not a multiple of 256 (F16 if they
-are not a multiple of 32 either)."""
-
-Kind = Literal["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4", "tq1_0", "tq2_0", "q4_k", "q6_k"]
-_FP16 = get_format("fp16")
-_F32 = np.float32
 
 
 def _check_kind(kind: str) -> str:
@@ -243,486 +223,15 @@ def _blocks(x: ArrayLike, kind: str) -> tuple[torch.Tensor, tuple[int, ...], boo
     return t.to(torch.float32).reshape(-1, BLOCK_SIZES[kind]), tuple(t.shape), was_numpy
 
 
-def _round_half_away(v: torch.Tensor) -> torch.Tensor:
-    """``sign(v) * (floor|v| + floor(2 (|v| - floor|v|)))``: ggml's roundf, in float32.
-
-    Written this way (not ``floor(|v| + 0.5)``) because ``|v| + 0.5`` can itself round up
-    in float32 (e.g. 0.49999997 + 0.5 == 1.0).
-    """
-    a = v.abs()
-    fl = torch.floor(a)
-    fl += torch.floor(2 * (a - fl))
-    return torch.sign(v) * fl
-
-
-def _fp16_bytes(d: torch.Tensor) -> torch.Tensor:
-    """fp16 bit patterns of ``d`` (n, 1) as little-endian bytes (n, 2) (quantlab's fp16 format)."""
-    code = _FP16.encode(d.reshape(-1)).to(torch.int32)
-    return torch.stack([code & 0xFF, (code >> 8) & 0xFF], dim=1).to(torch.uint8)
-
-
-def _bytes_to_fp16(b: torch.Tensor) -> torch.Tensor:
-    """Little-endian fp16 bytes (n, 2) -> float32 values (n, 1)."""
-    code = b[:, 0].to(torch.int32) | (b[:, 1].to(torch.int32) << 8)
-    return _FP16.decode(code).reshape(-1, 1)
-
-
-def _rdiv(a: float, t: torch.Tensor) -> torch.Tensor:
-    """``a / t`` correctly rounded in float32, as C's ``a / t``.
-
-    (Python's ``a / t`` on a tensor computes ``t.reciprocal() * a``: two roundings.)
-    """
-    return torch.div(torch.tensor(a, dtype=t.dtype), t)
-
-
-def _inverse(d: torch.Tensor) -> torch.Tensor:
-    """``1/d``, or 0 where ``d == 0`` (ggml's ``id = d ? 1/d : 0``)."""
-    return torch.where(d == 0, torch.zeros_like(d), _rdiv(1.0, d))
-
-
-def _nibbles(q: torch.Tensor) -> torch.Tensor:
-    """Codes (n, 32) -> 16 bytes (n, 16): ``q[j] & 15 | (q[j + 16] & 15) << 4`` (Q4_0 order)."""
-    q = q.to(torch.int32)
-    return ((q[:, :16] & 15) | ((q[:, 16:] & 15) << 4)).to(torch.uint8)
-
-
-def _from_nibbles(qs: torch.Tensor) -> torch.Tensor:
-    """16 bytes (n, 16) -> codes (n, 32) in 0..15: the low nibbles first, then the high ones."""
-    qs = qs.to(torch.int32)
-    return torch.cat([qs & 15, qs >> 4], dim=1)
-
-
-_BIT = 1 << torch.arange(8, dtype=torch.int32)
-_NIBBLE_SHIFT = torch.tensor([0, 4], dtype=torch.int32).reshape(1, 1, 2, 1)
-_CRUMB_SHIFT = (2 * torch.arange(4, dtype=torch.int32)).reshape(1, 1, 4, 1)  # 2-bit fields
-
-
-def _high_bits(q: torch.Tensor) -> torch.Tensor:
-    """Q5's ``qh``: bit 4 of each of 32 codes as a little-endian uint32 -> 4 bytes (n, 4)."""
-    bits = (q.to(torch.int32) >> 4) & 1
-    return (bits.reshape(-1, 4, 8) * _BIT).sum(dim=2).to(torch.uint8)
-
-
-def _from_high_bits(qh: torch.Tensor) -> torch.Tensor:
-    """4 bytes of ``qh`` (n, 4) -> ``16 * bit`` for each of the 32 codes (n, 32)."""
-    bits = (qh.to(torch.int32).unsqueeze(-1) >> torch.arange(8, dtype=torch.int32)) & 1
-    return bits.reshape(-1, 32) << 4
-
-
-def _cat(*parts: torch.Tensor) -> torch.Tensor:
-    return torch.cat([p.to(torch.uint8) for p in parts], dim=1)
-
-
-# --------------------------------------------------------------------------- 32-weight encoders
-# Each takes float32 blocks (n, 32) and returns their bytes (n, BLOCK_BYTES[kind]).
-
-
-def _q8_0_codes(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    d = b.abs().amax(dim=1, keepdim=True) / 127
-    return d, _round_half_away(b * _inverse(d)).to(torch.int8)
-
-
-def _signed_max(b: torch.Tensor) -> torch.Tensor:
-    """The weight of largest magnitude with its sign (the first one on ties), shape (n, 1)."""
-    imax = b.abs().argmax(dim=1, keepdim=True)  # first index of the largest magnitude
-    return torch.gather(b, 1, imax)
-
-
-def _q4_0_codes(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    d = _signed_max(b) / -8
-    q = torch.trunc(b * _inverse(d) + 8.5).clamp_(0, 15).to(torch.uint8)
-    return d, q
-
-
-def _enc_q8_0(b: torch.Tensor) -> torch.Tensor:
-    d, q = _q8_0_codes(b)
-    qs = pack(q, 8).reshape(-1, BLOCK_SIZE)  # int8 two's complement, one byte each
-    return _cat(_fp16_bytes(d), qs)
-
-
-def _enc_q4_0(b: torch.Tensor) -> torch.Tensor:
-    d, q = _q4_0_codes(b)
-    # GGUF nibble order: byte j = q[j] | q[j+16] << 4. quantlab's pack puts element 2j in the
-    # low nibble and 2j+1 in the high one, so interleave the two halves first.
-    inter = q.reshape(-1, 2, BLOCK_SIZE // 2).transpose(1, 2)
-    qs = pack(inter, 4).reshape(-1, BLOCK_SIZE // 2)
-    return _cat(_fp16_bytes(d), qs)
-
-
-def _min_max_codes(b: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Q4_1 / Q5_1: ``d = (max - min) / nmax``, ``q = min(nmax, trunc((x - min) / d + 0.5))``."""
-    lo = b.amin(dim=1, keepdim=True)
-    d = (b.amax(dim=1, keepdim=True) - lo) / nmax
-    q = torch.trunc((b - lo) * _inverse(d) + 0.5).clamp_(0, nmax)
-    return d, lo, q
-
-
-def _enc_q4_1(b: torch.Tensor) -> torch.Tensor:
-    d, lo, q = _min_max_codes(b, 15)
-    return _cat(_fp16_bytes(d), _fp16_bytes(lo), _nibbles(q))
-
-
-def _enc_q5_0(b: torch.Tensor) -> torch.Tensor:
-    d = _signed_max(b) / -16
-    q = torch.trunc(b * _inverse(d) + 16.5).clamp_(0, 31)
-    return _cat(_fp16_bytes(d), _high_bits(q), _nibbles(q))
-
-
-def _enc_q5_1(b: torch.Tensor) -> torch.Tensor:
-    d, lo, q = _min_max_codes(b, 31)
-    return _cat(_fp16_bytes(d), _fp16_bytes(lo), _high_bits(q), _nibbles(q))
-
-
-_MXFP4_K = read_only(torch.tensor([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=torch.float32))
-"""MXFP4's ``kvalues``: twice the E2M1 values, indexed by the 4-bit code (sign in bit 3);
-read-only, looked up with ``take`` (a copy)."""
-
-
-def _e8m0_half(e: torch.Tensor) -> torch.Tensor:
-    """ggml's ``GGML_E8M0_TO_FP32_HALF``: ``2^(e - 128)`` built from its float32 bits."""
-    e = e.to(torch.int32)
-    bits = torch.where(e < 2, 0x00200000 << e, (e - 1) << 23)
-    return bits.view(torch.float32)
-
-
-def _enc_mxfp4(b: torch.Tensor) -> torch.Tensor:
-    amax = b.abs().amax(dim=1, keepdim=True)
-    safe = torch.where(amax > 0, amax, torch.ones_like(amax))
-    # float32 log2 as in ggml; its floor agrees with numpy's float32 log2 on every float32
-    # within thousands of steps of a power of two (the only place the two could differ).
-    e = torch.where(amax > 0, torch.floor(torch.log2(safe)) - 2 + 127, torch.zeros_like(amax))
-    e = e.clamp_(0, 255).to(torch.uint8)
-    err = (_e8m0_half(e).unsqueeze(-1) * _MXFP4_K - b.unsqueeze(-1)).abs()  # (n, 32, 16)
-    q = err.argmin(dim=-1)  # first index of the smallest error
-    return _cat(e, _nibbles(q))
-
-
-# --------------------------------------------------------------------------- ternary encoders
-
-
-def _trits(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``d = max|x|`` and ``t = round-half-away(x / d) + 1`` in {0, 1, 2}, int32 (n, 256)."""
-    d = b.abs().amax(dim=1, keepdim=True)
-    t = _round_half_away(b * _inverse(d)).to(torch.int32) + 1
-    return d, t
-
-
-def _base3(t: torch.Tensor, n_digits: int, stride: int) -> torch.Tensor:
-    """``sum_k t[:, k*stride + j] * 3^(4-k)`` over ``k < n_digits`` for each ``j < stride``."""
-    pw = torch.tensor([81, 27, 9, 3, 1][:n_digits], dtype=torch.int32).reshape(1, -1, 1)
-    return (t.reshape(-1, n_digits, stride) * pw).sum(dim=1)
-
-
-def _enc_tq1_0(b: torch.Tensor) -> torch.Tensor:
-    d, t = _trits(b)
-    v = torch.cat([_base3(t[:, :160], 5, 32), _base3(t[:, 160:240], 5, 16), _base3(t[:, 240:], 4, 4)], dim=1)
-    return _cat((v * 256 + 242) // 243, _fp16_bytes(d))
-
-
-def _enc_tq2_0(b: torch.Tensor) -> torch.Tensor:
-    d, t = _trits(b)
-    t = t.reshape(-1, 2, 4, 32) << _CRUMB_SHIFT
-    qs = t.sum(dim=2).reshape(-1, 64)  # disjoint bit fields: the sum is the OR
-    return _cat(qs, _fp16_bytes(d))
-
-
-# --------------------------------------------------------------------------- k-quant encoders
-
-
-def _steps(start: float, step: float, idx: list[int], base: float) -> list[np.float32]:
-    """``start + step * i + base`` for each ``i``, evaluated left to right in float32 as in C."""
-    return [_F32(start) + _F32(step) * _F32(i) + _F32(base) for i in idx]
-
-
-def _sum(v: torch.Tensor) -> torch.Tensor:
-    """``v.sum(dim=1, keepdim=True)`` accumulated left to right in float32, like a C loop.
-
-    A vectorized sum adds in another order; the last-bit differences that makes would tip
-    near-ties in the searches below to other codes than llama.cpp's reference picks. The
-    loop runs over the (short) sub-block length, each step vectorized over all sub-blocks.
-    """
-    cols = v.t().contiguous()
-    acc = cols[0].clone()
-    for c in cols[1:]:
-        acc += c
-    return acc.unsqueeze(1)
-
-
-def _make_qkx2(
-    x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """llama.cpp's ``make_qkx2_quants`` for many sub-blocks at once: scale, min, codes.
-
-    Fits ``x ~ scale * L + min`` (``min <= 0``, ``L`` in ``0..nmax``) by weighted least
-    squares. Start from ``scale = (max - min) / nmax`` with ``min = min(x, 0)``; then for each
-    of ``nstep + 1`` trial inverse scales ``(rmin + rdelta * i + nmax) / (max - min)`` round
-    ``(x - min)`` to codes, solve the 2x2 normal equations for the best scale and min of those
-    codes (``min`` clamped to 0, then ``scale = sum w L x / sum w L^2``), and keep the
-    candidate if its weighted squared error ``sum w (scale L + min - x)^2`` is strictly
-    smaller. As in C, ``min`` in the later trials is the one accepted so far.
-
-    Args:
-        x: sub-blocks (m, n), float32.
-        w: their weights (m, n).
-
-    Returns:
-        ``(scale (m, 1), -min (m, 1), L (m, n) float32)``; zeros where ``max == min``.
-    """
-    lo = x.amin(dim=1, keepdim=True).clamp(max=0)
-    hi = x.amax(dim=1, keepdim=True)
-    flat = hi == lo
-    span = torch.where(flat, torch.ones_like(hi), hi - lo)
-    sum_w = _sum(w)
-    sum_x = _sum(w * x)
-
-    iscale = _rdiv(nmax, span)
-    scale = _rdiv(1.0, iscale)
-    codes = torch.round(iscale * (x - lo)).clamp_(0, nmax)  # nearest_int: half to even
-    diff = scale * codes + lo - x
-    best = _sum(w * (diff * diff))
-    mn = lo
-    for factor in _steps(rmin, rdelta, list(range(nstep + 1)), nmax):
-        # as in C, a step works from the min accepted so far (not the initial one)
-        span = torch.where(hi == mn, torch.ones_like(hi), hi - mn)
-        laux = torch.round(_rdiv(float(factor), span) * (x - mn)).clamp_(0, nmax)
-        wl = w * laux
-        sum_l = _sum(wl)
-        sum_l2 = _sum(wl * laux)
-        sum_xl = _sum(wl * x)
-        det = sum_w * sum_l2 - sum_l * sum_l
-        this_scale = (sum_w * sum_xl - sum_x * sum_l) / det
-        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det
-        pos = this_min > 0
-        this_scale = torch.where(pos, sum_xl / sum_l2, this_scale)
-        this_min = torch.where(pos, torch.zeros_like(this_min), this_min)
-        diff = this_scale * laux + this_min - x
-        err = _sum(w * (diff * diff))
-        take = (det > 0) & (err < best)
-        codes = torch.where(take, laux, codes)
-        best = torch.where(take, err, best)
-        scale = torch.where(take, this_scale, scale)
-        mn = torch.where(take, this_min, mn)
-    zero = torch.zeros_like(scale)
-    return torch.where(flat, zero, scale), torch.where(flat, -lo, -mn), torch.where(flat, 0, codes)
-
-
-def _make_qx(x: torch.Tensor, nmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """llama.cpp's ``make_qx_quants`` (``rmse_type = 1``) for many sub-blocks: scale, codes.
-
-    Symmetric fit ``x ~ scale * l``, ``l`` in ``-nmax..nmax-1``, weights ``x^2``. Start from
-    ``iscale = -nmax / m`` (``m`` the signed weight of largest magnitude), giving the least-
-    squares ``scale = sum w x l / sum w l^2``; then try ``iscale = -(nmax + 0.1 i) / m`` for
-    ``i = -9..9`` (not 0) and keep a candidate when it raises ``(sum w x l)^2 / sum w l^2``
-    (the reduction in squared error), compared as ``sumlx^2 > best * suml2`` as in C.
-
-    Args:
-        x: sub-blocks (m, n), float32.
-
-    Returns:
-        ``(scale (m, 1), L = l + nmax (m, n) float32)``; zeros where ``max|x| < 1e-15``.
-    """
-    m = _signed_max(x)
-    zero = m.abs() < 1e-15  # GROUP_MAX_EPS
-    m = torch.where(zero, torch.ones_like(m), m)
-    w = x * x
-
-    def fit(iscale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        l = torch.round(iscale * x).clamp_(-nmax, nmax - 1)  # noqa: E741 (llama.cpp's name)
-        wl = w * l
-        return l, _sum(w * x * l), _sum(wl * l)
-
-    l, sumlx, suml2 = fit(_rdiv(-nmax, m))  # noqa: E741 (llama.cpp's name)
-    scale = torch.where(suml2 != 0, sumlx / suml2, torch.zeros_like(sumlx))
-    best = scale * sumlx
-    codes = l
-    for factor in _steps(0.0, 0.1, [i for i in range(-9, 10) if i != 0], nmax):
-        l, sumlx, suml2 = fit(_rdiv(-float(factor), m))  # noqa: E741 (llama.cpp's name)
-        take = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        codes = torch.where(take, l, codes)
-        scale = torch.where(take, sumlx / suml2, scale)
-        best = torch.where(take, scale * sumlx, best)
-    return torch.where(zero, 0, scale), torch.where(zero, 0, codes + nmax)
-
-
-def _nearest(v: torch.Tensor) -> torch.Tensor:
-    """ggml's ``nearest_int`` (round half to even); NaN (from an inf/0 scale) becomes 0."""
-    return torch.nan_to_num(torch.round(v), nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def _enc_q4_k(b: torch.Tensor) -> torch.Tensor:
-    n = b.shape[0]
-    x = b.reshape(n * 8, 32)
-    # float64 square root rounded once to float32 is C's correctly rounded sqrtf
-    av_x = torch.sqrt((_sum(x * x) / 32).double()).float()
-    scales, mins, codes = _make_qkx2(x, av_x + x.abs(), 15, -1.0, 0.1, 20)
-    scales, mins = scales.reshape(n, 8), mins.reshape(n, 8)
-    # C starts from +0 and keeps strictly larger values, so -0.0 mins never become the max
-    max_scale = torch.where(scales > 0, scales, 0.0).amax(dim=1, keepdim=True)
-    max_min = torch.where(mins > 0, mins, 0.0).amax(dim=1, keepdim=True)
-    inv_scale = torch.where(max_scale > 0, _rdiv(63.0, max_scale), torch.zeros_like(max_scale))
-    inv_min = torch.where(max_min > 0, _rdiv(63.0, max_min), torch.zeros_like(max_min))
-    # C stores nearest_int in a uint8, then takes MIN(63, .)
-    ls = (_nearest(inv_scale * scales).to(torch.int32) & 255).clamp(max=63)
-    lm = (_nearest(inv_min * mins).to(torch.int32) & 255).clamp(max=63)
-    d_b, dmin_b = _fp16_bytes(max_scale / 63), _fp16_bytes(max_min / 63)
-    # requantize with the scales as stored: fp16 super-scales times 6-bit sub-scales
-    dq = (_bytes_to_fp16(d_b) * ls).reshape(n * 8, 1)
-    mq = (_bytes_to_fp16(dmin_b) * lm).reshape(n * 8, 1)
-    safe = torch.where(dq == 0, torch.ones_like(dq), dq)
-    requant = _nearest((x + mq) / safe).clamp_(0, 15)
-    codes = torch.where(dq == 0, codes, requant).to(torch.int32).reshape(n, 4, 2, 32)
-    qs = (codes[:, :, 0] | (codes[:, :, 1] << 4)).reshape(n, 128)
-    sc = torch.cat(
-        [
-            ls[:, :4] | ((ls[:, 4:] >> 4) << 6),
-            lm[:, :4] | ((lm[:, 4:] >> 4) << 6),
-            (ls[:, 4:] & 15) | ((lm[:, 4:] & 15) << 4),
-        ],
-        dim=1,
-    )
-    return _cat(d_b, dmin_b, sc, qs)
-
-
-def _enc_q6_k(b: torch.Tensor) -> torch.Tensor:
-    n = b.shape[0]
-    x = b.reshape(n * 16, 16)
-    scales, codes = _make_qx(x, 32)
-    scales = scales.reshape(n, 16)
-    # the first sub-block of largest |scale|; as C's `abs > max_abs` from 0, a NaN scale (a
-    # sub-block whose squares overflow float32) never wins
-    mag = scales.abs()
-    mag = torch.where(mag > 0, mag, 0.0)
-    imax = mag.argmax(dim=1, keepdim=True)
-    max_scale = torch.gather(scales, 1, imax)
-    empty = torch.gather(mag, 1, imax) < 1e-15  # the whole super-block is written as zero bytes
-    iscale = _rdiv(-128.0, torch.where(empty, torch.ones_like(max_scale), max_scale))
-    d_b = _fp16_bytes(_rdiv(1.0, iscale))
-    sc = _nearest(iscale * scales).clamp_(max=127).to(torch.int32)  # in -128..127
-    dq = (_bytes_to_fp16(d_b) * sc).reshape(n * 16, 1)
-    safe = torch.where(dq == 0, torch.ones_like(dq), dq)
-    requant = _nearest(x / safe).clamp_(-32, 31) + 32
-    q = torch.where(dq == 0, codes, requant).to(torch.int32).reshape(n, 2, 4, 32)  # (h, k, l)
-    ql = torch.cat([(q[:, :, k] & 15) | ((q[:, :, k + 2] & 15) << 4) for k in (0, 1)], dim=2)
-    qh = ((q >> 4) << _CRUMB_SHIFT).sum(dim=2)
-    out = _cat(ql.reshape(n, 128), qh.reshape(n, 64), sc & 255, d_b)
-    return torch.where(empty, torch.zeros_like(out), out)
-
-
-# --------------------------------------------------------------------------- decoders
-# Each takes the bytes of whole blocks (n, BLOCK_BYTES[kind]) and returns float32 (n, size),
-# with the operations in the order gguf.quants.dequantize uses (bit-identical results).
-
-
-def _codes(kind: str, qs: torch.Tensor) -> torch.Tensor:
-    """Signed codes (n_blocks, 32) from the code bytes of Q8_0 (int8) or Q4_0 (``q - 8``)."""
-    if kind == "q8_0":
-        return unpack(qs.reshape(-1), 8, qs.numel(), signed=True).reshape(-1, BLOCK_SIZE)
-    inter = unpack(qs.reshape(-1), 4, 2 * qs.numel()).reshape(-1, BLOCK_SIZE // 2, 2)
-    return inter.transpose(1, 2).reshape(-1, BLOCK_SIZE) - 8
-
-
-def _dec_q8_0(r: torch.Tensor) -> torch.Tensor:
-    return _codes("q8_0", r[:, 2:]).to(torch.float32) * _bytes_to_fp16(r[:, :2])
-
-
-def _dec_q4_0(r: torch.Tensor) -> torch.Tensor:
-    return _codes("q4_0", r[:, 2:]).to(torch.float32) * _bytes_to_fp16(r[:, :2])
-
-
-def _dec_q4_1(r: torch.Tensor) -> torch.Tensor:
-    q = _from_nibbles(r[:, 4:]).to(torch.float32)
-    return _bytes_to_fp16(r[:, :2]) * q + _bytes_to_fp16(r[:, 2:4])
-
-
-def _dec_q5_0(r: torch.Tensor) -> torch.Tensor:
-    q = (_from_nibbles(r[:, 6:]) | _from_high_bits(r[:, 2:6])) - 16
-    return _bytes_to_fp16(r[:, :2]) * q.to(torch.float32)
-
-
-def _dec_q5_1(r: torch.Tensor) -> torch.Tensor:
-    q = (_from_nibbles(r[:, 8:]) | _from_high_bits(r[:, 4:8])).to(torch.float32)
-    return _bytes_to_fp16(r[:, :2]) * q + _bytes_to_fp16(r[:, 2:4])
-
-
-def _dec_mxfp4(r: torch.Tensor) -> torch.Tensor:
-    return _e8m0_half(r[:, :1]) * _MXFP4_K.take(_from_nibbles(r[:, 1:]).long())
-
-
-def _trit_digits(qs: torch.Tensor, n_digits: int) -> torch.Tensor:
-    """Base-3 bytes (n, m) -> digits (n, n_digits * m): digit k of byte j at ``k * m + j``."""
-    pw = torch.tensor([1, 3, 9, 27, 81][:n_digits], dtype=torch.int32).reshape(1, -1, 1)
-    v = (qs.to(torch.int32).unsqueeze(1) * pw) & 255  # the uint8 product, modulo 256
-    return ((v * 3) >> 8).reshape(qs.shape[0], -1)
-
-
-def _dec_tq1_0(r: torch.Tensor) -> torch.Tensor:
-    t = torch.cat([_trit_digits(r[:, :32], 5), _trit_digits(r[:, 32:48], 5), _trit_digits(r[:, 48:52], 4)], dim=1)
-    return _bytes_to_fp16(r[:, 52:54]) * (t - 1).to(torch.float32)
-
-
-def _tq2_0_trits(r: torch.Tensor) -> torch.Tensor:
-    """TQ2_0 bytes (n, 66) -> the 2-bit codes (n, 256) in weight order."""
-    return ((r[:, :64].to(torch.int32).reshape(-1, 2, 1, 32) >> _CRUMB_SHIFT) & 3).reshape(-1, QK_K)
-
-
-def _dec_tq2_0(r: torch.Tensor) -> torch.Tensor:
-    return _bytes_to_fp16(r[:, 64:66]) * (_tq2_0_trits(r) - 1).to(torch.float32)
-
-
-def _q4_k_scale_min(sc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 12 scale bytes (n, 12) -> 6-bit scales and mins (n, 8) each."""
-    sc = sc.to(torch.int32)
-    a, b, c = sc[:, 0:4], sc[:, 4:8], sc[:, 8:12]
-    scales = torch.cat([a & 63, (c & 15) | ((a >> 2) & 48)], dim=1)
-    mins = torch.cat([b & 63, (c >> 4) | ((b >> 2) & 48)], dim=1)
-    return scales, mins
-
-
-def _dec_q4_k(r: torch.Tensor) -> torch.Tensor:
-    n = r.shape[0]
-    sc, m = _q4_k_scale_min(r[:, 4:16])
-    d = (_bytes_to_fp16(r[:, 0:2]) * sc.to(torch.float32)).reshape(n, 8, 1)
-    dm = (_bytes_to_fp16(r[:, 2:4]) * m.to(torch.float32)).reshape(n, 8, 1)
-    qs = r[:, 16:].to(torch.int32).reshape(n, 4, 1, 32) >> _NIBBLE_SHIFT
-    q = (qs & 15).reshape(n, 8, 32).to(torch.float32)
-    return (d * q - dm).reshape(n, QK_K)
-
-
-def _dec_q6_k(r: torch.Tensor) -> torch.Tensor:
-    n = r.shape[0]
-    sc = r[:, 192:208].view(torch.int8).to(torch.float32)
-    d = (_bytes_to_fp16(r[:, 208:210]) * sc).reshape(n, 16, 1)
-    ql = (r[:, :128].to(torch.int32).reshape(n, 2, 1, 64) >> _NIBBLE_SHIFT) & 15
-    ql = ql.reshape(n, 8, 32)
-    qh = r[:, 128:192].to(torch.int32).reshape(n, 2, 1, 32) >> _CRUMB_SHIFT
-    qh = (qh & 3).reshape(n, 8, 32)
-    q = ((ql | (qh << 4)) - 32).reshape(n, 16, 16).to(torch.float32)
-    return (d * q).reshape(n, QK_K)
-
-
 _ENCODERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "q8_0": _enc_q8_0,
-    "q4_0": _enc_q4_0,
-    "q4_1": _enc_q4_1,
-    "q5_0": _enc_q5_0,
-    "q5_1": _enc_q5_1,
-    "mxfp4": _enc_mxfp4,
-    "tq1_0": _enc_tq1_0,
-    "tq2_0": _enc_tq2_0,
-    "q4_k": _enc_q4_k,
-    "q6_k": _enc_q6_k,
+    **gguf_legacy.ENCODERS,
+    **gguf_ternary.ENCODERS,
+    **gguf_kquants.ENCODERS,
 }
 _DECODERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "q8_0": _dec_q8_0,
-    "q4_0": _dec_q4_0,
-    "q4_1": _dec_q4_1,
-    "q5_0": _dec_q5_0,
-    "q5_1": _dec_q5_1,
-    "mxfp4": _dec_mxfp4,
-    "tq1_0": _dec_tq1_0,
-    "tq2_0": _dec_tq2_0,
-    "q4_k": _dec_q4_k,
-    "q6_k": _dec_q6_k,
+    **gguf_legacy.DECODERS,
+    **gguf_ternary.DECODERS,
+    **gguf_kquants.DECODERS,
 }
 
 
@@ -903,18 +412,18 @@ def to_qtensor(blocks: ArrayLike, kind: Kind) -> QTensor:
         raise ValueError(f"kind {kind!r} cannot be viewed as a QTensor: {_NO_QTENSOR[kind]}")
     raw, shape, _ = _split(blocks, kind)
     if kind in ("q8_0", "q4_0"):
-        codes, d = _codes(kind, raw[:, 2:]), _bytes_to_fp16(raw[:, :2])
+        codes, d = signed_codes(kind, raw[:, 2:]), bytes_to_fp16(raw[:, :2])
     elif kind == "q5_0":
-        codes = (_from_nibbles(raw[:, 6:]) | _from_high_bits(raw[:, 2:6])) - 16
-        d = _bytes_to_fp16(raw[:, :2])
+        codes = (from_nibbles(raw[:, 6:]) | from_high_bits(raw[:, 2:6])) - 16
+        d = bytes_to_fp16(raw[:, :2])
     else:  # tq2_0
-        t = _tq2_0_trits(raw)
+        t = tq2_0_trits(raw)
         if bool((t == 3).any()):
             raise ValueError(
                 "blocks hold the TQ2_0 code 3 (value +2 d), which llama.cpp's quantizer never "
                 "writes and int2 cannot hold; use dequantize_blocks for such bytes"
             )
-        codes, d = t - 1, _bytes_to_fp16(raw[:, 64:66])
+        codes, d = t - 1, bytes_to_fp16(raw[:, 64:66])
     bits = {"q8_0": 8, "q4_0": 4, "q5_0": 5, "tq2_0": 2}[kind]
     group = BLOCK_SIZES[kind]
     scale = d.reshape(*shape[:-1], shape[-1] // group)

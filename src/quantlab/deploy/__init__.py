@@ -11,6 +11,8 @@
 * :mod:`quantlab.deploy.profiling` -- what an exported graph holds and where its time goes:
   ``graph_ops``, ``onnx_bytes_per_token``, ``profile_decoder``;
 * :mod:`quantlab.deploy.gguf_export` -- GGUF files for llama.cpp and transformers;
+* :mod:`quantlab.deploy.gguf_llama` -- the LLaMA layout in GGUF: tensor names, the rotary row
+  order of ``W_q`` and ``W_k`` (re-exported by ``gguf_export``);
 * :mod:`quantlab.deploy.shipped` -- where the model files shipped in PyPI packages lie.
 
 Nothing here imports :mod:`quantlab.book`.
