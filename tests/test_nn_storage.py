@@ -108,7 +108,8 @@ def test_pack_and_unpack_codes_numpy_in_numpy_out():
 
 
 def test_unpack_off_the_cpu_matches_library_unpack():
-    from quantlab.nn.codes import _unpack_any_device
+    """The tensor-operation path that unpacks codes off the CPU gives the CPU's codes."""
+    from quantlab.core.packing import _unpack_bitstream
 
     g = torch.Generator().manual_seed(0)
     for bits in (1, 2, 3, 4, 5, 7):
@@ -117,7 +118,7 @@ def test_unpack_off_the_cpu_matches_library_unpack():
             codes = torch.randint(lo, hi, (41,), generator=g)
             packed = ql.pack(codes, bits)
             want = ql.unpack(packed, bits, 41, signed)
-            assert torch.equal(_unpack_any_device(packed, bits, 41, signed), want)
+            assert torch.equal(_unpack_bitstream(packed, bits, 41, signed), want)
 
 
 def test_forward_numpy_in_numpy_out():

@@ -11,6 +11,11 @@ on. Widths that do not divide 8 (3, 5, 6, 7 bits, ...) straddle byte boundaries;
 byte is padded with zero bits. Signed codes are stored in two's complement
 (``code & (2^bits - 1)``) and sign-extended by :func:`unpack` with ``signed=True``.
 
+Codes of 16 and 32 bits (the bit patterns of an fp16, bf16 or fp32 cast) follow the same
+rule: each takes 2 or 4 whole bytes, least significant byte first -- the little-endian
+integers x86 and ARM store, so on those machines the bytes are read as ``int16``/``int32``
+without any arithmetic (:func:`unpack_view` returns such codes without a copy).
+
 (GGUF's Q4_0 uses another order -- the first half of a 32-weight block in the low nibbles,
 the second half in the high nibbles; :mod:`quantlab.gguf_blocks` handles that layout.)
 
@@ -29,14 +34,22 @@ from ._backend import ArrayLike, as_tensor, check_out, dtype_name, like_input, o
 from ._fast import chunk_elements
 from .validate import check_bool, check_int, check_nonnegative_int
 
-__all__ = ["pack", "unpack", "packed_nbytes"]
+__all__ = ["pack", "unpack", "unpack_view", "packed_nbytes"]
 
 
 def _check_bits(bits: int) -> int:
-    bits = check_int(bits, "bits", what="an int from 1 to 16")
-    if not 1 <= bits <= 16:
-        raise ValueError(f"bits must be from 1 to 16, got {bits}")
+    bits = check_int(bits, "bits", what="an int from 1 to 16, or 32")
+    if not (1 <= bits <= 16 or bits == 32):
+        raise ValueError(f"bits must be from 1 to 16, or 32, got {bits}")
     return bits
+
+
+#: Whether this machine stores integers least significant byte first (x86, ARM): then the
+#: bytes of 16- and 32-bit codes are read and written as int16/int32 directly.
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+#: Whole-byte code widths and the signed integer dtype whose bytes they are.
+_WHOLE_BYTES = {8: torch.int8, 16: torch.int16, 32: torch.int32}
 
 
 def packed_nbytes(n: int, bits: int) -> int:
@@ -62,11 +75,11 @@ def packed_nbytes(n: int, bits: int) -> int:
 _WIDE_UNSIGNED = tuple(getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name))
 
 
-def _int_codes(codes: ArrayLike) -> tuple[torch.Tensor, bool]:
+def _int_codes(codes: ArrayLike, bits: int) -> tuple[torch.Tensor, bool]:
     """``codes`` as an integer tensor torch can compute with, and whether it was numpy."""
     if isinstance(codes, np.ndarray) and codes.dtype.kind == "u" and codes.dtype.itemsize > 1:
         if codes.dtype.itemsize == 8 and codes.size and int(codes.max()) > np.iinfo(np.int64).max:
-            raise ValueError(f"codes must fit in 16 bits, got values up to {int(codes.max())}")
+            raise ValueError(f"codes must fit in {bits} bits, got values up to {int(codes.max())}")
         codes = codes.astype(np.int64)  # numpy uint16/32/64: torch has few kernels for them
         t, _ = as_tensor(codes, "codes")
         return t, True
@@ -74,7 +87,7 @@ def _int_codes(codes: ArrayLike) -> tuple[torch.Tensor, bool]:
     if t.dtype in _WIDE_UNSIGNED:
         wide = t.to(torch.int64)
         if t.dtype == torch.uint64 and wide.numel() and int(wide.min()) < 0:
-            raise ValueError("codes must fit in 16 bits, got uint64 values of 2^63 or more")
+            raise ValueError(f"codes must fit in {bits} bits, got uint64 values of 2^63 or more")
         t = wide
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"codes must be integers, got dtype {dtype_name(t.dtype)}")
@@ -89,27 +102,34 @@ def pack(codes: ArrayLike, bits: int, *, out: Optional[ArrayLike] = None) -> Arr
             views and views at any offset are copied where the fast path needs it); each
             value must fit in ``bits`` bits, as unsigned (``0 .. 2^bits-1``) or two's
             complement signed (``-2^(bits-1) .. 2^(bits-1)-1``).
-        bits: code width, 1 to 16.
+        bits: code width, 1 to 16, or 32 (16 and 32: 2 or 4 little-endian bytes a code, the
+            bit patterns of an fp16/bf16/fp32 cast).
         out: optional flat uint8 array/tensor of the same kind as ``codes`` with exactly
             ``ceil(codes.size * bits / 8)`` elements to write into (reuses a buffer); it
             must not share memory with ``codes``.
 
     Returns:
-        uint8 array of ``ceil(codes.size * bits / 8)`` bytes (same kind as ``codes``),
-        ``out`` if given.
+        uint8 array of ``ceil(codes.size * bits / 8)`` bytes (same kind as ``codes``, on
+        its device), ``out`` if given.
 
     Raises:
         TypeError: float codes, a non-int ``bits``, or an ``out`` of the wrong kind/dtype
             or byte order.
-        ValueError: ``bits`` outside 1..16, a code that does not fit in ``bits`` bits
+        ValueError: ``bits`` outside 1..16 and 32, a code that does not fit in ``bits`` bits
             (checked on the codes' own integer type, before any narrowing), or an ``out``
             of the wrong size, read-only, on another device or overlapping ``codes``.
     """
     bits = _check_bits(bits)
-    t, was_numpy = _int_codes(codes)
+    t, was_numpy = _int_codes(codes, bits)
     n = t.numel()
     o = _check_out(out, packed_nbytes(n, bits), torch.uint8, was_numpy, t.device, t, "codes")
-    if 8 % bits == 0 and n:
+    if bits in (16, 32):
+        res = _pack_whole_bytes(t.reshape(-1), bits)
+        if o is not None:
+            o.copy_(res)
+            return out
+        return like_input(res, was_numpy)
+    if 8 % bits == 0 and n and t.device.type == "cpu":
         res = o if o is not None else torch.empty(packed_nbytes(n, bits), dtype=torch.uint8)
         _pack_fast(t.reshape(-1), bits, res)
         return out if out is not None else like_input(res, was_numpy)
@@ -118,24 +138,44 @@ def pack(codes: ArrayLike, bits: int, *, out: Optional[ArrayLike] = None) -> Arr
         lo, hi = torch.aminmax(flat)
         _check_range(int(lo), int(hi), bits)  # before narrowing: int64 codes must not wrap
     u = flat.to(torch.int32) & ((1 << bits) - 1)
+    dev = u.device
     if 8 % bits == 0:
         per = 8 // bits
         pad = (-n) % per
         if pad:
             u = torch.cat([u, u.new_zeros(pad)])
         u = u.reshape(-1, per)
-        shifts = torch.arange(0, 8, bits, dtype=torch.int32)
+        shifts = torch.arange(0, 8, bits, dtype=torch.int32, device=dev)
         res = (u << shifts).sum(dim=1).to(torch.uint8)
     else:
-        stream = ((u.unsqueeze(1) >> torch.arange(bits, dtype=torch.int32)) & 1).reshape(-1)
+        stream = ((u.unsqueeze(1) >> torch.arange(bits, dtype=torch.int32, device=dev)) & 1).reshape(-1)
         pad = (-stream.numel()) % 8
         if pad:
             stream = torch.cat([stream, stream.new_zeros(pad)])
-        res = (stream.reshape(-1, 8) << torch.arange(8, dtype=torch.int32)).sum(dim=1).to(torch.uint8)
+        res = (stream.reshape(-1, 8) << torch.arange(8, dtype=torch.int32, device=dev)).sum(dim=1).to(torch.uint8)
     if o is not None:
         o.copy_(res)
         return out
     return like_input(res, was_numpy)
+
+
+def _pack_whole_bytes(flat: torch.Tensor, bits: int) -> torch.Tensor:
+    """16- or 32-bit codes as ``bits // 8`` little-endian bytes each (a new flat uint8 tensor
+    on the codes' device).
+
+    Each code is narrowed to the signed integer of its width (two's complement: unsigned
+    codes ``2^(bits-1) .. 2^bits - 1`` become the negative integers of the same bits), whose
+    bytes are the stored ones on a little-endian machine; elsewhere they are computed as
+    ``byte_k = (code >> 8k) & 0xFF``.
+    """
+    if flat.numel():
+        lo, hi = torch.aminmax(flat)
+        _check_range(int(lo), int(hi), bits)  # before narrowing: wider codes must not wrap
+    if _LITTLE_ENDIAN:
+        wide = torch.empty(flat.numel(), dtype=_WHOLE_BYTES[bits], device=flat.device)
+        return wide.copy_(flat).view(torch.uint8)  # (a strided view of codes included)
+    shifts = torch.arange(0, bits, 8, dtype=torch.int64, device=flat.device)
+    return ((flat.to(torch.int64).unsqueeze(1) >> shifts) & 0xFF).to(torch.uint8).reshape(-1)
 
 
 def _check_range(lo: int, hi: int, bits: int) -> None:
@@ -234,30 +274,16 @@ def _pack_fast(flat: torch.Tensor, bits: int, res: torch.Tensor) -> None:
         res[-1] = int((tail << torch.arange(0, bits * tail.numel(), bits, dtype=torch.int32)).sum())
 
 
-def unpack(packed: ArrayLike, bits: int, n: int, signed: bool = False, *, out: Optional[ArrayLike] = None) -> ArrayLike:
-    """Inverse of :func:`pack`: the first ``n`` codes from a packed uint8 array.
+def _packed_input(packed: ArrayLike, bits: int, n: int, signed: bool) -> tuple[torch.Tensor, bool, int, int, bool]:
+    """Check :func:`unpack`'s arguments; return ``(flat bytes, was_numpy, bits, n, signed)``.
 
-    Args:
-        packed: uint8 array/tensor produced by :func:`pack` (any shape, flattened in C
-            order; strided views are read as they are).
-        bits: code width, 1 to 16.
-        n: number of codes to read.
-        signed: sign-extend two's complement codes.
-        out: optional contiguous int32 array/tensor of ``n`` elements, of the same kind as
-            ``packed``, to write into (reuses a buffer); it must not share memory with
-            ``packed``.
-
-    Returns:
-        int32 array of shape ``(n,)`` (same kind as ``packed``), ``out`` if given.
-
-    Raises:
-        TypeError: ``packed`` is not uint8, ``n`` not an int, ``signed`` not a bool, or an
-            ``out`` of the wrong kind/dtype or byte order.
-        ValueError: ``n`` negative, more codes than ``packed`` holds, or an ``out`` of the
-            wrong size, read-only, on another device or overlapping ``packed``.
+    A tensor on the ``meta`` device is accepted (it has a shape and dtype but no values).
     """
     bits = _check_bits(bits)
-    t, was_numpy = as_tensor(packed, "packed")
+    if isinstance(packed, torch.Tensor) and packed.is_meta:
+        t, was_numpy = packed, False
+    else:
+        t, was_numpy = as_tensor(packed, "packed")
     if t.dtype != torch.uint8:
         raise TypeError(f"packed must be uint8, got dtype {dtype_name(t.dtype)}")
     n = check_nonnegative_int(n, "n")
@@ -265,26 +291,130 @@ def unpack(packed: ArrayLike, bits: int, n: int, signed: bool = False, *, out: O
     need = packed_nbytes(n, bits)
     if t.numel() < need:
         raise ValueError(f"packed holds {t.numel()} bytes, but {n} codes of {bits} bits need {need}")
-    o = _check_out(out, n, torch.int32, was_numpy, t.device, t, "packed")
-    if 8 % bits == 0 and n:
+    return t.reshape(-1), was_numpy, bits, n, signed
+
+
+def _unpacked_dtype(bits: int, signed: bool) -> torch.dtype:
+    """The dtype :func:`unpack` returns for ``bits``-bit codes: int32, or int64 for unsigned
+    32-bit codes (which int32 cannot hold)."""
+    return torch.int64 if bits == 32 and not signed else torch.int32
+
+
+def unpack(packed: ArrayLike, bits: int, n: int, signed: bool = False, *, out: Optional[ArrayLike] = None) -> ArrayLike:
+    """Inverse of :func:`pack`: the first ``n`` codes from a packed uint8 array.
+
+    Args:
+        packed: uint8 array/tensor produced by :func:`pack` (any shape, flattened in C
+            order; strided views are read as they are), on any device (the codes are
+            computed there; on the ``meta`` device the result is an empty meta tensor).
+        bits: code width, 1 to 16, or 32.
+        n: number of codes to read.
+        signed: sign-extend two's complement codes.
+        out: optional contiguous array/tensor of ``n`` elements of the result's dtype, of
+            the same kind as ``packed``, to write into (reuses a buffer); it must not share
+            memory with ``packed``.
+
+    Returns:
+        A new array of shape ``(n,)`` (same kind and device as ``packed``), ``out`` if
+        given: int32, or int64 for unsigned 32-bit codes (which int32 cannot hold).
+
+    Raises:
+        TypeError: ``packed`` is not uint8, ``n`` not an int, ``signed`` not a bool, or an
+            ``out`` of the wrong kind/dtype or byte order.
+        ValueError: ``bits`` outside 1..16 and 32, ``n`` negative, more codes than
+            ``packed`` holds, or an ``out`` of the wrong size, read-only, on another device
+            or overlapping ``packed``.
+    """
+    t, was_numpy, bits, n, signed = _packed_input(packed, bits, n, signed)
+    dtype = _unpacked_dtype(bits, signed)
+    if t.is_meta:
+        return torch.empty(n, dtype=dtype, device="meta")
+    need = packed_nbytes(n, bits)
+    o = _check_out(out, n, dtype, was_numpy, t.device, t, "packed")
+    if bits in (16, 32):
+        res = _read_whole_bytes(t[:need], bits, n, signed, copy=bits == 32 and signed).to(dtype)
+    elif 8 % bits == 0 and n and t.device.type == "cpu":
         res = o if o is not None else torch.empty(n, dtype=torch.int32)
-        _unpack_fast(t.reshape(-1)[:need], bits, n, signed, res)
+        _unpack_fast(t[:need], bits, n, signed, res)
         return out if out is not None else like_input(res, was_numpy)
-    b = t.reshape(-1)[:need].to(torch.int32)
-    if 8 % bits == 0:
-        shifts = torch.arange(0, 8, bits, dtype=torch.int32)
-        u = ((b.unsqueeze(1) >> shifts) & ((1 << bits) - 1)).reshape(-1)[:n]
     else:
-        stream = ((b.unsqueeze(1) >> torch.arange(8, dtype=torch.int32)) & 1).reshape(-1)
-        stream = stream[: n * bits].reshape(n, bits)
-        u = (stream << torch.arange(bits, dtype=torch.int32)).sum(dim=1, dtype=torch.int32)
-    if signed:
-        u = torch.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
-    res = u.to(torch.int32)
+        res = _unpack_bitstream(t[:need], bits, n, signed)
     if o is not None:
         o.copy_(res)
         return out
     return like_input(res, was_numpy)
+
+
+def unpack_view(packed: ArrayLike, bits: int, n: int, signed: bool = False) -> ArrayLike:
+    """The first ``n`` codes of a packed uint8 array, without a copy where the bytes already
+    are the codes.
+
+    8-bit codes are ``packed`` itself (uint8, or viewed as int8 when ``signed``); signed
+    16- and 32-bit codes are its bytes viewed as int16/int32 (little-endian machines; a
+    strided or misaligned ``packed`` is copied first). Every other case is :func:`unpack`:
+    unsigned 16/32-bit codes widened to int32/int64, other widths unpacked to int32.
+    Writing into a view writes into ``packed``.
+
+    Args:
+        packed: uint8 array/tensor produced by :func:`pack`, on any device (``meta``
+            included: the result is then a meta tensor).
+        bits: code width, 1 to 16, or 32.
+        n: number of codes to read.
+        signed: sign-extend two's complement codes.
+
+    Returns:
+        Flat integer array of ``n`` codes (same kind and device as ``packed``).
+
+    Raises:
+        TypeError, ValueError: as :func:`unpack`.
+    """
+    t, was_numpy, bits, n, signed = _packed_input(packed, bits, n, signed)
+    if bits == 8:
+        res = t[:n].view(torch.int8) if signed else t[:n]
+    elif bits in (16, 32) and signed and _LITTLE_ENDIAN:
+        res = _read_whole_bytes(t[: packed_nbytes(n, bits)], bits, n, signed, copy=False)
+    else:
+        return unpack(packed, bits, n, signed)
+    return like_input(res, was_numpy)
+
+
+def _read_whole_bytes(b: torch.Tensor, bits: int, n: int, signed: bool, copy: bool) -> torch.Tensor:
+    """``n`` codes of 16 or 32 bits from their little-endian bytes ``b`` (exactly ``n * bits
+    / 8`` of them): int16/int32 (signed) or int32/int64 (unsigned) values.
+
+    On a little-endian machine the bytes are viewed as int16/int32 (a view of ``b`` unless
+    ``copy``, or unless ``b`` is strided or misaligned for the wider type); elsewhere each
+    code is ``sum_k byte_k << 8k``, sign-extended when ``signed``.
+    """
+    width = _WHOLE_BYTES[bits]
+    if _LITTLE_ENDIAN:
+        if copy or b.stride(0) != 1 or b.storage_offset() % (bits // 8):
+            b = torch.empty(b.numel(), dtype=torch.uint8, device=b.device).copy_(b)
+        v = b.view(width)
+    else:
+        shifts = torch.arange(0, bits, 8, dtype=torch.int64, device=b.device)
+        v = (b.reshape(n, bits // 8).to(torch.int64) << shifts).sum(dim=1).to(width)
+    if signed:
+        return v
+    return v.to(torch.int64) & 0xFFFFFFFF if bits == 32 else v.to(torch.int32) & 0xFFFF
+
+
+def _unpack_bitstream(b: torch.Tensor, bits: int, n: int, signed: bool) -> torch.Tensor:
+    """Codes of 1 to 16 bits from the bytes ``b`` in plain tensor operations on ``b``'s own
+    device (int32): bit ``k`` of the stream is ``(b[k // 8] >> (k % 8)) & 1``, and code ``i``
+    is ``sum_j bit[i*bits + j] << j``, sign-extended when ``signed``."""
+    b = b.to(torch.int32)
+    dev = b.device
+    if 8 % bits == 0:
+        shifts = torch.arange(0, 8, bits, dtype=torch.int32, device=dev)
+        u = ((b.unsqueeze(1) >> shifts) & ((1 << bits) - 1)).reshape(-1)[:n]
+    else:
+        stream = ((b.unsqueeze(1) >> torch.arange(8, dtype=torch.int32, device=dev)) & 1).reshape(-1)
+        stream = stream[: n * bits].reshape(n, bits)
+        u = (stream << torch.arange(bits, dtype=torch.int32, device=dev)).sum(dim=1, dtype=torch.int32)
+    if signed:
+        u = torch.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
+    return u.to(torch.int32)
 
 
 def _unpack_fast(b: torch.Tensor, bits: int, n: int, signed: bool, res: torch.Tensor) -> None:

@@ -1,7 +1,7 @@
-"""Codes as stored bytes and formats as records: :func:`pack_codes` / :func:`unpack_codes` (the
-layout of :func:`quantlab.core.packing.pack`, plus the 16- and 32-bit bit patterns of a cast),
+"""Codes as stored bytes and formats as records: :func:`pack_codes` / :func:`unpack_codes`
+(the codec of :mod:`quantlab.core.packing`, under the names this package has always used),
 :func:`format_record` / :func:`format_from_record` (a format written as plain data, and
-read back) and :func:`decoder_for` (a format's decoder with its tables on a device).
+read back) and :func:`device_decoder` (a format that decodes codes on a device).
 
 Part of :mod:`quantlab.nn`, which re-exports the public names.
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
-from ..core._backend import ArrayLike, as_tensor, like_input, read_only
+from ..core._backend import ArrayLike, read_only
 from ..core.formats import (
     BlockFormat,
     CodebookFormat,
@@ -28,8 +28,7 @@ from ..core.formats import (
     IntFormat,
     get_format,
 )
-from ..core.packing import pack, unpack
-from ..core.validate import check_bool, check_nonnegative_int
+from ..core.packing import pack, packed_nbytes, unpack_view
 
 __all__ = [
     "codes_nbytes",
@@ -38,84 +37,46 @@ __all__ = [
     "format_record",
     "format_from_record",
     "format_problem",
-    "decoder_for",
+    "cast_dtype",
+    "device_decoder",
+    "FloatFormatOnDevice",
+    "CodebookFormatOnDevice",
 ]
 
 
-# 16- and 32-bit float formats whose codes are exactly the bits of a torch dtype
-_TORCH_FLOATS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
 def codes_nbytes(n: int, bits: int) -> int:
-    """Bytes of ``n`` codes of ``bits`` bits packed end to end: ``ceil(n * bits / 8)``."""
-    return -(-n * bits // 8)
-
-
-def _check_code_bits(bits: Any) -> int:
-    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)):
-        raise TypeError(f"bits must be an int, got {type(bits).__name__} {bits!r}")
-    if not (1 <= bits <= 16 or bits == 32):
-        raise ValueError(f"bits must be 1 to 16 or 32, got {bits!r}")
-    return int(bits)
+    """Bytes of ``n`` codes of ``bits`` bits packed end to end: ``ceil(n * bits / 8)``
+    (:func:`quantlab.packing.packed_nbytes`)."""
+    return packed_nbytes(n, bits)
 
 
 def pack_codes(codes: ArrayLike, bits: int) -> ArrayLike:
-    """Pack integer codes into uint8 with :func:`quantlab.packing.pack`'s layout.
-
-    16- and 32-bit codes (the fp16/bf16/fp32 bit patterns of a cast) are little-endian bytes,
-    so they are written as an int16/int32 tensor viewed as bytes; every other width goes
-    through :func:`quantlab.pack`.
+    """Pack integer codes into uint8: :func:`quantlab.packing.pack`.
 
     Args:
         codes: integer tensor or numpy array of any shape (flattened in C order), values
-            fitting in ``bits``.
-        bits: code width, 1 to 16, or 32.
+            fitting in ``bits`` bits (unsigned or two's complement).
+        bits: code width, 1 to 16, or 32 (16 and 32: the fp16/bf16/fp32 bit patterns of a
+            cast, 2 or 4 little-endian bytes each).
 
     Returns:
         Flat uint8 tensor of ``ceil(codes.numel() * bits / 8)`` bytes (a numpy array for a
         numpy input).
 
     Raises:
-        TypeError: ``codes`` is not an array/tensor; ``bits`` is not an int.
-        ValueError: ``bits`` outside 1..16 and 32; codes that do not fit (from
-            :func:`quantlab.pack`).
+        TypeError: ``codes`` is not an integer array/tensor; ``bits`` is not an int.
+        ValueError: ``bits`` outside 1..16 and 32; codes that do not fit in ``bits`` bits.
     """
-    bits = _check_code_bits(bits)
-    t, was_numpy = as_tensor(codes, "codes")
-    flat = t.reshape(-1)
-    if bits == 32:  # fp32 bit patterns (a plain fp32 "cast")
-        res = flat.to(torch.int64).to(torch.int32).view(torch.uint8).clone()
-    elif bits == 16:
-        res = flat.to(torch.int32).to(torch.int16).view(torch.uint8).clone()
-    else:
-        res = pack(flat, bits)
-    return like_input(res, was_numpy)
-
-
-def _unpack_any_device(packed: torch.Tensor, bits: int, n: int, signed: bool) -> torch.Tensor:
-    """:func:`quantlab.unpack` in plain tensor operations, for tensors off the CPU."""
-    b = packed[: codes_nbytes(n, bits)].to(torch.int32)
-    dev = b.device
-    if 8 % bits == 0:
-        shifts = torch.arange(0, 8, bits, dtype=torch.int32, device=dev)
-        u = ((b.unsqueeze(1) >> shifts) & ((1 << bits) - 1)).reshape(-1)[:n]
-    else:
-        stream = ((b.unsqueeze(1) >> torch.arange(8, dtype=torch.int32, device=dev)) & 1).reshape(-1)
-        stream = stream[: n * bits].reshape(n, bits)
-        u = (stream << torch.arange(bits, dtype=torch.int32, device=dev)).sum(dim=1, dtype=torch.int32)
-    if signed:
-        u = torch.where(u >= (1 << (bits - 1)), u - (1 << bits), u)
-    return u
+    return pack(codes, bits)
 
 
 def unpack_codes(packed: ArrayLike, bits: int, n: int, signed: bool) -> ArrayLike:
-    """Inverse of :func:`pack_codes` (and of :func:`quantlab.packing.pack`).
+    """Inverse of :func:`pack_codes`: :func:`quantlab.packing.unpack_view`.
 
     8-bit codes, and signed 16- and 32-bit ones, are returned as a *view* of ``packed``
-    (int8/uint8, int16, int32): no copy; unsigned 16/32-bit codes are widened to
-    int32/int64. Other widths go through :func:`quantlab.unpack` (int32) on
-    the CPU and through the same arithmetic in tensor operations on other devices; on
-    the ``meta`` device the result is an empty int32 meta tensor.
+    (uint8/int8, int16, int32): no copy; unsigned 16/32-bit codes are widened to
+    int32/int64, other widths unpacked to int32, on ``packed``'s own device (on the
+    ``meta`` device: an empty meta tensor).
 
     Args:
         packed: flat uint8 tensor or numpy array.
@@ -131,37 +92,7 @@ def unpack_codes(packed: ArrayLike, bits: int, n: int, signed: bool) -> ArrayLik
         ValueError: ``bits`` outside 1..16 and 32, ``n`` negative, or ``packed`` too short
             for ``n`` codes.
     """
-    bits = _check_code_bits(bits)
-    n = check_nonnegative_int(n, "n")
-    signed = check_bool(signed, "signed")
-    if isinstance(packed, torch.Tensor) and packed.is_meta:
-        t, was_numpy = packed, False
-    else:
-        t, was_numpy = as_tensor(packed, "packed")
-    if t.dtype != torch.uint8:
-        raise TypeError(f"packed must be uint8, got dtype {str(t.dtype).replace('torch.', '')}")
-    need = codes_nbytes(n, bits)
-    if t.numel() < need:
-        raise ValueError(f"packed holds {t.numel()} bytes, but {n} codes of {bits} bits need {need}")
-    t = t.reshape(-1)
-    if bits in (16, 32):
-        seg = t[: bits // 8 * n]
-        if not seg.is_contiguous() or seg.storage_offset() % (bits // 8):
-            seg = seg.clone()  # a strided or misaligned view cannot be read as wider integers
-        v = seg.view(torch.int32 if bits == 32 else torch.int16)
-        if signed:
-            res = v
-        else:
-            res = v.to(torch.int64) & 0xFFFFFFFF if bits == 32 else v.to(torch.int32) & 0xFFFF
-    elif bits == 8:
-        res = t[:n].view(torch.int8) if signed else t[:n]
-    elif t.is_meta:
-        res = torch.empty(n, dtype=torch.int32, device="meta")
-    elif t.device.type != "cpu":
-        res = _unpack_any_device(t, bits, n, signed)
-    else:
-        res = unpack(t, bits, n, signed=signed)
-    return like_input(res, was_numpy)
+    return unpack_view(packed, bits, n, signed)
 
 
 def format_record(fmt: Format) -> dict:
@@ -245,45 +176,104 @@ def format_problem(fmt: Format) -> Optional[str]:
     return None
 
 
+# 16- and 32-bit float formats whose codes are exactly the bits of a torch dtype
+_TORCH_FLOATS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def cast_dtype(fmt: Format) -> Optional[torch.dtype]:
+    """The torch dtype whose bit patterns ``fmt``'s codes are, or None.
+
+    fp16, bf16 and fp32 (the formats of those names that :func:`get_format` gives) and any
+    32-bit float format (whose ``decode`` reads its codes as fp32 bits) have one: their
+    codes are decoded by viewing them, read as int16/int32, as that dtype.
+    """
+    if not isinstance(fmt, FloatFormat):
+        return None
+    if fmt.bits == 32:
+        return torch.float32
+    view = _TORCH_FLOATS.get(fmt.name)
+    return view if view is not None and get_format(fmt.name) == fmt else None
+
+
+def _decode_on_device(codes: torch.Tensor, view_dtype: Optional[torch.dtype], table: torch.Tensor) -> torch.Tensor:
+    """float32 values of ``codes``: the codes' bits as ``view_dtype`` (codes read as int16 /
+    int32 of that width), else ``table[codes]``; a new tensor either way."""
+    if view_dtype is not None:
+        return codes.view(view_dtype).to(torch.float32, copy=True)
+    return table.take(codes.long())  # take() copies, never a view
+
+
+@dataclass(frozen=True)
+class FloatFormatOnDevice(FloatFormat):
+    """A :class:`~quantlab.formats.FloatFormat` whose :meth:`decode` runs on one device.
+
+    Its format fields are those of the format it was made from (:func:`device_decoder`);
+    it adds, outside equality and hashing, where the values come from: ``view_dtype``
+    (the torch dtype whose bits the codes are, :func:`cast_dtype`) or ``device_table``
+    (float32 value of every code ``0 .. 2^bits - 1``, shape ``(2^bits,)``, on the device).
+
+    ``decode(codes)`` gives the float32 values ``fmt.decode`` gives, bit for bit, on the
+    codes' device: ``codes.view(view_dtype)`` (codes read as int16/int32) or
+    ``device_table[codes]`` (codes read unsigned).
+    """
+
+    device_table: Optional[torch.Tensor] = field(default=None, compare=False, repr=False)
+    view_dtype: Optional[torch.dtype] = field(default=None, compare=False, repr=False)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (any shape, on the decoder's device) -> float32 values, same shape."""
+        return _decode_on_device(codes, self.view_dtype, self.device_table)
+
+
+@dataclass(frozen=True)
+class CodebookFormatOnDevice(CodebookFormat):
+    """A :class:`~quantlab.formats.CodebookFormat` whose :meth:`decode` runs on one device.
+
+    Its ``table`` is that of the format it was made from (:func:`device_decoder`);
+    ``device_table`` (outside equality and hashing) holds the same values as a float32
+    tensor of shape ``(len(table),)`` on the device, and ``decode(codes)`` is
+    ``device_table[codes]``: the values ``fmt.decode`` gives, bit for bit.
+    """
+
+    device_table: Optional[torch.Tensor] = field(default=None, compare=False, repr=False)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Indices (any shape, on the decoder's device) -> float32 values, same shape."""
+        return _decode_on_device(codes, None, self.device_table)
+
+
 _DECODERS: dict[tuple[Format, torch.device], Format] = {}
 
 
-_DECODER_CLASSES: dict[type, type] = {}
+def device_decoder(fmt: Format, device: torch.device) -> Format:
+    """A format equal in its fields to ``fmt`` whose ``decode`` runs on ``device``.
 
+    Integer formats need none (their values are the codes): ``fmt`` itself. A float or
+    codebook format gets a :class:`FloatFormatOnDevice` / :class:`CodebookFormatOnDevice`
+    made once per ``(fmt, device)`` and kept: its lookup table is copied to ``device``
+    once, or, for the casts of :func:`cast_dtype`, no table at all. Its ``decode`` gives
+    the same float32 values as ``fmt.decode``; codes are read signed exactly when ``fmt``
+    is a signed integer format or ``cast_dtype(fmt)`` is not None.
 
-def _decoder_class(cls: type) -> type:
-    """A subclass of a float or codebook format class whose ``decode`` reads a table (or
-    the bits of a torch dtype) on the codes' own device."""
-    if cls not in _DECODER_CLASSES:
+    Args:
+        fmt: an integer, float or codebook format.
+        device: where the codes to decode are.
 
-        def decode(self: Format, codes: torch.Tensor) -> torch.Tensor:
-            view = self.__dict__["_view_dtype"]
-            if view is not None:  # fp16 / bf16 / fp32: the codes are that dtype's bits
-                return codes.view(view).to(torch.float32, copy=True)
-            return self.__dict__["_table"].take(codes.long())  # a copy, never a view
-
-        _DECODER_CLASSES[cls] = type(f"{cls.__name__}OnDevice", (cls,), {"decode": decode})
-    return _DECODER_CLASSES[cls]
-
-
-def decoder_for(fmt: Format, device: torch.device) -> Format:
-    """``fmt`` itself for integers; for float and codebook formats, an equal format whose
-    ``decode`` gives the same float32 values as ``fmt.decode`` but runs on ``device``
-    (its lookup table is copied there once and kept)."""
+    Returns:
+        A format usable wherever ``fmt`` is (``QTensor.dequantize`` included).
+    """
     if isinstance(fmt, IntFormat):
         return fmt
-    key = (fmt, device)
+    key = (fmt, torch.device(device))
     if key not in _DECODERS:
-        sub = _decoder_class(type(fmt))
-        dec = sub(**{f.name: getattr(fmt, f.name) for f in dataclasses.fields(fmt) if f.init})
-        view = _TORCH_FLOATS.get(fmt.name) if isinstance(fmt, FloatFormat) else None
-        if view is not None and get_format(fmt.name) != fmt:
-            view = None
-        table = None
-        if view is None:
-            n = len(fmt.table) if isinstance(fmt, CodebookFormat) else 1 << fmt.bits
-            table = read_only(fmt.decode(torch.arange(n)).to(torch.float32).to(device))
-        object.__setattr__(dec, "_view_dtype", view)
-        object.__setattr__(dec, "_table", table)
-        _DECODERS[key] = dec
+        fields = {f.name: getattr(fmt, f.name) for f in dataclasses.fields(fmt) if f.init}
+        if isinstance(fmt, CodebookFormat):
+            table = read_only(fmt.decode(torch.arange(len(fmt.table))).to(key[1]))
+            _DECODERS[key] = CodebookFormatOnDevice(**fields, device_table=table)
+        elif isinstance(fmt, FloatFormat):
+            view = cast_dtype(fmt)
+            table = None if view is not None else read_only(fmt.decode(torch.arange(1 << fmt.bits)).to(key[1]))
+            _DECODERS[key] = FloatFormatOnDevice(**fields, device_table=table, view_dtype=view)
+        else:
+            raise TypeError(f"fmt must be an integer, float or codebook format, got {type(fmt).__name__} {fmt.name!r}")
     return _DECODERS[key]

@@ -22,7 +22,7 @@ from ..core.formats import (
     IntFormat,
 )
 from ..core.quantize import SCALE_DTYPES, QParams, QTensor, dequantize, quantize
-from .codes import decoder_for, format_problem, pack_codes, unpack_codes
+from .codes import cast_dtype, device_decoder, format_problem, pack_codes, unpack_codes
 from .layout import FILE_VERSION, StoredLayout, decode_record, encode_record, record_differences
 from .scheme import QuantScheme, SchemeLike, as_scheme
 
@@ -361,9 +361,10 @@ class QuantizedLinear(nn.Module):
 
         The codes are unpacked on the buffers' device and handed, with the scales and zero
         points, to :func:`quantlab.dequantize` (a :class:`QTensor` whose format decodes on
-        that device): ``W_hat = (code - zero_point) * scale`` or ``decode(code) * scale``,
-        computed as :meth:`QTensor.dequantize` computes it. On the ``meta`` device the
-        result is an empty meta tensor of the right shape and dtype.
+        that device: :func:`~quantlab.nn.codes.device_decoder`):
+        ``W_hat = (code - zero_point) * scale`` or ``decode(code) * scale``, computed as
+        :meth:`QTensor.dequantize` computes it. On the ``meta`` device the result is an
+        empty meta tensor of the right shape and dtype.
 
         Args:
             dtype: result dtype (default: the original weight's dtype).
@@ -375,9 +376,9 @@ class QuantizedLinear(nn.Module):
         if self.packed.is_meta:
             return torch.empty(self._layout.shape, dtype=dtype, device="meta")
         fmt = self.format
-        dec = decoder_for(fmt, self.packed.device)
         # integers: sign-extended codes; fp16/bf16/fp32: the dtype's bits (int16/int32 views)
-        signed = fmt.signed if isinstance(fmt, IntFormat) else getattr(dec, "_view_dtype", None) is not None
+        signed = fmt.signed if isinstance(fmt, IntFormat) else cast_dtype(fmt) is not None
+        dec = device_decoder(fmt, self.packed.device)
         return dequantize(self._qtensor(dtype, self._codes(signed), dec))
 
     # ---- devices, dtypes, state dicts
