@@ -14,6 +14,7 @@ import io
 import json
 import math
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -838,7 +839,8 @@ def test_block_view_is_the_strips_first_block(source, family):
     assert rows[0][1] == f"{round(float(v.original[0]), 4):.4f}"
     # one description, rendered as HTML (notebooks, widget) and as text (repr)
     desc = v.describe()
-    assert desc["title"] == f"Block inspector: {E.FAMILIES[family]}" and v.formula in desc["text"]
+    assert desc["title"] == f"Block inspector: {E.FAMILIES[family]}" and desc["text"].endswith(f". {v.formula}")
+    assert desc["text"].startswith(f"Row {row}, weights {group * 64}–{group * 64 + k - 1}")
     scales, table = desc["tables"]
     assert scales["rows"] == [list(r) for r in v.scale_rows()] and table["rows"] == [list(r) for r in rows]
     assert scales["head"] == list(v.SCALE_HEAD) and table["head"] == list(v.head)
@@ -848,8 +850,8 @@ def test_block_view_is_the_strips_first_block(source, family):
     cells = re.findall(r"<td\b[^>]*>([^<]*)</td>", page_html)
     assert cells == [html.escape(c, quote=False) for r in scales["rows"] + table["rows"] for c in r]
     lines = repr(v).splitlines()
-    assert len(lines) == 1 + 1 + len(v.scales) + 1 + k
-    assert lines[0] == f"{desc['title']}, {desc['text']}"
+    assert len(lines) == 2 + 1 + len(v.scales) + 1 + k
+    assert lines[:2] == [desc["title"], desc["text"]]
     assert lines[-1].split() == list(rows[-1])
     with pytest.raises(ValueError):
         v.x_hat[0] = 1.0
@@ -973,3 +975,175 @@ def test_kernel_widget_shows_the_block_inspector_for_block_formats():
     assert ex._widgets["box"].children[-1] is w["block"]
     w["family"].value = "nf4"
     assert w["block"].layout.display == "none"
+
+
+# --------------------------------------------------------------------------- one description, three renderings
+
+BLOCK_VIEWS = [(source, family) for source in E.SOURCES for family in BLOCKS]
+
+
+class _PanelReader(HTMLParser):
+    """Reads a rendered panel back into a description: the ``strong`` text is the title, the
+    other paragraph the sentence, each table its ``data-role``, ``data-align``, head and rows.
+    Also records the inline ``text-align`` of every cell, by table."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.desc: dict = {"title": "", "text": "", "tables": []}
+        self.cell_align: list[set[str]] = []
+        self.tags: list[str] = []
+        self._where: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self._where.append(tag)
+        if len(self._where) == 2:  # a child of the panel's box
+            self.tags.append(tag)
+        if tag == "table":
+            self.desc["tables"].append({"role": a["data-role"], "align": a["data-align"], "head": [], "rows": []})
+            self.cell_align.append(set())
+        elif tag == "tr" and "tbody" in self._where:
+            self.desc["tables"][-1]["rows"].append([])
+        elif tag in ("th", "td"):
+            self._cell = []
+            found = re.findall(r"text-align:(\w+)", a.get("style") or "")
+            self.cell_align[-1].add(found[-1] if found else "")
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td"):
+            t = self.desc["tables"][-1]
+            (t["head"] if tag == "th" else t["rows"][-1]).append("".join(self._cell))
+            self._cell = None
+        self._where.pop()
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        elif "strong" in self._where:
+            self.desc["title"] += data
+        elif self._where[-1:] == ["p"]:
+            self.desc["text"] += data
+
+
+def read_panel(html_text: str) -> _PanelReader:
+    reader = _PanelReader()
+    reader.feed(html_text)
+    reader.close()
+    return reader
+
+
+@pytest.mark.parametrize("source,family", BLOCK_VIEWS)
+def test_html_and_repr_render_the_one_description(source, family):
+    """The notebook/widget HTML and the repr hold exactly the description's words and values."""
+    v = E.block_view(source, family)
+    desc = v.describe()
+    assert markup.check_panel(desc) is desc
+    assert {t["align"] for t in desc["tables"]} == {"left", "right"}
+    # HTML: read back, the description itself; every cell aligned as its table says
+    shown = read_panel(v.to_html())
+    assert shown.desc == desc
+    assert shown.tags == ["p", "p"] + ["table"] * len(desc["tables"])
+    assert shown.cell_align == [{t["align"]} for t in desc["tables"]]
+    # repr: the title, the sentence, then per table its head and rows, every cell in its
+    # column (right-aligned cells end, left-aligned cells start, at one position per column)
+    lines = repr(v).splitlines()
+    assert lines[:2] == [desc["title"], desc["text"]]
+    i = 2
+    for t in desc["tables"]:
+        edges: list[set[int]] = [set() for _ in t["head"]]
+        for cells in [t["head"]] + t["rows"]:
+            line, at = lines[i], 0
+            for c, cell in enumerate(cells):
+                if not cell:  # nothing to place (a computed scale has no code)
+                    continue
+                at = line.index(cell, at)
+                edges[c].add(at + len(cell) if t["align"] == "right" else at)
+                at += len(cell)
+            assert line[at:].strip() == "", line
+            i += 1
+        assert all(len(e) == 1 for e in edges), (t["role"], edges)
+    assert i == len(lines)
+
+
+def test_panel_descriptions_are_checked():
+    good = E.block_view("normal", "q4_0").describe()
+    for bad, exc, words in [
+        ("a table", TypeError, "desc must be a dict"),
+        ({**good, "title": None}, TypeError, r"desc\['title'\] must be a str"),
+        ({**good, "tables": ()}, TypeError, r"desc\['tables'\] must be a list"),
+        ({**good, "tables": [{**good["tables"][0], "align": "centre"}]}, ValueError, "align"),
+        ({**good, "tables": [{**good["tables"][0], "rows": [["d"]]}]}, ValueError, "1 cells, its head 6"),
+        ({**good, "tables": [{**good["tables"][0], "rows": [[1] * 6]}]}, TypeError, "list of str"),
+    ]:
+        for render in (markup.panel_html, markup.panel_text):
+            with pytest.raises(exc, match=words):
+                render(bad)
+
+
+def js_string_literals(source: str) -> list[str]:
+    """The string literals of a script, as written between their quotes (comments skipped)."""
+    out, i, n = [], 0, len(source)
+    while i < n:
+        if source.startswith("//", i):
+            end = source.find("\n", i)
+            i = n if end < 0 else end
+        elif source.startswith("/*", i):
+            i = source.index("*/", i) + 2
+        elif source[i] in "\"'`":
+            j = i + 1
+            while source[j] != source[i]:
+                j += 2 if source[j] == "\\" else 1
+            out.append(source[i + 1 : j])
+            i = j + 1
+        else:
+            i += 1
+    return out
+
+
+#: Words of the inspector that are also names in the script: the bit-width control's
+#: ``data-role`` is ``bits`` (a column title too); one-letter strings are SVG's (the group
+#: ``g``, the path command ``M``) and also the names of scales (``g``, ``m``, ``d``, ``X``).
+SCRIPT_NAMES = {"bits"}
+
+
+def inspector_words() -> set[str]:
+    """Every format-specific string the inspector shows (its titles, sentences, column
+    titles, the scales' names, storage and meaning, the element names), and the formats'
+    names and labels."""
+    words = {k for k in E.FAMILIES} | set(E.FAMILIES.values())
+    for source, family in BLOCK_VIEWS:
+        v = E.block_view(source, family)
+        d = v.describe()
+        words |= {d["title"], d["text"], "Block inspector", v.formula, v.element_name, v.label}
+        for t in d["tables"]:
+            words |= set(t["head"]) | {c for r in t["rows"] for c in r if re.search("[A-Za-z]", c)}
+    return {w for w in words if len(w) > 1 and w not in SCRIPT_NAMES}
+
+
+def ui_strings_in_script(js: str, words: set[str]) -> set[tuple[str, str]]:
+    """(literal, word) for every string literal of ``js`` that holds one of ``words`` as a
+    whole word (case-insensitive)."""
+    found = set()
+    for lit in set(js_string_literals(js)):
+        for w in words:
+            if re.search(rf"(?<![\w-]){re.escape(w.lower())}(?![\w-])", lit.lower()):
+                found.add((lit, w))
+    return found
+
+
+def test_script_writes_no_format_specific_string():
+    """The static page's script renders the inspector from the description alone: none of
+    the inspector's words, and no format's name, is written in explorer.js."""
+    js = markup.asset("explorer.js")
+    literals = js_string_literals(js)
+    # the reader of literals works: it finds selectors and skips comments
+    assert "[data-role=block]" in literals and "http://www.w3.org/2000/svg" in literals
+    assert not any("A panel" in lit for lit in literals)
+    words = inspector_words()
+    assert {"scale", "stored as", "E8M0", "fp8 e4m3", "e2m1 value", "decoded x̂", "mxfp4", "q4_k"} <= words
+    assert ui_strings_in_script(js, words) == set()
+    # and it would notice one: a format's name, a column title, a scale's storage
+    for planted in ('"MXFP4 (blocks of 32)"', '"stored as"', "'E8M0'", '"Scale"', '"q4_k"'):
+        broken = js.replace("function drawPanel(box, desc) {", f"function drawPanel(box, desc) {{ var w = {planted};")
+        assert ui_strings_in_script(broken, words), planted

@@ -22,6 +22,7 @@ import book_browser
 import pytest
 
 from quantlab import explorer as E
+from quantlab.book.explorer import markup
 
 PAGE = "chapters/02_explorer.html"
 ROOT = "#ql-explorer"
@@ -41,13 +42,18 @@ READ_BACK = f"""(() => {{
   out.snapped = r.querySelectorAll('svg[data-role=strip] circle').length;
   out.gridLines = r.querySelectorAll('svg[data-role=strip] .qlx-gridline').length;
   const b = r.querySelector('[data-role=block]');
+  const cells = (tr) => [...tr.cells].map((c) => c.textContent);
   out.block = b && {{
     visible: !b.hidden && b.getBoundingClientRect().height > 0,
-    title: (b.querySelector('strong') || {{}}).textContent || null,
-    rows: [...b.querySelectorAll('table[data-role=block-table] tbody tr')]
-      .map((tr) => [...tr.cells].map((c) => c.textContent)),
-    scales: [...b.querySelectorAll('table[data-role=block-scales] tbody tr')]
-      .map((tr) => [...tr.cells].map((c) => c.textContent)),
+    rows: [...b.querySelectorAll('table tbody tr')].map(cells),
+    html: b.outerHTML,
+    desc: b.hidden ? null : {{
+      title: b.querySelector(':scope > p > strong').textContent,
+      text: b.querySelectorAll(':scope > p')[1].textContent,
+      tables: [...b.querySelectorAll(':scope > table')].map((t) => ({{
+        role: t.dataset.role, align: t.dataset.align,
+        head: cells(t.tHead.rows[0]), rows: [...t.tBodies[0].rows].map(cells)}})),
+    }},
   }};
   return out;
 }})()"""
@@ -200,23 +206,25 @@ def test_displayed_figures_equal_quantlab(explorer_report, step):
 
 
 def test_block_inspector_shows_the_first_block(explorer_report):
-    """Choosing MXFP4 at 4 bits shows the inspector: 32 rows, the cells quantlab computed."""
-    shown_mxfp4 = 0
+    """Choosing a block format at 4 bits shows the inspector: what the page shows, read back,
+    is the block's description (:meth:`BlockView.describe`), every word and value of it, in
+    the elements quantlab's own renderer makes of it (:func:`markup.panel`)."""
+    shown_formats = set()
     for step, (settings, _) in enumerate(STEPS):
         block = explorer_report["reads"][step + 1]["value"]["block"]
         assert block is not None, "no block inspector on the page"
         if settings.family in E.BLOCK_FORMATS and settings.bits == 4:
             view = E.block_view(settings.source, settings.family)
+            desc = view.describe()
             assert block["visible"], settings.key
-            assert block["rows"] == [list(r) for r in view.rows()]
-            assert block["scales"] == [list(r) for r in view.scale_rows()]
-            assert block["title"] == view.describe()["title"]
-            if settings.family == "mxfp4":
-                assert len(block["rows"]) == 32
-                shown_mxfp4 += 1
+            assert block["desc"] == desc, settings.key
+            assert block["html"] == markup.render(markup.panel(desc)), settings.key
+            assert len(block["rows"]) == len(view.scales) + view.block_size
+            shown_formats.add(settings.family)
         else:
-            assert not block["visible"] and block["rows"] == [], settings.key
-    assert shown_mxfp4 == 2
+            assert not block["visible"] and block["desc"] is None and block["rows"] == [], settings.key
+            assert block["html"] == markup.render(markup.panel(None)).replace(" hidden", ' hidden=""')
+    assert shown_formats == set(E.BLOCK_FORMATS)
 
 
 def test_initial_page_matches_its_still_rendering(explorer_report):

@@ -173,17 +173,26 @@ class BlockView:
     def describe(self) -> dict[str, Any]:
         """What the inspector shows, as one description every front end renders.
 
+        Every word and number the reader sees is here, already formatted; the renderers
+        (:func:`.markup.panel_html` for notebooks and the kernel widget,
+        :func:`.markup.panel_text` for ``repr``, ``drawPanel`` in the static page's script)
+        only lay it out, and know nothing of any format.
+
         Returns:
-            ``{"title", "text", "tables": [{"role", "align", "head", "rows"}, ...]}``: the
-            title (``"Block inspector: MXFP4 (blocks of 32)"``), a sentence with the
-            block's place and decoding formula, and two tables of strings: the scales
-            (``role="block-scales"``, left-aligned) and one row per weight
-            (``role="block-table"``, right-aligned). :func:`.markup.panel_html`,
-            :func:`.markup.panel_text` and the static page's script render it.
+            ``{"title", "text", "tables": [{"role", "align", "head", "rows"}, ...]}``:
+
+            * ``title``: ``"Block inspector: MXFP4 (blocks of 32)"``;
+            * ``text``: the block's place and its decoding formula, a sentence
+              (``"Row 3, weights 0–31. x̂ = e2m1(code) · X, with X = 2^(c − 127)"``);
+            * ``tables``: two tables of strings, each with its ``data-role`` (``role``),
+              the alignment of its columns (``align``: ``"left"`` or ``"right"``), its
+              column titles (``head``) and its cells (``rows``, as many cells as ``head``):
+              the scales (``role="block-scales"``, left-aligned, :meth:`scale_rows`) and
+              one row per weight (``role="block-table"``, right-aligned, :meth:`rows`).
         """
         return {
             "title": f"Block inspector: {self.label}",
-            "text": f"{self.where}. {self.formula}",
+            "text": f"{self.where[:1].upper()}{self.where[1:]}. {self.formula}",
             "tables": [
                 {
                     "role": "block-scales",

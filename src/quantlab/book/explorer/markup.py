@@ -10,8 +10,9 @@ an untrusted notebook (its sanitizer keeps inline styles but drops ``<style>``,
 values (:data:`COLORS`).
 
 :func:`panel_html` and :func:`panel_text` render a *panel description* (a title, a
-sentence and tables of strings, such as :meth:`.blocks.BlockView.describe`); the page's
-script renders the same description in the browser.
+sentence and tables of strings, :func:`check_panel`; such as
+:meth:`.blocks.BlockView.describe`); the page's script renders the same description in the
+browser with one function (``drawPanel``) that knows no word of it.
 
 Taught in: chapters/02_explorer.ipynb, "Try it first".
 """
@@ -27,7 +28,18 @@ from typing import Any, Optional, Sequence, Union
 
 from .text import FIGURE_LABELS
 
-__all__ = ["COLORS", "asset", "El", "render", "panel", "panel_html", "panel_text", "figure_cards"]
+__all__ = [
+    "COLORS",
+    "ALIGNS",
+    "asset",
+    "El",
+    "render",
+    "check_panel",
+    "panel",
+    "panel_html",
+    "panel_text",
+    "figure_cards",
+]
 
 #: Folder of the shipped script and styles, inside the ``quantlab.book`` package.
 ASSETS_PACKAGE = "quantlab.book"
@@ -216,36 +228,78 @@ def _render(node: Union[El, str, Raw], rules: Sequence[_Rule], ancestors: list[E
 # --------------------------------------------------------------------------- panels and cards
 
 
+#: The alignments a panel table may ask for (its ``align``).
+ALIGNS = ("left", "right")
+
+
+def check_panel(desc: Any) -> dict[str, Any]:
+    """``desc`` if it is a panel description: ``{"title": str, "text": str, "tables": [...]}``
+    whose tables are ``{"role": str, "align": "left" | "right", "head": [str, ...],
+    "rows": [[str, ...], ...]}`` with as many cells in every row as in ``head``.
+
+    Raises:
+        TypeError: ``desc`` or one of its parts has the wrong type (the message names it).
+        ValueError: an unknown ``align``, or a row with the wrong number of cells.
+    """
+    if not isinstance(desc, dict):
+        raise TypeError(f"desc must be a dict (a panel description), got {type(desc).__name__}")
+    for key in ("title", "text"):
+        if not isinstance(desc.get(key), str):
+            raise TypeError(f"desc[{key!r}] must be a str, got {type(desc.get(key)).__name__}")
+    if not isinstance(desc.get("tables"), list):
+        raise TypeError(f"desc['tables'] must be a list, got {type(desc.get('tables')).__name__}")
+    for i, t in enumerate(desc["tables"]):
+        where = f"desc['tables'][{i}]"
+        if not isinstance(t, dict) or not isinstance(t.get("role"), str):
+            raise TypeError(f"{where} must be a dict with a str 'role', got {t!r:.80}")
+        if t.get("align") not in ALIGNS:
+            raise ValueError(f"{where}['align'] must be one of {ALIGNS}, got {t.get('align')!r}")
+        head, rows = t.get("head"), t.get("rows")
+        if not isinstance(head, list) or not all(isinstance(h, str) for h in head):
+            raise TypeError(f"{where}['head'] must be a list of str, got {head!r:.80}")
+        if not isinstance(rows, list):
+            raise TypeError(f"{where}['rows'] must be a list, got {type(rows).__name__}")
+        for j, r in enumerate(rows):
+            if not isinstance(r, list) or not all(isinstance(v, str) for v in r):
+                raise TypeError(f"{where}['rows'][{j}] must be a list of str, got {r!r:.80}")
+            if len(r) != len(head):
+                raise ValueError(f"{where}['rows'][{j}] has {len(r)} cells, its head {len(head)}")
+    return desc
+
+
 def panel(desc: Optional[dict[str, Any]], role: str = "block") -> El:
-    """A panel description (``{"title", "text", "tables": [...]}``) as elements: a
-    ``div.qlx-block`` holding a paragraph and the tables (hidden and empty when ``desc`` is
-    None). The page's script builds the same structure from the same description."""
+    """A panel description (:func:`check_panel`; :meth:`.blocks.BlockView.describe`) as
+    elements: a ``div.qlx-block`` (``data-role=role``) holding the title (``p > strong``), the
+    sentence (``p``) and the tables (``table[data-role][data-align]``, a header row, then the
+    rows); hidden and empty when ``desc`` is None. The page's script (``drawPanel``) builds the
+    same elements from the same description; ``explorer.css`` styles them, aligning a table's
+    cells by its ``data-align``."""
     box = el("div", {"class": "qlx-block", "data-role": role, "hidden": desc is None})
     if desc is None:
         return box
-    box.children.append(el("p", {}, el("strong", {}, desc["title"]), ", " + desc["text"]))
-    scroll = el("div", {"class": "qlx-block-scroll"})
+    check_panel(desc)
+    box.children += [el("p", {}, el("strong", {}, desc["title"])), el("p", {}, desc["text"])]
     for t in desc["tables"]:
         head = el("thead", {}, el("tr", {}, *(el("th", {}, h) for h in t["head"])))
         body = el("tbody", {}, *(el("tr", {}, *(el("td", {}, v) for v in r)) for r in t["rows"]))
-        scroll.children.append(el("table", {"data-role": t["role"]}, head, body))
-    box.children.append(scroll)
+        box.children.append(el("table", {"data-role": t["role"], "data-align": t["align"]}, head, body))
     return box
 
 
 def panel_html(desc: dict[str, Any]) -> str:
     """A panel description as HTML with inline styles (for notebooks and the kernel widget)."""
-    return render(panel(desc), inline=True)
+    return render(panel(check_panel(desc)), inline=True)
 
 
 def panel_text(desc: dict[str, Any]) -> str:
-    """A panel description as plain text: the title and sentence, then each table with
-    aligned columns (left or right as the table says)."""
-    lines = [f"{desc['title']}, {desc['text']}"]
+    """A panel description as plain text: the title, the sentence, then each table with
+    its columns two spaces apart and aligned as the table says (``align``)."""
+    check_panel(desc)
+    lines = [desc["title"], desc["text"]]
     for t in desc["tables"]:
-        rows = [list(t["head"])] + [list(r) for r in t["rows"]]
+        rows = [t["head"]] + t["rows"]
         widths = [max(len(r[i]) for r in rows) for i in range(len(t["head"]))]
-        pad = str.ljust if t.get("align") == "left" else str.rjust
+        pad = str.ljust if t["align"] == "left" else str.rjust
         lines += ["  ".join(pad(v, w) for v, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)
 

@@ -169,9 +169,10 @@
          src.beyond);
     }
   }
-  // A panel (the block inspector of a block format) from its description, the same one
-  // quantlab renders in Python (quantlab.explorer.markup.panel): a title and a sentence,
-  // then tables of strings.
+  // A panel (the block inspector of a block format) from its description, the one
+  // quantlab renders in Python too (quantlab.book.explorer.markup.panel, the same elements):
+  // the title in bold, the sentence, then tables of strings, each with its data-role and
+  // data-align. Every word comes with the description; this function knows none of them.
   function node(parent, tag, text) {
     var c = document.createElement(tag);
     if (text !== undefined) c.textContent = text;
@@ -182,14 +183,12 @@
     box.textContent = "";
     box.hidden = !desc;
     if (!desc) return;
-    var p = node(box, "p");
-    node(p, "strong", desc.title);
-    p.appendChild(document.createTextNode(", " + desc.text));
-    var wrap = node(box, "div");
-    wrap.className = "qlx-block-scroll";
+    node(node(box, "p"), "strong", desc.title);
+    node(box, "p", desc.text);
     desc.tables.forEach(function (t) {
-      var table = node(wrap, "table"), r = node(node(table, "thead"), "tr"), body = node(table, "tbody");
+      var table = node(box, "table"), r = node(node(table, "thead"), "tr"), body = node(table, "tbody");
       table.setAttribute("data-role", t.role);
+      table.setAttribute("data-align", t.align);
       t.head.forEach(function (h) { node(r, "th", h); });
       t.rows.forEach(function (cells) {
         var tr = node(body, "tr");
