@@ -441,6 +441,8 @@ def test_every_moved_module_has_its_old_name():
         "quantlab.core.validate",
         "quantlab.core.lazy",
         "quantlab.core.scheme",
+        "quantlab.core.qparams",
+        "quantlab.core.qtensor",
         *(f"quantlab.core.memory_{m}" for m in ("weights", "catalog", "state", "rlhf")),
         *(f"quantlab.core.gguf_{m}" for m in ("layout", "legacy", "ternary", "kquants")),
         *(f"quantlab.nn.{m}" for m in ("scheme", "codes", "layout", "layer", "model", "size", "io")),

@@ -4,8 +4,10 @@
   and :func:`~quantlab.core.formats.get_format`;
 * :mod:`~quantlab.core.scheme` -- :class:`~quantlab.core.scheme.QuantScheme`, the one recipe type
   (format, typed granularity, scale and zero-point storage, ``bits_per_weight(shape)``);
-* :mod:`~quantlab.core.quantize` -- ``choose_qparams``, ``quantize``, ``dequantize`` and the
-  :class:`~quantlab.core.quantize.QTensor` storage type;
+* :mod:`~quantlab.core.quantize` -- ``quantize``, ``fake_quantize`` and ``dequantize`` (it
+  re-exports the two below);
+* :mod:`~quantlab.core.qparams` -- ``QParams``, ``choose_qparams`` and ``store_scales``;
+* :mod:`~quantlab.core.qtensor` -- the :class:`~quantlab.core.qtensor.QTensor` storage type;
 * :mod:`~quantlab.core.packing` -- sub-byte codes packed into bytes;
 * :mod:`~quantlab.core.mx` -- microscaling (MX) and NVFP4 block scales;
 * :mod:`~quantlab.core.gguf_blocks` -- the GGUF block codecs (Q8_0 ... Q6_K), byte for byte,

@@ -89,13 +89,11 @@ chapters/03_core_tradeoff.ipynb ("Granularity").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Union
 
-import numpy as np
 import torch
 
-from ._backend import ArrayLike, as_tensor, check_out, like_input, require_float
+from ._backend import ArrayLike, check_out, like_input
 from ._fast import row_chunks
 from .formats import (
     BlockFormat,
@@ -105,8 +103,21 @@ from .formats import (
     IntFormat,
     get_format,
 )
-from .mx import decode_blocks, encode_blocks
-from .packing import pack, packed_nbytes
+from .mx import encode_blocks
+from .qparams import (
+    QParams,
+    check_qparams_args,
+    choose_qparams,
+    choose_scales,
+    default_scaled,
+    grouped_view,
+    read_input,
+    reduce_dims,
+    require_finite,
+    store_scales,
+    unpack_scheme,
+)
+from .qtensor import QTensor, dequantize, grid_overflow
 from .scheme import EXACT_SCALE_DTYPE, GRANULARITIES, SCALE_DTYPES, QuantScheme
 from .validate import check_bool, check_int, check_optional_bool, check_real
 
@@ -122,538 +133,6 @@ __all__ = [
     "store_scales",
     "require_finite",
 ]
-
-_DTYPE_BITS = {torch.float32: 32, torch.float16: 16, torch.bfloat16: 16}
-
-
-@dataclass
-class QParams:
-    """Quantization parameters of one tensor.
-
-    Attributes:
-        scale: float tensor in the *broadcast* shape (see :meth:`QParams.view_shape`);
-            stored values are exactly representable in ``scale_dtype``.
-        zero_point: integer tensor of the same shape, or None (symmetric / float formats).
-        format: the number format.
-        granularity, axis, group_size: how elements share parameters.
-        scale_dtype: the dtype the scales are stored in (``"fp32"``, ``"fp16"``, ``"bf16"``).
-    """
-
-    scale: Optional[torch.Tensor]
-    zero_point: Optional[torch.Tensor]
-    format: Format
-    granularity: str
-    axis: int
-    group_size: Optional[int]
-    scale_dtype: str = EXACT_SCALE_DTYPE
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_args(
-    t: torch.Tensor,
-    fmt: Format,
-    granularity: str,
-    axis: int,
-    group_size: Optional[int],
-    symmetric: bool,
-    clip_ratio: float,
-    percentile: Optional[float],
-    scale_dtype: str,
-) -> tuple[int, Optional[int]]:
-    if not isinstance(granularity, str) or granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    check_bool(symmetric, "symmetric")
-    if not isinstance(scale_dtype, str) or scale_dtype not in SCALE_DTYPES:
-        raise ValueError(f"scale_dtype must be one of {tuple(SCALE_DTYPES)}, got {scale_dtype!r}")
-    check_real(clip_ratio, "clip_ratio", low=0, high=1, low_open=True)
-    if percentile is not None:
-        check_real(percentile, "percentile", low=0, high=100, low_open=True)
-    if not symmetric and not isinstance(fmt, IntFormat):
-        raise ValueError(f"symmetric=False (a zero point) needs an integer format, got {fmt.name}")
-    if isinstance(fmt, IntFormat) and symmetric and fmt.signed and fmt.bits == 1:
-        raise ValueError(
-            "int1 has no positive code, so it cannot be symmetric: use symmetric=False "
-            "(two levels spanning the range) or a 1-bit codebook such as "
-            "codebook([-1, 1], 'binary')"
-        )
-    if isinstance(fmt, IntFormat) and symmetric and not fmt.signed and fmt.bits == 1:
-        raise ValueError(
-            "uint1 has no code above its zero point, so it cannot be symmetric: use "
-            "symmetric=False (two levels spanning the range)"
-        )
-    ndim = t.dim()
-    if granularity == "channel":
-        axis = check_int(axis, "axis", what="an int")
-        if ndim == 0:
-            raise ValueError(
-                "granularity='channel' needs at least a 1-d tensor (one scale per index along axis), got a 0-d tensor"
-            )
-        if not -ndim <= axis < ndim:
-            raise ValueError(f"axis must be in [-{ndim}, {ndim - 1}] for a {ndim}-d tensor, got {axis}")
-        axis = int(axis) % ndim
-    if granularity == "group":
-        if group_size is None:
-            raise ValueError("granularity='group' needs group_size, got None")
-        group_size = check_int(group_size, "group_size", what="a positive int")
-        if group_size <= 0:
-            raise ValueError(f"group_size must be positive, got {group_size}")
-        if ndim == 0:
-            raise ValueError("granularity='group' needs at least a 1-d tensor, got a 0-d tensor")
-        n = t.shape[-1]
-        if n % group_size != 0:
-            raise ValueError(f"group_size must divide the last dimension {n}, got {group_size}")
-        group_size = int(group_size)
-    elif group_size is not None and granularity != "group":
-        raise ValueError(
-            f"group_size={group_size} is only used with granularity='group', got granularity={granularity!r}"
-        )
-    return int(axis) if granularity == "channel" else 0, group_size
-
-
-# --------------------------------------------------------------------------- shapes
-
-
-def _grouped(t: torch.Tensor, granularity: str, axis: int, group_size: Optional[int]) -> torch.Tensor:
-    """View ``t`` so that the scale broadcasts: groups become their own axis."""
-    if granularity == "group":
-        return t.reshape(*t.shape[:-1], t.shape[-1] // group_size, group_size)
-    return t
-
-
-def _reduce_dims(t: torch.Tensor, granularity: str, axis: int) -> tuple[int, ...]:
-    if granularity == "tensor":
-        return tuple(range(t.dim()))
-    if granularity == "channel":
-        return tuple(d for d in range(t.dim()) if d != axis)
-    return (t.dim() - 1,)  # grouped view: reduce within each group
-
-
-def _kth(v: torch.Tensor, dims: tuple[int, ...], q: float, largest: bool) -> torch.Tensor:
-    """The ``q``-quantile (0..1) of ``v`` over ``dims`` by order statistic (keepdim)."""
-    keep = [d for d in range(v.dim()) if d not in dims]
-    moved = v.permute(*keep, *dims)
-    flat = moved.reshape(*[v.shape[d] for d in keep], -1)
-    n = flat.shape[-1]
-    k = min(n, max(1, math.ceil(q * n))) if largest else max(1, min(n, math.floor((1 - q) * n) + 1))
-    out = flat.kthvalue(k, dim=-1).values
-    shape = [1 if d in dims else v.shape[d] for d in range(v.dim())]
-    return out.reshape(shape)
-
-
-# --------------------------------------------------------------------------- qparams
-
-
-def _unpack_scheme(fmt: Any, given: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """``fmt`` and the keyword arguments, with a :class:`~quantlab.core.scheme.QuantScheme`
-    in ``fmt`` unpacked into its format and keywords (``quantize(x, scheme)``).
-
-    ``given`` holds the keywords the caller passed; each must be at its default when a scheme
-    is given (the scheme says how to quantize), else ``ValueError``.
-    """
-    if not isinstance(fmt, QuantScheme):
-        return fmt, given
-    changed = sorted(k for k, v in given.items() if v != _KEYWORD_DEFAULTS[k])
-    if changed:
-        raise ValueError(
-            f"fmt is a QuantScheme ({fmt.label}): give {', '.join(changed)} inside it, not beside it, "
-            f"got {', '.join(f'{k}={given[k]!r}' for k in changed)}"
-        )
-    kw = dict(given)
-    kw.update(fmt.qparams_kwargs())
-    return fmt.fmt, kw
-
-
-_KEYWORD_DEFAULTS: dict[str, Any] = {
-    "granularity": "tensor",
-    "axis": 0,
-    "group_size": None,
-    "symmetric": True,
-    "scale_dtype": EXACT_SCALE_DTYPE,
-    "scaled": None,
-}
-
-
-def _default_scaled(fmt: Format) -> bool:
-    return not (isinstance(fmt, FloatFormat) and fmt.bits >= 16)
-
-
-def choose_qparams(
-    x: ArrayLike,
-    fmt: Union[FormatLike, QuantScheme] = "int8",
-    *,
-    granularity: str = "tensor",
-    axis: int = 0,
-    group_size: Optional[int] = None,
-    symmetric: bool = True,
-    clip_ratio: float = 1.0,
-    percentile: Optional[float] = None,
-    scale_dtype: str = EXACT_SCALE_DTYPE,
-) -> QParams:
-    """Choose ``scale`` (and ``zero_point``) for ``x`` from its absmax or min/max.
-
-    Args:
-        x: float array or tensor, any shape.
-        fmt: format name or object (see :func:`quantlab.formats.get_format`).
-        granularity: ``"tensor"``, ``"channel"`` or ``"group"``.
-        axis: the channel axis for ``granularity="channel"`` (negative counts from the end).
-        group_size: elements per group along the last axis (``granularity="group"``).
-        symmetric: absmax scaling with zero point 0 (True) or min/max with a zero point.
-        clip_ratio: multiply the measured range by this factor in (0, 1] (clipping).
-        percentile: if given, measure the range at this percentile instead of the extremes.
-        scale_dtype: dtype the scales are stored in: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
-
-    Returns:
-        :class:`QParams` with ``scale`` shaped to broadcast against the grouped view of ``x``.
-
-    Raises:
-        TypeError, ValueError: see the module docstring; each names the parameter. In
-            particular ``ValueError`` for NaN or infinity in ``x`` and for a scale that
-            ``scale_dtype`` cannot hold (see "Storing the scales" there).
-    """
-    fmt, kw = _unpack_scheme(
-        fmt,
-        {
-            "granularity": granularity,
-            "axis": axis,
-            "group_size": group_size,
-            "symmetric": symmetric,
-            "scale_dtype": scale_dtype,
-        },
-    )
-    granularity, axis, group_size, symmetric, scale_dtype = (
-        kw["granularity"],
-        kw["axis"],
-        kw["group_size"],
-        kw["symmetric"],
-        kw["scale_dtype"],
-    )
-    fmt = get_format(fmt)
-    if isinstance(fmt, BlockFormat):
-        raise ValueError(
-            f"{fmt.name} is block-scaled: its scales are part of the format and quantize() "
-            "chooses them; choose_qparams does not apply"
-        )
-    t, _ = _input(x)
-    axis, group_size = _check_args(
-        t, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype
-    )
-    work = t if t.dtype in (torch.float32, torch.float64) else t.float()
-    return _choose(work, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype)
-
-
-def _input(x: ArrayLike) -> tuple[torch.Tensor, bool]:
-    """``x`` as a float tensor (detached: results carry no gradients) and whether it was numpy."""
-    t, was_numpy = as_tensor(x)
-    require_float(t)
-    return (t.detach() if t.requires_grad else t), was_numpy
-
-
-def require_finite(t: torch.Tensor) -> None:
-    """Raise the one ``ValueError`` for NaN or infinity in a tensor to be scaled.
-
-    Shared by every quantizer that derives a scale from the values (``choose_qparams``,
-    :mod:`quantlab.algorithms.hqq`, :mod:`quantlab.algorithms.imatrix`), so all of them
-    refuse the same input with the same message.
-
-    Args:
-        t: a float tensor of any shape.
-
-    Raises:
-        ValueError: ``t`` holds NaN or +-inf (the message counts them).
-    """
-    if not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(
-            f"x contains NaN or infinity ({bad} of {t.numel()} values); quantization with a scale needs finite values"
-        )
-
-
-def _choose(
-    t: torch.Tensor,
-    fmt: Format,
-    granularity: str,
-    axis: int,
-    group_size: Optional[int],
-    symmetric: bool,
-    clip_ratio: float,
-    percentile: Optional[float],
-    scale_dtype: str,
-    stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-) -> QParams:
-    """The parameters for ``t``; ``stats`` = (max, min) over each group if already measured."""
-    g = _grouped(t, granularity, axis, group_size)
-    dims = _reduce_dims(g, granularity, axis)
-    stat_shape = [1 if d in dims else g.shape[d] for d in range(g.dim())]
-    if t.numel() == 0:
-        scale = torch.ones(stat_shape, dtype=torch.float32)
-        zp = None if symmetric else torch.zeros(stat_shape, dtype=torch.int32)
-        return QParams(scale, zp, fmt, granularity, axis, group_size, scale_dtype)
-    if stats is not None:
-        hi, lo = stats
-    elif percentile is not None and percentile < 100:
-        require_finite(g)  # order statistics would step over a NaN
-        if symmetric:
-            hi = _kth(g.abs(), dims, percentile / 100, largest=True)
-            lo = -hi
-        else:
-            hi = _kth(g, dims, percentile / 100, largest=True)
-            lo = _kth(g, dims, percentile / 100, largest=False)
-    elif not dims:  # one parameter per element (per channel on a 1-d tensor): amax(dim=())
-        hi, lo = g.clone(), g.clone()  # would reduce over everything instead of nothing
-    else:
-        hi = g.amax(dim=dims, keepdim=True)
-        lo = g.amin(dim=dims, keepdim=True)
-    if not (bool(torch.isfinite(hi).all()) and bool(torch.isfinite(lo).all())):
-        require_finite(t)
-    hi = hi.to(torch.float64)
-    lo = lo.to(torch.float64)
-    if isinstance(fmt, IntFormat) and not symmetric:
-        lo = torch.clamp(lo, max=0.0) * clip_ratio
-        hi = torch.clamp(hi, min=0.0) * clip_ratio
-        scale = store_scales((hi - lo) / (fmt.qmax - fmt.qmin), scale_dtype)
-        zp = torch.clamp(fmt.qmin - torch.round(lo / scale.double()), fmt.qmin, fmt.qmax)
-        return QParams(scale, zp.to(torch.int32), fmt, granularity, axis, group_size, scale_dtype)
-    absmax = torch.maximum(hi.abs(), lo.abs()) * clip_ratio
-    if isinstance(fmt, IntFormat):
-        if fmt.signed:
-            scale = absmax / fmt.qmax
-            zp = None
-        else:  # unsigned and symmetric: zero sits mid-range (as torch's quint8 observers do)
-            mid = (fmt.qmax + fmt.qmin + 1) // 2
-            scale = absmax / (fmt.qmax - mid)  # +-absmax land on mid +- (qmax - mid)
-            zp = torch.full(stat_shape, mid, dtype=torch.int32)
-    else:
-        scale = absmax / fmt.max_value
-        zp = None
-    return QParams(store_scales(scale, scale_dtype), zp, fmt, granularity, axis, group_size, scale_dtype)
-
-
-#: Rounding a scale to the nearest value of its dtype may leave it this much (relative)
-#: below the exact scale before it is rounded up instead: float32's own rounding noise.
-_SCALE_SLACK = 2.0**-21
-#: Largest relative enlargement of a (subnormal) scale by storing it before it is refused.
-_SCALE_MAX_GROWTH = 1 / 16
-_INT_VIEW = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-
-
-def store_scales(exact: torch.Tensor, scale_dtype: str) -> torch.Tensor:
-    """Scales (float64, >= 0) as values of ``scale_dtype`` that hold the range, as float32.
-
-    The one rule by which a scale is stored, shared by ``choose_qparams`` and the
-    algorithms that search their own scales (:mod:`quantlab.algorithms.hqq`,
-    :mod:`quantlab.algorithms.imatrix`); ``exact`` may have any shape, the result has the same.
-
-    Each scale is rounded to the nearest value of the dtype, or to the next one up where
-    the nearest lies more than ``_SCALE_SLACK`` (relative) below it, so ``x / scale``
-    never exceeds the top code by more than float32 rounding. A zero scale (a group of
-    zeros) becomes the dtype's smallest normal number.
-
-    Raises:
-        ValueError: a scale beyond the dtype's largest finite value, or one that storing
-            would enlarge by more than ``_SCALE_MAX_GROWTH`` (coarse subnormals).
-    """
-    sdt = SCALE_DTYPES[scale_dtype]
-    info = torch.finfo(sdt)
-    too_big = exact > info.max
-    if bool(too_big.any()):
-        value = float(exact[too_big].max())
-        raise ValueError(
-            f"scale_dtype={scale_dtype!r} cannot hold the scale {value:.4g} that x needs "
-            f"(largest {scale_dtype} value: {info.max:.6g}): "
-            + ("use scale_dtype='fp32', or " if scale_dtype == "fp16" else "")
-            + "rescale x"
-        )
-    s = exact.to(sdt)
-    low = s.double() < exact * (1 - _SCALE_SLACK)
-    if bool(low.any()):  # one step up: the bit pattern of a positive float plus one
-        iv = _INT_VIEW[sdt]
-        s = torch.where(low, (s.view(iv) + 1).view(sdt), s)
-    stored = s.double()
-    positive = exact > 0
-    grown = positive & (stored > exact * (1 + _SCALE_MAX_GROWTH))
-    if bool(grown.any()):
-        value = float(exact[grown].min())
-        raise ValueError(
-            f"scale_dtype={scale_dtype!r} cannot hold the scale {value:.4g} that x needs "
-            f"without making the grid more than {_SCALE_MAX_GROWTH:.4g} coarser (stored as "
-            f"{float(stored[grown][exact[grown].argmin()]):.4g}; {scale_dtype} stores scales "
-            f"below {info.tiny * info.eps / _SCALE_MAX_GROWTH:.3g} only as coarse subnormals): "
-            + ("use scale_dtype='fp32' or 'bf16', or " if scale_dtype == "fp16" else "")
-            + "rescale x"
-        )
-    s = torch.where(positive, s, torch.full_like(s, info.tiny))
-    return s.float()
-
-
-# --------------------------------------------------------------------------- QTensor
-
-
-@dataclass
-class QTensor:
-    """A quantized tensor: codes plus everything needed to get the values back.
-
-    The containers are torch tensors whatever the input's kind (numpy or torch):
-    ``dequantize()`` returns the input's kind.
-
-    Attributes:
-        codes: integer torch tensor with the shape of the original (unpacked, one code per
-            element): integer codes, float bit patterns or codebook indices.
-        scale: float32 tensor (values exact in ``scale_dtype``) in the public shape
-            (``()``, ``(C,)`` or ``(*lead, n_groups)``), or None for an unscaled cast.
-        zero_point: int32 tensor like ``scale``, or None; a float32 tensor of real-valued
-            zero points (values exact in ``scale_dtype``) for :mod:`quantlab.hqq`.
-        format: the number format.
-        shape: the original shape.
-        granularity, axis, group_size, scale_dtype: how it was quantized.
-        dtype: the original floating dtype (``dequantize`` returns it).
-        was_numpy: whether the input was a numpy array (``dequantize`` returns one then).
-        tensor_scale: a 0-d float32 tensor for formats with one extra scale per tensor
-            (``nvfp4``), else None.
-    """
-
-    codes: torch.Tensor
-    scale: Optional[torch.Tensor]
-    zero_point: Optional[torch.Tensor]
-    format: Format
-    shape: tuple[int, ...]
-    granularity: str = "tensor"
-    axis: int = 0
-    group_size: Optional[int] = None
-    scale_dtype: str = EXACT_SCALE_DTYPE
-    dtype: torch.dtype = torch.float32
-    was_numpy: bool = False
-    tensor_scale: Optional[torch.Tensor] = None
-
-    @property
-    def numel(self) -> int:
-        return int(math.prod(self.shape))
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of real packed storage: codes at ``bits`` each, scales at ``scale_dtype``,
-        integer zero points at the code width (each array packed on its own, rounded up to
-        bytes), floating zero points (:mod:`quantlab.hqq`) at ``scale_dtype`` too.
-        Block-scaled formats: 8 bits per block scale, 4 bytes for a ``tensor_scale``."""
-        total = packed_nbytes(self.numel, self.format.bits)
-        if isinstance(self.format, BlockFormat):
-            total += self.scale.numel() * self.format.scale_bits // 8
-            return total + (4 if self.tensor_scale is not None else 0)
-        if self.scale is not None:
-            total += self.scale.numel() * _DTYPE_BITS[SCALE_DTYPES[self.scale_dtype]] // 8
-        if self.zero_point is not None:
-            if self.zero_point.dtype.is_floating_point:  # real-valued zero points (HQQ)
-                total += self.zero_point.numel() * _DTYPE_BITS[SCALE_DTYPES[self.scale_dtype]] // 8
-            else:
-                total += packed_nbytes(self.zero_point.numel(), self.format.bits)
-        return total
-
-    @property
-    def bits_per_weight(self) -> float:
-        """``8 * nbytes / numel``: the format's bits plus the overhead of scales."""
-        if self.numel == 0:
-            return float(self.format.bits)
-        return 8 * self.nbytes / self.numel
-
-    def packed(self) -> torch.Tensor:
-        """The codes packed into bytes, as a flat uint8 torch tensor.
-
-        Formats of up to 16 bits use :func:`quantlab.packing.pack`; wider ones (fp32 bit
-        patterns) are stored whole, least significant byte first -- the same
-        little-endian bitstream. Either way the result has ``packed_nbytes(numel, bits)``
-        bytes.
-        """
-        if self.format.bits <= 16:
-            return pack(self.codes.reshape(-1), self.format.bits)
-        width = self.format.bits // 8
-        flat = self.codes.reshape(-1).to(torch.int32 if width == 4 else torch.int64).cpu().numpy()
-        return torch.from_numpy(flat.astype(f"<i{width}").view(np.uint8).copy())
-
-    def _broadcast(self, p: torch.Tensor) -> torch.Tensor:
-        if self.granularity == "tensor":
-            return p
-        if self.granularity == "channel":
-            shape = [1] * len(self.shape)
-            shape[self.axis] = self.shape[self.axis]
-            return p.reshape(shape)
-        return p.unsqueeze(-1)
-
-    def dequantize(self) -> ArrayLike:
-        """Values back as floats in the original dtype and kind (numpy or torch).
-
-        ``x_hat = (code - zero_point) * scale`` (integers) or ``decode(code) * scale``.
-        """
-        return like_input(self._dequantize_tensor(), self.was_numpy)
-
-    def _dequantize_tensor(self) -> torch.Tensor:
-        fmt = self.format
-        if isinstance(fmt, BlockFormat):
-            return decode_blocks(self.codes, self.scale, self.tensor_scale, fmt, self.shape, self.dtype)
-        if isinstance(fmt, IntFormat):
-            vals = self.codes.to(torch.float32)
-        else:
-            vals = fmt.decode(self.codes)
-        if self.scale is None:
-            return vals.to(self.dtype)
-        if self.dtype == torch.float64 and (
-            _grid_overflow(fmt, self.scale, self.zero_point, torch.float32) is not None
-            or _grid_underflow(fmt, self.scale)
-        ):
-            # grid points beyond float32's range, or below its normal range (where a float32
-            # product would keep fewer bits): compute in float64, exactly on the grid
-            vals = vals.double()
-        if self.granularity == "group":
-            vals = vals.reshape(*self.shape[:-1], self.shape[-1] // self.group_size, self.group_size)
-        if self.zero_point is not None:
-            vals -= self._broadcast(self.zero_point).to(vals.dtype)
-        vals *= self._broadcast(self.scale).to(vals.dtype)
-        top = _grid_overflow(fmt, self.scale, self.zero_point, self.dtype)
-        if top is not None:
-            vals.clamp_(-top, top)
-        return vals.reshape(self.shape).to(self.dtype)
-
-    def __repr__(self) -> str:
-        return (
-            f"QTensor(format={self.format.name}, shape={tuple(self.shape)}, "
-            f"granularity={self.granularity!r}, bits_per_weight={self.bits_per_weight:.4g}, "
-            f"nbytes={self.nbytes})"
-        )
-
-
-def _grid_underflow(fmt: Format, scale: torch.Tensor) -> bool:
-    """Whether a grid point ``value * scale`` with the smallest non-zero ``value`` of ``fmt``
-    (1 for integers, the smallest subnormal for floats, the smallest non-zero magnitude of a
-    codebook) falls below float32's smallest normal number for some scale."""
-    if scale.numel() == 0:
-        return False
-    if isinstance(fmt, IntFormat):
-        step = 1.0
-    elif isinstance(fmt, FloatFormat):
-        step = fmt.min_subnormal
-    else:
-        step = min((abs(v) for v in getattr(fmt, "table", ()) if v != 0), default=1.0)
-    return float(scale.min()) * step < torch.finfo(torch.float32).tiny
-
-
-def _grid_overflow(
-    fmt: Format, scale: torch.Tensor, zero_point: Optional[torch.Tensor], dtype: torch.dtype
-) -> Optional[float]:
-    """``finfo(dtype).max`` if some grid point ``(code - zero_point) * scale`` could exceed
-    it (so dequantized values must be clamped to stay finite), else None."""
-    if scale.numel() == 0:
-        return None
-    top = torch.finfo(dtype).max
-    if isinstance(fmt, IntFormat):
-        if zero_point is None:
-            reach = float(max(-fmt.qmin, fmt.qmax))
-        else:
-            z = zero_point.double()
-            reach = float(torch.maximum(fmt.qmax - z, z - fmt.qmin).max())
-    else:
-        reach = float(fmt.max_value)
-    # 1 + 2^-20: room for the float32 rounding of the product itself
-    return top if reach * float(scale.max()) * (1 + 2.0**-20) > top else None
 
 
 # --------------------------------------------------------------------------- quantize
@@ -701,7 +180,7 @@ def quantize(
         >>> q.codes.tolist(), float(q.scale)  # -1.5 is a tie: rounds to the even code -2
         ([3, -2, 0], 1.0)
     """
-    fmt, kw = _unpack_scheme(
+    fmt, kw = unpack_scheme(
         fmt,
         {
             "granularity": granularity,
@@ -734,7 +213,7 @@ def quantize(
     if p.qparams is not None:
         require_finite(p.work)
     qparams = p.qparams or _choose_prepared(p)
-    g = _grouped(p.work, p.granularity, p.axis, p.group_size)
+    g = grouped_view(p.work, p.granularity, p.axis, p.group_size)
     v = g / qparams.scale.to(g.dtype)
     if isinstance(fmt, IntFormat):
         _int_grid_(v, fmt, qparams.zero_point, _clamp_needed(fmt, p, qparams))
@@ -773,7 +252,7 @@ def _quantize_block(
     qparams: Optional[QParams],
 ) -> QTensor:
     """:func:`quantize` for a block-scaled format (see :mod:`quantlab.mx`)."""
-    t, was_numpy = _input(x)
+    t, was_numpy = read_input(x)
     k = fmt.block_size
     if not isinstance(granularity, str) or granularity not in ("tensor", "group"):
         raise ValueError(
@@ -853,7 +332,7 @@ def _prepare(
     qparams: Optional[QParams],
 ) -> _Prepared:
     fmt = get_format(fmt)
-    t, was_numpy = _input(x)
+    t, was_numpy = read_input(x)
     scaled = check_optional_bool(scaled, "scaled")
     if qparams is not None:
         if not isinstance(qparams, QParams):
@@ -863,11 +342,11 @@ def _prepare(
         granularity, axis, group_size = qparams.granularity, qparams.axis, qparams.group_size
         scale_dtype = qparams.scale_dtype
         symmetric = qparams.zero_point is None
-    axis, group_size = _check_args(
+    axis, group_size = check_qparams_args(
         t, fmt, granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype
     )
     if scaled is None:
-        scaled = _default_scaled(fmt) if qparams is None else qparams.scale is not None
+        scaled = default_scaled(fmt) if qparams is None else qparams.scale is not None
     work = t if t.dtype in (torch.float32, torch.float64) else t.float()
     if not scaled:
         if not isinstance(fmt, FloatFormat):
@@ -894,7 +373,7 @@ def _prepare(
 
 
 def _choose_prepared(p: _Prepared, stats: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> QParams:
-    return _choose(
+    return choose_scales(
         p.work,
         p.fmt,
         p.granularity,
@@ -957,8 +436,8 @@ def _fit_qparams(t: torch.Tensor, qp: QParams) -> QParams:
     """
     if qp.scale is None:
         raise ValueError("qparams hold no scale (an unscaled cast), got scaled=True")
-    g = _grouped(t, qp.granularity, qp.axis, qp.group_size)
-    dims = _reduce_dims(g, qp.granularity, qp.axis)
+    g = grouped_view(t, qp.granularity, qp.axis, qp.group_size)
+    dims = reduce_dims(g, qp.granularity, qp.axis)
     shape = tuple(1 if d in dims else g.shape[d] for d in range(g.dim()))
     need = math.prod(shape)
     where = (
@@ -983,13 +462,6 @@ def _fit_qparams(t: torch.Tensor, qp: QParams) -> QParams:
     if scale is qp.scale and zp is qp.zero_point:
         return qp
     return QParams(scale, zp, qp.format, qp.granularity, qp.axis, qp.group_size, qp.scale_dtype)
-
-
-def dequantize(q: QTensor) -> ArrayLike:
-    """Return the values a :class:`QTensor` stands for (same kind and dtype as its input)."""
-    if not isinstance(q, QTensor):
-        raise TypeError(f"q must be a QTensor, got {type(q).__name__}")
-    return q.dequantize()
 
 
 def fake_quantize(
@@ -1040,7 +512,7 @@ def fake_quantize(
             dtype, byte order, shape, device or layout, a read-only ``out``, or one that
             partly overlaps ``x``.
     """
-    fmt, kw = _unpack_scheme(
+    fmt, kw = unpack_scheme(
         fmt,
         {
             "granularity": granularity,
@@ -1064,7 +536,7 @@ def fake_quantize(
         q = _quantize_block(
             x, block, granularity, group_size, symmetric, clip_ratio, percentile, scale_dtype, scaled, qparams
         )
-        t, _ = _input(x)
+        t, _ = read_input(x)
         o = _check_out(out, t, q.was_numpy)
         res = q._dequantize_tensor()
         if o is None:
@@ -1134,11 +606,11 @@ def _fake_quantize_into(p: _Prepared, out: torch.Tensor) -> None:
         else:
             rounder(out, x)
         return
-    g = _grouped(x, p.granularity, p.axis, p.group_size)
+    g = grouped_view(x, p.granularity, p.axis, p.group_size)
     og = out.view(g.shape)
     qp = p.qparams
     if qp is None:
-        dims = _reduce_dims(g, p.granularity, p.axis)
+        dims = reduce_dims(g, p.granularity, p.axis)
         stats = None
         if dims and 0 not in dims and not (p.percentile is not None and p.percentile < 100):
             # each chunk of rows holds whole groups: measure max and min chunk by chunk
@@ -1154,7 +626,7 @@ def _fake_quantize_into(p: _Prepared, out: torch.Tensor) -> None:
     per_row = scale.dim() > 0 and scale.shape[0] > 1  # parameters vary along dim 0
     rounder = None if isinstance(fmt, IntFormat) else fmt._rounder(torch.float32)
     clamp = isinstance(fmt, IntFormat) and _clamp_needed(fmt, p, qp)
-    top = _grid_overflow(fmt, qp.scale, qp.zero_point, torch.float32)
+    top = grid_overflow(fmt, qp.scale, qp.zero_point, torch.float32)
     for sl in row_chunks(g):
         s = scale[sl] if per_row else scale
         z = zp[sl] if (zp is not None and per_row) else zp
