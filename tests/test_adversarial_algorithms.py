@@ -330,14 +330,14 @@ def test_imatrix_is_invariant_to_the_scale_of_importance(rows, cols, seed, k, na
     w = torch.randn(rows, cols, generator=g)
     imp = torch.rand(cols, generator=g, dtype=torch.float64) * 0.9 + 0.01
     imp[0] = 0.0  # a column that does not matter
-    base = imatrix_quantize(w, imp, name, 2)
+    base = imatrix_quantize(w, imp, name, 2, scale_dtype="fp32")  # the search compares exact scales
     scaled = imp * 2.0**k  # up to 2^1000 (before: sums overflowed into NaN scales)
     if not bool(torch.isfinite(scaled).all()) or float(scaled.max()) < 1e-300:
         return
-    q = imatrix_quantize(w, scaled, name, 2)
+    q = imatrix_quantize(w, scaled, name, 2, scale_dtype="fp32")
     assert torch.equal(q.codes, base.codes) and torch.equal(q.scale, base.scale)
     assert bool(torch.isfinite(q.dequantize()).all())
-    rtn = ql.quantize(w, name, granularity="group", group_size=2, scale_dtype=DEFAULT_SCALE_DTYPE).dequantize()
+    rtn = ql.quantize(w, name, granularity="group", group_size=2, scale_dtype="fp32").dequantize()
     assert weighted_error(w, q.dequantize(), imp) <= weighted_error(w, rtn, imp) * (1 + 1e-5) + 1e-12
 
 

@@ -194,8 +194,10 @@ def test_hqq_and_imatrix_take_a_scheme():
     from quantlab.algorithms.imatrix import imatrix_quantize
 
     w, x = _layer(1)
-    a = hqq_quantize(w, QuantScheme("uint4", PerGroup(32), symmetric=False), iters=5)
+    hqq_scheme = QuantScheme("uint4", PerGroup(32), symmetric=False, zero_point_dtype="fp16")  # HQQ's storage
+    a = hqq_quantize(w, hqq_scheme, iters=5)
     assert torch.equal(a.codes, hqq_quantize(w, "uint4", 32, iters=5).codes)
+    assert a.bits_per_weight == hqq_scheme.bits_per_weight(tuple(w.shape))
     imp = (x**2).mean(0)
     b = imatrix_quantize(w, imp, QuantScheme("int4", PerGroup(32), scale_dtype="fp32"))
     assert torch.equal(b.codes, imatrix_quantize(w, imp, "int4", 32).codes)
@@ -232,7 +234,7 @@ def test_hqq_and_imatrix_take_a_scheme():
             lambda w, h: __import__("quantlab.algorithms.imatrix", fromlist=["x"]).imatrix_quantize(
                 w, None, QuantScheme("int4", PerGroup(32), symmetric=False)
             ),
-            "must be symmetric",
+            "must have symmetric=True",
         ),
     ],
 )
@@ -254,3 +256,99 @@ def test_qat_takes_a_scheme():
     assert model[0].qkwargs == dict(granularity="channel", axis=0, symmetric=True, scale_dtype="fp16")
     with pytest.raises(ValueError, match="give granularity inside it"):
         FakeQuantLinear(64, 8, fmt=scheme, granularity="tensor")
+
+
+def test_equal_recipes_compare_equal_however_they_are_spelled():
+    assert QuantScheme("int8", PerAxis(-2)) == QuantScheme("int8", PerAxis(0))
+    assert hash(QuantScheme("int8", PerAxis(-2))) == hash(QuantScheme("int8"))
+    assert QuantScheme("int8", axis=-1) == QuantScheme("int8", axis=1)
+    assert QuantScheme("int4", "tensor", axis=1) == QuantScheme("int4", "tensor")  # axis means nothing there
+    assert QuantScheme("nvfp4", scale_dtype="fp8_e4m3") == QuantScheme("nvfp4")  # its own scales
+    assert QuantScheme("fp16", PerTensor(), scale_dtype="fp32") == QuantScheme("fp16")  # a cast stores no scale
+    zp_named = QuantScheme("int4", group_size=32, symmetric=False, zero_point_dtype="int4")
+    assert zp_named == QuantScheme("int4", group_size=32, symmetric=False)  # the code width either way
+    assert QuantScheme("fp16").grain == PerTensor() and QuantScheme("fp16", QuantScheme("fp16").grain).is_cast
+
+
+@pytest.mark.parametrize(
+    "scheme, shape",
+    [
+        (QuantScheme("int8"), (0, 16)),
+        (QuantScheme("nvfp4"), (64, 128)),
+        (QuantScheme("int4", PerTensor(), symmetric=False), (64, 128)),
+        (QuantScheme("int4"), (3, 5)),
+        (QuantScheme("int4", PerAxis(1)), (3, 5)),
+        (QuantScheme("int4", PerGroup(32)), (4, 0)),
+        (QuantScheme("uint3", PerGroup(8), symmetric=False), (3, 24)),
+    ],
+    ids=str,
+)
+def test_bits_per_weight_of_a_shape_is_the_packed_size(scheme, shape):
+    """Byte rounding, NVFP4's tensor scale and empty tensors included."""
+    q = quantize(torch.randn(*shape, generator=torch.Generator().manual_seed(0)), scheme)
+    assert scheme.bits_per_weight(shape) == q.bits_per_weight
+
+
+def test_the_calculators_recipes_keep_their_answers():
+    """Storages quantize() does not make are still counted (fp8 and int8 scales, float zero points)."""
+    assert mem.QuantSpec("nvfp4", 16, "fp8_e4m3").bits_per_weight() == 4.5
+    assert mem.QuantSpec("int4", 32, "fp8_e4m3").bits_per_weight() == 4.25
+    assert mem.QuantSpec("int4", 128, "int8").bits_per_weight() == 4 + 8 / 128
+    assert mem.QuantSpec("nf4", 64, "fp16", "fp16").bits_per_weight() == 4.5
+    assert mem.QuantSpec("fp4", 32, "fp16", "fp16").bits_per_weight() == 5.0
+    with pytest.raises(ValueError, match="quantize\\(\\) stores scales only as"):
+        quantize(torch.ones(4, 128), mem.QuantSpec("int4", 128, "int8"))
+    for args, match in [
+        (("mxfp4", None, "bf16"), "mxfp4 stores its block scales as e8m0"),
+        (("nvfp4", None, "fp32"), "nvfp4 stores its block scales as fp8_e4m3"),
+        (("fp16", 128), "plain cast without scales, so group_size must be None, got 128"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            mem.QuantSpec(*args)
+
+
+def test_schemes_of_codebooks_and_format_objects_round_trip_through_json():
+    from quantlab.book.rl import BINARY, policy_scheme
+    from quantlab.core.formats import codebook, get_format
+
+    for scheme in [
+        policy_scheme(BINARY, "channel"),
+        QuantScheme(codebook([-3, -2, -1, 0, 1, 2, 3, 4], "int3"), PerGroup(32)),  # a codebook named like int3
+        QuantScheme("int4", PerGroup(32), symmetric=False, zero_point_dtype=get_format("fp16")),
+        QuantScheme("nf4", PerGroup(64), double_quant=DoubleQuant(get_format("int8"), np.int64(256))),
+    ]:
+        back = QuantScheme.from_json(scheme.to_json())
+        assert back == scheme and type(back.fmt) is type(scheme.fmt)
+
+
+def test_algorithms_refuse_what_they_do_not_make():
+    from quantlab.algorithms.gptq import gptq_quantize_weight
+    from quantlab.algorithms.hqq import hqq_quantize
+
+    w, x = _layer(4)
+    h = 2 * x.T @ x / x.shape[0]
+    with pytest.raises(ValueError, match="double_quant must be None"):
+        gptq_quantize_weight(w, h, QuantScheme("nf4", PerGroup(64), double_quant=True))
+    with pytest.raises(ValueError, match="zero_point_dtype must be None, got 'fp16'"):
+        gptq_quantize_weight(w, h, QuantScheme("int4", PerGroup(64), symmetric=False, zero_point_dtype="fp16"))
+    with pytest.raises(ValueError, match="scale_dtype='int8'"):
+        gptq_quantize_weight(w, h, QuantScheme("int4", PerGroup(64), scale_dtype="int8"))
+    with pytest.raises(ValueError, match="zero_point_dtype='fp16', got symmetric=False, zero_point_dtype=None"):
+        hqq_quantize(w, QuantScheme("int4", PerGroup(64), symmetric=False))
+
+
+def test_qat_layers_print_and_check_their_scale_dtype():
+    from quantlab.algorithms.qat import FakeQuantLinear, prepare_qat
+
+    assert repr(FakeQuantLinear(32, 32, fmt=QuantScheme("fp16"))).endswith("fmt=fp16, cast)")
+    assert "blocks of 32" in str(prepare_qat(torch.nn.Sequential(torch.nn.Linear(32, 32)), QuantScheme("mxfp4")))
+    with pytest.raises(ValueError, match="scale_dtype must be one of .* got 'xx'"):
+        prepare_qat(torch.nn.Sequential(torch.nn.Linear(32, 32)), "int4", scale_dtype="xx")
+    with pytest.raises(TypeError, match="scale_dtype must be a string or None, got int 3"):
+        FakeQuantLinear(32, 32, fmt="int4", scale_dtype=3)
+
+
+def test_the_former_device_decoder_name_still_works():
+    from quantlab.nn import codes
+
+    assert codes.decoder_for is codes.device_decoder

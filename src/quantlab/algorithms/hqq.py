@@ -101,8 +101,10 @@ def hqq_quantize(
 
     Args:
         w: float numpy array or torch tensor, at least 1-d.
-        fmt: an integer format (``"int4"``, ``"uint3"``, ``"int2"``, ...), or an asymmetric
-            :class:`~quantlab.core.scheme.QuantScheme` that also gives ``group_size`` and ``scale_dtype``.
+        fmt: an integer format (``"int4"``, ``"uint3"``, ``"int2"``, ...), or a
+            :class:`~quantlab.core.scheme.QuantScheme` that also gives ``group_size`` and
+            ``scale_dtype``: HQQ's own storage, ``symmetric=False`` with real-valued zero points
+            (``zero_point_dtype`` equal to ``scale_dtype``), whose ``bits_per_weight`` it then makes.
         group_size: elements per group along the last axis (must divide it); None for
             one group per row (the whole last axis).
         iters: half-quadratic iterations (>= 0; 0 gives the min/max start).
@@ -134,18 +136,13 @@ def hqq_quantize(
 
     Taught in: chapters/ (Beyond int4).
     """
-    scheme = fmt
     fmt, kw = rowwise_recipe(
         fmt,
-        {"group_size": group_size, "symmetric": False, "scale_dtype": scale_dtype},
-        {"group_size": 64, "symmetric": False, "scale_dtype": DEFAULT_SCALE_DTYPE},
+        {"group_size": group_size, "scale_dtype": scale_dtype},
+        {"group_size": 64, "scale_dtype": DEFAULT_SCALE_DTYPE},
         "hqq_quantize",
+        real_zero_points=True,
     )
-    if kw["symmetric"] or getattr(scheme, "zero_point_dtype", None) not in (None, kw["scale_dtype"]):
-        raise ValueError(
-            "hqq_quantize optimises real-valued zero points stored like the scales: the scheme must be "
-            f"symmetric=False with zero_point_dtype None or its scale_dtype, got {scheme}"
-        )
     group_size, scale_dtype = kw["group_size"], kw["scale_dtype"]
     t, was_numpy = as_tensor(w, "w")
     require_float(t, "w")

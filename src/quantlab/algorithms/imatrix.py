@@ -153,7 +153,10 @@ def imatrix_quantize(
             group per row.
         n_grid: candidate scale factors besides 1 (>= 1).
         factor_range: ``(low, high)`` with ``0 < low <= high``: the factors' range.
-        scale_dtype: ``"fp32"``, ``"fp16"`` or ``"bf16"``: how the scales are stored.
+        scale_dtype: ``"fp16"`` (the recipes' default), ``"bf16"`` or ``"fp32"``: how the scales
+            are stored. The search compares candidates with exact scales and stores the winner's:
+            with fp32 the result is never worse than round-to-nearest by the weighted error; with
+            fp16 or bf16 the stored scale can cost a little of that (at most one ulp of the scale).
 
     Returns:
         A symmetric :class:`~quantlab.quantize.QTensor` (``granularity="group"``);
@@ -179,7 +182,7 @@ def imatrix_quantize(
         "imatrix_quantize",
     )
     if not kw["symmetric"]:
-        raise ValueError("imatrix_quantize makes symmetric groups: the scheme must be symmetric")
+        raise ValueError("imatrix_quantize makes symmetric groups: the scheme must have symmetric=True, got False")
     group_size, scale_dtype = kw["group_size"], kw["scale_dtype"]
     t, was_numpy = as_tensor(w, "w")
     require_float(t, "w")

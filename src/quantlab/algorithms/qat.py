@@ -30,7 +30,7 @@ from torch import nn
 
 from ..core.formats import Format, FormatLike, IntFormat, get_format
 from ..core.quantize import fake_quantize
-from ..core.scheme import DEFAULT_SCALE_DTYPE, QuantScheme, SchemeLike
+from ..core.scheme import DEFAULT_SCALE_DTYPE, SCALE_DTYPES, QuantScheme, SchemeLike
 from ._model_utils import fake_quantized_copy
 
 __all__ = [
@@ -75,6 +75,10 @@ def _qat_kwargs(
         kw["axis"] = axis
     if granularity == "group":
         kw["group_size"] = group_size
+    if scale_dtype is not None and not isinstance(scale_dtype, str):
+        raise TypeError(f"scale_dtype must be a string or None, got {type(scale_dtype).__name__} {scale_dtype!r}")
+    if scale_dtype is not None and scale_dtype not in SCALE_DTYPES:
+        raise ValueError(f"scale_dtype must be one of {tuple(SCALE_DTYPES)} or None, got {scale_dtype!r}")
     kw["scale_dtype"] = DEFAULT_SCALE_DTYPE if scale_dtype is None else scale_dtype
     return kw
 
@@ -245,7 +249,11 @@ class FakeQuantLinear(nn.Linear):
         return out
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, fmt={self.fmt.name}, granularity={self.qkwargs['granularity']!r}"
+        if "granularity" in self.qkwargs:
+            how = f"granularity={self.qkwargs['granularity']!r}"
+        else:  # a cast, or a block format with its own scales
+            how = "cast" if self.qkwargs.get("scaled") is False else f"blocks of {self.fmt.block_size}"
+        return f"{super().extra_repr()}, fmt={self.fmt.name}, {how}"
 
 
 def _swap(model: nn.Module, make) -> int:
@@ -281,7 +289,15 @@ def prepare_qat(model: nn.Module, fmt: SchemeLike, *, inplace: bool = False, **k
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _recipe(fmt, kwargs.get("granularity", "channel"), 0, None, None, None, "channel")  # validate early
+    _recipe(  # validate everything before the first layer is made
+        fmt,
+        kwargs.get("granularity", "channel"),
+        kwargs.get("axis", 0),
+        kwargs.get("group_size"),
+        kwargs.get("symmetric"),
+        kwargs.get("scale_dtype"),
+        "channel",
+    )
     if not isinstance(fmt, QuantScheme):
         fmt = get_format(fmt)
     out = model if inplace else copy.deepcopy(model)

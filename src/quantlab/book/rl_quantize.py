@@ -65,7 +65,7 @@ def policy_scheme(fmt: FormatLike, granularity: str = "tensor") -> QuantScheme:
         raise ValueError(f"granularity must be 'tensor' or 'channel', got {granularity!r}")
     f = _resolve(fmt)
     if isinstance(f, BlockFormat) or (isinstance(f, FloatFormat) and f.bits >= 16):
-        return QuantScheme(f, scale_dtype="fp32")
+        return QuantScheme(f)
     grain = PerAxis(0) if granularity == "channel" else PerTensor()
     int1 = isinstance(f, IntFormat) and f.bits == 1
     return QuantScheme(f, grain, symmetric=not int1, scale_dtype="fp32")

@@ -216,7 +216,8 @@ def choose_qparams(
 
     Args:
         x: float array or tensor, any shape.
-        fmt: format name or object (see :func:`quantlab.formats.get_format`).
+        fmt: format name or object (see :func:`quantlab.formats.get_format`), or a
+            :class:`~quantlab.core.scheme.QuantScheme` (then the keywords below stay at their defaults).
         granularity: ``"tensor"``, ``"channel"`` or ``"group"``.
         axis: the channel axis for ``granularity="channel"`` (negative counts from the end).
         group_size: elements per group along the last axis (``granularity="group"``).

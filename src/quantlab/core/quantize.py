@@ -156,7 +156,9 @@ def quantize(
 
     Args:
         x: float numpy array or torch tensor, any shape (float16/bfloat16/float32/float64).
-        fmt: format name or object, e.g. ``"int4"``, ``"fp8_e4m3"``, ``"nf4"``.
+        fmt: format name or object, e.g. ``"int4"``, ``"fp8_e4m3"``, ``"nf4"``; or a
+            :class:`~quantlab.core.scheme.QuantScheme`, which then gives the granularity, symmetry
+            and scale dtype (those keywords must stay at their defaults).
         granularity, axis, group_size, symmetric, clip_ratio, percentile, scale_dtype:
             see :func:`choose_qparams`.
         scaled: ``True``, ``False`` or ``None`` (the default: a scale for every format

@@ -48,7 +48,8 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .formats import BlockFormat, FloatFormat, Format, FormatLike, IntFormat, get_format
+from .formats import BlockFormat, CodebookFormat, FloatFormat, Format, FormatLike, IntFormat, codebook, get_format
+from .packing import packed_nbytes
 from .validate import check_bool, check_int, check_positive_int
 
 __all__ = [
@@ -152,13 +153,43 @@ class DoubleQuant:
     scale_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
-        check_int(self.block_size, "DoubleQuant.block_size", minimum=1)
-        _format_bits(self.dtype, "DoubleQuant.dtype")
-        _format_bits(self.scale_dtype, "DoubleQuant.scale_dtype")
+        object.__setattr__(self, "block_size", check_int(self.block_size, "DoubleQuant.block_size", minimum=1))
+        object.__setattr__(self, "dtype", _format_name(self.dtype, "DoubleQuant.dtype"))
+        object.__setattr__(self, "scale_dtype", _format_name(self.scale_dtype, "DoubleQuant.scale_dtype"))
 
     def bits_per_scale(self) -> float:
         """Bits each first-level scale costs: ``bits(dtype) + bits(scale_dtype) / block_size``."""
         return _format_bits(self.dtype, "dtype") + _format_bits(self.scale_dtype, "scale_dtype") / self.block_size
+
+
+def _format_name(fmt: Any, name: str) -> str:
+    """The registry name of a format given by name or object (``TypeError``/``ValueError`` naming ``name``)."""
+    if isinstance(fmt, Format):
+        try:
+            same = get_format(fmt.name) == fmt
+        except ValueError:
+            same = False
+        if not same:
+            raise ValueError(f"{name} must be a format the registry names (fp16, int8, ...), got {fmt!r}")
+        return fmt.name
+    if not isinstance(fmt, str):
+        raise TypeError(f"{name} must be a string, got {type(fmt).__name__} {fmt!r}")
+    _format_bits(fmt, name)
+    return get_format(fmt).name
+
+
+def _format_json(fmt: Format) -> Any:
+    """A format as JSON: its registry name, or a codebook's values and name."""
+    try:
+        if get_format(fmt.name) == fmt:
+            return fmt.name
+    except ValueError:
+        pass
+    if isinstance(fmt, CodebookFormat):
+        return {"codebook": [float(v) for v in fmt.table], "name": fmt.name}
+    raise ValueError(
+        f"{fmt!r} is neither a registry format nor a codebook, so a scheme of it cannot be written as JSON"
+    )
 
 
 def _is_int(value: Any) -> bool:
@@ -178,13 +209,19 @@ class QuantScheme:
             (no scale) for fp16 / bf16 / fp32. Stored as the resolved name (None for casts and
             block-scaled formats); :attr:`grain` is the typed form.
         group_size: elements per scale along the last axis (per group), a positive int.
-        axis: the channel axis (per channel): 0 = one scale per output row (default),
-            1 = one per input column (-2 and -1 are the same axes).
-        symmetric: absmax scaling (True) or min/max with a zero point (integer formats only).
-        scale_dtype: ``"fp16"`` (:data:`DEFAULT_SCALE_DTYPE`), ``"bf16"`` or ``"fp32"``.
+        axis: the channel axis of a weight matrix (per channel): 0 = one scale per output row
+            (default), 1 = one per input column; -2 and -1 name the same axes and are stored as
+            0 and 1. Per tensor and per group it means nothing and is stored as 0.
+        symmetric: absmax scaling (True) or min/max with a zero point (integer formats; other
+            formats only with real-valued zero points, which are counted but not made).
+        scale_dtype: ``"fp16"`` (:data:`DEFAULT_SCALE_DTYPE`), ``"bf16"`` or ``"fp32"``, which
+            :func:`quantize` makes; any other format name (``"fp8_e4m3"``, ``"int8"``) describes
+            a storage that :meth:`bits_per_weight` counts and :func:`quantize` refuses. Casts and
+            block-scaled formats store no scale of this kind: theirs is kept at the default.
         zero_point_dtype: with ``symmetric=False``: ``None`` for integer zero points at the code
-            width (what :func:`quantize` makes), or a float format name for real-valued ones
-            (HQQ, llama.cpp's Q4_1 "min"), counted by :meth:`bits_per_weight`.
+            width (what :func:`quantize` makes; the format's own name means the same), or a
+            float format name for real-valued ones (HQQ, llama.cpp's Q4_1 "min"), counted by
+            :meth:`bits_per_weight`.
         double_quant: quantize the scales too (QLoRA): a :class:`DoubleQuant`, ``True`` for
             its defaults, ``None``/``False`` for none; per-group schemes only. Counted by
             :meth:`bits_per_weight`; :func:`quantize` does not make it.
@@ -219,10 +256,7 @@ class QuantScheme:
         fmt = get_format(self.fmt)
         object.__setattr__(self, "fmt", fmt)
         self._take_typed_granularity()
-        if not isinstance(self.scale_dtype, str):
-            raise TypeError(f"scale_dtype must be a string, got {type(self.scale_dtype).__name__} {self.scale_dtype!r}")
-        if self.scale_dtype not in SCALE_DTYPES:
-            raise ValueError(f"scale_dtype must be one of {tuple(SCALE_DTYPES)}, got {self.scale_dtype!r}")
+        object.__setattr__(self, "scale_dtype", _format_name(self.scale_dtype, "scale_dtype"))
         if self.granularity is not None and not isinstance(self.granularity, str):
             raise TypeError(
                 "granularity must be PerTensor(), PerAxis(axis), PerGroup(group_size), a name or None, "
@@ -243,8 +277,11 @@ class QuantScheme:
             raise TypeError(f"axis must be an int, got {type(self.axis).__name__} {self.axis!r}")
         if self.axis not in (0, 1, -1, -2):
             raise ValueError(f"axis must be 0 (output rows) or 1 (input columns), got {self.axis!r}")
-        object.__setattr__(self, "axis", int(self.axis))
+        object.__setattr__(self, "axis", int(self.axis) % 2)  # a weight's axes: -2 is 0, -1 is 1
         object.__setattr__(self, "symmetric", check_bool(self.symmetric, "symmetric"))
+        if self.zero_point_dtype is not None:
+            zp = _format_name(self.zero_point_dtype, "zero_point_dtype")
+            object.__setattr__(self, "zero_point_dtype", None if zp == fmt.name else zp)  # the code width
         if isinstance(fmt, BlockFormat):
             if self.granularity not in (None, "group") or self.group_size not in (None, fmt.block_size):
                 raise ValueError(
@@ -252,8 +289,23 @@ class QuantScheme:
                     f"group_size out (or give group_size={fmt.block_size}), got granularity={self.granularity!r}, "
                     f"group_size={self.group_size!r}"
                 )
+            if self.scale_dtype not in (DEFAULT_SCALE_DTYPE, fmt.scale_format):
+                raise ValueError(
+                    f"{fmt.name} stores its block scales as {fmt.scale_format}: leave scale_dtype at its default, "
+                    f"got {self.scale_dtype!r}"
+                )
             object.__setattr__(self, "granularity", None)
             object.__setattr__(self, "group_size", None)
+            object.__setattr__(self, "scale_dtype", DEFAULT_SCALE_DTYPE)
+        if self.is_cast and self.granularity == "tensor":  # a cast is one tensor with no scale
+            object.__setattr__(self, "granularity", None)
+        if self.is_cast:
+            object.__setattr__(self, "scale_dtype", DEFAULT_SCALE_DTYPE)
+        if self.is_cast and self.group_size is not None:
+            raise ValueError(
+                f"{fmt.name} is stored as a plain cast without scales, so group_size must be None, "
+                f"got {self.group_size!r}"
+            )
         if self.is_cast and self.granularity is not None:
             raise ValueError(
                 f"{fmt.name} is stored as a plain cast without scales, so granularity must be None, "
@@ -263,15 +315,16 @@ class QuantScheme:
             raise ValueError(f"group_size={self.group_size} needs granularity='group', got {self.granularity!r}")
         if self.resolved_granularity == "group" and self.group_size is None and not self.is_block:
             raise ValueError("granularity='group' needs group_size, got None")
-        if not self.symmetric and not isinstance(fmt, IntFormat):
-            raise ValueError(f"symmetric=False (a zero point) needs an integer format, got fmt={fmt.name!r}")
-        if self.zero_point_dtype is not None:
-            if self.symmetric:
-                raise ValueError(
-                    f"zero_point_dtype={self.zero_point_dtype!r} needs symmetric=False (a symmetric scheme "
-                    "stores no zero point)"
-                )
-            _format_bits(self.zero_point_dtype, "zero_point_dtype")
+        if self.zero_point_dtype is not None and self.symmetric:
+            raise ValueError(
+                f"zero_point_dtype={self.zero_point_dtype!r} needs symmetric=False (a symmetric scheme "
+                "stores no zero point)"
+            )
+        if not self.symmetric and not isinstance(fmt, IntFormat) and self.zero_point_dtype is None:
+            raise ValueError(
+                f"symmetric=False (a zero point) needs an integer format, or real-valued zero points "
+                f"(zero_point_dtype='fp16', say), got fmt={fmt.name!r}"
+            )
         dq = self.double_quant
         if dq is True:
             object.__setattr__(self, "double_quant", DoubleQuant())
@@ -283,6 +336,8 @@ class QuantScheme:
             raise ValueError(f"double_quant needs per-group scales (a group_size), got {self.label!r}")
         if not (self.is_cast or self.is_block):  # one spelling per recipe, so equal recipes compare equal
             object.__setattr__(self, "granularity", self.resolved_granularity)
+        if self.granularity != "channel":
+            object.__setattr__(self, "axis", 0)
 
     def _take_typed_granularity(self) -> None:
         """Turn ``PerTensor()`` / ``PerAxis(a)`` / ``PerGroup(g)`` into the name and its field."""
@@ -290,7 +345,7 @@ class QuantScheme:
         if isinstance(g, PerTensor):
             object.__setattr__(self, "granularity", "tensor")
         elif isinstance(g, PerAxis):
-            if self.axis != 0 and self.axis != g.axis:
+            if self.axis != 0 and _is_int(self.axis) and self.axis % 2 != g.axis % 2:
                 raise ValueError(f"axis={self.axis} contradicts granularity={g!r}")
             object.__setattr__(self, "granularity", "channel")
             object.__setattr__(self, "axis", g.axis)
@@ -351,13 +406,19 @@ class QuantScheme:
     # ----------------------------------------------------------------------- what it costs
 
     def bits_per_weight(self, shape: Optional[Sequence[int]] = None) -> float:
-        """Average storage bits per element, scales and zero points included.
+        """Storage bits per element, scales and zero points included.
 
-        ``b(fmt) + (b(scale_dtype) + b(zero point)) / n``, with ``n`` the elements per scale:
-        ``group_size`` per group; ``numel / shape[axis]`` per channel; ``numel`` per tensor.
-        Without a ``shape`` one scale per tensor is counted as free (a single number beside
-        millions), and a per-channel scheme has no answer (it depends on the row length).
-        Block-scaled formats: their own ``bits_per_weight`` (MXFP4: 4.25).
+        Without a ``shape``, the average over whole groups:
+        ``b(fmt) + (b(scale_dtype) + b(zero point)) / n`` with ``n = group_size``; one scale per
+        tensor is counted as free (a single number beside millions), and a per-channel scheme
+        has no answer (it depends on the row length). Block-scaled formats: their own
+        ``bits_per_weight`` (MXFP4: 4.25).
+
+        With a ``shape``, exactly ``8 * nbytes / numel`` of the packed
+        :class:`~quantlab.core.qtensor.QTensor` that ``quantize(x, self)`` makes for a tensor of
+        that shape: codes, scales and zero points each packed on their own and rounded up to whole
+        bytes, NVFP4's fp32 tensor scale included; an empty shape costs the format's bits. Double
+        quantization, which :func:`quantize` does not make, is counted by its formula.
 
         Known answers: int4 g128 with fp16 scales = 4 + 16/128 = 4.125; Q4_0 (int4, fp16 per
         32) = 4.5; NF4 with fp32 per 64 = 4.5; NF4 with double quantization = 4.127;
@@ -369,54 +430,67 @@ class QuantScheme:
         Raises:
             ValueError: a per-channel scheme without ``shape``; a shape that does not fit the
                 granularity (fewer than 2 dimensions for ``axis=1``, a last dimension that is
-                not a multiple of ``group_size``).
+                not a multiple of ``group_size`` or of a block format's block size).
             TypeError: ``shape`` not a sequence of ints.
 
         Taught in: chapters/01_why_quantization.ipynb, "The formats side by side".
         """
         dims = None if shape is None else self._check_shape(shape)
         fmt = self.fmt
+        if dims is None:
+            return self._average_bits()
+        numel = int(np.prod(dims, dtype=np.int64)) if dims else 1
+        if numel == 0 or self.is_cast:
+            return float(fmt.bits)
+        total = packed_nbytes(numel, fmt.bits)
+        if isinstance(fmt, BlockFormat):
+            total += (numel // fmt.block_size) * fmt.scale_bits // 8 + (4 if fmt.tensor_scale else 0)
+            return 8 * total / numel
+        g = self.resolved_granularity
+        n_scales = 1 if g == "tensor" else dims[self.axis] if g == "channel" else numel // self.group_size
+        if self.double_quant is not None:
+            total += n_scales * self.double_quant.bits_per_scale() / 8
+        else:
+            total += packed_nbytes(n_scales, _format_bits(self.scale_dtype, "scale_dtype"))
+        if not self.symmetric:
+            total += packed_nbytes(n_scales, _format_bits(self.zero_point_dtype or fmt.name, "zero_point_dtype"))
+        return 8 * total / numel
+
+    def _average_bits(self) -> float:
+        """Bits per weight over whole groups, without a shape (see :meth:`bits_per_weight`)."""
+        fmt = self.fmt
         if isinstance(fmt, BlockFormat):
             return float(fmt.bits_per_weight)
         bits = float(fmt.bits)
-        if self.is_cast:
-            return bits
         g = self.resolved_granularity
-        if g == "group":
-            n = float(self.group_size)
-        elif g == "channel":
-            if dims is None:
-                raise ValueError(
-                    f"{self.label}: the cost of one scale per channel depends on the channel length; "
-                    "pass shape=(out_features, in_features), or use a group_size"
-                )
-            n = float(np.prod(dims)) / dims[self.axis]
-        else:
-            if dims is None:
-                return bits
-            n = float(np.prod(dims))
-        if n == 0:
+        if self.is_cast or g == "tensor":
             return bits
+        if g == "channel":
+            raise ValueError(
+                f"{self.label}: the cost of one scale per channel depends on the channel length; "
+                "pass shape=(out_features, in_features), or use a group_size"
+            )
         scale_bits = (
             self.double_quant.bits_per_scale()
             if self.double_quant is not None
             else _format_bits(self.scale_dtype, "scale_dtype")
         )
         zp_bits = 0 if self.symmetric else _format_bits(self.zero_point_dtype or fmt.name, "zero_point_dtype")
-        return bits + (scale_bits + zp_bits) / n
+        return bits + (scale_bits + zp_bits) / self.group_size
 
     def _check_shape(self, shape: Any) -> tuple[int, ...]:
         if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
             raise TypeError(f"shape must be a sequence of ints, got {type(shape).__name__} {shape!r}")
         dims = tuple(check_int(d, "shape", minimum=0, what="a sequence of ints") for d in shape)
         g = self.resolved_granularity
-        plain = self.is_cast or self.is_block
-        if g == "channel" and not plain and (not dims or not -len(dims) <= self.axis < len(dims)):
-            raise ValueError(f"{self.label}: axis={self.axis} does not exist in a tensor of shape {dims}")
-        if g == "group" and not plain and (not dims or dims[-1] % self.group_size):
-            raise ValueError(
-                f"{self.label}: the last dimension of shape {dims} must be a multiple of group_size={self.group_size}"
-            )
+        if g == "channel" and not self.is_cast and len(dims) < 2 and self.axis == 1:
+            raise ValueError(f"{self.label}: axis=1 does not exist in a tensor of shape {dims}")
+        if g == "channel" and not self.is_cast and not dims:
+            raise ValueError(f"{self.label}: one scale per channel needs at least a 1-d shape, got {dims}")
+        last = self.fmt.block_size if self.is_block else self.group_size
+        if g == "group" and (not dims or dims[-1] % last):
+            what = f"the block size {last} of {self.fmt.name}" if self.is_block else f"group_size={last}"
+            raise ValueError(f"{self.label}: the last dimension of shape {dims} must be a multiple of {what}")
         return dims
 
     # ----------------------------------------------------------------------- how to make it
@@ -426,14 +500,20 @@ class QuantScheme:
 
         Raises:
             ValueError: a part :func:`quantize` does not make (real-valued zero points, double
-                quantization): those recipes are for counting bits, or for :mod:`quantlab.hqq`.
+                quantization, scales in a dtype other than fp16/bf16/fp32): those recipes are for
+                counting bits, or for :mod:`quantlab.hqq`.
         """
         if self.is_cast:
             return {"scaled": False}
-        if self.zero_point_dtype is not None and self.zero_point_dtype != self.fmt.name:
+        if self.zero_point_dtype is not None:
             raise ValueError(
                 f"{self.label}: zero_point_dtype={self.zero_point_dtype!r} (real-valued zero points) is not "
                 "made by quantize(); quantlab.algorithms.hqq makes such zero points"
+            )
+        if not self.is_block and self.scale_dtype not in SCALE_DTYPES:
+            raise ValueError(
+                f"{self.label}: scale_dtype={self.scale_dtype!r} is counted by bits_per_weight(), but quantize() "
+                f"stores scales only as {tuple(SCALE_DTYPES)}"
             )
         if self.double_quant is not None:
             raise ValueError(
@@ -474,7 +554,7 @@ class QuantScheme:
         """A JSON-ready dict; :meth:`from_dict` reads it back (``from_dict(s.to_dict()) == s``)."""
         dq = self.double_quant
         return {
-            "fmt": self.fmt.name,
+            "fmt": _format_json(self.fmt),
             "granularity": None if self.is_cast else self.resolved_granularity,
             "group_size": self.group_size,
             "axis": self.axis,
@@ -514,6 +594,13 @@ class QuantScheme:
         if unknown:
             raise ValueError(f"data has unknown keys {unknown}; a scheme has {sorted(known)}")
         kw = dict(data)
+        if isinstance(kw.get("fmt"), dict):
+            fmt = kw["fmt"]
+            if set(fmt) != {"codebook", "name"}:
+                raise ValueError(
+                    f"data['fmt'] must be a format name or {{'codebook': [...], 'name': ...}}, got {fmt!r}"
+                )
+            kw["fmt"] = codebook(fmt["codebook"], fmt["name"])
         if isinstance(kw.get("double_quant"), dict):
             kw["double_quant"] = DoubleQuant(**kw["double_quant"])
         return cls(**kw)
@@ -545,7 +632,7 @@ def as_scheme(scheme: SchemeLike) -> QuantScheme:
 
 
 def rowwise_recipe(
-    fmt: Any, given: dict[str, Any], defaults: dict[str, Any], who: str
+    fmt: Any, given: dict[str, Any], defaults: dict[str, Any], who: str, *, real_zero_points: bool = False
 ) -> tuple[FormatLike, dict[str, Any]]:
     """Read a :class:`QuantScheme` given to an algorithm that quantizes a weight row by row
     (GPTQ, AWQ, HQQ, imatrix), in place of its format.
@@ -556,6 +643,9 @@ def rowwise_recipe(
             ``group_size``, ``symmetric`` and ``scale_dtype``.
         defaults: the same keywords' defaults; beside a scheme each must be left there.
         who: the function's name, for messages.
+        real_zero_points: the algorithm stores real-valued zero points in the scale dtype
+            (HQQ): the scheme must say so (``symmetric=False, zero_point_dtype=scale_dtype``).
+            Otherwise zero points are integers at the code width (``zero_point_dtype=None``).
 
     Returns:
         ``(format, keywords)``: with a scheme, its format and ``group_size`` (None: one scale
@@ -563,7 +653,9 @@ def rowwise_recipe(
 
     Raises:
         ValueError: keywords beside a scheme that differ from their defaults; a scheme whose
-            scales are not per group or per output row (``PerAxis(0)``).
+            scales are not per group or per output row (``PerAxis(0)``); a part of the scheme
+            the algorithm does not make (double quantization, scales other than fp16/bf16/fp32,
+            zero points of another kind), each named with its value.
     """
     if not isinstance(fmt, QuantScheme):
         return fmt, given
@@ -574,10 +666,27 @@ def rowwise_recipe(
             f"got {', '.join(f'{k}={given[k]!r}' for k in changed)}"
         )
     g = fmt.resolved_granularity
-    if fmt.is_cast or fmt.is_block or g == "tensor" or (g == "channel" and fmt.axis not in (0, -2)):
+    if fmt.is_cast or fmt.is_block or g == "tensor" or (g == "channel" and fmt.axis != 0):
         raise ValueError(
             f"{who} quantizes a weight row by row: the scheme needs per-group scales or one per output row "
             f"(PerAxis(0)), got {fmt.label!r}"
+        )
+    if fmt.double_quant is not None:
+        raise ValueError(
+            f"{who} stores its scales as they are: the scheme's double_quant must be None, got {fmt.double_quant!r}"
+        )
+    if fmt.scale_dtype not in SCALE_DTYPES:
+        raise ValueError(f"{who} stores scales as {tuple(SCALE_DTYPES)}, got scale_dtype={fmt.scale_dtype!r}")
+    if real_zero_points and (fmt.symmetric or fmt.zero_point_dtype != fmt.scale_dtype):
+        raise ValueError(
+            f"{who} optimises real-valued zero points stored like the scales: the scheme must be symmetric=False "
+            f"with zero_point_dtype={fmt.scale_dtype!r}, got symmetric={fmt.symmetric}, "
+            f"zero_point_dtype={fmt.zero_point_dtype!r}"
+        )
+    if not real_zero_points and fmt.zero_point_dtype is not None:
+        raise ValueError(
+            f"{who} stores integer zero points at the code width: the scheme's zero_point_dtype must be None, "
+            f"got {fmt.zero_point_dtype!r}"
         )
     values = {
         "group_size": fmt.group_size if g == "group" else None,

@@ -39,6 +39,7 @@ __all__ = [
     "format_problem",
     "cast_dtype",
     "device_decoder",
+    "decoder_for",
     "FloatFormatOnDevice",
     "CodebookFormatOnDevice",
 ]
@@ -277,3 +278,7 @@ def device_decoder(fmt: Format, device: torch.device) -> Format:
         else:
             raise TypeError(f"fmt must be an integer, float or codebook format, got {type(fmt).__name__} {fmt.name!r}")
     return _DECODERS[key]
+
+
+#: Former name of :func:`device_decoder`, kept for code that imports it.
+decoder_for = device_decoder
