@@ -115,6 +115,18 @@ class AWQResult:
         return self.weights[0]
 
 
+def _recipe(fmt: SchemeLike, group_size: Optional[int], symmetric: bool, scale_dtype: str, who: str) -> tuple:
+    """``(fmt, group_size, symmetric, scale_dtype)``, read from a scheme given as ``fmt`` (see
+    :func:`quantlab.core.scheme.rowwise_recipe`; the keywords' defaults are this module's)."""
+    fmt, kw = rowwise_recipe(
+        fmt,
+        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
+        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
+        who,
+    )
+    return fmt, kw["group_size"], kw["symmetric"], kw["scale_dtype"]
+
+
 def default_alphas(n_grid: int = 20) -> torch.Tensor:
     """The search grid ``[0, 1/n_grid, ..., (n_grid-1)/n_grid]`` (float64)."""
     if isinstance(n_grid, bool) or not isinstance(n_grid, (int, np.integer)):
@@ -216,13 +228,7 @@ def awq_quantize_weight(
             wrong width), ``group_size`` not dividing ``in``, ``alpha`` outside ``[0, 1]``,
             ``n_grid`` not positive, NaN/inf.
     """
-    fmt, kw = rowwise_recipe(
-        fmt,
-        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
-        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
-        "awq_quantize_weight",
-    )
-    group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
+    fmt, group_size, symmetric, scale_dtype = _recipe(fmt, group_size, symmetric, scale_dtype, "awq_quantize_weight")
     fmt = get_format(fmt)
     weights, was_numpy = _as_weights(W)
     d = weights[0].shape[1]
@@ -431,13 +437,7 @@ def awq_quantize_model(
         TypeError, ValueError: as :func:`quantlab.calibration.collect_layer_stats` and
             :func:`awq_quantize_weight`; ``max_rows`` not a positive int.
     """
-    fmt, kw = rowwise_recipe(
-        fmt,
-        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
-        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
-        "awq_quantize_model",
-    )
-    group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
+    fmt, group_size, symmetric, scale_dtype = _recipe(fmt, group_size, symmetric, scale_dtype, "awq_quantize_model")
     from tqdm.auto import tqdm
 
     if not isinstance(model, torch.nn.Module):

@@ -95,6 +95,18 @@ class GPTQResult:
 # --------------------------------------------------------------------------- checks
 
 
+def _recipe(fmt: SchemeLike, group_size: Optional[int], symmetric: bool, scale_dtype: str, who: str) -> tuple:
+    """``(fmt, group_size, symmetric, scale_dtype)``, read from a scheme given as ``fmt`` (see
+    :func:`quantlab.core.scheme.rowwise_recipe`; the keywords' defaults are this module's)."""
+    fmt, kw = rowwise_recipe(
+        fmt,
+        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
+        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
+        who,
+    )
+    return fmt, kw["group_size"], kw["symmetric"], kw["scale_dtype"]
+
+
 def _check_damp(damp, act_order) -> None:
     if isinstance(damp, bool) or not isinstance(damp, (int, float, np.floating)):
         raise TypeError(f"damp must be a positive number, got {damp!r}")
@@ -367,13 +379,7 @@ def gptq_quantize_weight(
             dividing ``in_features``, ``block_size``/``group_size``/``damp`` not positive,
             or ``H`` not positive definite even after damping.
     """
-    fmt, kw = rowwise_recipe(
-        fmt,
-        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
-        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
-        "gptq_quantize_weight",
-    )
-    group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
+    fmt, group_size, symmetric, scale_dtype = _recipe(fmt, group_size, symmetric, scale_dtype, "gptq_quantize_weight")
     if not blocked:
         return gptq_reference(
             W,
@@ -511,13 +517,7 @@ def gptq_reference(
     it does ``in_features`` full-width rank-1 updates instead of lazy blocks, so it is
     slower and exists as the readable reference the blocked version is tested against.
     """
-    fmt, kw = rowwise_recipe(
-        fmt,
-        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
-        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
-        "gptq_reference",
-    )
-    group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
+    fmt, group_size, symmetric, scale_dtype = _recipe(fmt, group_size, symmetric, scale_dtype, "gptq_reference")
     return _gptq_columns(W, H, fmt, group_size, damp, act_order, symmetric, scale_dtype)
 
 
@@ -636,13 +636,7 @@ def gptq_quantize_model(
     Raises:
         TypeError, ValueError: see :func:`collect_layer_stats` and :func:`gptq_quantize_weight`.
     """
-    fmt, kw = rowwise_recipe(
-        fmt,
-        {"group_size": group_size, "symmetric": symmetric, "scale_dtype": scale_dtype},
-        {"group_size": 128, "symmetric": True, "scale_dtype": DEFAULT_SCALE_DTYPE},
-        "gptq_quantize_model",
-    )
-    group_size, symmetric, scale_dtype = kw["group_size"], kw["symmetric"], kw["scale_dtype"]
+    fmt, group_size, symmetric, scale_dtype = _recipe(fmt, group_size, symmetric, scale_dtype, "gptq_quantize_model")
     from tqdm.auto import tqdm
 
     _check_damp(damp, act_order)

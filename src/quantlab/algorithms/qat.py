@@ -30,7 +30,7 @@ from torch import nn
 
 from ..core.formats import Format, FormatLike, IntFormat, get_format
 from ..core.quantize import fake_quantize
-from ..core.scheme import DEFAULT_SCALE_DTYPE, SCALE_DTYPES, QuantScheme, SchemeLike
+from ..core.scheme import DEFAULT_SCALE_DTYPE, SCALE_DTYPES, QuantScheme, SchemeLike, refuse_keywords_beside
 from ._model_utils import fake_quantized_copy
 
 __all__ = [
@@ -111,12 +111,7 @@ def _recipe(
         "symmetric": None,
         "scale_dtype": None,
     }
-    changed = sorted(k for k in given if given[k] != defaults[k])
-    if changed:
-        raise ValueError(
-            f"fmt is a QuantScheme ({fmt.label}): give {', '.join(changed)} inside it, not beside it, "
-            f"got {', '.join(f'{k}={given[k]!r}' for k in changed)}"
-        )
+    refuse_keywords_beside(fmt, given, defaults, "QAT")
     return fmt.fmt, fmt.qparams_kwargs()
 
 

@@ -29,7 +29,7 @@ from .formats import (
     IntFormat,
     get_format,
 )
-from .scheme import EXACT_SCALE_DTYPE, GRANULARITIES, SCALE_DTYPES, QuantScheme
+from .scheme import EXACT_SCALE_DTYPE, GRANULARITIES, SCALE_DTYPES, QuantScheme, refuse_keywords_beside
 from .validate import check_bool, check_int, check_real
 
 __all__ = [
@@ -166,24 +166,37 @@ def _kth(v: torch.Tensor, dims: tuple[int, ...], q: float, largest: bool) -> tor
 # --------------------------------------------------------------------------- qparams
 
 
-def unpack_scheme(fmt: Any, given: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """``fmt`` and the keyword arguments, with a :class:`~quantlab.core.scheme.QuantScheme`
-    in ``fmt`` unpacked into its format and keywords (``quantize(x, scheme)``).
+def unpack_scheme(
+    fmt: Any,
+    granularity: str,
+    axis: int,
+    group_size: Optional[int],
+    symmetric: bool,
+    scale_dtype: str,
+    scaled: Optional[bool],
+    who: str,
+) -> tuple[Any, str, int, Optional[int], bool, str, Optional[bool]]:
+    """``(fmt, granularity, axis, group_size, symmetric, scale_dtype, scaled)`` with a
+    :class:`~quantlab.core.scheme.QuantScheme` in ``fmt`` unpacked into its format and keywords
+    (``quantize(x, scheme)``); a format passes through with the keywords as given.
 
-    ``given`` holds the keywords the caller passed; each must be at its default when a scheme
-    is given (the scheme says how to quantize), else ``ValueError``.
+    Raises:
+        ValueError: a keyword beside a scheme that is not at its default (the scheme says how
+            to quantize), or a scheme :func:`quantize` cannot make.
     """
-    if not isinstance(fmt, QuantScheme):
-        return fmt, given
-    changed = sorted(k for k, v in given.items() if v != _KEYWORD_DEFAULTS[k])
-    if changed:
-        raise ValueError(
-            f"fmt is a QuantScheme ({fmt.label}): give {', '.join(changed)} inside it, not beside it, "
-            f"got {', '.join(f'{k}={given[k]!r}' for k in changed)}"
-        )
-    kw = dict(given)
-    kw.update(fmt.qparams_kwargs())
-    return fmt.fmt, kw
+    given = {
+        "granularity": granularity,
+        "axis": axis,
+        "group_size": group_size,
+        "symmetric": symmetric,
+        "scale_dtype": scale_dtype,
+        "scaled": scaled,
+    }
+    if isinstance(fmt, QuantScheme):
+        refuse_keywords_beside(fmt, given, _KEYWORD_DEFAULTS, who)
+        given.update(fmt.qparams_kwargs())
+        fmt = fmt.fmt
+    return fmt, *given.values()
 
 
 _KEYWORD_DEFAULTS: dict[str, Any] = {
@@ -234,22 +247,8 @@ def choose_qparams(
             particular ``ValueError`` for NaN or infinity in ``x`` and for a scale that
             ``scale_dtype`` cannot hold (see "Storing the scales" there).
     """
-    fmt, kw = unpack_scheme(
-        fmt,
-        {
-            "granularity": granularity,
-            "axis": axis,
-            "group_size": group_size,
-            "symmetric": symmetric,
-            "scale_dtype": scale_dtype,
-        },
-    )
-    granularity, axis, group_size, symmetric, scale_dtype = (
-        kw["granularity"],
-        kw["axis"],
-        kw["group_size"],
-        kw["symmetric"],
-        kw["scale_dtype"],
+    fmt, granularity, axis, group_size, symmetric, scale_dtype, _ = unpack_scheme(
+        fmt, granularity, axis, group_size, symmetric, scale_dtype, None, "choose_qparams"
     )
     fmt = get_format(fmt)
     if isinstance(fmt, BlockFormat):

@@ -182,24 +182,8 @@ def quantize(
         >>> q.codes.tolist(), float(q.scale)  # -1.5 is a tie: rounds to the even code -2
         ([3, -2, 0], 1.0)
     """
-    fmt, kw = unpack_scheme(
-        fmt,
-        {
-            "granularity": granularity,
-            "axis": axis,
-            "group_size": group_size,
-            "symmetric": symmetric,
-            "scale_dtype": scale_dtype,
-            "scaled": scaled,
-        },
-    )
-    granularity, axis, group_size, symmetric, scale_dtype, scaled = (
-        kw["granularity"],
-        kw["axis"],
-        kw["group_size"],
-        kw["symmetric"],
-        kw["scale_dtype"],
-        kw["scaled"],
+    fmt, granularity, axis, group_size, symmetric, scale_dtype, scaled = unpack_scheme(
+        fmt, granularity, axis, group_size, symmetric, scale_dtype, scaled, "quantize"
     )
     block = get_format(fmt)
     if isinstance(block, BlockFormat):
@@ -514,24 +498,8 @@ def fake_quantize(
             dtype, byte order, shape, device or layout, a read-only ``out``, or one that
             partly overlaps ``x``.
     """
-    fmt, kw = unpack_scheme(
-        fmt,
-        {
-            "granularity": granularity,
-            "axis": axis,
-            "group_size": group_size,
-            "symmetric": symmetric,
-            "scale_dtype": scale_dtype,
-            "scaled": scaled,
-        },
-    )
-    granularity, axis, group_size, symmetric, scale_dtype, scaled = (
-        kw["granularity"],
-        kw["axis"],
-        kw["group_size"],
-        kw["symmetric"],
-        kw["scale_dtype"],
-        kw["scaled"],
+    fmt, granularity, axis, group_size, symmetric, scale_dtype, scaled = unpack_scheme(
+        fmt, granularity, axis, group_size, symmetric, scale_dtype, scaled, "fake_quantize"
     )
     block = get_format(fmt)
     if isinstance(block, BlockFormat):

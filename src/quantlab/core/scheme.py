@@ -66,6 +66,7 @@ __all__ = [
     "SchemeLike",
     "as_scheme",
     "rowwise_recipe",
+    "refuse_keywords_beside",
 ]
 
 #: The dtype scales are stored in unless a recipe says otherwise (see the module docstring).
@@ -631,6 +632,23 @@ def as_scheme(scheme: SchemeLike) -> QuantScheme:
     raise TypeError(f"scheme must be a QuantScheme or a format name, got {type(scheme).__name__}")
 
 
+def refuse_keywords_beside(scheme: QuantScheme, given: dict[str, Any], defaults: dict[str, Any], who: str) -> None:
+    """Refuse recipe keywords passed beside a scheme: the scheme says how to quantize.
+
+    Every function that takes a :class:`QuantScheme` in place of its format calls this with the
+    keywords as the caller passed them and their defaults.
+
+    Raises:
+        ValueError: a keyword that differs from its default, named with its value.
+    """
+    changed = sorted(k for k, v in given.items() if v != defaults[k])
+    if changed:
+        raise ValueError(
+            f"{who}: fmt is a QuantScheme ({scheme.label}); give {', '.join(changed)} inside it, not beside it, "
+            f"got {', '.join(f'{k}={given[k]!r}' for k in changed)}"
+        )
+
+
 def rowwise_recipe(
     fmt: Any, given: dict[str, Any], defaults: dict[str, Any], who: str, *, real_zero_points: bool = False
 ) -> tuple[FormatLike, dict[str, Any]]:
@@ -659,12 +677,7 @@ def rowwise_recipe(
     """
     if not isinstance(fmt, QuantScheme):
         return fmt, given
-    changed = sorted(k for k, v in given.items() if v != defaults[k])
-    if changed:
-        raise ValueError(
-            f"{who}: fmt is a QuantScheme ({fmt.label}); give {', '.join(changed)} inside it, not beside it, "
-            f"got {', '.join(f'{k}={given[k]!r}' for k in changed)}"
-        )
+    refuse_keywords_beside(fmt, given, defaults, who)
     g = fmt.resolved_granularity
     if fmt.is_cast or fmt.is_block or g == "tensor" or (g == "channel" and fmt.axis != 0):
         raise ValueError(
